@@ -1,0 +1,193 @@
+//! A whole configuration: every service and route, as one document.
+//!
+//! This is the unit that is validated as a whole (names are unique, references resolve, no
+//! two routes are indistinguishable), the shape of the YAML file, and what the store loads
+//! to build a snapshot.
+
+use crate::{HostPattern, MethodSet, PathPattern, Problem, Problems, Route, Service};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+
+/// Every service and route.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Service>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+}
+
+impl Config {
+    /// Checks every entity and the rules that span entities.
+    pub fn validate(&self) -> Result<(), Problems> {
+        let mut problems = Problems::default();
+        let mut service_names = HashSet::new();
+        for (i, service) in self.services.iter().enumerate() {
+            if let Err(found) = service.validate() {
+                problems.0.extend(found.nest(&format!("services[{i}]")).0);
+            }
+            if !service_names.insert(service.name.as_str()) {
+                problems
+                    .push(format!("services[{i}].name"), format!("a service named `{}` already exists", service.name));
+            }
+        }
+        let mut route_names = HashSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            if let Err(found) = route.validate() {
+                problems.0.extend(found.nest(&format!("routes[{i}]")).0);
+                continue;
+            }
+            if !route_names.insert(route.name.as_str()) {
+                problems.push(format!("routes[{i}].name"), format!("a route named `{}` already exists", route.name));
+            }
+            if let Some(service) = &route.service {
+                if !service_names.contains(service.as_str()) {
+                    problems.push(format!("routes[{i}].service"), format!("no service is named `{service}`"));
+                }
+            }
+        }
+        find_indistinguishable_routes(&self.routes, &mut problems);
+        problems.into_result()
+    }
+
+    /// The service with this name.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Sorts entities by name so that exports and diffs are stable.
+    pub fn sorted(mut self) -> Config {
+        self.services.sort_by(|a, b| a.name.cmp(&b.name));
+        self.routes.sort_by(|a, b| a.name.cmp(&b.name));
+        self
+    }
+}
+
+/// What a request must look like to match one (host, path) rule of a route, reduced to the
+/// parts precedence cannot tell apart. Two routes with rules of the same shape and
+/// overlapping methods would match the same requests with nothing to choose between them.
+#[derive(PartialEq, Eq, Hash)]
+struct RuleShape {
+    priority: i32,
+    host: HostPattern,
+    path: String,
+    headers: Vec<(String, Vec<String>)>,
+}
+
+fn find_indistinguishable_routes(routes: &[Route], problems: &mut Problems) {
+    let mut seen: HashMap<RuleShape, Vec<(usize, MethodSet)>> = HashMap::new();
+    let mut reported = HashSet::new();
+    for (i, route) in routes.iter().enumerate() {
+        let Ok(methods) = route.method_set() else { continue };
+        let mut headers: Vec<_> = route.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), sorted(v))).collect();
+        headers.sort();
+        let paths: Vec<PathPattern> = route.path_patterns().into_iter().flatten().collect();
+        for host in route.host_patterns().into_iter().flatten() {
+            for path in &paths {
+                let shape = RuleShape {
+                    priority: route.priority,
+                    host: host.clone(),
+                    path: path.shape(),
+                    headers: headers.clone(),
+                };
+                let same = seen.entry(shape).or_default();
+                for &(j, other_methods) in same.iter() {
+                    if j != i && methods.overlaps(other_methods) && reported.insert((j, i)) {
+                        problems.0.push(Problem {
+                            path: format!("routes[{i}]"),
+                            message: format!(
+                                "route `{}` can never be told apart from route `{}`: both match host `{host}` and path `{path}` with the same priority, methods and headers; give one a different priority or a narrower match",
+                                route.name, routes[j].name
+                            ),
+                            line: None,
+                        });
+                    }
+                }
+                same.push((i, methods));
+            }
+        }
+    }
+}
+
+fn sorted(values: &[String]) -> Vec<String> {
+    let mut values = values.to_vec();
+    values.sort();
+    values
+}
+
+/// Parses a YAML configuration document and validates it. Syntax and shape errors carry the
+/// line they were found on.
+pub fn parse_yaml(text: &str) -> Result<Config, Problems> {
+    let deserializer = yaml_serde::Deserializer::from_str(text);
+    let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let line = inner.location().map(|l| l.line());
+        let message = inner.to_string();
+        // The YAML error repeats its position at the end; the line is reported separately.
+        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+        Problems(vec![Problem { path: if path == "." { String::new() } else { path }, message, line }])
+    })?;
+    config.validate()?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+services:
+  - name: users
+    targets:
+      - address: 127.0.0.1:9001
+routes:
+  - name: users
+    paths: ["/users/{id}"]
+    service: users
+  - name: hello
+    paths: ["/hello"]
+    mock: { status: 200, body: "hi" }
+"#;
+
+    #[test]
+    fn a_good_document_parses() {
+        let config = parse_yaml(GOOD).expect("valid");
+        assert_eq!(config.services[0].connect_timeout_ms, 5_000);
+        assert_eq!(config.routes.len(), 2);
+    }
+
+    #[test]
+    fn unknown_fields_are_reported_with_path_and_line() {
+        let text = GOOD.replace("    service: users", "    service: users\n    servce: typo");
+        let problems = parse_yaml(&text).err().unwrap_or_default();
+        assert_eq!(problems.0.len(), 1, "{problems}");
+        assert_eq!(problems.0[0].path, "routes[0].servce");
+        assert_eq!(problems.0[0].line, Some(10));
+        assert!(problems.0[0].message.contains("unknown field"), "{problems}");
+    }
+
+    #[test]
+    fn references_and_duplicates_are_checked() {
+        let text = GOOD.replace("service: users", "service: nobody").replace("name: hello", "name: users");
+        let problems = parse_yaml(&text).err().unwrap_or_default();
+        let paths: Vec<_> = problems.0.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["routes[0].service", "routes[1].name"], "{problems}");
+    }
+
+    #[test]
+    fn indistinguishable_routes_are_rejected_naming_both() {
+        let text = format!("{GOOD}  - name: people\n    paths: [\"/users/{{user}}\"]\n    service: users\n");
+        let problems = parse_yaml(&text).err().unwrap_or_default();
+        assert_eq!(problems.0.len(), 1, "{problems}");
+        assert!(problems.0[0].message.contains("`people`") && problems.0[0].message.contains("`users`"));
+        // A different priority, or methods that do not overlap, tell them apart.
+        assert!(parse_yaml(&text.replace("  - name: people\n", "  - name: people\n    priority: 1\n")).is_ok());
+        let split =
+            text.replace("    paths: [\"/users/{id}\"]\n", "    paths: [\"/users/{id}\"]\n    methods: [GET]\n");
+        let split =
+            split.replace("    paths: [\"/users/{user}\"]\n", "    paths: [\"/users/{user}\"]\n    methods: [POST]\n");
+        assert!(parse_yaml(&split).is_ok());
+    }
+}

@@ -1,0 +1,19 @@
+//! Portico's configuration entities and their validation.
+//!
+//! Everything here is plain data: the shapes that the admin API, the YAML file and the
+//! store share, and the rules that decide whether a configuration is acceptable. Nothing
+//! in this crate does I/O, so every other crate can rely on it.
+
+mod config;
+mod names;
+mod pattern;
+mod problem;
+mod route;
+mod service;
+
+pub use config::{parse_yaml, Config};
+pub use names::validate_name;
+pub use pattern::{HostPattern, Method, MethodSet, PathPattern, Segment};
+pub use problem::{Problem, Problems};
+pub use route::{HeaderMatch, MockResponse, Route};
+pub use service::{HostHeader, Scheme, Service, Target};

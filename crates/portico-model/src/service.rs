@@ -1,0 +1,175 @@
+//! Services: the upstreams that routes send traffic to.
+
+use crate::{validate_name, Problems};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// An upstream service: where requests go, and how Portico talks to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Unique name; routes refer to the service by it.
+    #[serde(default)]
+    pub name: String,
+    /// The instances to balance over, by weighted round robin.
+    pub targets: Vec<Target>,
+    /// How Portico connects to the targets.
+    #[serde(default)]
+    pub scheme: Scheme,
+    /// Time allowed to open a connection to a target.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time allowed for the response headers to arrive, and between two reads of the response body.
+    #[serde(default = "defaults::read_timeout_ms")]
+    pub read_timeout_ms: u64,
+    /// Time allowed between two writes of the request body to the target.
+    #[serde(default = "defaults::write_timeout_ms")]
+    pub write_timeout_ms: u64,
+    /// Which `Host` header the target sees.
+    #[serde(default)]
+    pub host_header: HostHeader,
+}
+
+mod defaults {
+    pub fn connect_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn read_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn write_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn weight() -> u32 {
+        1
+    }
+}
+
+/// One instance of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// `host:port`, where host is a name, an IPv4 address or a bracketed IPv6 address.
+    pub address: String,
+    /// Share of the traffic relative to the other targets; 0 takes the target out of rotation.
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    #[default]
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HostHeader {
+    /// Send the target's own `host:port`, as most upstreams expect.
+    #[default]
+    Upstream,
+    /// Pass on the `Host` the client sent.
+    Pass,
+}
+
+/// The largest weight a target may have; it keeps the balancing schedule small.
+pub const MAX_WEIGHT: u32 = 1_000;
+/// The longest timeout accepted, one day; longer is surely a mistake.
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
+
+impl Service {
+    pub fn validate(&self) -> Result<(), Problems> {
+        let mut problems = Problems::default();
+        if let Err(message) = validate_name(&self.name) {
+            problems.push("name", message);
+        }
+        if self.targets.is_empty() {
+            problems.push("targets", "a service needs at least one target");
+        }
+        for (i, target) in self.targets.iter().enumerate() {
+            if let Err(message) = parse_address(&target.address) {
+                problems.push(format!("targets[{i}].address"), message);
+            }
+            if target.weight > MAX_WEIGHT {
+                problems.push(format!("targets[{i}].weight"), format!("must be at most {MAX_WEIGHT}"));
+            }
+        }
+        if !self.targets.is_empty() && self.targets.iter().all(|t| t.weight == 0) {
+            problems.push("targets", "at least one target needs a weight above 0");
+        }
+        for (field, value) in [
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("read_timeout_ms", self.read_timeout_ms),
+            ("write_timeout_ms", self.write_timeout_ms),
+        ] {
+            if value == 0 || value > MAX_TIMEOUT_MS {
+                problems.push(field, format!("must be between 1 and {MAX_TIMEOUT_MS} milliseconds"));
+            }
+        }
+        problems.into_result()
+    }
+}
+
+/// Splits `host:port` and checks both halves.
+pub fn parse_address(address: &str) -> Result<(&str, u16), String> {
+    let bad = || format!("`{address}` is not a valid `host:port` address");
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host_ok = if let Some(ip6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        ip6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+    };
+    if port == 0 || !host_ok {
+        return Err(bad());
+    }
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(address: &str) -> Service {
+        Service {
+            name: "users".into(),
+            targets: vec![Target { address: address.into(), weight: 1 }],
+            scheme: Scheme::Http,
+            connect_timeout_ms: 1,
+            read_timeout_ms: 1,
+            write_timeout_ms: 1,
+            host_header: HostHeader::Upstream,
+        }
+    }
+
+    #[test]
+    fn addresses() {
+        for ok in ["127.0.0.1:80", "users.internal:8080", "[::1]:9000"] {
+            assert!(service(ok).validate().is_ok(), "{ok}");
+        }
+        for bad in ["127.0.0.1", "host:0", "host:99999", ":80", "a b:80", "[zz]:80"] {
+            assert!(service(bad).validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let mut s = service("nope");
+        s.name = "bad name".into();
+        s.read_timeout_ms = 0;
+        let problems = s.validate().err().unwrap_or_default();
+        let paths: Vec<_> = problems.0.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["name", "targets[0].address", "read_timeout_ms"]);
+    }
+}

@@ -1,0 +1,276 @@
+//! Reading and writing configuration entities with optimistic concurrency.
+
+use crate::store::{load_config, now};
+use crate::{Store, StoreError};
+use portico_model::{Config, Route, Service};
+use serde::{de::DeserializeOwned, Serialize};
+use sqlx::Row;
+use std::collections::HashMap;
+
+/// The kinds of configuration entity the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Service,
+    Route,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Service => "service",
+            Kind::Route => "route",
+        }
+    }
+
+    pub(crate) fn parse(raw: &str) -> Option<Kind> {
+        match raw {
+            "service" => Some(Kind::Service),
+            "route" => Some(Kind::Route),
+            _ => None,
+        }
+    }
+}
+
+/// A configuration entity the store can keep.
+pub trait Entity: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    const KIND: Kind;
+    fn name(&self) -> &str;
+    /// Where entities of this kind live in a [`Config`].
+    fn all(config: &mut Config) -> &mut Vec<Self>;
+    /// Names of the entities that refer to the entity called `name`.
+    fn dependents(_config: &Config, _name: &str) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl Entity for Service {
+    const KIND: Kind = Kind::Service;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn all(config: &mut Config) -> &mut Vec<Self> {
+        &mut config.services
+    }
+    fn dependents(config: &Config, name: &str) -> Vec<String> {
+        config.routes.iter().filter(|r| r.service.as_deref() == Some(name)).map(|r| r.name.clone()).collect()
+    }
+}
+
+impl Entity for Route {
+    const KIND: Kind = Kind::Route;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn all(config: &mut Config) -> &mut Vec<Self> {
+        &mut config.routes
+    }
+}
+
+/// An entity as stored, with the version that guards concurrent updates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored<T> {
+    pub value: T,
+    /// Starts at 1 and grows by one with every update.
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What the caller believes about the entity before writing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Write whatever is there (used by `apply`, which owns the whole configuration).
+    None,
+    /// The entity must not exist yet (create).
+    Absent,
+    /// The entity must be at exactly this version (update or delete after a read).
+    Version(i64),
+}
+
+impl Store {
+    /// One page of entities in name order, starting after `after`.
+    pub async fn list<E: Entity>(&self, after: Option<&str>, limit: i64) -> Result<Vec<Stored<E>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT spec, version, created_at, updated_at FROM entities \
+             WHERE kind = $1 AND name > $2 ORDER BY name LIMIT $3",
+        )
+        .bind(E::KIND.as_str())
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(stored_from_row).collect()
+    }
+
+    pub async fn get<E: Entity>(&self, name: &str) -> Result<Option<Stored<E>>, StoreError> {
+        let row =
+            sqlx::query("SELECT spec, version, created_at, updated_at FROM entities WHERE kind = $1 AND name = $2")
+                .bind(E::KIND.as_str())
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?;
+        row.as_ref().map(stored_from_row).transpose()
+    }
+
+    /// Creates or replaces an entity, after checking `precondition` and validating the whole
+    /// configuration as it would be after the write.
+    pub async fn put<E: Entity>(&self, entity: E, precondition: Precondition) -> Result<Stored<E>, StoreError> {
+        let (mut tx, revision) = self.begin_write().await?;
+        let name = entity.name().to_owned();
+        let current = current_version(&mut tx, E::KIND, &name).await?;
+        check(E::KIND, &name, current.map(|(v, _)| v), precondition)?;
+
+        let mut config = load_config(&mut tx).await?;
+        let all = E::all(&mut config);
+        match all.iter_mut().find(|e| e.name() == name) {
+            Some(slot) => *slot = entity.clone(),
+            None => all.push(entity.clone()),
+        }
+        config.validate().map_err(StoreError::Invalid)?;
+
+        let spec = to_json(&entity)?;
+        let now = now();
+        let version = current.map_or(1, |(v, _)| v + 1);
+        let created_at = current.map_or(now, |(_, c)| c);
+        upsert(&mut tx, E::KIND, &name, &spec, version, created_at, now).await?;
+        self.commit(tx, revision).await?;
+        Ok(Stored { value: entity, version, created_at, updated_at: now })
+    }
+
+    /// Deletes an entity, unless others still refer to it.
+    pub async fn delete<E: Entity>(&self, name: &str, precondition: Precondition) -> Result<(), StoreError> {
+        let (mut tx, revision) = self.begin_write().await?;
+        let current = current_version(&mut tx, E::KIND, name).await?;
+        if current.is_none() {
+            return Err(StoreError::NotFound { kind: E::KIND.as_str(), name: name.to_owned() });
+        }
+        check(E::KIND, name, current.map(|(v, _)| v), precondition)?;
+        let config = load_config(&mut tx).await?;
+        let dependents = E::dependents(&config, name);
+        if !dependents.is_empty() {
+            return Err(StoreError::InUse(format!(
+                "{} `{name}` is still used by {}: change or delete them first",
+                E::KIND.as_str(),
+                dependents.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        sqlx::query("DELETE FROM entities WHERE kind = $1 AND name = $2")
+            .bind(E::KIND.as_str())
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        self.commit(tx, revision).await
+    }
+
+    /// Makes the stored configuration exactly `config`, in one transaction: entities that did
+    /// not change keep their version, changed ones get the next version, missing ones go.
+    /// Returns the new revision.
+    pub async fn replace_all(&self, config: &Config) -> Result<i64, StoreError> {
+        config.validate().map_err(StoreError::Invalid)?;
+        let (mut tx, revision) = self.begin_write().await?;
+        let rows =
+            sqlx::query("SELECT kind, name, spec, version, created_at FROM entities").fetch_all(&mut *tx).await?;
+        let mut existing: HashMap<(String, String), (String, i64, i64)> = HashMap::new();
+        for row in rows {
+            existing.insert((row.try_get(0)?, row.try_get(1)?), (row.try_get(2)?, row.try_get(3)?, row.try_get(4)?));
+        }
+        let mut wanted = Vec::new();
+        for service in &config.services {
+            wanted.push((Kind::Service, service.name.clone(), to_json(service)?));
+        }
+        for route in &config.routes {
+            wanted.push((Kind::Route, route.name.clone(), to_json(route)?));
+        }
+        let now = now();
+        for (kind, name, spec) in wanted {
+            match existing.remove(&(kind.as_str().to_owned(), name.clone())) {
+                Some((old_spec, _, _)) if same_json(&old_spec, &spec) => {}
+                Some((_, version, created_at)) => {
+                    upsert(&mut tx, kind, &name, &spec, version + 1, created_at, now).await?
+                }
+                None => upsert(&mut tx, kind, &name, &spec, 1, now, now).await?,
+            }
+        }
+        for (kind, name) in existing.into_keys() {
+            sqlx::query("DELETE FROM entities WHERE kind = $1 AND name = $2")
+                .bind(kind)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.commit(tx, revision).await?;
+        Ok(revision)
+    }
+}
+
+fn check(kind: Kind, name: &str, current: Option<i64>, precondition: Precondition) -> Result<(), StoreError> {
+    let kind = kind.as_str();
+    match (precondition, current) {
+        (Precondition::None, _) => Ok(()),
+        (Precondition::Absent, None) => Ok(()),
+        (Precondition::Absent, Some(_)) => Err(StoreError::AlreadyExists { kind, name: name.to_owned() }),
+        (Precondition::Version(_), None) => Err(StoreError::NotFound { kind, name: name.to_owned() }),
+        (Precondition::Version(expected), Some(current)) if expected != current => {
+            Err(StoreError::VersionMismatch { kind, name: name.to_owned(), expected, current })
+        }
+        (Precondition::Version(_), Some(_)) => Ok(()),
+    }
+}
+
+async fn current_version(
+    conn: &mut sqlx::AnyConnection,
+    kind: Kind,
+    name: &str,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    let row = sqlx::query("SELECT version, created_at FROM entities WHERE kind = $1 AND name = $2")
+        .bind(kind.as_str())
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(row) => Some((row.try_get(0)?, row.try_get(1)?)),
+        None => None,
+    })
+}
+
+async fn upsert(
+    conn: &mut sqlx::AnyConnection,
+    kind: Kind,
+    name: &str,
+    spec: &str,
+    version: i64,
+    created_at: i64,
+    updated_at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO entities (kind, name, spec, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (kind, name) DO UPDATE SET spec = $3, version = $4, updated_at = $6",
+    )
+    .bind(kind.as_str())
+    .bind(name)
+    .bind(spec)
+    .bind(version)
+    .bind(created_at)
+    .bind(updated_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn stored_from_row<E: Entity>(row: &sqlx::any::AnyRow) -> Result<Stored<E>, StoreError> {
+    let spec: String = row.try_get(0)?;
+    let value = serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(format!("{}: {e}", E::KIND.as_str())))?;
+    Ok(Stored { value, version: row.try_get(1)?, created_at: row.try_get(2)?, updated_at: row.try_get(3)? })
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Compares two stored documents by meaning, not by byte layout.
+fn same_json(a: &str, b: &str) -> bool {
+    match (serde_json::from_str::<serde_json::Value>(a), serde_json::from_str::<serde_json::Value>(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}

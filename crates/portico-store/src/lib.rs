@@ -1,0 +1,22 @@
+//! Portico's store: where configuration and admin state live.
+//!
+//! One [`Store`] serves both backends, SQLite (the embedded default, in WAL mode) and
+//! PostgreSQL (for clusters), chosen by URL. The SQL is written in the dialect the two share
+//! and runs through sqlx's `Any` driver, so there is one implementation to keep correct.
+//!
+//! Invariants kept here:
+//! - every write runs in one transaction that first bumps the revision, which serialises
+//!   writers and tells readers that something changed;
+//! - the stored configuration always validates as a whole: a write is checked against
+//!   everything else before it commits;
+//! - SQL lives only in this crate, always with bind parameters.
+
+mod entities;
+mod error;
+mod store;
+mod tokens;
+
+pub use entities::{Entity, Kind, Precondition, Stored};
+pub use error::StoreError;
+pub use store::{Backend, Store};
+pub use tokens::{AdminToken, NewToken};

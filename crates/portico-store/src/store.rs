@@ -1,0 +1,194 @@
+//! Opening the store, migrations, revisions and consistent reads of the whole configuration.
+
+use crate::{Kind, StoreError};
+use portico_model::Config;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Row, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::watch;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// The newest revision this process committed or observed, for in-process listeners.
+    committed: watch::Sender<i64>,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://...`), creating an SQLite file and its
+    /// folder if needed, and brings the schema up to date.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let store = Store::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without running migrations.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        let url = match backend {
+            Backend::Sqlite => prepare_sqlite_url(url)?,
+            Backend::Postgres => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                // SQLite has one writer at a time; a few readers are all that helps.
+                Backend::Sqlite => 4,
+                Backend::Postgres => 8,
+            })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets the gateway read while an admin writes; the busy timeout
+                        // makes a second writer wait instead of failing at once.
+                        for pragma in
+                            ["PRAGMA journal_mode = WAL", "PRAGMA busy_timeout = 5000", "PRAGMA synchronous = NORMAL"]
+                        {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        let (committed, _) = watch::channel(0);
+        Ok(Store { pool, backend, committed })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies pending schema migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The number of changes committed so far.
+    pub async fn revision(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT revision FROM portico_revision WHERE id = 1").fetch_one(&self.pool).await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// A receiver that sees every revision this process commits, so that a change made
+    /// through this handle is picked up without waiting for the next poll.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.committed.subscribe()
+    }
+
+    /// The whole configuration as of one revision.
+    pub async fn load(&self) -> Result<(i64, Config), StoreError> {
+        // Read the revision before and after: if a writer slipped in between, read again,
+        // so that the configuration returned is exactly the one at that revision.
+        loop {
+            let before = self.revision().await?;
+            let mut conn = self.pool.acquire().await?;
+            let config = load_config(&mut conn).await?;
+            drop(conn);
+            if self.revision().await? == before {
+                return Ok((before, config));
+            }
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Starts a write transaction: bumping the revision first takes the write lock on both
+    /// backends, so concurrent writers queue up instead of validating against stale data.
+    pub(crate) async fn begin_write(&self) -> Result<(Transaction<'static, Any>, i64), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("UPDATE portico_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision")
+            .fetch_one(&mut *tx)
+            .await?;
+        Ok((tx, row.try_get(0)?))
+    }
+
+    /// Commits a write transaction and tells in-process listeners.
+    pub(crate) async fn commit(&self, tx: Transaction<'static, Any>, revision: i64) -> Result<(), StoreError> {
+        tx.commit().await?;
+        self.committed.send_if_modified(|current| {
+            let newer = revision > *current;
+            if newer {
+                *current = revision;
+            }
+            newer
+        });
+        Ok(())
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Reads every configuration entity through `conn`.
+pub(crate) async fn load_config(conn: &mut sqlx::AnyConnection) -> Result<Config, StoreError> {
+    let rows = sqlx::query("SELECT kind, name, spec FROM entities ORDER BY kind, name").fetch_all(&mut *conn).await?;
+    let mut config = Config::default();
+    for row in rows {
+        let kind: String = row.try_get(0)?;
+        let name: String = row.try_get(1)?;
+        let spec: String = row.try_get(2)?;
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("{kind} `{name}`: {e}"));
+        match Kind::parse(&kind) {
+            Some(Kind::Service) => config.services.push(serde_json::from_str(&spec).map_err(corrupt)?),
+            Some(Kind::Route) => config.routes.push(serde_json::from_str(&spec).map_err(corrupt)?),
+            None => return Err(StoreError::Corrupt(format!("unknown entity kind `{kind}` for `{name}`"))),
+        }
+    }
+    Ok(config)
+}
+
+/// Makes sure an SQLite file can be created: its folder exists and `mode=rwc` is set.
+fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" {
+        // An in-memory database would be a different empty database per pooled connection.
+        return Err(StoreError::UnsupportedUrl(url.to_owned()));
+    }
+    if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            StoreError::Database(sqlx::Error::Configuration(format!("{}: {e}", parent.display()).into()))
+        })?;
+    }
+    let query = if query.contains("mode=") {
+        query.to_owned()
+    } else if query.is_empty() {
+        "mode=rwc".to_owned()
+    } else {
+        format!("{query}&mode=rwc")
+    };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}

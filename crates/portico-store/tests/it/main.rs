@@ -1,0 +1,191 @@
+//! The store against real databases: SQLite always, PostgreSQL when
+//! `PORTICO_TEST_POSTGRES_URL` names a server (as `.ci/run` does).
+
+use portico_model::{Config, HostHeader, MockResponse, Route, Scheme, Service, Target};
+use portico_store::{Precondition, Store, StoreError};
+use std::collections::BTreeMap;
+
+/// A fresh, empty store on every backend available here.
+struct TestStores {
+    stores: Vec<(&'static str, Store)>,
+    _dir: tempfile::TempDir,
+}
+
+async fn stores() -> TestStores {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = format!("sqlite://{}", dir.path().join("nested/portico.db").display());
+    let mut stores = vec![("sqlite", Store::open(&sqlite).await.expect("open sqlite"))];
+    match std::env::var("PORTICO_TEST_POSTGRES_URL") {
+        Ok(url) => stores.push(("postgres", Store::open(&fresh_postgres_database(&url).await).await.expect("open pg"))),
+        Err(_) => eprintln!("skipped: PostgreSQL backend (set PORTICO_TEST_POSTGRES_URL to test it)"),
+    }
+    TestStores { stores, _dir: dir }
+}
+
+/// Creates an empty database on the server at `url` so that tests do not see each other.
+async fn fresh_postgres_database(url: &str) -> String {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let name = format!("portico_test_{}", fastrand_name());
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("connect to PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+    let base = url.rsplit_once('/').map(|(base, _)| base).unwrap_or(url);
+    format!("{base}/{name}")
+}
+
+fn fastrand_name() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{}_{}", std::process::id(), nanos)
+}
+
+fn service(name: &str) -> Service {
+    Service {
+        name: name.into(),
+        targets: vec![Target { address: "127.0.0.1:9001".into(), weight: 1 }],
+        scheme: Scheme::Http,
+        connect_timeout_ms: 1_000,
+        read_timeout_ms: 1_000,
+        write_timeout_ms: 1_000,
+        host_header: HostHeader::Upstream,
+    }
+}
+
+fn route(name: &str, path: &str, service: &str) -> Route {
+    Route {
+        name: name.into(),
+        priority: 0,
+        hosts: vec![],
+        paths: vec![path.into()],
+        methods: vec![],
+        headers: BTreeMap::new(),
+        strip_prefix: false,
+        rewrite: None,
+        max_body_bytes: None,
+        service: Some(service.into()),
+        mock: None,
+    }
+}
+
+#[tokio::test]
+async fn writes_bump_the_revision_and_versions() {
+    for (backend, store) in stores().await.stores {
+        let start = store.revision().await.expect("revision");
+        let created = store.put(service("users"), Precondition::Absent).await.expect(backend);
+        assert_eq!(created.version, 1, "{backend}");
+        let updated = store.put(service("users"), Precondition::Version(1)).await.expect(backend);
+        assert_eq!(updated.version, 2, "{backend}");
+        assert_eq!(store.revision().await.expect("revision"), start + 2, "{backend}");
+        let (revision, config) = store.load().await.expect("load");
+        assert_eq!(revision, start + 2);
+        assert_eq!(config.services, vec![service("users")]);
+    }
+}
+
+#[tokio::test]
+async fn stale_versions_and_duplicates_are_refused() {
+    for (backend, store) in stores().await.stores {
+        store.put(service("users"), Precondition::Absent).await.expect(backend);
+        store.put(service("users"), Precondition::Version(1)).await.expect(backend);
+        let stale = store.put(service("users"), Precondition::Version(1)).await;
+        assert!(matches!(stale, Err(StoreError::VersionMismatch { current: 2, .. })), "{backend}: {stale:?}");
+        let twice = store.put(service("users"), Precondition::Absent).await;
+        assert!(matches!(twice, Err(StoreError::AlreadyExists { .. })), "{backend}");
+        let missing = store.put(service("orders"), Precondition::Version(1)).await;
+        assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn the_stored_configuration_always_validates() {
+    for (backend, store) in stores().await.stores {
+        let dangling = store.put(route("users", "/users/*", "users"), Precondition::None).await;
+        assert!(matches!(dangling, Err(StoreError::Invalid(_))), "{backend}: {dangling:?}");
+        store.put(service("users"), Precondition::None).await.expect(backend);
+        store.put(route("users", "/users/*", "users"), Precondition::None).await.expect(backend);
+        let clash = store.put(route("people", "/users/*", "users"), Precondition::None).await;
+        let Err(StoreError::Invalid(problems)) = clash else { panic!("{backend}: {clash:?}") };
+        assert!(problems.to_string().contains("`people`") && problems.to_string().contains("`users`"));
+        let in_use = store.delete::<Service>("users", Precondition::None).await;
+        assert!(matches!(in_use, Err(StoreError::InUse(ref m)) if m.contains("`users`")), "{backend}: {in_use:?}");
+        store.delete::<Route>("users", Precondition::None).await.expect(backend);
+        store.delete::<Service>("users", Precondition::Version(1)).await.expect(backend);
+        assert_eq!(store.load().await.expect("load").1, Config::default());
+    }
+}
+
+#[tokio::test]
+async fn pages_follow_name_order() {
+    for (backend, store) in stores().await.stores {
+        for name in ["c", "a", "e", "b", "d"] {
+            store.put(service(name), Precondition::Absent).await.expect(backend);
+        }
+        let first = store.list::<Service>(None, 2).await.expect("list");
+        let names: Vec<_> = first.iter().map(|s| s.value.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"], "{backend}");
+        let rest = store.list::<Service>(Some("b"), 10).await.expect("list");
+        let names: Vec<_> = rest.iter().map(|s| s.value.name.as_str()).collect();
+        assert_eq!(names, ["c", "d", "e"], "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn replace_all_is_all_or_nothing_and_keeps_unchanged_versions() {
+    for (backend, store) in stores().await.stores {
+        let mut config = Config { services: vec![service("a"), service("b")], routes: vec![route("a", "/a/*", "a")] };
+        store.replace_all(&config).await.expect(backend);
+        config.services[1].read_timeout_ms = 5;
+        config.routes.push(Route { mock: Some(mock()), service: None, ..route("m", "/m", "") });
+        store.replace_all(&config).await.expect(backend);
+        let a = store.get::<Service>("a").await.expect("get").expect("a exists");
+        let b = store.get::<Service>("b").await.expect("get").expect("b exists");
+        assert_eq!((a.version, b.version), (1, 2), "{backend}");
+
+        // An invalid document changes nothing.
+        let before = store.load().await.expect("load");
+        let mut broken = config.clone();
+        broken.services.remove(0);
+        assert!(matches!(store.replace_all(&broken).await, Err(StoreError::Invalid(_))));
+        assert_eq!(store.load().await.expect("load"), before, "{backend}");
+
+        // Removing entities from the document removes them from the store.
+        store.replace_all(&Config::default()).await.expect(backend);
+        assert_eq!(store.load().await.expect("load").1, Config::default(), "{backend}");
+    }
+}
+
+fn mock() -> MockResponse {
+    MockResponse { status: 200, headers: BTreeMap::new(), body: "hi".into() }
+}
+
+#[tokio::test]
+async fn concurrent_writers_never_lose_an_update() {
+    for (backend, store) in stores().await.stores {
+        store.put(service("counter"), Precondition::Absent).await.expect(backend);
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move { store.put(service(&format!("s{i}")), Precondition::Absent).await }));
+        }
+        for task in tasks {
+            task.await.expect("join").expect("concurrent write");
+        }
+        assert_eq!(store.load().await.expect("load").1.services.len(), 9, "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn admin_tokens_are_shown_once_and_stored_hashed() {
+    for (backend, store) in stores().await.stores {
+        assert!(!store.has_tokens().await.expect("count"), "{backend}");
+        let new = store.create_token("ci").await.expect("create");
+        assert!(new.secret.starts_with("portico_") && new.secret.len() > 60);
+        assert_eq!(store.verify_token(&new.secret).await.expect("verify").map(|t| t.id), Some(new.token.id.clone()));
+        assert_eq!(store.verify_token("portico_wrong").await.expect("verify"), None);
+        let listed = store.list_tokens().await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert!(!format!("{listed:?}").contains(&new.secret[8..]), "the secret is never listed");
+        store.revoke_token("ci").await.expect("revoke");
+        assert_eq!(store.verify_token(&new.secret).await.expect("verify"), None, "{backend}");
+        assert!(matches!(store.revoke_token("ci").await, Err(StoreError::NotFound { .. })));
+    }
+}
