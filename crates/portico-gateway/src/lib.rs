@@ -1,1 +1,21 @@
+//! Portico's data plane.
+//!
+//! A [`Snapshot`] is the compiled, immutable form of a configuration: the router and the
+//! upstream services. The control plane compiles a new one whenever the configuration
+//! changes and swaps it into a [`SnapshotCell`]; every request loads the current snapshot
+//! once and keeps it to the end, so a swap never disturbs requests in flight and the request
+//! path never waits on the store.
+//!
+//! - [`router`]: host, path, method and header matching with a deterministic precedence.
+//! - [`proxy`]: the request pipeline, phase by phase.
+//! - [`server`]: listeners, one single-threaded runtime per worker, connection limits, drain.
 
+mod router;
+mod snapshot;
+mod upstream;
+
+mod proxy;
+mod server;
+
+pub use server::{bind_listeners, Gateway, GatewayHandle, ProxySettings};
+pub use snapshot::{compile, Snapshot, SnapshotCell};

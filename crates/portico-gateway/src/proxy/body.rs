@@ -1,0 +1,217 @@
+//! Bodies in both directions. Both stream frame by frame: nothing is buffered whole.
+//!
+//! [`RequestBody`] carries the client's body upstream, enforcing the route's size limit and
+//! recording progress for the write timeout. [`ResponseBody`] is either a small body Portico
+//! made (errors, mocks) or the upstream's body with a read-idle timeout.
+
+use crate::server::InFlight;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// Why a body stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the request body is larger than allowed")]
+    TooLarge,
+    #[error("the upstream stopped sending the response body")]
+    ReadTimeout,
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+/// How far the request body has got, shared between the body (which records it) and the
+/// proxy (which decides from it whether the upstream is late).
+pub struct Progress {
+    start: Instant,
+    /// Milliseconds after `start` when the last chunk went through.
+    last_chunk_ms: AtomicU64,
+    done: AtomicBool,
+    /// The body is waiting for the client, not for the upstream to take more.
+    waiting_on_client: AtomicBool,
+    too_large: AtomicBool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            start: Instant::now(),
+            last_chunk_ms: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+            waiting_on_client: AtomicBool::new(false),
+            too_large: AtomicBool::new(false),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_chunk_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// When the request stops being on time: `write` after the last chunk while the body is
+    /// flowing, `read` after its end once it is complete.
+    pub fn deadline(&self, write: Duration, read: Duration) -> Instant {
+        let last = self.start + Duration::from_millis(self.last_chunk_ms.load(Ordering::Relaxed));
+        if self.done.load(Ordering::Relaxed) {
+            last + read
+        } else {
+            last + write
+        }
+    }
+
+    pub fn waiting_on_client(&self) -> bool {
+        !self.done.load(Ordering::Relaxed) && self.waiting_on_client.load(Ordering::Relaxed)
+    }
+
+    pub fn too_large(&self) -> bool {
+        self.too_large.load(Ordering::Relaxed)
+    }
+}
+
+/// The client's request body on its way upstream.
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    limit: u64,
+    received: u64,
+    progress: Option<Arc<Progress>>,
+}
+
+impl RequestBody {
+    /// Wraps a body; `None` for `limit` means no limit. Bodies that are known to be empty
+    /// get no progress tracking, which saves an allocation on most GETs.
+    pub fn new(body: Incoming, limit: Option<u64>) -> (RequestBody, Option<Arc<Progress>>) {
+        if body.is_end_stream() {
+            return (RequestBody { inner: None, limit: u64::MAX, received: 0, progress: None }, None);
+        }
+        let progress = Arc::new(Progress::new());
+        let body = RequestBody {
+            inner: Some(body),
+            limit: limit.unwrap_or(u64::MAX),
+            received: 0,
+            progress: Some(progress.clone()),
+        };
+        (body, Some(progress))
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        let progress = this.progress.as_deref();
+        let polled = Pin::new(inner).poll_frame(cx);
+        if let Some(p) = progress {
+            p.waiting_on_client.store(polled.is_pending(), Ordering::Relaxed);
+        }
+        match ready!(polled) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                    if this.received > this.limit {
+                        if let Some(p) = progress {
+                            p.too_large.store(true, Ordering::Relaxed);
+                        }
+                        return Poll::Ready(Some(Err(BodyError::TooLarge)));
+                    }
+                }
+                if let Some(p) = progress {
+                    p.touch();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+            None => {
+                if let Some(p) = progress {
+                    p.touch();
+                    p.done.store(true, Ordering::Relaxed);
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+/// A response body for the client.
+pub struct ResponseBody {
+    kind: Kind,
+    /// Dropped together with the body, i.e. when the response is finished or abandoned.
+    on_drop: Option<InFlight>,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream { inner: Incoming, idle: Duration, timer: Option<Pin<Box<Sleep>>> },
+}
+
+impl ResponseBody {
+    pub fn full(bytes: Bytes) -> ResponseBody {
+        ResponseBody { kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())), on_drop: None }
+    }
+
+    /// The upstream's body; it fails if no data arrives for `idle`.
+    pub fn upstream(inner: Incoming, idle: Duration) -> ResponseBody {
+        ResponseBody { kind: Kind::Upstream { inner, idle, timer: None }, on_drop: None }
+    }
+
+    /// Keeps the connection marked as busy until the body is dropped.
+    pub(crate) fn drop_with(&mut self, in_flight: InFlight) {
+        self.on_drop = Some(in_flight);
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream { inner, idle, timer } => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    if let Some(timer) = timer {
+                        timer.as_mut().reset(Instant::now() + *idle);
+                    }
+                    Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
+                }
+                Poll::Pending => {
+                    // The timer is made only when the upstream makes us wait, so bodies that
+                    // arrive in one go never pay for it.
+                    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
+                    ready!(timer.as_mut().poll(cx));
+                    Poll::Ready(Some(Err(BodyError::ReadTimeout)))
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}

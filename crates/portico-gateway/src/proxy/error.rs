@@ -1,0 +1,78 @@
+//! Errors a request can end with, and the one place they become HTTP responses.
+//!
+//! Each error says who failed (the client, the upstream, or nothing matched) in a small JSON
+//! body with the request id. Upstream internals (addresses, error texts) are logged, never sent.
+
+use super::body::ResponseBody;
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyError {
+    /// No route matches the request.
+    NoRoute,
+    /// The request head is larger than allowed.
+    HeadersTooLarge,
+    /// The request body is larger than the route allows.
+    BodyTooLarge,
+    /// The client stopped sending the request body.
+    ClientTimeout,
+    /// The request body could not be read from the client (it broke the connection or sent
+    /// invalid framing).
+    ClientBodyFailed,
+    /// The upstream could not be reached: refused, reset or unresolvable.
+    UpstreamUnavailable,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+    /// The upstream answered with something that is not valid HTTP, or closed mid-response.
+    UpstreamBroken,
+}
+
+impl ProxyError {
+    fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ProxyError::NoRoute => (StatusCode::NOT_FOUND, "no_route", "no route matches this request"),
+            ProxyError::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "the request headers are larger than allowed",
+            ),
+            ProxyError::BodyTooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is larger than this route allows")
+            }
+            ProxyError::ClientTimeout => {
+                (StatusCode::REQUEST_TIMEOUT, "client_timeout", "the client stopped sending the request")
+            }
+            ProxyError::ClientBodyFailed => {
+                (StatusCode::BAD_REQUEST, "client_body_failed", "the request body could not be read")
+            }
+            ProxyError::UpstreamUnavailable => {
+                (StatusCode::BAD_GATEWAY, "upstream_unavailable", "the upstream service could not be reached")
+            }
+            ProxyError::UpstreamTimeout => {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the upstream service did not answer in time")
+            }
+            ProxyError::UpstreamBroken => {
+                (StatusCode::BAD_GATEWAY, "upstream_error", "the upstream service sent an invalid response")
+            }
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.parts().0
+    }
+
+    pub fn to_response(self, request_id: &HeaderValue) -> Response<ResponseBody> {
+        let (status, code, message) = self.parts();
+        error_response(status, code, message, request_id.to_str().unwrap_or(""))
+    }
+}
+
+/// A JSON error response: `{"error": code, "message": ..., "request_id": ...}`.
+fn error_response(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response<ResponseBody> {
+    let body = serde_json::json!({ "error": code, "message": message, "request_id": request_id }).to_string();
+    let mut response = Response::new(ResponseBody::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

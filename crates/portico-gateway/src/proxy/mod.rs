@@ -1,0 +1,259 @@
+//! The request pipeline.
+//!
+//! [`handle`] walks one request through the phases below, in this order; each policy belongs
+//! to exactly one phase, and a later issue adds a policy as one more step in its phase:
+//!
+//! 1. **accept**: limits on the request head (the connection-level limits live in `server`).
+//! 2. **route**: match host, path, method and headers; nothing matches → 404.
+//! 3. **access**: who may call (authentication, authorization, rate limits) — none yet.
+//! 4. **rewrite**: mock responses end the request here; body limit; path rewrite.
+//! 5. **upstream**: pick a target, connect from the pool, send with timeouts.
+//! 6. **response**: strip hop-by-hop headers, stream the body back with a read timeout.
+//! 7. **log**: the request id goes back to the client (access logs come later).
+
+mod body;
+mod error;
+mod headers;
+mod rewrite;
+
+pub(crate) use body::{RequestBody, ResponseBody};
+use error::ProxyError;
+
+use crate::snapshot::{Action, CompiledRoute, MockResponse, Snapshot};
+use crate::upstream::{Pools, Upstream};
+use body::{BodyError, Progress};
+use headers::X_REQUEST_ID;
+use http::uri::PathAndQuery;
+use http::{header, HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use portico_model::{HostHeader, Method};
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Limits that apply to every request, whatever the route.
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    /// Largest request head (headers) accepted; larger ones get 431.
+    pub max_header_bytes: usize,
+}
+
+/// Proxies one request and always produces a response, carrying the request id.
+pub async fn handle(
+    request: Request<Incoming>,
+    snapshot: &Snapshot,
+    client: SocketAddr,
+    pools: &Pools,
+    limits: &RequestLimits,
+) -> Response<ResponseBody> {
+    let request_id = headers::request_id(request.headers());
+    let mut response = match forward(request, snapshot, client, pools, limits, &request_id).await {
+        Ok(response) => response,
+        Err(error) => error.to_response(&request_id),
+    };
+    response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+    response
+}
+
+async fn forward(
+    request: Request<Incoming>,
+    snapshot: &Snapshot,
+    client: SocketAddr,
+    pools: &Pools,
+    limits: &RequestLimits,
+    request_id: &HeaderValue,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    // 1. accept
+    if headers::head_size(request.headers()) > limits.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+
+    // 2. route
+    let (route, pattern) = find_route(snapshot, &request)?;
+
+    // 3. access: no policies yet.
+
+    // 4. rewrite
+    let upstream = match &route.action {
+        Action::Mock(mock) => return Ok(mock_response(mock)),
+        Action::Forward(upstream) => upstream,
+    };
+    if let Some(limit) = route.max_body_bytes {
+        let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit) {
+            return Err(ProxyError::BodyTooLarge);
+        }
+    }
+    let path = rewrite::upstream_path(&route.rewrite, &route.patterns[pattern], request.uri().path());
+
+    // 5. upstream
+    let response = send_upstream(request, route, upstream, path, client, pools, request_id).await?;
+
+    // 6. response
+    let (mut parts, body) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, ResponseBody::upstream(body, upstream.read_timeout)))
+}
+
+fn find_route<'s>(
+    snapshot: &'s Snapshot,
+    request: &Request<Incoming>,
+) -> Result<(&'s CompiledRoute, usize), ProxyError> {
+    let host = request_host(request);
+    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    };
+    let view = crate::router::RequestView {
+        host: &host,
+        path: request.uri().path(),
+        method: Method::from_http(request.method()),
+        headers: request.headers(),
+    };
+    let found = snapshot.router.find(&view).ok_or(ProxyError::NoRoute)?;
+    Ok((&snapshot.routes[found.route], found.pattern))
+}
+
+/// The host the client asked for, without port: from the URI (HTTP/2 and absolute-form
+/// requests) or the `Host` header.
+fn request_host(request: &Request<Incoming>) -> &str {
+    let raw = match request.uri().authority() {
+        Some(authority) => authority.as_str(),
+        None => request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""),
+    };
+    strip_port(raw)
+}
+
+fn strip_port(authority: &str) -> &str {
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    if authority.starts_with('[') {
+        return authority.find(']').map_or(authority, |end| &authority[..=end]);
+    }
+    authority.split_once(':').map_or(authority, |(host, _)| host)
+}
+
+fn mock_response(mock: &MockResponse) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(mock.body.clone()));
+    *response.status_mut() = mock.status;
+    *response.headers_mut() = mock.headers.clone();
+    response
+}
+
+async fn send_upstream(
+    request: Request<Incoming>,
+    route: &CompiledRoute,
+    upstream: &Upstream,
+    path: Option<String>,
+    client: SocketAddr,
+    pools: &Pools,
+    request_id: &HeaderValue,
+) -> Result<Response<Incoming>, ProxyError> {
+    let (mut parts, body) = request.into_parts();
+    let target = upstream.pick();
+
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    if let Some(path) = path {
+        let query = uri.path_and_query.as_ref().and_then(|pq| pq.query());
+        let joined = match query {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        uri.path_and_query = Some(PathAndQuery::from_maybe_shared(joined).map_err(|_| ProxyError::NoRoute)?);
+    }
+    let client_host = uri
+        .authority
+        .as_ref()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| parts.headers.get(header::HOST).cloned());
+    uri.scheme = Some(upstream.scheme.clone());
+    uri.authority = Some(target.authority.clone());
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::NoRoute)?;
+    parts.version = Version::HTTP_11;
+
+    headers::remove_hop_by_hop(&mut parts.headers);
+    match (upstream.host_header, &client_host) {
+        (HostHeader::Pass, Some(host)) => parts.headers.insert(header::HOST, host.clone()),
+        _ => parts.headers.insert(header::HOST, target.host.clone()),
+    };
+    headers::set_forwarded(&mut parts.headers, client.ip(), client_host.as_ref());
+    parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+
+    let (body, progress) = RequestBody::new(body, route.max_body_bytes);
+    let sending = pools.client(upstream.connect_timeout).request(Request::from_parts(parts, body));
+    let result = match &progress {
+        None => tokio::time::timeout(upstream.read_timeout, sending).await.map_err(|_| ProxyError::UpstreamTimeout)?,
+        Some(progress) => {
+            with_progress_deadline(sending, progress, upstream.write_timeout, upstream.read_timeout).await?
+        }
+    };
+    result.map_err(|error| {
+        let outcome = classify(&error, progress.as_deref());
+        tracing::debug!(route = %route.name, upstream = %upstream.name, %error, status = %outcome.status(), "upstream request failed");
+        outcome
+    })
+}
+
+/// Waits for the upstream's response while the request body streams: the upstream is late
+/// if no body chunk moves for `write`, or if no response comes `read` after the body ended.
+async fn with_progress_deadline<F, T>(
+    sending: F,
+    progress: &Progress,
+    write: Duration,
+    read: Duration,
+) -> Result<T, ProxyError>
+where
+    F: std::future::Future<Output = T>,
+{
+    let mut sending = std::pin::pin!(sending);
+    loop {
+        let deadline = progress.deadline(write, read);
+        match tokio::time::timeout_at(deadline, &mut sending).await {
+            Ok(result) => return Ok(result),
+            // The body moved on since the deadline was set: wait again from the new one.
+            Err(_) if progress.deadline(write, read) > deadline => continue,
+            Err(_) if progress.waiting_on_client() => return Err(ProxyError::ClientTimeout),
+            Err(_) => return Err(ProxyError::UpstreamTimeout),
+        }
+    }
+}
+
+/// Tells who failed from a client error.
+fn classify(error: &hyper_util::client::legacy::Error, progress: Option<&Progress>) -> ProxyError {
+    if progress.is_some_and(Progress::too_large) {
+        return ProxyError::BodyTooLarge;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return ProxyError::UpstreamTimeout;
+            }
+        }
+        if let Some(BodyError::Http(_)) = cause.downcast_ref::<BodyError>() {
+            return ProxyError::ClientBodyFailed;
+        }
+        source = cause.source();
+    }
+    if error.is_connect() {
+        ProxyError::UpstreamUnavailable
+    } else {
+        ProxyError::UpstreamBroken
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("api.test:8080"), "api.test");
+        assert_eq!(strip_port("api.test"), "api.test");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("user@api.test:1"), "api.test");
+    }
+}

@@ -1,0 +1,164 @@
+//! Compiling a configuration into an immutable snapshot, and the cell that holds the current one.
+
+use crate::router::{Precedence, Router, Rule};
+use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use portico_model::{Config, PathPattern, Problems, Route};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Everything the request path needs, compiled from one revision of the configuration.
+pub struct Snapshot {
+    /// The store revision (or file generation) this snapshot was compiled from.
+    pub revision: i64,
+    pub(crate) router: Router,
+    pub(crate) routes: Vec<CompiledRoute>,
+}
+
+/// A route, ready for the request path.
+pub(crate) struct CompiledRoute {
+    pub name: Arc<str>,
+    /// The route's path patterns, indexed by [`crate::router::Match::pattern`].
+    pub patterns: Vec<PathPattern>,
+    pub rewrite: PathRewrite,
+    pub max_body_bytes: Option<u64>,
+    pub action: Action,
+}
+
+/// How the path sent upstream is derived from the request path.
+pub(crate) enum PathRewrite {
+    Keep,
+    StripPrefix,
+    Template(PathPattern),
+}
+
+pub(crate) enum Action {
+    Forward(Arc<Upstream>),
+    Mock(MockResponse),
+}
+
+pub(crate) struct MockResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The current snapshot, swapped atomically when the configuration changes.
+#[derive(Clone)]
+pub struct SnapshotCell(Arc<ArcSwap<Snapshot>>);
+
+impl SnapshotCell {
+    pub fn new(snapshot: Snapshot) -> SnapshotCell {
+        SnapshotCell(Arc::new(ArcSwap::from_pointee(snapshot)))
+    }
+
+    /// The current snapshot; a request keeps it until it ends.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.0.load_full()
+    }
+
+    pub fn store(&self, snapshot: Snapshot) {
+        self.0.store(Arc::new(snapshot));
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.0.load().revision
+    }
+}
+
+impl Snapshot {
+    /// A snapshot with no routes: every request gets 404.
+    pub fn empty() -> Snapshot {
+        Snapshot { revision: 0, router: Router::default(), routes: Vec::new() }
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+}
+
+/// Compiles a configuration. It validates first, so a snapshot is only ever built from a
+/// configuration that is correct as a whole.
+pub fn compile(config: &Config, revision: i64) -> Result<Snapshot, Problems> {
+    config.validate()?;
+    let upstreams: HashMap<&str, Arc<Upstream>> =
+        config.services.iter().map(|s| (s.name.as_str(), Arc::new(Upstream::new(s)))).collect();
+    let mut routes: Vec<&Route> = config.routes.iter().collect();
+    // Route order breaks ties in the router; sorting by name makes it independent of input order.
+    routes.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut rules = Vec::new();
+    let mut compiled = Vec::with_capacity(routes.len());
+    for (i, route) in routes.iter().enumerate() {
+        let invalid = |message: String| {
+            Problems(vec![portico_model::Problem { path: format!("routes.{}", route.name), message, line: None }])
+        };
+        rules.extend(rules_for(i, route).map_err(invalid)?);
+        let action = match (&route.service, &route.mock) {
+            (Some(service), _) => Action::Forward(
+                upstreams.get(service.as_str()).cloned().ok_or_else(|| invalid(format!("no service `{service}`")))?,
+            ),
+            (None, Some(mock)) => Action::Mock(compile_mock(mock)),
+            (None, None) => return Err(invalid("no service or mock".into())),
+        };
+        let rewrite = match (&route.rewrite, route.strip_prefix) {
+            (Some(template), _) => PathRewrite::Template(PathPattern::parse(template).map_err(invalid)?),
+            (None, true) => PathRewrite::StripPrefix,
+            (None, false) => PathRewrite::Keep,
+        };
+        compiled.push(CompiledRoute {
+            name: route.name.as_str().into(),
+            patterns: route.path_patterns().into_iter().collect::<Result<_, _>>().map_err(invalid)?,
+            rewrite,
+            max_body_bytes: route.max_body_bytes,
+            action,
+        });
+    }
+    Ok(Snapshot { revision, router: Router::new(rules), routes: compiled })
+}
+
+/// The router rules of one route: one per (host pattern, path pattern) pair.
+pub(crate) fn rules_for(index: usize, route: &Route) -> Result<Vec<Rule>, String> {
+    let methods = route.method_set()?;
+    let headers = route.header_matches()?;
+    let paths: Vec<PathPattern> = route.path_patterns().into_iter().collect::<Result<_, _>>()?;
+    let mut rules = Vec::new();
+    for host in route.host_patterns() {
+        let host = host?;
+        for (pattern, path) in paths.iter().enumerate() {
+            rules.push(Rule {
+                route: index,
+                pattern,
+                precedence: Precedence {
+                    priority: route.priority,
+                    host: host.precedence(),
+                    path: path.precedence(),
+                    header_count: headers.len(),
+                    has_methods: !methods.is_any(),
+                },
+                host: host.clone(),
+                path: path.clone(),
+                methods,
+                headers: headers.clone(),
+            });
+        }
+    }
+    Ok(rules)
+}
+
+fn compile_mock(mock: &portico_model::MockResponse) -> MockResponse {
+    // Validation has checked the status and every header, so nothing is dropped here.
+    let mut headers = HeaderMap::new();
+    for (name, value) in &mock.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            headers.append(name, value);
+        }
+    }
+    MockResponse {
+        status: StatusCode::from_u16(mock.status).unwrap_or(StatusCode::OK),
+        headers,
+        body: Bytes::from(mock.body.clone()),
+    }
+}
