@@ -1,1 +1,43 @@
+//! Portico's admin REST API, served under `/api/v1` on the admin listener.
+//!
+//! This crate is the only one that knows the admin JSON shapes. It reads and writes through
+//! the store (or, in file mode, reads the configuration file's contents and refuses writes),
+//! and describes itself in an OpenAPI 3.1 document generated from the handlers.
+//!
+//! Every route requires an admin token except those in [`PUBLIC_PATHS`].
 
+mod auth;
+mod entities;
+mod openapi;
+mod problem;
+mod state;
+mod system;
+
+pub use problem::ApiError;
+pub use state::{AdminState, ConfigSource, RuntimeStatus};
+
+use axum::routing::get;
+use axum::Router;
+
+/// The only paths that answer without a token: probes for load balancers and orchestrators.
+pub const PUBLIC_PATHS: &[&str] = &["/api/v1/health", "/api/v1/ready"];
+
+/// The admin API, ready to serve.
+pub fn router(state: AdminState) -> Router {
+    let protected = Router::new()
+        .route("/api/v1/status", get(system::status))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/api/v1/services", get(entities::list_services).post(entities::create_service))
+        .route(
+            "/api/v1/services/{name}",
+            get(entities::get_service).put(entities::put_service).delete(entities::delete_service),
+        )
+        .route("/api/v1/routes", get(entities::list_routes).post(entities::create_route))
+        .route(
+            "/api/v1/routes/{name}",
+            get(entities::get_route).put(entities::put_route).delete(entities::delete_route),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
+    let public = Router::new().route(PUBLIC_PATHS[0], get(system::health)).route(PUBLIC_PATHS[1], get(system::ready));
+    public.merge(protected).fallback(problem::not_found).with_state(state)
+}

@@ -35,8 +35,10 @@ impl Kind {
 pub trait Entity: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     const KIND: Kind;
     fn name(&self) -> &str;
+    fn set_name(&mut self, name: String);
     /// Where entities of this kind live in a [`Config`].
     fn all(config: &mut Config) -> &mut Vec<Self>;
+    fn all_in(config: &Config) -> &[Self];
     /// Names of the entities that refer to the entity called `name`.
     fn dependents(_config: &Config, _name: &str) -> Vec<String> {
         Vec::new()
@@ -48,8 +50,14 @@ impl Entity for Service {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
     fn all(config: &mut Config) -> &mut Vec<Self> {
         &mut config.services
+    }
+    fn all_in(config: &Config) -> &[Self] {
+        &config.services
     }
     fn dependents(config: &Config, name: &str) -> Vec<String> {
         config.routes.iter().filter(|r| r.service.as_deref() == Some(name)).map(|r| r.name.clone()).collect()
@@ -61,8 +69,14 @@ impl Entity for Route {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
     fn all(config: &mut Config) -> &mut Vec<Self> {
         &mut config.routes
+    }
+    fn all_in(config: &Config) -> &[Self] {
+        &config.routes
     }
 }
 

@@ -1,1 +1,11 @@
+//! The `portico` binary's library half: command line, settings, and the wiring of the
+//! store, control loop, gateway and admin API. `main.rs` only parses and dispatches.
 
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod control;
+pub mod settings;
+
+pub use app::{start, Running};
+pub use settings::Settings;

@@ -1,1 +1,71 @@
-fn main() {}
+use anyhow::Context;
+use clap::Parser;
+use portico::cli::{AdminCommand, Cli, Command};
+use portico::{commands, Settings};
+use portico_store::Store;
+use std::io::Write;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let settings = Settings::resolve(&cli.settings)?;
+    // The control plane needs little: the proxy runs on its own worker threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    runtime.block_on(run(cli.command, settings))
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Serve { config } => serve(settings, config).await,
+        Command::Check { file } => commands::check(&file, &mut out),
+        Command::Apply { file, dry_run } => commands::apply(&open(&settings).await?, &file, dry_run, &mut out).await,
+        Command::Export { output } => {
+            let yaml = commands::export(&open(&settings).await?).await?;
+            match output {
+                Some(path) => std::fs::write(&path, yaml).with_context(|| format!("cannot write {}", path.display())),
+                None => Ok(out.write_all(yaml.as_bytes())?),
+            }
+        }
+        Command::Migrate => {
+            open(&settings).await?;
+            writeln!(out, "the store at {} is up to date", settings.store)?;
+            Ok(())
+        }
+        Command::Admin { command: AdminCommand::Token { command } } => {
+            commands::token(&open(&settings).await?, &command, &mut out).await
+        }
+    }
+}
+
+async fn open(settings: &Settings) -> anyhow::Result<Store> {
+    Store::open(&settings.store).await.with_context(|| format!("cannot open the store {}", settings.store))
+}
+
+async fn serve(settings: Settings, config: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let running = portico::start(&settings, config).await?;
+    if let Some(token) = &running.initial_token {
+        eprintln!(
+            "\nCreated the first admin token. It is shown only this once; keep it safe:\n\n    {token}\n\n\
+             Use it as `Authorization: Bearer <token>` on the admin API at http://{}/api/v1\n",
+            running.admin_addr
+        );
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => running.reload(),
+        }
+    }
+    tracing::info!("shutting down: draining requests in flight");
+    running.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! What the admin handlers share.
+
+use arc_swap::ArcSwap;
+use portico_model::Config;
+use portico_store::Store;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Where the configuration the admin API shows comes from.
+#[derive(Clone)]
+pub enum ConfigSource {
+    /// The store: read and write.
+    Store,
+    /// A configuration file, reloaded by the control plane: read only.
+    File(Arc<ArcSwap<Config>>),
+}
+
+/// What the control plane reports about the running gateway.
+#[derive(Default)]
+pub struct RuntimeStatus {
+    ready: AtomicBool,
+    revision: AtomicI64,
+    routes: AtomicI64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl RuntimeStatus {
+    /// Records that the snapshot of `revision` with `routes` routes is now serving.
+    pub fn serving(&self, revision: i64, routes: usize) {
+        self.revision.store(revision, Ordering::Relaxed);
+        self.ready.store(true, Ordering::Relaxed);
+        self.routes.store(routes as i64, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Records why the newest configuration could not be loaded; the gateway keeps serving
+    /// the last good snapshot meanwhile.
+    pub fn failed(&self, error: String) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    /// Whether a configuration has been loaded and is serving.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.revision.load(Ordering::Relaxed)
+    }
+
+    pub fn routes(&self) -> i64 {
+        self.routes.load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub(crate) store: Store,
+    pub(crate) source: ConfigSource,
+    pub(crate) status: Arc<RuntimeStatus>,
+}
+
+impl AdminState {
+    pub fn new(store: Store, source: ConfigSource, status: Arc<RuntimeStatus>) -> AdminState {
+        AdminState { store, source, status }
+    }
+}

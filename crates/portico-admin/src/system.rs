@@ -1,0 +1,64 @@
+//! Health, readiness and status.
+
+use crate::{AdminState, ConfigSource};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    status: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/api/v1/health", tag = "system", security(()), responses((status = 200, body = Health)))]
+pub(crate) async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: a configuration is loaded and being served.
+#[utoipa::path(get, path = "/api/v1/ready", tag = "system", security(()),
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub(crate) async fn ready(State(state): State<AdminState>) -> (StatusCode, Json<Health>) {
+    if state.status.is_ready() {
+        (StatusCode::OK, Json(Health { status: "ready" }))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "starting" }))
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Status {
+    /// `store` or `file`.
+    mode: &'static str,
+    /// The configuration revision the gateway serves.
+    serving_revision: i64,
+    routes: i64,
+    /// The store's newest revision, when it can be reached.
+    store_revision: Option<i64>,
+    /// Why the newest configuration is not being served, if it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+}
+
+/// What the gateway serves, and whether it is up to date.
+#[utoipa::path(get, path = "/api/v1/status", tag = "system", responses((status = 200, body = Status)))]
+pub(crate) async fn status(State(state): State<AdminState>) -> Json<Status> {
+    let mode = match state.source {
+        ConfigSource::Store => "store",
+        ConfigSource::File(_) => "file",
+    };
+    let store_revision = match state.source {
+        ConfigSource::Store => state.store.revision().await.ok(),
+        ConfigSource::File(_) => None,
+    };
+    Json(Status {
+        mode,
+        serving_revision: state.status.revision(),
+        routes: state.status.routes(),
+        store_revision,
+        last_error: state.status.last_error(),
+    })
+}

@@ -1,0 +1,100 @@
+//! `portico serve`: wires the store, the control loop, the gateway and the admin API
+//! together, and takes them down in order.
+
+use crate::control::{ConfigFile, Control};
+use crate::settings::Settings;
+use anyhow::Context;
+use portico_admin::{AdminState, ConfigSource, RuntimeStatus};
+use portico_gateway::{bind_listeners, Gateway, GatewayHandle, Snapshot, SnapshotCell};
+use portico_store::Store;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+/// A running Portico.
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// The admin token created on first start; it is shown once and never stored.
+    pub initial_token: Option<String>,
+    shutdown: watch::Sender<bool>,
+    reload: Arc<Notify>,
+    gateway: GatewayHandle,
+    tasks: Vec<JoinHandle<()>>,
+    store: Store,
+}
+
+/// Starts Portico: opens (and migrates) the store, loads the configuration, binds the
+/// listeners and starts serving. `config_file` selects file mode.
+pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow::Result<Running> {
+    let store =
+        Store::open(&settings.store).await.with_context(|| format!("cannot open the store {}", settings.store))?;
+    let initial_token =
+        if store.has_tokens().await? { None } else { Some(store.create_token("initial").await?.secret) };
+
+    let snapshots = SnapshotCell::new(Snapshot::empty());
+    let status = Arc::new(RuntimeStatus::default());
+    let control = Control { snapshots: snapshots.clone(), status: status.clone() };
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let reload = Arc::new(Notify::new());
+    let mut tasks = Vec::new();
+
+    let source = match config_file {
+        Some(path) => {
+            let file = ConfigFile::new(path);
+            control.load_file(&file).await?;
+            let source = ConfigSource::File(file.current.clone());
+            tasks.push(tokio::spawn(control.follow_file(file, reload.clone(), shutdown_rx.clone())));
+            source
+        }
+        None => {
+            control.load_store(&store).await?;
+            tasks.push(tokio::spawn(control.follow_store(store.clone(), shutdown_rx.clone())));
+            ConfigSource::Store
+        }
+    };
+
+    let listeners = bind_listeners(settings.listen, settings.workers)
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let proxy_addr = listeners[0].local_addr()?;
+    let gateway = Gateway::new(snapshots, settings.proxy.clone()).spawn(listeners, shutdown_rx.clone())?;
+
+    let admin = tokio::net::TcpListener::bind(settings.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the admin API", settings.admin_listen))?;
+    let admin_addr = admin.local_addr()?;
+    let router = portico_admin::router(AdminState::new(store.clone(), source, status));
+    let mut admin_shutdown = shutdown_rx;
+    tasks.push(tokio::spawn(async move {
+        let stopped = async move {
+            let _ = admin_shutdown.wait_for(|stop| *stop).await;
+        };
+        if let Err(error) = axum::serve(admin, router).with_graceful_shutdown(stopped).await {
+            tracing::error!(%error, "the admin API stopped");
+        }
+    }));
+
+    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, workers = settings.workers, "Portico is serving");
+    Ok(Running { proxy_addr, admin_addr, initial_token, shutdown, reload, gateway, tasks, store })
+}
+
+impl Running {
+    /// Re-reads the configuration file now (what SIGHUP does); no effect in store mode.
+    pub fn reload(&self) {
+        self.reload.notify_one();
+    }
+
+    /// Stops accepting, lets requests in flight finish within the drain timeout, stops every
+    /// background task and closes the store.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.gateway.join().await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.store.close().await;
+        tracing::info!("Portico stopped");
+    }
+}

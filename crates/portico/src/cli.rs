@@ -1,0 +1,110 @@
+//! The command line.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Portico: the front door for microservices.
+#[derive(Debug, Parser)]
+#[command(name = "portico", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway and the admin API.
+    Serve {
+        /// Serve this YAML file instead of the store's configuration ("file mode"): it is
+        /// reloaded when it changes and on SIGHUP, and the admin API is read-only.
+        #[arg(long, short = 'c', env = "PORTICO_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a YAML file, show how it differs from the store, and make the store match it
+    /// in one transaction.
+    Apply {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// Only show the differences.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write the store's configuration as YAML that `apply` accepts.
+    Export {
+        /// Write to this file instead of standard output.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
+    /// Validate a YAML file and list every problem; exits 1 if there is any.
+    Check {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+    },
+    /// Bring the store's schema up to date (also done at every start).
+    Migrate,
+    /// Manage the admin API.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Admin API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it once.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id, or every token with this name.
+    Revoke { id_or_name: String },
+}
+
+/// Settings given on the command line or in the environment; see [`crate::settings`].
+#[derive(Debug, Clone, Default, Args)]
+pub struct SettingsArgs {
+    /// A YAML settings file.
+    #[arg(long, global = true, env = "PORTICO_SETTINGS")]
+    pub settings: Option<PathBuf>,
+    /// Store URL: sqlite://PATH or postgres://USER@HOST:PORT/DB [default: sqlite://DATA_DIR/portico.db].
+    #[arg(long, global = true, env = "PORTICO_STORE")]
+    pub store: Option<String>,
+    /// Folder for the embedded store [default: ./portico-data].
+    #[arg(long, global = true, env = "PORTICO_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Proxy listener address [default: 0.0.0.0:8080].
+    #[arg(long, global = true, env = "PORTICO_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Admin API listener address [default: 127.0.0.1:9080].
+    #[arg(long, global = true, env = "PORTICO_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Proxy worker threads [default: one per core].
+    #[arg(long, global = true, env = "PORTICO_WORKERS")]
+    pub workers: Option<usize>,
+    /// Seconds requests in flight get to finish on shutdown [default: 30].
+    #[arg(long, global = true, env = "PORTICO_DRAIN_TIMEOUT_SECS")]
+    pub drain_timeout_secs: Option<u64>,
+    /// Seconds a client has to send a request head [default: 15].
+    #[arg(long, global = true, env = "PORTICO_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds an idle keep-alive connection stays open [default: 75].
+    #[arg(long, global = true, env = "PORTICO_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Largest request head in bytes [default: 32768].
+    #[arg(long, global = true, env = "PORTICO_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+}

@@ -1,0 +1,104 @@
+//! The commands other than `serve`: they work on the store or on files and exit.
+
+use crate::cli::TokenCommand;
+use anyhow::{bail, Context};
+use portico_model::{parse_yaml, Config};
+use portico_store::Store;
+use std::io::Write;
+use std::path::Path;
+
+/// `portico check`: prints every problem; Err if there is any.
+pub fn check(file: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+    let config = read_config(file)?;
+    writeln!(out, "{}: OK ({} services, {} routes)", file.display(), config.services.len(), config.routes.len())?;
+    Ok(())
+}
+
+fn read_config(file: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    parse_yaml(&text).map_err(|problems| {
+        let count = problems.0.len();
+        anyhow::anyhow!("{}: {count} problem{}:\n{problems}", file.display(), if count == 1 { "" } else { "s" })
+    })
+}
+
+/// `portico apply`: shows the differences, then makes the store match the file.
+pub async fn apply(store: &Store, file: &Path, dry_run: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    let wanted = read_config(file)?;
+    let (_, current) = store.load().await?;
+    let changes = diff(&current, &wanted);
+    if changes.is_empty() {
+        writeln!(out, "no changes")?;
+        return Ok(());
+    }
+    for change in &changes {
+        writeln!(out, "{change}")?;
+    }
+    if dry_run {
+        writeln!(out, "dry run: {} change(s) not applied", changes.len())?;
+        return Ok(());
+    }
+    let revision = store.replace_all(&wanted).await?;
+    writeln!(out, "applied {} change(s); the store is at revision {revision}", changes.len())?;
+    Ok(())
+}
+
+/// One line per added (+), changed (~) or removed (-) entity, services first.
+pub fn diff(current: &Config, wanted: &Config) -> Vec<String> {
+    fn compare<T: PartialEq>(
+        kind: &str,
+        current: &[T],
+        wanted: &[T],
+        name: impl Fn(&T) -> &str,
+        out: &mut Vec<String>,
+    ) {
+        for w in wanted {
+            match current.iter().find(|c| name(c) == name(w)) {
+                None => out.push(format!("+ {kind} {}", name(w))),
+                Some(c) if c != w => out.push(format!("~ {kind} {}", name(w))),
+                Some(_) => {}
+            }
+        }
+        for c in current {
+            if !wanted.iter().any(|w| name(w) == name(c)) {
+                out.push(format!("- {kind} {}", name(c)));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    compare("service", &current.services, &wanted.services, |s| &s.name, &mut out);
+    compare("route", &current.routes, &wanted.routes, |r| &r.name, &mut out);
+    out
+}
+
+/// `portico export`: the store's configuration as YAML.
+pub async fn export(store: &Store) -> anyhow::Result<String> {
+    let (_, config) = store.load().await?;
+    Ok(yaml_serde::to_string(&config.sorted())?)
+}
+
+/// `portico admin token ...`.
+pub async fn token(store: &Store, command: &TokenCommand, out: &mut impl Write) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { name } => {
+            if name.trim().is_empty() {
+                bail!("a token needs a name");
+            }
+            let new = store.create_token(name).await?;
+            writeln!(out, "{}", new.secret)?;
+            eprintln!("Created admin token {} ({name}). It is shown only this once.", new.token.id);
+        }
+        TokenCommand::List => {
+            writeln!(out, "{:<14} {:<24} {:<12} STATUS", "ID", "NAME", "CREATED")?;
+            for token in store.list_tokens().await? {
+                let status = if token.revoked_at.is_some() { "revoked" } else { "active" };
+                writeln!(out, "{:<14} {:<24} {:<12} {status}", token.id, token.name, token.created_at)?;
+            }
+        }
+        TokenCommand::Revoke { id_or_name } => {
+            let count = store.revoke_token(id_or_name).await?;
+            writeln!(out, "revoked {count} token(s)")?;
+        }
+    }
+    Ok(())
+}

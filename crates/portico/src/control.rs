@@ -1,0 +1,156 @@
+//! The control loop: notices configuration changes, compiles them off the request path and
+//! swaps the new snapshot in.
+//!
+//! In store mode it follows the store's revision: at once for changes made through this
+//! process, and by polling for changes made elsewhere (another node, `portico apply`). In
+//! file mode it follows the file's modification time and SIGHUP. Either way a configuration
+//! that cannot be loaded or compiled leaves the last good snapshot serving, and the reason is
+//! reported in the admin status.
+
+use arc_swap::ArcSwap;
+use portico_admin::RuntimeStatus;
+use portico_gateway::{compile, Snapshot, SnapshotCell};
+use portico_model::Config;
+use portico_store::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{watch, Notify};
+
+/// How often the store's revision is checked for changes made by other processes. It is well
+/// under the 100 ms a committed change may take to reach the gateway.
+const STORE_POLL: Duration = Duration::from_millis(50);
+/// How often the configuration file's modification time is checked.
+const FILE_POLL: Duration = Duration::from_millis(250);
+
+pub struct Control {
+    pub snapshots: SnapshotCell,
+    pub status: Arc<RuntimeStatus>,
+}
+
+impl Control {
+    /// Compiles `config` and serves it. Compiling a large configuration takes milliseconds, so
+    /// it runs on a blocking thread rather than stall the control runtime.
+    async fn install(&self, config: Config, revision: i64) -> Result<(), String> {
+        let snapshot = tokio::task::spawn_blocking(move || compile(&config, revision))
+            .await
+            .map_err(|e| format!("compiler stopped: {e}"))?
+            .map_err(|problems| format!("the configuration is invalid:\n{problems}"))?;
+        self.swap(snapshot);
+        Ok(())
+    }
+
+    fn swap(&self, snapshot: Snapshot) {
+        let (revision, routes) = (snapshot.revision, snapshot.route_count());
+        self.snapshots.store(snapshot);
+        self.status.serving(revision, routes);
+        tracing::info!(revision, routes, "configuration loaded");
+    }
+
+    fn report(&self, error: String) {
+        tracing::warn!(%error, "keeping the current configuration");
+        self.status.failed(error);
+    }
+
+    /// Loads the store's configuration once; used at start, where failing is fatal.
+    pub async fn load_store(&self, store: &Store) -> anyhow::Result<()> {
+        let (revision, config) = store.load().await?;
+        self.install(config, revision).await.map_err(anyhow::Error::msg)
+    }
+
+    /// Follows the store until `shutdown` turns true.
+    pub async fn follow_store(self, store: Store, mut shutdown: watch::Receiver<bool>) {
+        let mut committed = store.subscribe();
+        let mut loaded = self.snapshots.revision();
+        let mut poll = tokio::time::interval(STORE_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = committed.changed() => {}
+                _ = poll.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            match store.revision().await {
+                Ok(revision) if revision == loaded => continue,
+                Ok(_) => {}
+                Err(error) => {
+                    self.report(format!("the store is unreachable: {error}"));
+                    continue;
+                }
+            }
+            match store.load().await {
+                Ok((revision, config)) => {
+                    // A configuration that fails to compile is not retried until it changes.
+                    loaded = revision;
+                    if let Err(error) = self.install(config, revision).await {
+                        self.report(error);
+                    }
+                }
+                Err(error) => self.report(format!("the store is unreachable: {error}")),
+            }
+        }
+    }
+
+    /// Loads the configuration file once; used at start, where failing is fatal.
+    pub async fn load_file(&self, file: &ConfigFile) -> anyhow::Result<()> {
+        let config = file.read().map_err(anyhow::Error::msg)?;
+        file.current.store(Arc::new(config.clone()));
+        self.install(config, 1).await.map_err(anyhow::Error::msg)
+    }
+
+    /// Follows the file until `shutdown` turns true.
+    pub async fn follow_file(self, file: ConfigFile, reload: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let mut seen = file.modified();
+        let mut generation = 1;
+        let mut poll = tokio::time::interval(FILE_POLL);
+        loop {
+            tokio::select! {
+                _ = reload.notified() => tracing::info!(path = %file.path.display(), "reloading on request"),
+                _ = poll.tick() => {
+                    let modified = file.modified();
+                    if modified == seen {
+                        continue;
+                    }
+                    seen = modified;
+                }
+                _ = shutdown.changed() => return,
+            }
+            let config = match file.read() {
+                Ok(config) => config,
+                Err(error) => {
+                    self.report(error);
+                    continue;
+                }
+            };
+            generation += 1;
+            file.current.store(Arc::new(config.clone()));
+            if let Err(error) = self.install(config, generation).await {
+                self.report(error);
+            }
+        }
+    }
+}
+
+/// The configuration file of file mode, and its last good contents for the admin API.
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub current: Arc<ArcSwap<Config>>,
+}
+
+impl ConfigFile {
+    pub fn new(path: PathBuf) -> ConfigFile {
+        ConfigFile { path, current: Arc::new(ArcSwap::from_pointee(Config::default())) }
+    }
+
+    fn read(&self) -> Result<Config, String> {
+        let text =
+            std::fs::read_to_string(&self.path).map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+        portico_model::parse_yaml(&text).map_err(|problems| format!("{} is invalid:\n{problems}", self.path.display()))
+    }
+
+    /// Modification time and size: together they catch edits within the same second.
+    fn modified(&self) -> Option<(SystemTime, u64)> {
+        let meta = std::fs::metadata(&self.path).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    }
+}

@@ -1,0 +1,92 @@
+//! Process settings: listeners, store, limits.
+//!
+//! Each setting comes from, in order of precedence: a command-line flag, a `PORTICO_*`
+//! environment variable, the settings file (`--settings FILE` or `PORTICO_SETTINGS`), and
+//! finally the built-in default. Flags and environment variables are read by clap
+//! ([`crate::cli::SettingsArgs`]); this module merges them with the file.
+
+use anyhow::Context;
+use portico_gateway::ProxySettings;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The settings file: every key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsFile {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub store: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub workers: Option<usize>,
+    pub drain_timeout_secs: Option<u64>,
+    pub header_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub max_header_bytes: Option<usize>,
+}
+
+/// Settings after merging every source.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// `sqlite://...` or `postgres://...`.
+    pub store: String,
+    pub workers: usize,
+    pub proxy: ProxySettings,
+}
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9080";
+pub const DEFAULT_DATA_DIR: &str = "portico-data";
+
+impl Settings {
+    /// Merges `flags` (flags and environment variables) over the settings file, if any.
+    pub fn resolve(flags: &crate::cli::SettingsArgs) -> anyhow::Result<Settings> {
+        let file = match &flags.settings {
+            Some(path) => read_file(path)?,
+            None => SettingsFile::default(),
+        };
+        let data_dir = flags.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let store = flags
+            .store
+            .clone()
+            .or(file.store)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("portico.db").display()));
+        let defaults = ProxySettings::default();
+        let secs = |flag: Option<u64>, file: Option<u64>, default: Duration| {
+            flag.or(file).map(Duration::from_secs).unwrap_or(default)
+        };
+        Ok(Settings {
+            listen: flags.listen.or(file.listen).unwrap_or_else(|| parse_default(DEFAULT_LISTEN)),
+            admin_listen: flags
+                .admin_listen
+                .or(file.admin_listen)
+                .unwrap_or_else(|| parse_default(DEFAULT_ADMIN_LISTEN)),
+            store,
+            workers: flags
+                .workers
+                .or(file.workers)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .max(1),
+            proxy: ProxySettings {
+                max_header_bytes: flags.max_header_bytes.or(file.max_header_bytes).unwrap_or(defaults.max_header_bytes),
+                header_timeout: secs(flags.header_timeout_secs, file.header_timeout_secs, defaults.header_timeout),
+                idle_timeout: secs(flags.idle_timeout_secs, file.idle_timeout_secs, defaults.idle_timeout),
+                drain_timeout: secs(flags.drain_timeout_secs, file.drain_timeout_secs, defaults.drain_timeout),
+            },
+        })
+    }
+}
+
+fn parse_default(addr: &str) -> SocketAddr {
+    addr.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+fn read_file(path: &Path) -> anyhow::Result<SettingsFile> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read settings file {}", path.display()))?;
+    yaml_serde::from_str(&text).with_context(|| format!("invalid settings file {}", path.display()))
+}
