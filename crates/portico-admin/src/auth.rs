@@ -5,6 +5,9 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 pub(crate) async fn require_token(
     State(state): State<AdminState>,
@@ -20,11 +23,36 @@ pub(crate) async fn require_token(
     let Some(secret) = presented else {
         return Err(ApiError::unauthorized("send an admin token as `Authorization: Bearer <token>`"));
     };
-    match state.store.verify_token(secret).await? {
-        Some(token) => {
-            tracing::debug!(token = %token.id, method = %request.method(), path = %request.uri().path(), "admin request");
-            Ok(next.run(request).await)
+    let token_id = match state.store.verify_token(secret).await {
+        Ok(Some(token)) => {
+            state.verified.remember(secret, &token.id);
+            token.id
         }
-        None => Err(ApiError::unauthorized("the admin token is unknown or revoked")),
+        Ok(None) => return Err(ApiError::unauthorized("the admin token is unknown or revoked")),
+        // With the store down, tokens verified before still open the admin API, so that an
+        // operator can see what the gateway is doing (writes fail anyway). The store is the
+        // authority again as soon as it answers, so revocations are never bypassed for long.
+        Err(error) => match state.verified.recall(secret) {
+            Some(id) => id,
+            None => return Err(error.into()),
+        },
+    };
+    tracing::debug!(token = %token_id, method = %request.method(), path = %request.uri().path(), "admin request");
+    Ok(next.run(request).await)
+}
+
+/// Tokens the store has confirmed, by SHA-256 of the secret, for use while it is unreachable.
+#[derive(Default)]
+pub(crate) struct VerifiedTokens(Mutex<HashMap<[u8; 32], String>>);
+
+impl VerifiedTokens {
+    fn remember(&self, secret: &str, id: &str) {
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        known.insert(Sha256::digest(secret.as_bytes()).into(), id.to_owned());
+    }
+
+    fn recall(&self, secret: &str) -> Option<String> {
+        let known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(&<[u8; 32]>::from(Sha256::digest(secret.as_bytes()))).cloned()
     }
 }

@@ -62,10 +62,11 @@ pub struct AdminState {
     pub(crate) store: Store,
     pub(crate) source: ConfigSource,
     pub(crate) status: Arc<RuntimeStatus>,
+    pub(crate) verified: Arc<crate::auth::VerifiedTokens>,
 }
 
 impl AdminState {
     pub fn new(store: Store, source: ConfigSource, status: Arc<RuntimeStatus>) -> AdminState {
-        AdminState { store, source, status }
+        AdminState { store, source, status, verified: Arc::default() }
     }
 }

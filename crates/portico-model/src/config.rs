@@ -36,7 +36,6 @@ impl Config {
         for (i, route) in self.routes.iter().enumerate() {
             if let Err(found) = route.validate() {
                 problems.0.extend(found.nest(&format!("routes[{i}]")).0);
-                continue;
             }
             if !route_names.insert(route.name.as_str()) {
                 problems.push(format!("routes[{i}].name"), format!("a route named `{}` already exists", route.name));
@@ -73,13 +72,15 @@ struct RuleShape {
     host: HostPattern,
     path: String,
     headers: Vec<(String, Vec<String>)>,
+    /// Precedence prefers a route that names methods over one that matches any method.
+    names_methods: bool,
 }
 
 fn find_indistinguishable_routes(routes: &[Route], problems: &mut Problems) {
     let mut seen: HashMap<RuleShape, Vec<(usize, MethodSet)>> = HashMap::new();
     let mut reported = HashSet::new();
     for (i, route) in routes.iter().enumerate() {
-        let Ok(methods) = route.method_set() else { continue };
+        let (Ok(methods), Ok(_)) = (route.method_set(), route.header_matches()) else { continue };
         let mut headers: Vec<_> = route.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), sorted(v))).collect();
         headers.sort();
         let paths: Vec<PathPattern> = route.path_patterns().into_iter().flatten().collect();
@@ -90,6 +91,7 @@ fn find_indistinguishable_routes(routes: &[Route], problems: &mut Problems) {
                     host: host.clone(),
                     path: path.shape(),
                     headers: headers.clone(),
+                    names_methods: !methods.is_any(),
                 };
                 let same = seen.entry(shape).or_default();
                 for &(j, other_methods) in same.iter() {

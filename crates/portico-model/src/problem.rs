@@ -59,6 +59,25 @@ impl Problems {
         }
     }
 
+    /// Makes paths under `prefix` relative to it (`routes[3].paths[0]` → `paths[0]` for
+    /// `routes[3]`), for reporting problems of one entity to whoever wrote just that entity.
+    pub fn relative_to(self, prefix: &str) -> Problems {
+        let nested = format!("{prefix}.");
+        Problems(
+            self.0
+                .into_iter()
+                .map(|p| {
+                    let path = if p.path == prefix {
+                        String::new()
+                    } else {
+                        p.path.strip_prefix(&nested).map(str::to_owned).unwrap_or(p.path)
+                    };
+                    Problem { path, ..p }
+                })
+                .collect(),
+        )
+    }
+
     /// Prefixes every path with `prefix`, e.g. `name` becomes `services[3].name`.
     pub fn nest(self, prefix: &str) -> Problems {
         Problems(

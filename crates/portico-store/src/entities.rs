@@ -2,7 +2,7 @@
 
 use crate::store::{load_config, now};
 use crate::{Store, StoreError};
-use portico_model::{Config, Route, Service};
+use portico_model::{Config, Problems, Route, Service};
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::Row;
 use std::collections::HashMap;
@@ -34,6 +34,10 @@ impl Kind {
 /// A configuration entity the store can keep.
 pub trait Entity: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     const KIND: Kind;
+    /// The field of [`Config`] that holds entities of this kind.
+    const COLLECTION: &'static str;
+    /// Checks the entity on its own.
+    fn validate(&self) -> Result<(), Problems>;
     fn name(&self) -> &str;
     fn set_name(&mut self, name: String);
     /// Where entities of this kind live in a [`Config`].
@@ -47,6 +51,10 @@ pub trait Entity: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
 
 impl Entity for Service {
     const KIND: Kind = Kind::Service;
+    const COLLECTION: &'static str = "services";
+    fn validate(&self) -> Result<(), Problems> {
+        Service::validate(self)
+    }
     fn name(&self) -> &str {
         &self.name
     }
@@ -66,6 +74,10 @@ impl Entity for Service {
 
 impl Entity for Route {
     const KIND: Kind = Kind::Route;
+    const COLLECTION: &'static str = "routes";
+    fn validate(&self) -> Result<(), Problems> {
+        Route::validate(self)
+    }
     fn name(&self) -> &str {
         &self.name
     }
@@ -129,6 +141,7 @@ impl Store {
     /// Creates or replaces an entity, after checking `precondition` and validating the whole
     /// configuration as it would be after the write.
     pub async fn put<E: Entity>(&self, entity: E, precondition: Precondition) -> Result<Stored<E>, StoreError> {
+        entity.validate().map_err(StoreError::Invalid)?;
         let (mut tx, revision) = self.begin_write().await?;
         let name = entity.name().to_owned();
         let current = current_version(&mut tx, E::KIND, &name).await?;
@@ -136,11 +149,19 @@ impl Store {
 
         let mut config = load_config(&mut tx).await?;
         let all = E::all(&mut config);
-        match all.iter_mut().find(|e| e.name() == name) {
-            Some(slot) => *slot = entity.clone(),
-            None => all.push(entity.clone()),
-        }
-        config.validate().map_err(StoreError::Invalid)?;
+        let index = match all.iter().position(|e| e.name() == name) {
+            Some(index) => {
+                all[index] = entity.clone();
+                index
+            }
+            None => {
+                all.push(entity.clone());
+                all.len() - 1
+            }
+        };
+        // Problems are reported relative to the entity written, not to the whole configuration.
+        let this_entity = format!("{}[{index}]", E::COLLECTION);
+        config.validate().map_err(|problems| StoreError::Invalid(problems.relative_to(&this_entity)))?;
 
         let spec = to_json(&entity)?;
         let now = now();

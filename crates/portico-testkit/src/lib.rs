@@ -1,1 +1,141 @@
+//! Test helpers for Portico: a scriptable upstream.
+//!
+//! [`MockUpstream`] is a real HTTP/1.1 server on a free loopback port. What it does is chosen
+//! by the request path, so a test scripts it through the route it configures:
+//!
+//! | path | response |
+//! |---|---|
+//! | `/status/{code}` | that status, empty body |
+//! | `/delay/{ms}` | waits, then 200 |
+//! | `/bytes/{n}` | streams `n` bytes in 64 KiB chunks |
+//! | `/count` | reads the whole request body, streaming, and answers `{"bytes": n}` |
+//! | `/close` | closes the connection without answering |
+//! | anything else | 200 with a JSON echo of the request (method, path, query, headers, body size) |
+//!
+//! Every response carries `x-upstream: <name>` so tests can tell upstreams apart.
 
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// A running mock upstream; stops when dropped.
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    hits: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl MockUpstream {
+    pub async fn start(name: &str) -> MockUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (name_in_task, hits_in_task) = (name.to_owned(), hits.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let name = name_in_task.clone();
+                let hits = hits_in_task.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        hits.fetch_add(1, Ordering::Relaxed);
+                        respond(name.clone(), request)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        MockUpstream { addr, name: name.to_owned(), hits, task }
+    }
+
+    /// How many requests this upstream has received.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn respond(name: String, request: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
+    let path = request.uri().path().to_owned();
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let (command, argument) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let number = argument.parse::<u64>().unwrap_or(0);
+    let response = match command {
+        "status" => {
+            let status = StatusCode::from_u16(number as u16).unwrap_or(StatusCode::BAD_REQUEST);
+            Response::builder().status(status).body(Empty::new().boxed())
+        }
+        "delay" => {
+            tokio::time::sleep(Duration::from_millis(number)).await;
+            Response::builder().body(Full::from("late").boxed())
+        }
+        "bytes" => Response::builder().header("content-length", number).body(byte_stream(number)),
+        "count" => {
+            let mut body = request.into_body();
+            let mut total = 0u64;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(std::io::Error::other)?;
+                total += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            Response::builder().body(Full::from(format!("{{\"bytes\":{total}}}")).boxed())
+        }
+        "close" => return Err(std::io::Error::other("closing without a response")),
+        _ => {
+            let (head, body) = request.into_parts();
+            let size = body.collect().await.map_err(std::io::Error::other)?.to_bytes().len();
+            let headers: serde_json::Map<String, serde_json::Value> = head
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.to_str().unwrap_or("<binary>"))))
+                .collect();
+            let echo = serde_json::json!({
+                "method": head.method.as_str(),
+                "path": head.uri.path(),
+                "query": head.uri.query(),
+                "headers": headers,
+                "body_bytes": size,
+            });
+            Response::builder().header("content-type", "application/json").body(Full::from(echo.to_string()).boxed())
+        }
+    };
+    let mut response = response.map_err(std::io::Error::other)?;
+    response.headers_mut().insert("x-upstream", name.parse().map_err(std::io::Error::other)?);
+    Ok(response)
+}
+
+/// `total` bytes of a repeating pattern, produced chunk by chunk as they are sent.
+fn byte_stream(total: u64) -> Body {
+    const CHUNK: u64 = 64 * 1024;
+    let chunk = Bytes::from(vec![b'p'; CHUNK as usize]);
+    let frames = futures_util::stream::unfold(0u64, move |sent| {
+        let chunk = chunk.clone();
+        async move {
+            if sent >= total {
+                return None;
+            }
+            let size = CHUNK.min(total - sent);
+            Some((Ok(Frame::data(chunk.slice(..size as usize))), sent + size))
+        }
+    });
+    BodyExt::boxed(StreamBody::new(frames))
+}

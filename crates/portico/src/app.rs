@@ -76,7 +76,6 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         }
     }));
 
-    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, workers = settings.workers, "Portico is serving");
     Ok(Running { proxy_addr, admin_addr, initial_token, shutdown, reload, gateway, tasks, store })
 }
 

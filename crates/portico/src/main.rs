@@ -58,6 +58,7 @@ async fn serve(settings: Settings, config: Option<std::path::PathBuf>) -> anyhow
             running.admin_addr
         );
     }
+    tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, workers = settings.workers, "Portico is serving");
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,

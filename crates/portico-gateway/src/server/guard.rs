@@ -6,6 +6,7 @@
 //! sees every read, so it knows when a head has started arriving; the service tells it when a
 //! request is being handled (an [`InFlight`] lives as long as the response body).
 
+use futures_util::task::AtomicWaker;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -23,6 +24,9 @@ const TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: 
 #[derive(Default)]
 pub struct ConnState {
     in_request: AtomicBool,
+    /// The reader waiting while a request is handled; woken when it ends so that the idle
+    /// timer starts even if no byte arrives.
+    reader: AtomicWaker,
 }
 
 /// Marks a request as being handled until dropped.
@@ -38,6 +42,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_request.store(false, Ordering::Relaxed);
+        self.0.reader.wake();
     }
 }
 
@@ -96,6 +101,7 @@ impl AsyncRead for GuardedIo {
         }
         if this.state.in_request.load(Ordering::Relaxed) {
             this.waiting = None;
+            this.state.reader.register(cx.waker());
             return Pin::new(&mut this.io).poll_read(cx, buf);
         }
         let before = buf.filled().len();

@@ -1,0 +1,178 @@
+//! The `portico` binary itself: check, apply, export, tokens, settings, and serve's start and
+//! graceful stop.
+
+use portico_testkit::MockUpstream;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn portico(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
+    command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(dir);
+    command
+}
+
+fn run(command: &mut Command) -> (bool, String, String) {
+    let Output { status, stdout, stderr } = command.output().expect("run portico");
+    (status.success(), String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned())
+}
+
+const QUICKSTART: &str = include_str!("../../../../examples/quickstart.yaml");
+
+#[test]
+fn check_lists_every_problem_by_path_and_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("good.yaml"), QUICKSTART).expect("write");
+    let (ok, out, _) = run(portico(dir.path()).args(["check", "-f", "good.yaml"]));
+    assert!(ok);
+    assert!(out.contains("OK (1 services, 2 routes)"), "{out}");
+
+    std::fs::write(dir.path().join("typo.yaml"), "routes:\n  - name: a\n    mock: {}\n    pathz: [/x]\n")
+        .expect("write");
+    let (ok, _, err) = run(portico(dir.path()).args(["check", "-f", "typo.yaml"]));
+    assert!(!ok);
+    assert!(err.contains("routes[0].pathz (line 4)"), "{err}");
+
+    let broken = "services:\n  - name: a\n    targets: [{address: nowhere}]\nroutes:\n  - name: b\n    paths: [x]\n    service: c\n";
+    std::fs::write(dir.path().join("bad.yaml"), broken).expect("write");
+    let (ok, _, err) = run(portico(dir.path()).args(["check", "-f", "bad.yaml"]));
+    assert!(!ok);
+    for expected in ["3 problems", "services[0].targets[0].address", "routes[0].paths[0]", "routes[0].service"] {
+        assert!(err.contains(expected), "missing {expected}: {err}");
+    }
+}
+
+#[test]
+fn apply_shows_the_diff_and_export_round_trips() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("portico.yaml"), QUICKSTART).expect("write");
+    let (ok, out, err) = run(portico(dir.path()).args(["apply", "-f", "portico.yaml", "--dry-run"]));
+    assert!(ok, "{err}");
+    assert!(out.contains("+ service files") && out.contains("+ route hello") && out.contains("dry run"), "{out}");
+
+    let (ok, out, err) = run(portico(dir.path()).args(["apply", "-f", "portico.yaml"]));
+    assert!(ok, "{err}");
+    assert!(out.contains("applied 3 change(s)"), "{out}");
+    let (_, out, _) = run(portico(dir.path()).args(["apply", "-f", "portico.yaml"]));
+    assert_eq!(out.trim(), "no changes");
+
+    let (ok, exported, err) = run(portico(dir.path()).args(["export"]));
+    assert!(ok, "{err}");
+    let original = portico_model::parse_yaml(QUICKSTART).expect("quickstart").sorted();
+    assert_eq!(portico_model::parse_yaml(&exported).expect("export parses").sorted(), original);
+    std::fs::write(dir.path().join("exported.yaml"), &exported).expect("write");
+    let (_, out, _) = run(portico(dir.path()).args(["apply", "-f", "exported.yaml"]));
+    assert_eq!(out.trim(), "no changes", "export → apply is a no-op");
+
+    // Changing and removing entities shows as such.
+    let smaller = QUICKSTART.replace("/hello", "/hi");
+    let smaller = &smaller[..smaller.find("  # Everything under").expect("files route")];
+    let smaller = smaller.replace("services:\n  - name: files\n    targets:\n      - address: 127.0.0.1:9001\n", "");
+    std::fs::write(dir.path().join("smaller.yaml"), smaller).expect("write");
+    let (ok, out, err) = run(portico(dir.path()).args(["apply", "-f", "smaller.yaml"]));
+    assert!(ok, "{err}");
+    assert!(out.contains("~ route hello") && out.contains("- route files") && out.contains("- service files"), "{out}");
+}
+
+#[test]
+fn admin_tokens_are_created_listed_and_revoked() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (ok, secret, err) = run(portico(dir.path()).args(["admin", "token", "create", "--name", "deploy-bot"]));
+    assert!(ok, "{err}");
+    assert!(secret.trim().starts_with("portico_"));
+    assert!(err.contains("shown only this once"));
+    let (_, list, _) = run(portico(dir.path()).args(["admin", "token", "list"]));
+    assert!(list.contains("deploy-bot") && list.contains("active") && !list.contains(secret.trim()), "{list}");
+    let (ok, out, _) = run(portico(dir.path()).args(["admin", "token", "revoke", "deploy-bot"]));
+    assert!(ok && out.contains("revoked 1"), "{out}");
+    let (ok, _, err) = run(portico(dir.path()).args(["admin", "token", "revoke", "deploy-bot"]));
+    assert!(!ok && err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn flags_beat_environment_beats_settings_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("settings.yaml"), "store: sqlite://from-file.db\n").expect("write");
+    let migrate = |env: Option<&str>, flag: Option<&str>| {
+        let mut command = portico(dir.path());
+        command.args(["--settings", "settings.yaml", "migrate"]);
+        if let Some(env) = env {
+            command.env("PORTICO_STORE", env);
+        }
+        if let Some(flag) = flag {
+            command.args(["--store", flag]);
+        }
+        run(&mut command).1
+    };
+    assert!(migrate(None, None).contains("sqlite://from-file.db"));
+    assert!(migrate(Some("sqlite://from-env.db"), None).contains("sqlite://from-env.db"));
+    assert!(migrate(Some("sqlite://from-env.db"), Some("sqlite://from-flag.db")).contains("sqlite://from-flag.db"));
+
+    std::fs::write(dir.path().join("typo.yaml"), "stor: x\n").expect("write");
+    let (ok, _, err) = run(portico(dir.path()).args(["--settings", "typo.yaml", "migrate"]));
+    assert!(!ok && err.contains("unknown field `stor`"), "{err}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Starts `portico serve` and returns it with the lines it wrote to stderr until it was serving.
+fn serve(dir: &Path, proxy: u16, admin: u16) -> (std::process::Child, String) {
+    let mut child = portico(dir)
+        .args(["serve", "--listen", &format!("127.0.0.1:{proxy}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+        .env("PORTICO_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+        seen.push_str(&line);
+        if line.contains("Portico is serving") {
+            break;
+        }
+        line.clear();
+    }
+    // Keep draining stderr so the process never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (child, seen)
+}
+
+#[tokio::test]
+async fn serve_prints_the_first_token_once_and_drains_on_sigterm() {
+    let upstream = MockUpstream::start("slow").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = format!(
+        "services:\n  - name: slow\n    targets: [{{address: \"{}\"}}]\nroutes:\n  - name: slow\n    service: slow\n",
+        upstream.addr
+    );
+    std::fs::write(dir.path().join("portico.yaml"), config).expect("write");
+    let (ok, _, err) = run(portico(dir.path()).args(["apply", "-f", "portico.yaml"]));
+    assert!(ok, "{err}");
+
+    let (proxy, admin) = (free_port(), free_port());
+    let (mut first, seen) = serve(dir.path(), proxy, admin);
+    assert!(seen.contains("Created the first admin token"), "{seen}");
+    assert_eq!(seen.matches("portico_").count(), 1, "the token appears once: {seen}");
+    assert!(dir.path().join("portico-data/portico.db").exists(), "the default store is ./portico-data/portico.db");
+
+    let http = reqwest::Client::new();
+    let in_flight = tokio::spawn(http.get(format!("http://127.0.0.1:{proxy}/delay/700")).send());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed = Command::new("kill").args(["-TERM", &first.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let response = in_flight.await.expect("task").expect("the request in flight completes");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.expect("text"), "late");
+    let status = tokio::task::spawn_blocking(move || first.wait()).await.expect("join").expect("wait");
+    assert!(status.success(), "portico exits cleanly: {status}");
+    assert!(http.get(format!("http://127.0.0.1:{proxy}/")).send().await.is_err(), "nothing listens any more");
+
+    let (mut second, seen) = serve(dir.path(), proxy, admin);
+    assert!(!seen.contains("admin token"), "the token is printed only on first start: {seen}");
+    let _ = second.kill();
+    let _ = second.wait();
+}

@@ -1,0 +1,128 @@
+//! Errors a client can act on: each with the right status, a small JSON body naming what
+//! happened and the request id, and nothing about the upstream's internals.
+
+use crate::helpers::Portico;
+use portico_testkit::MockUpstream;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn error_body(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let id = response.headers()["x-request-id"].to_str().expect("id").to_owned();
+    let body: Value = response.json().await.expect("json body");
+    assert_eq!(body["error"], code, "{body}");
+    assert_eq!(body["request_id"], id.as_str());
+    body
+}
+
+#[tokio::test]
+async fn no_route_is_404() {
+    let portico = Portico::start().await;
+    error_body(portico.get("/nowhere").send().await.expect("request"), 404, "no_route").await;
+    portico.stop().await;
+}
+
+/// A port nothing listens on: bind one, note it, let it go.
+async fn closed_port() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    addr.to_string()
+}
+
+#[tokio::test]
+async fn refused_and_broken_upstreams_are_502_without_details() {
+    let upstream = MockUpstream::start("flaky").await;
+    let portico = Portico::start().await;
+    let down = closed_port().await;
+    portico.service("down", std::slice::from_ref(&down)).await;
+    portico.service("flaky", &[upstream.addr.to_string()]).await;
+    portico.create("routes", json!({"name": "down", "paths": ["/down"], "service": "down"})).await;
+    portico.create("routes", json!({"name": "flaky", "paths": ["/close"], "service": "flaky"})).await;
+
+    let body = error_body(portico.get("/down").send().await.expect("request"), 502, "upstream_unavailable").await;
+    let text = body.to_string();
+    assert!(!text.contains(&down) && !text.to_lowercase().contains("refused"), "internals leaked: {text}");
+    error_body(portico.get("/close").send().await.expect("request"), 502, "upstream_error").await;
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn slow_upstreams_are_504() {
+    let upstream = MockUpstream::start("slow").await;
+    let portico = Portico::start().await;
+    let service = json!({"name": "slow", "targets": [{"address": upstream.addr.to_string()}], "read_timeout_ms": 200});
+    portico.create("services", service).await;
+    portico.create("routes", json!({"name": "slow", "service": "slow"})).await;
+    error_body(portico.get("/delay/3000").send().await.expect("request"), 504, "upstream_timeout").await;
+    assert_eq!(portico.get("/delay/10").send().await.expect("request").status(), 200);
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_route_limit_are_413() {
+    let upstream = MockUpstream::start("up").await;
+    let portico = Portico::start().await;
+    portico.service("up", &[upstream.addr.to_string()]).await;
+    portico
+        .create("routes", json!({"name": "small", "paths": ["/count"], "max_body_bytes": 1024, "service": "up"}))
+        .await;
+    let post = |body: reqwest::Body| portico.http.post(format!("{}/count", portico.proxy)).body(body).send();
+
+    // Declared too large: refused before the upstream is contacted.
+    let hits = upstream.hits();
+    error_body(post(vec![0u8; 4096].into()).await.expect("request"), 413, "body_too_large").await;
+    assert_eq!(upstream.hits(), hits);
+
+    // Streamed (chunked) past the limit: cut off on the way.
+    let chunks = futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![0u8; 512])));
+    error_body(post(reqwest::Body::wrap_stream(chunks)).await.expect("request"), 413, "body_too_large").await;
+
+    // At the limit: fine.
+    let ok = post(vec![0u8; 1024].into()).await.expect("request");
+    assert_eq!(ok.json::<Value>().await.expect("json")["bytes"], 1024);
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_headers_are_431() {
+    let portico = Portico::start().await;
+    portico.create("routes", json!({"name": "any", "mock": {"body": "ok"}})).await;
+    let big = "x".repeat(40 * 1024);
+    let response = portico.get("/").header("x-big", big).send().await.expect("request");
+    error_body(response, 431, "headers_too_large").await;
+    assert_eq!(portico.get("/").send().await.expect("request").status(), 200);
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_request_head_gets_408_and_the_connection_closes() {
+    // The test settings give clients one second to send a head.
+    let portico = Portico::start().await;
+    let mut socket = tokio::net::TcpStream::connect(portico.running.proxy_addr).await.expect("connect");
+    socket.write_all(b"GET / HTTP/1.1\r\nHost: slow\r\nX-Drip: 1\r\n").await.expect("partial head");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection was not closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("\"error\":\"client_timeout\""), "{answer}");
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_quietly() {
+    let portico = Portico::start_with(|s| s.proxy.idle_timeout = Duration::from_secs(1)).await;
+    portico.create("routes", json!({"name": "any", "mock": {"body": "ok"}})).await;
+    let mut socket = tokio::net::TcpStream::connect(portico.running.proxy_addr).await.expect("connect");
+    socket.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.expect("request");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the idle connection was not closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(!answer.contains("408"), "an idle connection gets no error: {answer}");
+    portico.stop().await;
+}

@@ -1,0 +1,124 @@
+//! Starting Portico in-process for a test, and talking to it.
+
+use portico::{Running, Settings};
+use portico_gateway::ProxySettings;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub struct Portico {
+    pub running: Running,
+    /// `http://127.0.0.1:PORT` of the proxy listener.
+    pub proxy: String,
+    pub admin: String,
+    pub token: String,
+    pub store_url: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn settings(store: String) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        admin_listen: "127.0.0.1:0".parse().expect("address"),
+        store,
+        workers: 2,
+        proxy: ProxySettings { header_timeout: Duration::from_secs(1), ..ProxySettings::default() },
+    }
+}
+
+impl Portico {
+    /// Portico on a fresh SQLite store.
+    pub async fn start() -> Portico {
+        Portico::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> Portico {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = settings(format!("sqlite://{}", dir.path().join("portico.db").display()));
+        adjust(&mut settings);
+        Portico::launch(settings, None, dir).await
+    }
+
+    /// Portico in file mode, serving `yaml`; the file is `dir/portico.yaml`.
+    pub async fn start_file(yaml: &str) -> Portico {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("portico.yaml");
+        std::fs::write(&file, yaml).expect("write config");
+        let settings = settings(format!("sqlite://{}", dir.path().join("portico.db").display()));
+        Portico::launch(settings, Some(file), dir).await
+    }
+
+    pub async fn launch(settings: Settings, file: Option<PathBuf>, dir: tempfile::TempDir) -> Portico {
+        let running = portico::start(&settings, file).await.expect("Portico starts");
+        let token = running.initial_token.clone().expect("a fresh store gets a first admin token");
+        Portico {
+            proxy: format!("http://{}", running.proxy_addr),
+            admin: format!("http://{}", running.admin_addr),
+            running,
+            token,
+            store_url: settings.store,
+            http: reqwest::Client::new(),
+            dir,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.http.get(format!("{}{path}", self.proxy))
+    }
+
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}/api/v1{path}", self.admin)).bearer_auth(&self.token)
+    }
+
+    /// Creates an entity through the admin API and waits until the gateway serves it.
+    pub async fn create(&self, collection: &str, entity: Value) -> Value {
+        let response = self.admin(Method::POST, &format!("/{collection}")).json(&entity).send().await.expect("admin");
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        self.settle().await;
+        body
+    }
+
+    /// Waits until the gateway serves the store's newest revision.
+    pub async fn settle(&self) {
+        for _ in 0..500 {
+            let status: Value =
+                self.admin(Method::GET, "/status").send().await.expect("status").json().await.expect("json");
+            if status["store_revision"].is_null() || status["serving_revision"] == status["store_revision"] {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the gateway did not pick up the newest configuration");
+    }
+
+    /// A service with these targets (`host:port` strings).
+    pub async fn service(&self, name: &str, targets: &[String]) {
+        let targets: Vec<Value> = targets.iter().map(|t| serde_json::json!({ "address": t })).collect();
+        self.create("services", serde_json::json!({ "name": name, "targets": targets })).await;
+    }
+
+    pub async fn stop(self) {
+        self.running.shutdown().await;
+    }
+}
+
+/// A new empty database on the PostgreSQL server named by `PORTICO_TEST_POSTGRES_URL`, or
+/// `None` (with a note on stderr) when the variable is not set.
+pub async fn fresh_postgres() -> Option<String> {
+    use sqlx::Connection;
+    let Ok(url) = std::env::var("PORTICO_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: PostgreSQL part (set PORTICO_TEST_POSTGRES_URL to run it)");
+        return None;
+    };
+    sqlx::any::install_default_drivers();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let name = format!("portico_it_{}_{nanos}", std::process::id());
+    let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect to PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+    let base = url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&url);
+    Some(format!("{base}/{name}"))
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: Portico started in-process (or as its binary) on real sockets, with
+//! real upstreams and a real store.
+
+mod admin;
+mod cli;
+mod config_file;
+mod errors;
+mod helpers;
+mod proxy;
+mod reload;
