@@ -1,4 +1,4 @@
-//! Test helpers for Portico: a scriptable upstream.
+//! Test helpers for Portico: a scriptable upstream and throwaway PostgreSQL databases.
 //!
 //! [`MockUpstream`] is a real HTTP/1.1 server on a free loopback port. What it does is chosen
 //! by the request path, so a test scripts it through the route it configures:
@@ -13,6 +13,10 @@
 //! | anything else | 200 with a JSON echo of the request (method, path, query, headers, body size) |
 //!
 //! Every response carries `x-upstream: <name>` so tests can tell upstreams apart.
+
+mod postgres;
+
+pub use postgres::{fresh_postgres, POSTGRES_URL_VAR};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};

@@ -15,27 +15,10 @@ async fn stores() -> TestStores {
     let dir = tempfile::tempdir().expect("temp dir");
     let sqlite = format!("sqlite://{}", dir.path().join("nested/portico.db").display());
     let mut stores = vec![("sqlite", Store::open(&sqlite).await.expect("open sqlite"))];
-    match std::env::var("PORTICO_TEST_POSTGRES_URL") {
-        Ok(url) => stores.push(("postgres", Store::open(&fresh_postgres_database(&url).await).await.expect("open pg"))),
-        Err(_) => eprintln!("skipped: PostgreSQL backend (set PORTICO_TEST_POSTGRES_URL to test it)"),
+    if let Some(url) = portico_testkit::fresh_postgres().await {
+        stores.push(("postgres", Store::open(&url).await.expect("open PostgreSQL")));
     }
     TestStores { stores, _dir: dir }
-}
-
-/// Creates an empty database on the server at `url` so that tests do not see each other.
-async fn fresh_postgres_database(url: &str) -> String {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let name = format!("portico_test_{}", fastrand_name());
-    let mut conn = sqlx::AnyConnection::connect(url).await.expect("connect to PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
-    let base = url.rsplit_once('/').map(|(base, _)| base).unwrap_or(url);
-    format!("{base}/{name}")
-}
-
-fn fastrand_name() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{}_{}", std::process::id(), nanos)
 }
 
 fn service(name: &str) -> Service {

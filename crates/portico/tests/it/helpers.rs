@@ -106,19 +106,3 @@ impl Portico {
     }
 }
 
-/// A new empty database on the PostgreSQL server named by `PORTICO_TEST_POSTGRES_URL`, or
-/// `None` (with a note on stderr) when the variable is not set.
-pub async fn fresh_postgres() -> Option<String> {
-    use sqlx::Connection;
-    let Ok(url) = std::env::var("PORTICO_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: PostgreSQL part (set PORTICO_TEST_POSTGRES_URL to run it)");
-        return None;
-    };
-    sqlx::any::install_default_drivers();
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let name = format!("portico_it_{}_{nanos}", std::process::id());
-    let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect to PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
-    let base = url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&url);
-    Some(format!("{base}/{name}"))
-}

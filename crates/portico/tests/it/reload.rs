@@ -1,8 +1,8 @@
 //! Hot reload: changes take effect without dropping requests, in-flight requests finish on
 //! the snapshot they started with, and a broken store leaves the last good one serving.
 
-use crate::helpers::{fresh_postgres, Portico};
-use portico_testkit::MockUpstream;
+use crate::helpers::Portico;
+use portico_testkit::{fresh_postgres, MockUpstream};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
