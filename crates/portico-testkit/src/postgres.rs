@@ -25,7 +25,9 @@ pub async fn fresh_postgres() -> Option<String> {
 }
 
 async fn drop_leftovers(conn: &mut sqlx::AnyConnection) {
-    let Ok(rows) = sqlx::query("SELECT datname::text FROM pg_database WHERE datname LIKE 'portico_test_%'").fetch_all(&mut *conn).await
+    let Ok(rows) = sqlx::query("SELECT datname::text FROM pg_database WHERE datname LIKE 'portico_test_%'")
+        .fetch_all(&mut *conn)
+        .await
     else {
         return;
     };

@@ -9,12 +9,12 @@
 
 use arc_swap::ArcSwap;
 use portico_admin::RuntimeStatus;
-use portico_gateway::{compile, Snapshot, SnapshotCell};
+use portico_gateway::{compile, SnapshotCell};
 use portico_model::Config;
 use portico_store::Store;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{watch, Notify};
 
 /// How often the store's revision is checked for changes made by other processes. It is well
@@ -32,19 +32,17 @@ impl Control {
     /// Compiles `config` and serves it. Compiling a large configuration takes milliseconds, so
     /// it runs on a blocking thread rather than stall the control runtime.
     async fn install(&self, config: Config, revision: i64) -> Result<(), String> {
+        let started = Instant::now();
         let snapshot = tokio::task::spawn_blocking(move || compile(&config, revision))
             .await
             .map_err(|e| format!("compiler stopped: {e}"))?
             .map_err(|problems| format!("the configuration is invalid:\n{problems}"))?;
-        self.swap(snapshot);
-        Ok(())
-    }
-
-    fn swap(&self, snapshot: Snapshot) {
         let (revision, routes) = (snapshot.revision, snapshot.route_count());
         self.snapshots.store(snapshot);
         self.status.serving(revision, routes);
-        tracing::info!(revision, routes, "configuration loaded");
+        let compile_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(revision, routes, compile_ms = format!("{compile_ms:.1}"), "configuration loaded");
+        Ok(())
     }
 
     fn report(&self, error: String) {

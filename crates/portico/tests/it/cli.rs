@@ -120,8 +120,13 @@ fn free_port() -> u16 {
 
 /// Starts `portico serve` and returns it with the lines it wrote to stderr until it was serving.
 fn serve(dir: &Path, proxy: u16, admin: u16) -> (std::process::Child, String) {
+    serve_with(dir, proxy, admin, &[])
+}
+
+fn serve_with(dir: &Path, proxy: u16, admin: u16, extra: &[&str]) -> (std::process::Child, String) {
     let mut child = portico(dir)
         .args(["serve", "--listen", &format!("127.0.0.1:{proxy}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(extra)
         .env("PORTICO_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
@@ -175,4 +180,37 @@ async fn serve_prints_the_first_token_once_and_drains_on_sigterm() {
     assert!(!seen.contains("admin token"), "the token is printed only on first start: {seen}");
     let _ = second.kill();
     let _ = second.wait();
+}
+
+#[tokio::test]
+async fn sighup_rereads_the_configuration_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("portico.yaml");
+    let yaml = |body: &str| format!("routes:\n  - name: hello\n    mock: {{body: {body}}}\n");
+    std::fs::write(&file, yaml("aaa")).expect("write");
+    let (proxy, admin) = (free_port(), free_port());
+    let (mut child, _) = serve_with(dir.path(), proxy, admin, &["--config", "portico.yaml"]);
+    let get = || async move {
+        reqwest::get(format!("http://127.0.0.1:{proxy}/")).await.expect("get").text().await.expect("text")
+    };
+    assert_eq!(get().await, "aaa");
+
+    // Same size and modification time: only the signal can make Portico notice.
+    let before = std::fs::metadata(&file).and_then(|m| m.modified()).expect("mtime");
+    std::fs::write(&file, yaml("bbb")).expect("edit");
+    std::fs::File::options().write(true).open(&file).and_then(|f| f.set_modified(before)).expect("reset mtime");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(get().await, "aaa");
+    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().expect("kill").success());
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = get().await;
+        if body == "bbb" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(body, "bbb");
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -105,4 +105,3 @@ impl Portico {
         self.running.shutdown().await;
     }
 }
-
