@@ -9,7 +9,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use portico_model::{HostHeader, Service};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A compiled service.
@@ -106,7 +106,7 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 /// property of the connector.
 #[derive(Default)]
 pub(crate) struct Pools {
-    clients: Mutex<Vec<(Duration, HttpClient)>>,
+    clients: Mutex<Vec<(Duration, Arc<HttpClient>)>>,
 }
 
 /// Upstream connections idle longer than this are closed. It is kept below the usual
@@ -115,12 +115,12 @@ pub(crate) struct Pools {
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 impl Pools {
-    pub fn client(&self, connect_timeout: Duration) -> HttpClient {
+    pub fn client(&self, connect_timeout: Duration) -> Arc<HttpClient> {
         let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((_, client)) = clients.iter().find(|(t, _)| *t == connect_timeout) {
             return client.clone();
         }
-        let client = new_client(connect_timeout);
+        let client = Arc::new(new_client(connect_timeout));
         clients.push((connect_timeout, client.clone()));
         client
     }

@@ -36,14 +36,18 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The client's address as a header value; made once per connection.
+pub fn client_address(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 /// Tells the upstream who the client is and what it asked for.
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
-    let client_text = client.to_string();
+pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, host: Option<&HeaderValue>) {
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) => HeaderValue::from_str(&format!("{previous}, {client_text}")),
-        None => HeaderValue::from_str(&client_text),
+        Some(previous) => HeaderValue::from_str(&format!("{previous}, {}", client.to_str().unwrap_or(""))).ok(),
+        None => Some(client.clone()),
     };
-    if let Ok(value) = forwarded_for {
+    if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
@@ -97,7 +101,8 @@ mod tests {
     fn forwarded_for_is_appended() {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        set_forwarded(&mut headers, "127.0.0.1".parse().expect("ip"), Some(&HeaderValue::from_static("api.test")));
+        let client = client_address("127.0.0.1".parse().expect("ip"));
+        set_forwarded(&mut headers, &client, Some(&HeaderValue::from_static("api.test")));
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(headers["x-forwarded-host"], "api.test");
         assert_eq!(headers["x-forwarded-proto"], "http");

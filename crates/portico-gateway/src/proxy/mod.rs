@@ -17,6 +17,7 @@ mod headers;
 mod rewrite;
 
 pub(crate) use body::{RequestBody, ResponseBody};
+pub(crate) use headers::client_address;
 use error::ProxyError;
 
 use crate::snapshot::{Action, CompiledRoute, MockResponse, Snapshot};
@@ -28,7 +29,6 @@ use http::{header, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use portico_model::{HostHeader, Method};
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Limits that apply to every request, whatever the route.
@@ -38,11 +38,16 @@ pub struct RequestLimits {
     pub max_header_bytes: usize,
 }
 
+/// Who sent a request: the connection's peer, with its address ready as a header value.
+pub struct Client {
+    pub address: HeaderValue,
+}
+
 /// Proxies one request and always produces a response, carrying the request id.
 pub async fn handle(
     request: Request<Incoming>,
     snapshot: &Snapshot,
-    client: SocketAddr,
+    client: &Client,
     pools: &Pools,
     limits: &RequestLimits,
 ) -> Response<ResponseBody> {
@@ -58,7 +63,7 @@ pub async fn handle(
 async fn forward(
     request: Request<Incoming>,
     snapshot: &Snapshot,
-    client: SocketAddr,
+    client: &Client,
     pools: &Pools,
     limits: &RequestLimits,
     request_id: &HeaderValue,
@@ -145,7 +150,7 @@ async fn send_upstream(
     route: &CompiledRoute,
     upstream: &Upstream,
     path: Option<String>,
-    client: SocketAddr,
+    client: &Client,
     pools: &Pools,
     request_id: &HeaderValue,
 ) -> Result<Response<Incoming>, ProxyError> {
@@ -179,7 +184,7 @@ async fn send_upstream(
         (HostHeader::Pass, Some(host)) => parts.headers.insert(header::HOST, host.clone()),
         _ => parts.headers.insert(header::HOST, target.host.clone()),
     };
-    headers::set_forwarded(&mut parts.headers, client.ip(), client_host.as_ref());
+    headers::set_forwarded(&mut parts.headers, &client.address, client_host.as_ref());
     parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 
     let (body, progress) = RequestBody::new(body, route.max_body_bytes);

@@ -173,12 +173,13 @@ async fn serve(
         let state = Arc::new(ConnState::default());
         let io = TokioIo::new(GuardedIo::new(stream, state.clone(), settings.header_timeout, settings.idle_timeout));
         let worker = worker.clone();
+        let client = Arc::new(proxy::Client { address: proxy::client_address(peer.ip()) });
         let service = service_fn(move |request| {
             let in_flight = (request.version() < http::Version::HTTP_2).then(|| InFlight::start(&state));
-            let worker = worker.clone();
+            let (worker, client) = (worker.clone(), client.clone());
             async move {
                 let snapshot = worker.snapshots.load();
-                let mut response = proxy::handle(request, &snapshot, peer, &worker.pools, &worker.limits).await;
+                let mut response = proxy::handle(request, &snapshot, &client, &worker.pools, &worker.limits).await;
                 if let Some(in_flight) = in_flight {
                     response.body_mut().drop_with(in_flight);
                 }
