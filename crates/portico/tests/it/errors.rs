@@ -126,3 +126,25 @@ async fn idle_keep_alive_connections_are_closed_quietly() {
     assert!(!answer.contains("408"), "an idle connection gets no error: {answer}");
     portico.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_sending_its_body_gets_408() {
+    let upstream = MockUpstream::start("up").await;
+    let portico = Portico::start().await;
+    let service = json!({"name": "up", "targets": [{"address": upstream.addr.to_string()}], "write_timeout_ms": 300});
+    portico.create("services", service).await;
+    portico.create("routes", json!({"name": "up", "service": "up"})).await;
+    // One chunk, then silence for longer than the write timeout.
+    let chunks = futures_util::stream::unfold(0, |sent| async move {
+        match sent {
+            0 => Some((Ok::<_, std::io::Error>(vec![b'x'; 1024]), 1)),
+            _ => {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                None
+            }
+        }
+    });
+    let response = portico.http.post(format!("{}/count", portico.proxy)).body(reqwest::Body::wrap_stream(chunks)).send();
+    error_body(response.await.expect("request"), 408, "client_timeout").await;
+    portico.stop().await;
+}
