@@ -39,5 +39,9 @@ pub fn router(state: AdminState) -> Router {
         )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     let public = Router::new().route(PUBLIC_PATHS[0], get(system::health)).route(PUBLIC_PATHS[1], get(system::ready));
-    public.merge(protected).fallback(problem::not_found).with_state(state)
+    public
+        .merge(protected)
+        .fallback(problem::not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .with_state(state)
 }

@@ -56,15 +56,17 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         }
     };
 
+    // Both listeners are bound before anything serves, so that a taken port fails the start
+    // cleanly instead of leaving half of Portico running.
     let listeners = bind_listeners(settings.listen, settings.workers)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let proxy_addr = listeners[0].local_addr()?;
-    let gateway = Gateway::new(snapshots, settings.proxy.clone()).spawn(listeners, shutdown_rx.clone())?;
-
     let admin = tokio::net::TcpListener::bind(settings.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} for the admin API", settings.admin_listen))?;
     let admin_addr = admin.local_addr()?;
+    let gateway = Gateway::new(snapshots, settings.proxy.clone()).spawn(listeners, shutdown_rx.clone())?;
+
     let router = portico_admin::router(AdminState::new(store.clone(), source, status));
     let mut admin_shutdown = shutdown_rx;
     tasks.push(tokio::spawn(async move {

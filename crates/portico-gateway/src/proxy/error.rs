@@ -13,6 +13,8 @@ pub enum ProxyError {
     NoRoute,
     /// The request head is larger than allowed.
     HeadersTooLarge,
+    /// The path has `.` or `..` segments.
+    BadPath,
     /// The request body is larger than the route allows.
     BodyTooLarge,
     /// The client stopped sending the request body.
@@ -37,6 +39,9 @@ impl ProxyError {
                 "headers_too_large",
                 "the request headers are larger than allowed",
             ),
+            ProxyError::BadPath => {
+                (StatusCode::BAD_REQUEST, "bad_path", "the path must not contain '.' or '..' segments")
+            }
             ProxyError::BodyTooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is larger than this route allows")
             }

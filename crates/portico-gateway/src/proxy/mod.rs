@@ -17,8 +17,8 @@ mod headers;
 mod rewrite;
 
 pub(crate) use body::{RequestBody, ResponseBody};
-pub(crate) use headers::client_address;
 use error::ProxyError;
+pub(crate) use headers::client_address;
 
 use crate::snapshot::{Action, CompiledRoute, MockResponse, Snapshot};
 use crate::upstream::{Pools, Upstream};
@@ -71,6 +71,9 @@ async fn forward(
     // 1. accept
     if headers::head_size(request.headers()) > limits.max_header_bytes {
         return Err(ProxyError::HeadersTooLarge);
+    }
+    if has_dot_segments(request.uri().path()) {
+        return Err(ProxyError::BadPath);
     }
 
     // 2. route
@@ -128,6 +131,29 @@ fn request_host(request: &Request<Incoming>) -> &str {
         None => request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""),
     };
     strip_port(raw)
+}
+
+/// Whether the path has `.` or `..` segments, plain or percent-encoded. Routes match the path
+/// as sent, so `/public/../admin` would match `/public/*` and then reach `/admin` on an
+/// upstream that resolves it; such paths are refused instead (clients remove dot segments
+/// before sending, RFC 3986 §5.2.4).
+fn has_dot_segments(path: &str) -> bool {
+    if !path.contains(['.', '%']) {
+        return false;
+    }
+    path.split('/').any(|segment| {
+        let bytes = segment.as_bytes();
+        let (mut dots, mut i) = (0, 0);
+        while i < bytes.len() {
+            match bytes[i..] {
+                [b'.', ..] => i += 1,
+                [b'%', b'2', e, ..] if e.eq_ignore_ascii_case(&b'e') => i += 3,
+                _ => return false,
+            }
+            dots += 1;
+        }
+        dots == 1 || dots == 2
+    })
 }
 
 fn strip_port(authority: &str) -> &str {
@@ -252,7 +278,17 @@ fn classify(error: &hyper_util::client::legacy::Error, progress: Option<&Progres
 
 #[cfg(test)]
 mod tests {
-    use super::strip_port;
+    use super::{has_dot_segments, strip_port};
+
+    #[test]
+    fn dot_segments_are_found_however_they_are_written() {
+        for path in ["/a/../b", "/a/./b", "/..", "/a/%2e%2E/b", "/a/%2E"] {
+            assert!(has_dot_segments(path), "{path}");
+        }
+        for path in ["/", "/a/b", "/a..b/c", "/.well-known/x", "/a/...", "/v1.2/x"] {
+            assert!(!has_dot_segments(path), "{path}");
+        }
+    }
 
     #[test]
     fn ports_are_stripped_from_hosts() {

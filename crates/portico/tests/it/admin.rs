@@ -160,6 +160,8 @@ async fn listings_are_paged_in_name_order() {
     }
     assert_eq!(names, ["a", "b", "c", "d", "e"]);
     problem(portico.admin(Method::GET, "/routes?limit=0").send().await.expect("list"), StatusCode::BAD_REQUEST).await;
+    problem(portico.admin(Method::PATCH, "/routes").send().await.expect("patch"), StatusCode::METHOD_NOT_ALLOWED).await;
+    problem(portico.admin(Method::GET, "/nothing-here").send().await.expect("get"), StatusCode::NOT_FOUND).await;
     portico.stop().await;
 }
 

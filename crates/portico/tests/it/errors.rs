@@ -24,6 +24,26 @@ async fn no_route_is_404() {
     portico.stop().await;
 }
 
+#[tokio::test]
+async fn paths_that_climb_out_of_a_route_are_400() {
+    let upstream = MockUpstream::start("public").await;
+    let portico = Portico::start().await;
+    portico.service("public", &[upstream.addr.to_string()]).await;
+    portico.create("routes", json!({"name": "public", "paths": ["/public/*"], "service": "public"})).await;
+    // Sent raw: HTTP clients would remove the dot segments themselves.
+    for path in ["/public/../admin", "/public/%2e%2e/admin", "/public/./x"] {
+        let mut socket = tokio::net::TcpStream::connect(portico.running.proxy_addr).await.expect("connect");
+        let head = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        socket.write_all(head.as_bytes()).await.expect("write");
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).await.expect("read");
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{path}: {answer}");
+        assert!(answer.contains("\"error\":\"bad_path\""), "{answer}");
+    }
+    assert_eq!(upstream.hits(), 0);
+    portico.stop().await;
+}
+
 /// A port nothing listens on: bind one, note it, let it go.
 async fn closed_port() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -144,7 +164,8 @@ async fn a_client_that_stops_sending_its_body_gets_408() {
             }
         }
     });
-    let response = portico.http.post(format!("{}/count", portico.proxy)).body(reqwest::Body::wrap_stream(chunks)).send();
+    let response =
+        portico.http.post(format!("{}/count", portico.proxy)).body(reqwest::Body::wrap_stream(chunks)).send();
     error_body(response.await.expect("request"), 408, "client_timeout").await;
     portico.stop().await;
 }
