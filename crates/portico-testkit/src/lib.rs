@@ -39,18 +39,28 @@ pub struct MockUpstream {
     pub addr: SocketAddr,
     pub name: String,
     hits: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
 impl MockUpstream {
     pub async fn start(name: &str) -> MockUpstream {
+        MockUpstream::start_with_idle_close(name, None).await
+    }
+
+    /// Like [`MockUpstream::start`], but closes keep-alive connections that stay idle for
+    /// `idle`, without a word, as many servers do; a proxy that reuses such a connection
+    /// must not fail the request.
+    pub async fn start_with_idle_close(name: &str, idle: Option<Duration>) -> MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
         let hits = Arc::new(AtomicUsize::new(0));
-        let (name_in_task, hits_in_task) = (name.to_owned(), hits.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (name_in_task, hits_in_task, connections_in_task) = (name.to_owned(), hits.clone(), connections.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
+                connections_in_task.fetch_add(1, Ordering::Relaxed);
                 let name = name_in_task.clone();
                 let hits = hits_in_task.clone();
                 tokio::spawn(async move {
@@ -58,18 +68,23 @@ impl MockUpstream {
                         hits.fetch_add(1, Ordering::Relaxed);
                         respond(name.clone(), request)
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let mut builder = hyper::server::conn::http1::Builder::new();
+                    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle);
+                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                 });
             }
         });
-        MockUpstream { addr, name: name.to_owned(), hits, task }
+        MockUpstream { addr, name: name.to_owned(), hits, connections, task }
     }
 
     /// How many requests this upstream has received.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::Relaxed)
+    }
+
+    /// How many connections this upstream has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 }
 

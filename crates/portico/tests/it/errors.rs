@@ -169,3 +169,19 @@ async fn a_client_that_stops_sending_its_body_gets_408() {
     error_body(response.await.expect("request"), 408, "client_timeout").await;
     portico.stop().await;
 }
+
+#[tokio::test]
+async fn upstreams_closing_idle_connections_cause_no_errors() {
+    let upstream = MockUpstream::start_with_idle_close("closer", Some(Duration::from_millis(100))).await;
+    let portico = Portico::start_with(|s| s.workers = 1).await;
+    portico.service("closer", &[upstream.addr.to_string()]).await;
+    portico.create("routes", json!({"name": "closer", "service": "closer"})).await;
+    for _ in 0..5 {
+        let response = portico.get("/again").send().await.expect("request");
+        assert_eq!(response.status(), 200, "a pooled connection the upstream closed was reused");
+        // Long enough for the upstream to close the pooled connection.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(upstream.connections(), 5, "the upstream closed every idle connection");
+    portico.stop().await;
+}
