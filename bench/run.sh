@@ -21,6 +21,7 @@
 #                1 worker each. unpinned-w1 / unpinned-w2: no CPU affinity,
 #                1 or 2 proxy workers (the backend always has 1 worker).
 #   WARMUP       warm-up seconds per target before measuring     (default 2, 0 = none)
+#   COOLDOWN     idle seconds before each measured run            (default 3)
 #   PORTICO_BIN  use this portico binary instead of running
 #                `cargo build --release -p portico` in the repo root
 #   RESULTS_DIR  where raw wrk outputs + metadata go
@@ -48,6 +49,7 @@ CONNS=${CONNS:-64 256}
 TARGETS=${TARGETS:-direct nginx haproxy portico}
 MODE=${MODE:-pinned-w1}
 WARMUP=${WARMUP:-2}
+COOLDOWN=${COOLDOWN:-3}
 KEEP=${KEEP:-0}
 PORTICO_BIN=${PORTICO_BIN:-}
 
@@ -564,11 +566,17 @@ run_matrix() {
     done
   fi
   # Targets innermost: each repetition visits every target once, so slow
-  # drift (thermal, background load) hits all of them alike.
+  # drift (thermal, background load) hits all of them alike. The order rotates
+  # from one repetition to the next, and a pause (COOLDOWN) precedes each run:
+  # on shared machines the CPU slows under sustained load, which would
+  # otherwise always penalise whichever target runs last.
+  local -a order=($TARGETS)
+  local n=${#order[@]}
   for c in $CONNS; do
     for ((rep = 1; rep <= REPS; rep++)); do
-      for t in $TARGETS; do
-        measure "$t" "$c" "$rep"
+      for ((i = 0; i < n; i++)); do
+        sleep "$COOLDOWN"
+        measure "${order[(i + rep - 1) % n]}" "$c" "$rep"
       done
     done
   done

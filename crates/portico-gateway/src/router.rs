@@ -7,7 +7,7 @@
 //! a request, the lowest rank wins.
 
 use portico_model::{HeaderMatch, HostPattern, Method, MethodSet, PathPattern, Segment};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// The precedence of a rule, most significant first; the greatest key wins.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,16 +37,18 @@ pub struct Match {
     pub pattern: usize,
 }
 
+/// The maps hash with FxHash: their keys come from configuration, so clients cannot choose
+/// colliding keys, and a lookup hashes request text on every request.
 #[derive(Default)]
 pub struct Router {
-    exact_hosts: HashMap<Box<str>, Node>,
-    wildcard_hosts: HashMap<Box<str>, Node>,
+    exact_hosts: FxHashMap<Box<str>, Node>,
+    wildcard_hosts: FxHashMap<Box<str>, Node>,
     any_host: Node,
 }
 
 #[derive(Default)]
 struct Node {
-    literals: HashMap<Box<str>, Node>,
+    literals: FxHashMap<Box<str>, Node>,
     param: Option<Box<Node>>,
     /// Rules whose pattern ends here exactly, best rank first.
     exact: Vec<Entry>,

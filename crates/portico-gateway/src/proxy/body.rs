@@ -5,6 +5,7 @@
 //! made (errors, mocks) or the upstream's body with a read-idle timeout.
 
 use crate::server::InFlight;
+use crate::upstream::Lease;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -157,7 +158,13 @@ pub struct ResponseBody {
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream { inner: Incoming, idle: Duration, timer: Option<Pin<Box<Sleep>>> },
+    Upstream {
+        inner: Incoming,
+        idle: Duration,
+        timer: Option<Pin<Box<Sleep>>>,
+        /// The connection the body arrives on, given back to the pool when the body ends.
+        lease: Option<Lease>,
+    },
 }
 
 impl ResponseBody {
@@ -166,8 +173,15 @@ impl ResponseBody {
     }
 
     /// The upstream's body; it fails if no data arrives for `idle`.
-    pub fn upstream(inner: Incoming, idle: Duration) -> ResponseBody {
-        ResponseBody { kind: Kind::Upstream { inner, idle, timer: None }, on_drop: None }
+    pub(crate) fn upstream(inner: Incoming, idle: Duration, lease: Lease) -> ResponseBody {
+        let lease = if inner.is_end_stream() {
+            // Nothing more will arrive: the connection is free now.
+            lease.give_back();
+            None
+        } else {
+            Some(lease)
+        };
+        ResponseBody { kind: Kind::Upstream { inner, idle, timer: None, lease }, on_drop: None }
     }
 
     /// Keeps the connection marked as busy until the body is dropped.
@@ -183,10 +197,15 @@ impl Body for ResponseBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { inner, idle, timer } => match Pin::new(inner).poll_frame(cx) {
+            Kind::Upstream { inner, idle, timer, lease } => match Pin::new(&mut *inner).poll_frame(cx) {
                 Poll::Ready(frame) => {
                     if let Some(timer) = timer {
                         timer.as_mut().reset(Instant::now() + *idle);
+                    }
+                    if frame.is_none() || inner.is_end_stream() {
+                        if let Some(lease) = lease.take() {
+                            lease.give_back();
+                        }
                     }
                     Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
                 }

@@ -11,27 +11,47 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// The fixed hop-by-hop headers, besides `Connection` and `TE` which need a look at values.
+static FIXED: [&HeaderName; 5] =
+    [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TRANSFER_ENCODING, &header::UPGRADE, &header::TRAILER];
+
 /// Removes the headers that describe one connection rather than the message: the fixed
 /// list and any header the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
+    // One pass over the names finds what is there, so that only present headers are looked
+    // up again: most messages carry none, or only `Connection: keep-alive`.
+    let (mut connection, mut te, mut fixed) = (false, false, [false; FIXED.len()]);
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if name == header::TE {
+            te = true;
+        } else if let Some(i) = FIXED.iter().position(|f| *f == name) {
+            fixed[i] = true;
+        }
+    }
+    if connection {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|token| !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close"))
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
         for name in named {
             headers.remove(name);
         }
         headers.remove(header::CONNECTION);
     }
-    for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TRANSFER_ENCODING, &header::UPGRADE, &header::TRAILER] {
-        headers.remove(name);
+    for (name, present) in FIXED.iter().zip(fixed) {
+        if present {
+            headers.remove(*name);
+        }
     }
     // `TE: trailers` may be forwarded; any other TE value is hop-by-hop.
-    if headers.get(header::TE).is_some_and(|te| te != "trailers") {
+    if te && headers.get(header::TE).is_some_and(|value| value != "trailers") {
         headers.remove(header::TE);
     }
 }

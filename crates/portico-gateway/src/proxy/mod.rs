@@ -21,7 +21,7 @@ use error::ProxyError;
 pub(crate) use headers::client_address;
 
 use crate::snapshot::{Action, CompiledRoute, MockResponse, Snapshot};
-use crate::upstream::{Pools, Upstream};
+use crate::upstream::{Lease, Pools, SendError, Upstream};
 use body::{BodyError, Progress};
 use headers::X_REQUEST_ID;
 use http::uri::PathAndQuery;
@@ -95,12 +95,12 @@ async fn forward(
     let path = rewrite::upstream_path(&route.rewrite, &route.patterns[pattern], request.uri().path());
 
     // 5. upstream
-    let response = send_upstream(request, route, upstream, path, client, pools, request_id).await?;
+    let (response, lease) = send_upstream(request, route, upstream, path, client, pools, request_id).await?;
 
     // 6. response
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, ResponseBody::upstream(body, upstream.read_timeout)))
+    Ok(Response::from_parts(parts, ResponseBody::upstream(body, upstream.read_timeout, lease)))
 }
 
 fn find_route<'s>(
@@ -179,30 +179,28 @@ async fn send_upstream(
     client: &Client,
     pools: &Pools,
     request_id: &HeaderValue,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<(Response<Incoming>, Lease), ProxyError> {
     let (mut parts, body) = request.into_parts();
     let target = upstream.pick();
 
-    let mut uri = std::mem::take(&mut parts.uri).into_parts();
-    if let Some(path) = path {
-        let query = uri.path_and_query.as_ref().and_then(|pq| pq.query());
-        let joined = match query {
-            Some(query) => format!("{path}?{query}"),
-            None => path,
-        };
-        uri.path_and_query = Some(PathAndQuery::from_maybe_shared(joined).map_err(|_| ProxyError::NoRoute)?);
-    }
+    let uri = std::mem::take(&mut parts.uri).into_parts();
+    let path_and_query = match path {
+        Some(path) => {
+            let joined = match uri.path_and_query.as_ref().and_then(|pq| pq.query()) {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
+            PathAndQuery::from_maybe_shared(joined).map_err(|_| ProxyError::BadPath)?
+        }
+        None => uri.path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
     let client_host = uri
         .authority
         .as_ref()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         .or_else(|| parts.headers.get(header::HOST).cloned());
-    uri.scheme = Some(upstream.scheme.clone());
-    uri.authority = Some(target.authority.clone());
-    if uri.path_and_query.is_none() {
-        uri.path_and_query = Some(PathAndQuery::from_static("/"));
-    }
-    parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::NoRoute)?;
+    // Origin-form (`/path?query`): the target's address travels in the `Host` header.
+    parts.uri = Uri::from(path_and_query);
     parts.version = Version::HTTP_11;
 
     headers::remove_hop_by_hop(&mut parts.headers);
@@ -214,7 +212,8 @@ async fn send_upstream(
     parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 
     let (body, progress) = RequestBody::new(body, route.max_body_bytes);
-    let sending = pools.client(upstream.connect_timeout).request(Request::from_parts(parts, body));
+    let pool = pools.pool(upstream.connect_timeout);
+    let sending = pool.send(&upstream.scheme, &target.authority, Request::from_parts(parts, body));
     let result = match &progress {
         None => tokio::time::timeout(upstream.read_timeout, sending).await.map_err(|_| ProxyError::UpstreamTimeout)?,
         Some(progress) => {
@@ -223,7 +222,7 @@ async fn send_upstream(
     };
     result.map_err(|error| {
         let outcome = classify(&error, progress.as_deref());
-        tracing::debug!(route = %route.name, upstream = %upstream.name, %error, status = %outcome.status(), "upstream request failed");
+        tracing::debug!(route = %route.name, upstream = %upstream.name, ?error, status = %outcome.status(), "upstream request failed");
         outcome
     })
 }
@@ -252,24 +251,28 @@ where
     }
 }
 
-/// Tells who failed from a client error.
-fn classify(error: &hyper_util::client::legacy::Error, progress: Option<&Progress>) -> ProxyError {
+/// Tells who failed from an upstream error.
+fn classify(error: &SendError, progress: Option<&Progress>) -> ProxyError {
     if progress.is_some_and(Progress::too_large) {
         return ProxyError::BodyTooLarge;
     }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+    let (root, connecting): (&(dyn std::error::Error + 'static), bool) = match error {
+        SendError::Connect(error) => (error.as_ref(), true),
+        SendError::Http(error) => (error, false),
+    };
+    let mut cause = Some(root);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
                 return ProxyError::UpstreamTimeout;
             }
         }
-        if let Some(BodyError::Http(_)) = cause.downcast_ref::<BodyError>() {
+        if let Some(BodyError::Http(_)) = error.downcast_ref::<BodyError>() {
             return ProxyError::ClientBodyFailed;
         }
-        source = cause.source();
+        cause = error.source();
     }
-    if error.is_connect() {
+    if connecting {
         ProxyError::UpstreamUnavailable
     } else {
         ProxyError::UpstreamBroken

@@ -1,12 +1,11 @@
 //! Upstream services: targets, weighted round robin, timeouts, and the connection pools.
 
-use crate::proxy::RequestBody;
+mod pool;
+
+pub(crate) use pool::{Lease, Pool, SendError};
+
 use http::uri::{Authority, Scheme};
 use http::HeaderValue;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use portico_model::{HostHeader, Service};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -99,48 +98,24 @@ fn gcd(a: u32, b: u32) -> u32 {
     }
 }
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
-
-/// The connection pools of one worker. Pools are per worker so that a connection is always
-/// driven by the runtime that uses it, and keyed by connect timeout because the timeout is a
-/// property of the connector.
+/// The connection pools of one worker, keyed by connect timeout because the timeout is a
+/// property of the connector. Pools are per worker so that a connection is always driven by
+/// the runtime that uses it.
 #[derive(Default)]
 pub(crate) struct Pools {
-    clients: Mutex<Vec<(Duration, Arc<HttpClient>)>>,
+    pools: Mutex<Vec<(Duration, Arc<Pool>)>>,
 }
-
-/// Upstream connections idle longer than this are closed. It is kept below the usual
-/// upstream keep-alive timeouts (60 s and more) so that Portico closes an idle connection
-/// before the upstream does, instead of racing it with a new request.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 impl Pools {
-    pub fn client(&self, connect_timeout: Duration) -> Arc<HttpClient> {
-        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((_, client)) = clients.iter().find(|(t, _)| *t == connect_timeout) {
-            return client.clone();
+    pub fn pool(&self, connect_timeout: Duration) -> Arc<Pool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, pool)) = pools.iter().find(|(t, _)| *t == connect_timeout) {
+            return pool.clone();
         }
-        let client = Arc::new(new_client(connect_timeout));
-        clients.push((connect_timeout, client.clone()));
-        client
+        let pool = Arc::new(Pool::new(connect_timeout));
+        pools.push((connect_timeout, pool.clone()));
+        pool
     }
-}
-
-fn new_client(connect_timeout: Duration) -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(1024)
-        .build(connector)
 }
 
 #[cfg(test)]
