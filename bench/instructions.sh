@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# bench/instructions.sh: user-space instructions per proxied request, counted by callgrind.
+#
+# Unlike requests/s, an instruction count does not move with the machine's load or clock, so
+# it shows the effect of a change to the request path even on a noisy shared machine. It
+# counts only user space (the kernel's share is about the same for every proxy here: one
+# read and one write on each side per request).
+#
+# Usage: bash bench/instructions.sh [PORTICO_BIN]   (default: target/release/portico)
+# Needs valgrind, nginx and wrk (installed from Debian's packages if missing).
+# Prints instructions/request for Portico and for nginx as a reverse proxy.
+set -euo pipefail
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PORTICO=${1:-$REPO_ROOT/target/release/portico}
+BODY='{"status":"ok","service":"peerbench-backend","payload":"0123456789abcdefghijklmnopqrstuvwxyzABCDEF"}'
+
+need=()
+for tool in valgrind nginx wrk curl; do command -v "$tool" >/dev/null || need+=("$tool"); done
+if ((${#need[@]})); then
+  apt-get update -qq && apt-get install -y -qq "${need[@]/nginx/nginx-light}" >/dev/null
+fi
+[[ -x $PORTICO ]] || { echo "no Portico binary at $PORTICO (cargo build --release -p portico)" >&2; exit 1; }
+
+SCRATCH=$(mktemp -d)
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$SCRATCH"; }
+trap cleanup EXIT
+
+cat > "$SCRATCH/backend.conf" <<NGINX
+pid $SCRATCH/backend.pid;
+error_log $SCRATCH/backend.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_timeout 300s; keepalive_requests 10000000;
+  client_body_temp_path $SCRATCH; proxy_temp_path $SCRATCH; fastcgi_temp_path $SCRATCH; uwsgi_temp_path $SCRATCH; scgi_temp_path $SCRATCH;
+  server { listen 127.0.0.1:19001; location / { default_type application/json; return 200 '$BODY'; } }
+}
+NGINX
+cat > "$SCRATCH/proxy.conf" <<NGINX
+pid $SCRATCH/proxy.pid;
+error_log $SCRATCH/proxy.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_timeout 300s; keepalive_requests 10000000;
+  client_body_temp_path $SCRATCH; proxy_temp_path $SCRATCH; fastcgi_temp_path $SCRATCH; uwsgi_temp_path $SCRATCH; scgi_temp_path $SCRATCH;
+  upstream backend { server 127.0.0.1:19001; keepalive 512; }
+  server { listen 127.0.0.1:18081; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+NGINX
+cat > "$SCRATCH/portico.yaml" <<YAML
+services:
+  - name: backend
+    targets: [{address: 127.0.0.1:19001}]
+routes:
+  - name: all
+    service: backend
+YAML
+
+nginx -c "$SCRATCH/backend.conf" -g 'daemon off; worker_processes 1;' & PIDS+=($!)
+
+# Runs "$@" under callgrind, serving on $port; prints instructions per request.
+measure() {
+  local name=$1 port=$2; shift 2
+  local out="$SCRATCH/callgrind.$name"
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$@" 2>"$SCRATCH/$name.log" & local pid=$!
+  PIDS+=($pid)
+  for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.3; done
+  wrk -t1 -c16 -d3s "http://127.0.0.1:$port/" >/dev/null          # warm up: pools, caches
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  local requests
+  requests=$(wrk -t1 -c16 -d5s "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  sleep 1
+  local dump instructions
+  dump=$(ls -t "$out"* | head -n1)
+  instructions=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
+  printf '%-8s %8d requests  %7d instructions/request\n' "$name" "$requests" $((instructions / requests))
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+measure portico 18085 "$PORTICO" --data-dir "$SCRATCH/data" --listen 127.0.0.1:18085 \
+  --admin-listen 127.0.0.1:19085 --workers 1 serve --config "$SCRATCH/portico.yaml"
+measure nginx 18081 nginx -c "$SCRATCH/proxy.conf" -g 'daemon off; master_process off; worker_processes 1;'
