@@ -9,43 +9,24 @@ fn yaml(body: &str) -> String {
     format!("routes:\n  - name: hello\n    paths: [/hello]\n    mock: {{body: {body}}}\n")
 }
 
-async fn body_becomes(portico: &Portico, wanted: &str) -> String {
-    let mut body = String::new();
-    for _ in 0..200 {
-        body = portico.get("/hello").send().await.expect("request").text().await.expect("text");
-        if body == wanted {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    body
-}
-
 #[tokio::test]
 async fn the_file_is_served_and_followed_keeping_the_last_good_version() {
     let portico = Portico::start_file(&yaml("one")).await;
     let file = portico.dir.path().join("portico.yaml");
-    assert_eq!(body_becomes(&portico, "one").await, "one");
+    assert_eq!(portico.body_becomes("/hello", "one").await, "one");
 
     std::fs::write(&file, yaml("two-two")).expect("edit");
-    assert_eq!(body_becomes(&portico, "two-two").await, "two-two");
+    assert_eq!(portico.body_becomes("/hello", "two-two").await, "two-two");
 
     // A broken edit is reported and ignored.
     std::fs::write(&file, "routes:\n  - name: hello\n    pahts: [/hello]\n").expect("break");
-    let mut status = Value::Null;
-    for _ in 0..100 {
-        status = portico.admin(Method::GET, "/status").send().await.expect("status").json().await.expect("json");
-        if status["last_error"].is_string() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let status = portico.status_with_error().await;
     assert!(status["last_error"].as_str().unwrap_or("").contains("pahts"), "{status}");
     assert_eq!(status["mode"], "file");
     assert_eq!(portico.get("/hello").send().await.expect("request").text().await.expect("text"), "two-two");
 
     std::fs::write(&file, yaml("three")).expect("fix");
-    assert_eq!(body_becomes(&portico, "three").await, "three");
+    assert_eq!(portico.body_becomes("/hello", "three").await, "three");
     portico.stop().await;
 }
 
@@ -60,7 +41,7 @@ async fn a_reload_request_rereads_the_file() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(portico.get("/hello").send().await.expect("request").text().await.expect("text"), "aaa");
     portico.running.reload();
-    assert_eq!(body_becomes(&portico, "bbb").await, "bbb");
+    assert_eq!(portico.body_becomes("/hello", "bbb").await, "bbb");
     portico.stop().await;
 }
 

@@ -95,6 +95,33 @@ impl Portico {
         panic!("the gateway did not pick up the newest configuration");
     }
 
+    /// Polls `path` until it answers `wanted` (or gives up after a few seconds) and returns the
+    /// last body seen.
+    pub async fn body_becomes(&self, path: &str, wanted: &str) -> String {
+        let mut body = String::new();
+        for _ in 0..250 {
+            body = self.get(path).send().await.expect("request").text().await.expect("text");
+            if body == wanted {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        body
+    }
+
+    /// Polls `GET /api/v1/status` until it reports an error (or gives up) and returns it.
+    pub async fn status_with_error(&self) -> Value {
+        let mut status = Value::Null;
+        for _ in 0..250 {
+            status = self.admin(Method::GET, "/status").send().await.expect("status").json().await.expect("json");
+            if status["last_error"].is_string() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        status
+    }
+
     /// A service with these targets (`host:port` strings).
     pub async fn service(&self, name: &str, targets: &[String]) {
         let targets: Vec<Value> = targets.iter().map(|t| serde_json::json!({ "address": t })).collect();

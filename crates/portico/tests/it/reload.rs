@@ -4,7 +4,7 @@
 use crate::helpers::Portico;
 use portico_testkit::{fresh_postgres, MockUpstream};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,15 +92,7 @@ async fn changes_committed_by_another_process_are_picked_up() {
     let config = portico_model::parse_yaml("routes:\n  - name: late\n    paths: [/late]\n    mock: {body: arrived}\n")
         .expect("yaml");
     other.replace_all(&config).await.expect("apply");
-    let mut body = String::new();
-    for _ in 0..200 {
-        body = portico.get("/late").send().await.expect("request").text().await.expect("text");
-        if body == "arrived" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(body, "arrived");
+    assert_eq!(portico.body_becomes("/late", "arrived").await, "arrived");
     portico.stop().await;
 }
 
@@ -122,14 +114,7 @@ async fn an_unreachable_store_leaves_the_last_good_configuration_serving() {
         .expect("terminate");
     sqlx::query(&format!("ALTER DATABASE {name} RENAME TO {hidden}")).execute(&mut admin).await.expect("rename");
 
-    let mut status = Value::Null;
-    for _ in 0..100 {
-        status = portico.admin(Method::GET, "/status").send().await.expect("status").json().await.expect("json");
-        if status["last_error"].is_string() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = portico.status_with_error().await;
     assert!(status["last_error"].as_str().unwrap_or("").contains("unreachable"), "{status}");
     for _ in 0..20 {
         let response = portico.get("/").send().await.expect("request");
@@ -142,14 +127,6 @@ async fn an_unreachable_store_leaves_the_last_good_configuration_serving() {
     let other = portico_store::Store::open(&url).await.expect("reconnect");
     let config = portico_model::parse_yaml("routes:\n  - name: hello\n    mock: {body: back}\n").expect("yaml");
     other.replace_all(&config).await.expect("apply");
-    let mut body = String::new();
-    for _ in 0..100 {
-        body = portico.get("/").send().await.expect("request").text().await.expect("text");
-        if body == "back" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(body, "back");
+    assert_eq!(portico.body_becomes("/", "back").await, "back");
     portico.stop().await;
 }
