@@ -45,8 +45,11 @@ impl Control {
         Ok(())
     }
 
+    /// Records a problem; it is logged once, not on every poll while it lasts.
     fn report(&self, error: String) {
-        tracing::warn!(%error, "keeping the current configuration");
+        if self.status.last_error().as_deref() != Some(error.as_str()) {
+            tracing::warn!(%error, "keeping the current configuration");
+        }
         self.status.failed(error);
     }
 
