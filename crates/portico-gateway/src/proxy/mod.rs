@@ -6,7 +6,7 @@
 //! 1. **accept**: limits on the request head (the connection-level limits live in `server`).
 //! 2. **route**: match host, path, method and headers; nothing matches → 404.
 //! 3. **access**: who may call (authentication, authorization, rate limits) — none yet.
-//! 4. **rewrite**: mock responses end the request here; body limit; path rewrite.
+//! 4. **rewrite**: body limit (declared length); mock responses end the request here; path rewrite.
 //! 5. **upstream**: pick a target, connect from the pool, send with timeouts.
 //! 6. **response**: strip hop-by-hop headers, stream the body back with a read timeout.
 //! 7. **log**: the request id goes back to the client (access logs come later).
@@ -82,16 +82,16 @@ async fn forward(
     // 3. access: no policies yet.
 
     // 4. rewrite
-    let upstream = match &route.action {
-        Action::Mock(mock) => return Ok(mock_response(mock)),
-        Action::Forward(upstream) => upstream,
-    };
     if let Some(limit) = route.max_body_bytes {
         let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|length| length > limit) {
             return Err(ProxyError::BodyTooLarge);
         }
     }
+    let upstream = match &route.action {
+        Action::Mock(mock) => return Ok(mock_response(mock)),
+        Action::Forward(upstream) => upstream,
+    };
     let path = rewrite::upstream_path(&route.rewrite, &route.patterns[pattern], request.uri().path());
 
     // 5. upstream

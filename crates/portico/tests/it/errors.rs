@@ -103,6 +103,13 @@ async fn bodies_over_the_route_limit_are_413() {
     // At the limit: fine.
     let ok = post(vec![0u8; 1024].into()).await.expect("request");
     assert_eq!(ok.json::<Value>().await.expect("json")["bytes"], 1024);
+
+    // Mock routes keep the limit too.
+    portico
+        .create("routes", json!({"name": "mock", "paths": ["/mock"], "max_body_bytes": 10, "mock": {"body": "ok"}}))
+        .await;
+    let mock = portico.http.post(format!("{}/mock", portico.proxy)).body("more than ten bytes").send();
+    error_body(mock.await.expect("request"), 413, "body_too_large").await;
     portico.stop().await;
 }
 
