@@ -15,7 +15,10 @@
 #   DURATION     seconds per wrk run                             (default 10)
 #   REPS         repetitions per concurrency level               (default 3)
 #   CONNS        wrk connection counts, space-separated          (default "64 256")
-#   TARGETS      subset of "direct nginx haproxy portico", in this order
+#   TARGETS      subset of "direct nginx nginx-fwd haproxy portico", in this order.
+#                nginx-fwd is nginx doing what Portico does on every request:
+#                X-Forwarded-For/Proto/Host and an X-Request-Id sent upstream and
+#                returned to the client
 #                (default: all four). Without portico, no cargo build happens.
 #   MODE         pinned-w1 (default): wrk on CPU 0, backend + proxy on CPU 1,
 #                1 worker each. unpinned-w1 / unpinned-w2: no CPU affinity,
@@ -46,7 +49,7 @@ REPO_ROOT=$(cd "$BENCH_DIR/.." && pwd)
 DURATION=${DURATION:-10}
 REPS=${REPS:-3}
 CONNS=${CONNS:-64 256}
-TARGETS=${TARGETS:-direct nginx haproxy portico}
+TARGETS=${TARGETS:-direct nginx nginx-fwd haproxy portico}
 MODE=${MODE:-pinned-w1}
 WARMUP=${WARMUP:-2}
 COOLDOWN=${COOLDOWN:-3}
@@ -58,8 +61,9 @@ PORTICO_BIN=${PORTICO_BIN:-}
 BACKEND_PORT=${BACKEND_PORT:-9001}
 ADMIN_PORT=${ADMIN_PORT:-9085}
 declare -A PORT=([direct]=$BACKEND_PORT [nginx]=${NGINX_PORT:-8081}
+                 [nginx-fwd]=${NGINX_FWD_PORT:-8083}
                  [haproxy]=${HAPROXY_PORT:-8082} [portico]=${PORTICO_PORT:-8085})
-ALL_TARGETS="direct nginx haproxy portico"
+ALL_TARGETS="direct nginx nginx-fwd haproxy portico"
 
 # The backend's response body. It must be exactly 100 bytes (checked below),
 # as in the design-doc runs.
@@ -233,9 +237,41 @@ nginx_temp_paths() { # $1 = dir
 EOF
 }
 
+# An nginx reverse proxy config: $1 = dir, $2 = listen port, $3 = extra location lines.
+nginx_proxy_config() {
+  local d=$1 port=$2 extra=$3
+  {
+    echo "# nginx reverse proxy :$port -> 127.0.0.1:$BACKEND_PORT with upstream keepalive"
+    nginx_common "$d"
+    echo "http {"
+    echo "  access_log off;"
+    nginx_temp_paths "$d"
+    cat <<EOF
+  keepalive_timeout 300s;
+  keepalive_requests 10000000;
+  upstream backend {
+    server 127.0.0.1:$BACKEND_PORT;
+    keepalive 512;               # idle upstream conns cached per worker
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+  }
+  server {
+    listen 127.0.0.1:$port backlog=4096;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering on;$extra
+    }
+  }
+}
+EOF
+  } > "$d/nginx.conf"
+}
+
 write_configs() {
   local d
-  mkdir -p "$SCRATCH"/{backend,nginx-proxy,haproxy,portico,portico-data}
+  mkdir -p "$SCRATCH"/{backend,nginx-proxy,nginx-fwd,haproxy,portico,portico-data}
 
   d=$SCRATCH/backend
   {
@@ -258,34 +294,14 @@ write_configs() {
 EOF
   } > "$d/nginx.conf"
 
-  d=$SCRATCH/nginx-proxy
-  {
-    echo "# nginx reverse proxy :${PORT[nginx]} -> 127.0.0.1:$BACKEND_PORT with upstream keepalive"
-    nginx_common "$d"
-    echo "http {"
-    echo "  access_log off;"
-    nginx_temp_paths "$d"
-    cat <<EOF
-  keepalive_timeout 300s;
-  keepalive_requests 10000000;
-  upstream backend {
-    server 127.0.0.1:$BACKEND_PORT;
-    keepalive 512;               # idle upstream conns cached per worker
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-  }
-  server {
-    listen 127.0.0.1:${PORT[nginx]} backlog=4096;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering on;
-    }
-  }
-}
-EOF
-  } > "$d/nginx.conf"
+  nginx_proxy_config "$SCRATCH/nginx-proxy" "${PORT[nginx]}" ""
+  # The same proxy, also doing the per-request header work Portico always does.
+  nginx_proxy_config "$SCRATCH/nginx-fwd" "${PORT[nginx-fwd]}" '
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+      proxy_set_header X-Request-Id $request_id;
+      add_header X-Request-Id $request_id;'
 
   # maxconn 4096, not more: HAProxy sizes its FD needs from maxconn.
   cat > "$SCRATCH/haproxy/haproxy.cfg" <<EOF
@@ -487,10 +503,12 @@ start_servers() {
   for t in $TARGETS; do
     case $t in
       direct) continue ;;
-      nginx)
-        logf=$SCRATCH/nginx-proxy/error.log
-        start_server nginx "$SCRATCH/nginx-proxy/stderr.log" nginx -e "$logf" \
-          -c "$SCRATCH/nginx-proxy/nginx.conf" -g "daemon off; worker_processes $WORKERS;"
+      nginx | nginx-fwd)
+        local dir=$SCRATCH/nginx-proxy
+        [[ $t == nginx-fwd ]] && dir=$SCRATCH/nginx-fwd
+        logf=$dir/error.log
+        start_server "$t" "$dir/stderr.log" nginx -e "$logf" \
+          -c "$dir/nginx.conf" -g "daemon off; worker_processes $WORKERS;"
         ;;
       haproxy)
         logf=$SCRATCH/haproxy/haproxy.log
