@@ -12,6 +12,7 @@ mod openapi;
 mod problem;
 mod state;
 mod system;
+mod targets;
 
 pub use problem::ApiError;
 pub use state::{AdminState, ConfigSource, RuntimeStatus};
@@ -32,6 +33,7 @@ pub fn router(state: AdminState) -> Router {
             "/api/v1/services/{name}",
             get(entities::get_service).put(entities::put_service).delete(entities::delete_service),
         )
+        .route("/api/v1/services/{name}/health", get(targets::service_health))
         .route("/api/v1/routes", get(entities::list_routes).post(entities::create_route))
         .route(
             "/api/v1/routes/{name}",

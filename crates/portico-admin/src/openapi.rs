@@ -3,8 +3,12 @@
 use crate::entities::{self, Page, Versioned};
 use crate::problem::ProblemBody;
 use crate::system;
+use crate::targets;
 use axum::Json;
-use portico_model::{HostHeader, MockResponse, Problem, Route, Scheme, Service, Target};
+use portico_model::{
+    ActiveCheck, Balance, HashOn, Health, HostHeader, MockResponse, PassiveCheck, Problem, Route, Scheme, Service,
+    Target,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -14,9 +18,10 @@ use utoipa::{Modify, OpenApi};
     paths(
         system::health, system::ready, system::status,
         entities::list_services, entities::create_service, entities::get_service, entities::put_service, entities::delete_service,
+        targets::service_health,
         entities::list_routes, entities::create_route, entities::get_route, entities::put_route, entities::delete_route,
     ),
-    components(schemas(Service, Target, Scheme, HostHeader, Route, MockResponse, Problem, ProblemBody,
+    components(schemas(Service, Target, Scheme, HostHeader, Balance, HashOn, Health, ActiveCheck, PassiveCheck, Route, MockResponse, Problem, ProblemBody,
                        Versioned<Service>, Versioned<Route>, Page<Service>, Page<Route>)),
     modifiers(&BearerToken),
     security(("admin_token" = [])),
@@ -46,9 +51,14 @@ mod tests {
     fn the_document_is_openapi_3_1_and_lists_every_endpoint() {
         let doc = serde_json::to_value(<super::AdminApi as utoipa::OpenApi>::openapi()).unwrap_or_default();
         assert_eq!(doc["openapi"], "3.1.0");
-        for path in
-            ["/api/v1/services", "/api/v1/services/{name}", "/api/v1/routes", "/api/v1/routes/{name}", "/api/v1/health"]
-        {
+        for path in [
+            "/api/v1/services",
+            "/api/v1/services/{name}",
+            "/api/v1/services/{name}/health",
+            "/api/v1/routes",
+            "/api/v1/routes/{name}",
+            "/api/v1/health",
+        ] {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
         assert!(doc["components"]["schemas"].get("Route").is_some());

@@ -1,6 +1,7 @@
 //! What the admin handlers share.
 
 use arc_swap::ArcSwap;
+use portico_gateway::SnapshotCell;
 use portico_model::Config;
 use portico_store::Store;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -63,10 +64,12 @@ pub struct AdminState {
     pub(crate) source: ConfigSource,
     pub(crate) status: Arc<RuntimeStatus>,
     pub(crate) verified: Arc<crate::auth::VerifiedTokens>,
+    /// The configuration being served, with its targets' run-time state.
+    pub(crate) snapshots: SnapshotCell,
 }
 
 impl AdminState {
-    pub fn new(store: Store, source: ConfigSource, status: Arc<RuntimeStatus>) -> AdminState {
-        AdminState { store, source, status, verified: Arc::default() }
+    pub fn new(store: Store, source: ConfigSource, status: Arc<RuntimeStatus>, snapshots: SnapshotCell) -> AdminState {
+        AdminState { store, source, status, verified: Arc::default(), snapshots }
     }
 }

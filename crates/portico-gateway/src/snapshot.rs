@@ -1,7 +1,7 @@
 //! Compiling a configuration into an immutable snapshot, and the cell that holds the current one.
 
 use crate::router::{Precedence, Router, Rule};
-use crate::upstream::Upstream;
+use crate::upstream::{TargetReport, TargetStates, Upstream};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -15,6 +15,8 @@ pub struct Snapshot {
     pub revision: i64,
     pub(crate) router: Router,
     pub(crate) routes: Vec<CompiledRoute>,
+    /// Every service, whether a route uses it or not (health checks probe them all).
+    pub(crate) upstreams: Vec<Arc<Upstream>>,
 }
 
 /// A route, ready for the request path.
@@ -71,20 +73,35 @@ impl SnapshotCell {
 impl Snapshot {
     /// A snapshot with no routes: every request gets 404.
     pub fn empty() -> Snapshot {
-        Snapshot { revision: 0, router: Router::default(), routes: Vec::new() }
+        Snapshot { revision: 0, router: Router::default(), routes: Vec::new(), upstreams: Vec::new() }
     }
 
     pub fn route_count(&self) -> usize {
         self.routes.len()
     }
+
+    /// The run-time state of a service's targets, in configuration order; `None` if no
+    /// such service is serving.
+    pub fn service_health(&self, service: &str) -> Option<Vec<(String, u32, TargetReport)>> {
+        let upstream = self.upstreams.iter().find(|u| &*u.name == service)?;
+        Some(
+            upstream
+                .targets
+                .iter()
+                .zip(upstream.weights())
+                .map(|(t, &w)| (t.authority.to_string(), w, t.state.report()))
+                .collect(),
+        )
+    }
 }
 
 /// Compiles a configuration. It validates first, so a snapshot is only ever built from a
-/// configuration that is correct as a whole.
-pub fn compile(config: &Config, revision: i64) -> Result<Snapshot, Problems> {
+/// configuration that is correct as a whole. Targets take their run-time state from
+/// `states`, so that what was learnt about them survives the reload.
+pub fn compile(config: &Config, revision: i64, states: &TargetStates) -> Result<Snapshot, Problems> {
     config.validate()?;
     let upstreams: HashMap<&str, Arc<Upstream>> =
-        config.services.iter().map(|s| (s.name.as_str(), Arc::new(Upstream::new(s)))).collect();
+        config.services.iter().map(|s| (s.name.as_str(), Arc::new(Upstream::new(s, states)))).collect();
     let mut routes: Vec<&Route> = config.routes.iter().collect();
     // Route order breaks ties in the router; sorting by name makes it independent of input order.
     routes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -116,7 +133,12 @@ pub fn compile(config: &Config, revision: i64) -> Result<Snapshot, Problems> {
             action,
         });
     }
-    Ok(Snapshot { revision, router: Router::new(rules), routes: compiled })
+    let live: rustc_hash::FxHashSet<(&str, &str)> =
+        config.services.iter().flat_map(|s| s.targets.iter().map(|t| (s.name.as_str(), t.address.as_str()))).collect();
+    states.retain(|service, address| live.contains(&(service, address)));
+    let mut upstreams: Vec<Arc<Upstream>> = upstreams.into_values().collect();
+    upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Snapshot { revision, router: Router::new(rules), routes: compiled, upstreams })
 }
 
 /// The router rules of one route: one per (host pattern, path pattern) pair.

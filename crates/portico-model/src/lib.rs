@@ -4,6 +4,7 @@
 //! store share, and the rules that decide whether a configuration is acceptable. Nothing
 //! in this crate does I/O, so every other crate can rely on it.
 
+mod balance;
 mod config;
 mod names;
 mod pattern;
@@ -11,6 +12,7 @@ mod problem;
 mod route;
 mod service;
 
+pub use balance::{ActiveCheck, Balance, HashOn, Health, PassiveCheck, StatusSet};
 pub use config::{parse_yaml, Config};
 pub use names::validate_name;
 pub use pattern::{HostPattern, Method, MethodSet, PathPattern, Segment};

@@ -1,6 +1,6 @@
 //! Services: the upstreams that routes send traffic to.
 
-use crate::{validate_name, Problems};
+use crate::{validate_name, Balance, Health, Problems};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -11,8 +11,14 @@ pub struct Service {
     /// Unique name; routes refer to the service by it.
     #[serde(default)]
     pub name: String,
-    /// The instances to balance over, by weighted round robin.
+    /// The instances to balance over.
     pub targets: Vec<Target>,
+    /// How requests are spread over the targets (default: smooth weighted round robin).
+    #[serde(default, skip_serializing_if = "Balance::is_default")]
+    pub balance: Balance,
+    /// Active and passive health checks (default: none; every target is taken as healthy).
+    #[serde(default, skip_serializing_if = "Health::is_empty")]
+    pub health: Health,
     /// How Portico connects to the targets.
     #[serde(default)]
     pub scheme: Scheme,
@@ -117,6 +123,8 @@ impl Service {
                 problems.push(field, format!("must be between 1 and {MAX_TIMEOUT_MS} milliseconds"));
             }
         }
+        self.balance.validate(&mut problems);
+        self.health.validate(&mut problems);
         problems.into_result()
     }
 }
@@ -145,6 +153,8 @@ mod tests {
         Service {
             name: "users".into(),
             targets: vec![Target { address: address.into(), weight: 1 }],
+            balance: Balance::default(),
+            health: Health::default(),
             scheme: Scheme::Http,
             connect_timeout_ms: 1,
             read_timeout_ms: 1,

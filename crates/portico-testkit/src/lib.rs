@@ -10,9 +10,12 @@
 //! | `/bytes/{n}` | streams `n` bytes in 64 KiB chunks |
 //! | `/count` | reads the whole request body, streaming, and answers `{"bytes": n}` |
 //! | `/close` | closes the connection without answering |
+//! | `/health` | 200, or 503 after [`MockUpstream::set_healthy`]`(false)` |
 //! | anything else | 200 with a JSON echo of the request (method, path, query, headers, body size) |
 //!
 //! Every response carries `x-upstream: <name>` so tests can tell upstreams apart.
+//! [`MockUpstream::set_delay`] slows every answer down. Dropping the upstream kills it the
+//! way a crashed instance dies: new connections are refused and open ones are cut.
 
 mod postgres;
 
@@ -26,11 +29,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -40,7 +43,16 @@ pub struct MockUpstream {
     pub name: String,
     hits: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
+    behaviour: Arc<Behaviour>,
     task: JoinHandle<()>,
+    open: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+/// What a test can change while the upstream runs.
+#[derive(Default)]
+struct Behaviour {
+    unhealthy: AtomicBool,
+    delay_ms: AtomicU64,
 }
 
 impl MockUpstream {
@@ -53,28 +65,57 @@ impl MockUpstream {
     /// must not fail the request.
     pub async fn start_with_idle_close(name: &str, idle: Option<Duration>) -> MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        MockUpstream::serve(name, listener, idle)
+    }
+
+    /// Starts an upstream on a given address, such as that of one that died.
+    pub async fn start_on(name: &str, addr: SocketAddr) -> MockUpstream {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.bind(addr).expect("bind the old address");
+        MockUpstream::serve(name, socket.listen(1024).expect("listen"), None)
+    }
+
+    fn serve(name: &str, listener: TcpListener, idle: Option<Duration>) -> MockUpstream {
         let addr = listener.local_addr().expect("local address");
         let hits = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (name_in_task, hits_in_task, connections_in_task) = (name.to_owned(), hits.clone(), connections.clone());
+        let behaviour = Arc::new(Behaviour::default());
+        let open: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let (name_in_task, hits_in_task, connections_in_task, behaviour_in_task, open_in_task) =
+            (name.to_owned(), hits.clone(), connections.clone(), behaviour.clone(), open.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 connections_in_task.fetch_add(1, Ordering::Relaxed);
                 let name = name_in_task.clone();
                 let hits = hits_in_task.clone();
-                tokio::spawn(async move {
+                let behaviour = behaviour_in_task.clone();
+                let connection = tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         hits.fetch_add(1, Ordering::Relaxed);
-                        respond(name.clone(), request)
+                        respond(name.clone(), behaviour.clone(), request)
                     });
                     let mut builder = hyper::server::conn::http1::Builder::new();
                     builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle);
                     let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                 });
+                let mut open = open_in_task.lock().unwrap_or_else(|p| p.into_inner());
+                open.retain(|c| !c.is_finished());
+                open.push(connection.abort_handle());
             }
         });
-        MockUpstream { addr, name: name.to_owned(), hits, connections, task }
+        MockUpstream { addr, name: name.to_owned(), hits, connections, behaviour, task, open }
+    }
+
+    /// Makes `/health` answer 503 (`false`) or 200 (`true`).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.behaviour.unhealthy.store(!healthy, Ordering::Relaxed);
+    }
+
+    /// Delays every answer by `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        self.behaviour.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// How many requests this upstream has received.
@@ -91,10 +132,21 @@ impl MockUpstream {
 impl Drop for MockUpstream {
     fn drop(&mut self) {
         self.task.abort();
+        for connection in self.open.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            connection.abort();
+        }
     }
 }
 
-async fn respond(name: String, request: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
+async fn respond(
+    name: String,
+    behaviour: Arc<Behaviour>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, std::io::Error> {
+    let delay = behaviour.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let path = request.uri().path().to_owned();
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (command, argument) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -119,6 +171,14 @@ async fn respond(name: String, request: Request<Incoming>) -> Result<Response<Bo
             Response::builder().body(Full::from(format!("{{\"bytes\":{total}}}")).boxed())
         }
         "close" => return Err(std::io::Error::other("closing without a response")),
+        "health" => {
+            let status = if behaviour.unhealthy.load(Ordering::Relaxed) {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            Response::builder().status(status).body(Empty::new().boxed())
+        }
         _ => {
             let (head, body) = request.into_parts();
             let size = body.collect().await.map_err(std::io::Error::other)?.to_bytes().len();

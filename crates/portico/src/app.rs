@@ -5,7 +5,7 @@ use crate::control::{ConfigFile, Control};
 use crate::settings::Settings;
 use anyhow::Context;
 use portico_admin::{AdminState, ConfigSource, RuntimeStatus};
-use portico_gateway::{bind_listeners, Gateway, GatewayHandle, Snapshot, SnapshotCell};
+use portico_gateway::{bind_listeners, run_health_checks, Gateway, GatewayHandle, Snapshot, SnapshotCell};
 use portico_store::Store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,7 +36,7 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
 
     let snapshots = SnapshotCell::new(Snapshot::empty());
     let status = Arc::new(RuntimeStatus::default());
-    let control = Control { snapshots: snapshots.clone(), status: status.clone() };
+    let control = Control { snapshots: snapshots.clone(), targets: Default::default(), status: status.clone() };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let reload = Arc::new(Notify::new());
     let mut tasks = Vec::new();
@@ -65,9 +65,10 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         .await
         .with_context(|| format!("cannot listen on {} for the admin API", settings.admin_listen))?;
     let admin_addr = admin.local_addr()?;
-    let gateway = Gateway::new(snapshots, settings.proxy.clone()).spawn(listeners, shutdown_rx.clone())?;
+    let gateway = Gateway::new(snapshots.clone(), settings.proxy.clone()).spawn(listeners, shutdown_rx.clone())?;
 
-    let router = portico_admin::router(AdminState::new(store.clone(), source, status));
+    tasks.push(tokio::spawn(run_health_checks(snapshots.clone(), shutdown_rx.clone())));
+    let router = portico_admin::router(AdminState::new(store.clone(), source, status, snapshots));
     let mut admin_shutdown = shutdown_rx;
     tasks.push(tokio::spawn(async move {
         let stopped = async move {

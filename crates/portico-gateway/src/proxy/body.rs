@@ -5,7 +5,7 @@
 //! made (errors, mocks) or the upstream's body with a read-idle timeout.
 
 use crate::server::InFlight;
-use crate::upstream::Lease;
+use crate::upstream::{InFlightRequest, Lease};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -164,6 +164,8 @@ enum Kind {
         timer: Option<Pin<Box<Sleep>>>,
         /// The connection the body arrives on, given back to the pool when the body ends.
         lease: Option<Lease>,
+        /// Counts the request against its target until the body is done with.
+        _in_flight: Option<InFlightRequest>,
     },
 }
 
@@ -173,7 +175,12 @@ impl ResponseBody {
     }
 
     /// The upstream's body; it fails if no data arrives for `idle`.
-    pub(crate) fn upstream(inner: Incoming, idle: Duration, lease: Lease) -> ResponseBody {
+    pub(crate) fn upstream(
+        inner: Incoming,
+        idle: Duration,
+        lease: Lease,
+        in_flight: Option<InFlightRequest>,
+    ) -> ResponseBody {
         let lease = if inner.is_end_stream() {
             // Nothing more will arrive: the connection is free now.
             lease.give_back();
@@ -181,7 +188,7 @@ impl ResponseBody {
         } else {
             Some(lease)
         };
-        ResponseBody { kind: Kind::Upstream { inner, idle, timer: None, lease }, on_drop: None }
+        ResponseBody { kind: Kind::Upstream { inner, idle, timer: None, lease, _in_flight: in_flight }, on_drop: None }
     }
 
     /// Keeps the connection marked as busy until the body is dropped.
@@ -197,7 +204,7 @@ impl Body for ResponseBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { inner, idle, timer, lease } => match Pin::new(&mut *inner).poll_frame(cx) {
+            Kind::Upstream { inner, idle, timer, lease, .. } => match Pin::new(&mut *inner).poll_frame(cx) {
                 Poll::Ready(frame) => {
                     if let Some(timer) = timer {
                         timer.as_mut().reset(Instant::now() + *idle);

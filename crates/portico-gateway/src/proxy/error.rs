@@ -31,6 +31,12 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// Whether the upstream, not the client, is to blame; such errors count against the
+    /// target in passive health checks.
+    pub fn is_upstream_fault(self) -> bool {
+        matches!(self, ProxyError::UpstreamUnavailable | ProxyError::UpstreamTimeout | ProxyError::UpstreamBroken)
+    }
+
     fn parts(self) -> (StatusCode, &'static str, &'static str) {
         match self {
             ProxyError::NoRoute => (StatusCode::NOT_FOUND, "no_route", "no route matches this request"),

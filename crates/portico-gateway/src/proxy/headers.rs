@@ -96,6 +96,16 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
+/// The value of cookie `name` in the request's `Cookie` headers (RFC 6265 §5.4: pairs
+/// separated by `; `).
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+    headers.get_all(header::COOKIE).iter().flat_map(|value| value.as_bytes().split(|&b| b == b';')).find_map(|pair| {
+        let pair = pair.trim_ascii_start();
+        let rest = pair.strip_prefix(name.as_bytes())?;
+        rest.strip_prefix(b"=")
+    })
+}
+
 /// The bytes the request head takes on the wire, near enough to enforce a limit.
 pub fn head_size(headers: &HeaderMap) -> usize {
     headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum()
@@ -126,6 +136,16 @@ mod tests {
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(headers["x-forwarded-host"], "api.test");
         assert_eq!(headers["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1; session=abc; sessionx=no"));
+        headers.append(header::COOKIE, HeaderValue::from_static("late=2"));
+        assert_eq!(cookie(&headers, "session"), Some(&b"abc"[..]));
+        assert_eq!(cookie(&headers, "late"), Some(&b"2"[..]));
+        assert_eq!(cookie(&headers, "sess"), None);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use error::ProxyError;
 pub(crate) use headers::client_address;
 
 use crate::snapshot::{Action, CompiledRoute, MockResponse, Snapshot};
-use crate::upstream::{Lease, Pools, SendError, Upstream};
+use crate::upstream::{HashKey, InFlightRequest, Lease, Pools, SendError, Upstream};
 use body::{BodyError, Progress};
 use headers::X_REQUEST_ID;
 use http::uri::PathAndQuery;
@@ -29,7 +29,7 @@ use http::{header, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use portico_model::{HostHeader, Method};
 use std::borrow::Cow;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Limits that apply to every request, whatever the route.
 #[derive(Debug, Clone)]
@@ -95,12 +95,12 @@ async fn forward(
     let path = rewrite::upstream_path(&route.rewrite, &route.patterns[pattern], request.uri().path());
 
     // 5. upstream
-    let (response, lease) = send_upstream(request, route, upstream, path, client, pools, request_id).await?;
+    let (response, lease, in_flight) = send_upstream(request, route, upstream, path, client, pools, request_id).await?;
 
     // 6. response
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, ResponseBody::upstream(body, upstream.read_timeout, lease)))
+    Ok(Response::from_parts(parts, ResponseBody::upstream(body, upstream.read_timeout, lease, in_flight)))
 }
 
 fn find_route<'s>(
@@ -179,9 +179,12 @@ async fn send_upstream(
     client: &Client,
     pools: &Pools,
     request_id: &HeaderValue,
-) -> Result<(Response<Incoming>, Lease), ProxyError> {
+) -> Result<(Response<Incoming>, Lease, Option<InFlightRequest>), ProxyError> {
     let (mut parts, body) = request.into_parts();
-    let target = upstream.pick();
+    let key = upstream.hash_on().and_then(|on| balance_key(on, &parts, client));
+    let target = upstream.pick(key);
+    let in_flight = upstream.counts_requests().then(|| target.state.start_request());
+    let started = Instant::now();
 
     let uri = std::mem::take(&mut parts.uri).into_parts();
     let path_and_query = match path {
@@ -220,11 +223,37 @@ async fn send_upstream(
             with_progress_deadline(sending, progress, upstream.write_timeout, upstream.read_timeout).await?
         }
     };
-    result.map_err(|error| {
-        let outcome = classify(&error, progress.as_deref());
-        tracing::debug!(route = %route.name, upstream = %upstream.name, ?error, status = %outcome.status(), "upstream request failed");
-        outcome
-    })
+    match result {
+        Ok((response, lease)) => {
+            if let Some(policy) = &upstream.passive_check {
+                target.state.record_outcome(policy, policy.statuses.contains(response.status().as_u16()));
+            }
+            if in_flight.is_some() {
+                target.state.observe_latency(started.elapsed());
+            }
+            Ok((response, lease, in_flight))
+        }
+        Err(error) => {
+            let outcome = classify(&error, progress.as_deref());
+            tracing::debug!(route = %route.name, upstream = %upstream.name, ?error, status = %outcome.status(), "upstream request failed");
+            if let Some(policy) = &upstream.passive_check {
+                if outcome.is_upstream_fault() {
+                    target.state.record_outcome(policy, true);
+                }
+            }
+            Err(outcome)
+        }
+    }
+}
+
+/// The key a hashing balancer uses for this request, if the request has one.
+fn balance_key<'r>(on: &HashKey, parts: &'r http::request::Parts, client: &'r Client) -> Option<&'r [u8]> {
+    match on {
+        HashKey::Header(name) => parts.headers.get(name).map(HeaderValue::as_bytes),
+        HashKey::Cookie(name) => headers::cookie(&parts.headers, name),
+        HashKey::ClientIp => Some(client.address.as_bytes()),
+        HashKey::Path => Some(parts.uri.path().as_bytes()),
+    }
 }
 
 /// Waits for the upstream's response while the request body streams: the upstream is late

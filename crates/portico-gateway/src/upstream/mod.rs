@@ -1,13 +1,20 @@
-//! Upstream services: targets, weighted round robin, timeouts, and the connection pools.
+//! Upstream services: targets, balancing, target health, timeouts, and the connection pools.
 
+mod balance;
+pub(crate) mod health;
 mod pool;
+mod state;
 
 pub(crate) use pool::{Lease, Pool, SendError};
+pub(crate) use state::{InFlightRequest, PassivePolicy};
+pub use state::{TargetReport, TargetStates};
 
+use balance::{Members, Ring, RoundRobin};
 use http::uri::{Authority, Scheme};
-use http::HeaderValue;
-use portico_model::{HostHeader, Service};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use http::{header, HeaderName, HeaderValue};
+use portico_model::{ActiveCheck, Balance, HashOn, HostHeader, Service};
+use state::TargetState;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,23 +23,42 @@ pub(crate) struct Upstream {
     pub name: Box<str>,
     pub scheme: Scheme,
     pub targets: Box<[UpstreamTarget]>,
-    /// Target indexes in smooth weighted round-robin order; the cursor walks it.
-    schedule: Box<[u32]>,
-    cursor: AtomicUsize,
+    states: Box<[Arc<TargetState>]>,
+    weights: Box<[u32]>,
+    round_robin: RoundRobin,
+    balancer: Balancer,
+    pub active_check: Option<ActiveCheck>,
+    pub passive_check: Option<PassivePolicy>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub host_header: HostHeader,
 }
 
+enum Balancer {
+    RoundRobin,
+    LeastRequests(AtomicUsize),
+    PeakEwma,
+    Hash(HashKey, Ring),
+}
+
+/// Where a hashing balancer finds a request's key.
+pub(crate) enum HashKey {
+    Header(HeaderName),
+    Cookie(Box<str>),
+    ClientIp,
+    Path,
+}
+
 pub(crate) struct UpstreamTarget {
     pub authority: Authority,
     /// The `Host` header that names this target.
     pub host: HeaderValue,
+    pub state: Arc<TargetState>,
 }
 
 impl Upstream {
-    pub fn new(service: &Service) -> Upstream {
+    pub fn new(service: &Service, states: &TargetStates) -> Upstream {
         let targets: Vec<UpstreamTarget> = service
             .targets
             .iter()
@@ -41,19 +67,41 @@ impl Upstream {
                 Some(UpstreamTarget {
                     authority: t.address.parse().ok()?,
                     host: HeaderValue::from_str(&t.address).ok()?,
+                    state: states.get(&service.name, &t.address),
                 })
             })
             .collect();
         let weights: Vec<u32> = service.targets.iter().map(|t| t.weight).collect();
+        let balancer = match &service.balance {
+            Balance::RoundRobin => Balancer::RoundRobin,
+            Balance::LeastRequests => Balancer::LeastRequests(AtomicUsize::new(0)),
+            Balance::PeakEwma => Balancer::PeakEwma,
+            Balance::Hash { on, key } => {
+                let ids: Vec<&str> = service.targets.iter().map(|t| t.address.as_str()).collect();
+                let key = key.as_deref().unwrap_or_default();
+                let source = match on {
+                    // Validation has checked the header name.
+                    HashOn::Header => HashKey::Header(HeaderName::from_bytes(key.as_bytes()).unwrap_or(header::HOST)),
+                    HashOn::Cookie => HashKey::Cookie(key.into()),
+                    HashOn::ClientIp => HashKey::ClientIp,
+                    HashOn::Path => HashKey::Path,
+                };
+                Balancer::Hash(source, Ring::new(&ids, &weights))
+            }
+        };
         Upstream {
             name: service.name.as_str().into(),
             scheme: match service.scheme {
                 portico_model::Scheme::Http => Scheme::HTTP,
                 portico_model::Scheme::Https => Scheme::HTTPS,
             },
+            states: targets.iter().map(|t| t.state.clone()).collect(),
             targets: targets.into_boxed_slice(),
-            schedule: smooth_weighted_schedule(&weights).into_boxed_slice(),
-            cursor: AtomicUsize::new(0),
+            round_robin: RoundRobin::new(&weights),
+            weights: weights.into_boxed_slice(),
+            balancer,
+            active_check: service.health.active.clone(),
+            passive_check: service.health.passive.as_ref().map(PassivePolicy::new),
             connect_timeout: Duration::from_millis(service.connect_timeout_ms),
             read_timeout: Duration::from_millis(service.read_timeout_ms),
             write_timeout: Duration::from_millis(service.write_timeout_ms),
@@ -61,40 +109,33 @@ impl Upstream {
         }
     }
 
-    /// The next target in weighted round-robin order.
-    pub fn pick(&self) -> &UpstreamTarget {
-        let turn = self.cursor.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
-        &self.targets[self.schedule[turn] as usize]
+    pub fn weights(&self) -> &[u32] {
+        &self.weights
     }
-}
 
-/// One full cycle of smooth weighted round robin: each target appears `weight / gcd` times,
-/// spread out rather than in bursts (weights 5, 1, 1 give a a b a c a a, not a a a a a b c).
-fn smooth_weighted_schedule(weights: &[u32]) -> Vec<u32> {
-    let divisor = weights.iter().copied().filter(|w| *w > 0).reduce(gcd).unwrap_or(1);
-    let weights: Vec<i64> = weights.iter().map(|w| i64::from(w / divisor)).collect();
-    let total: i64 = weights.iter().sum();
-    let mut current = vec![0i64; weights.len()];
-    let mut schedule = Vec::with_capacity(total as usize);
-    for _ in 0..total {
-        for (c, w) in current.iter_mut().zip(&weights) {
-            *c += w;
+    /// What a hashing balancer takes its key from; `None` for the other algorithms.
+    pub fn hash_on(&self) -> Option<&HashKey> {
+        match &self.balancer {
+            Balancer::Hash(on, _) => Some(on),
+            _ => None,
         }
-        let (best, _) = current.iter().enumerate().max_by_key(|(i, c)| (**c, -(*i as i64))).unwrap_or((0, &0));
-        current[best] -= total;
-        schedule.push(best as u32);
     }
-    if schedule.is_empty() {
-        schedule.push(0);
-    }
-    schedule
-}
 
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
+    /// Whether the balancer needs requests in flight counted.
+    pub fn counts_requests(&self) -> bool {
+        matches!(self.balancer, Balancer::LeastRequests(_) | Balancer::PeakEwma)
+    }
+
+    /// Picks the target for a request; `key` is the hash key, for hashing balancers.
+    pub fn pick(&self, key: Option<&[u8]>) -> &UpstreamTarget {
+        let members = Members { states: &self.states, weights: &self.weights };
+        let index = match (&self.balancer, key) {
+            (Balancer::LeastRequests(cursor), _) => balance::least_requests(&members, cursor),
+            (Balancer::PeakEwma, _) => balance::peak_ewma(&members),
+            (Balancer::Hash(_, ring), Some(key)) => ring.pick(key, &members),
+            (Balancer::RoundRobin | Balancer::Hash(..), _) => self.round_robin.pick(&members),
+        };
+        &self.targets[index]
     }
 }
 
@@ -115,19 +156,5 @@ impl Pools {
         let pool = Arc::new(Pool::new(connect_timeout));
         pools.push((connect_timeout, pool.clone()));
         pool
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn weighted_schedules_are_smooth_and_proportional() {
-        assert_eq!(smooth_weighted_schedule(&[5, 1, 1]), [0, 0, 1, 0, 2, 0, 0]);
-        assert_eq!(smooth_weighted_schedule(&[2, 2]), [0, 1]);
-        assert_eq!(smooth_weighted_schedule(&[3, 0]), [0]);
-        let schedule = smooth_weighted_schedule(&[300, 100]);
-        assert_eq!(schedule, [0, 0, 1, 0]);
     }
 }

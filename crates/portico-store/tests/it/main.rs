@@ -25,6 +25,8 @@ fn service(name: &str) -> Service {
     Service {
         name: name.into(),
         targets: vec![Target { address: "127.0.0.1:9001".into(), weight: 1 }],
+        balance: Default::default(),
+        health: Default::default(),
         scheme: Scheme::Http,
         connect_timeout_ms: 1_000,
         read_timeout_ms: 1_000,

@@ -128,6 +128,20 @@ impl Portico {
         self.create("services", serde_json::json!({ "name": name, "targets": targets })).await;
     }
 
+    /// Which upstream answered `GET path` (its `x-upstream` header), and the status.
+    pub async fn answered_by(&self, request: RequestBuilder) -> (u16, String) {
+        let response = request.send().await.expect("request");
+        let upstream = response.headers().get("x-upstream").map_or("", |v| v.to_str().unwrap_or("")).to_owned();
+        (response.status().as_u16(), upstream)
+    }
+
+    /// `GET /api/v1/services/{name}/health`.
+    pub async fn health(&self, service: &str) -> Value {
+        let response = self.admin(Method::GET, &format!("/services/{service}/health")).send().await.expect("admin");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("json")
+    }
+
     pub async fn stop(self) {
         self.running.shutdown().await;
     }

@@ -2,9 +2,11 @@
 //! real upstreams and a real store.
 
 mod admin;
+mod balancing;
 mod cli;
 mod config_file;
 mod errors;
+mod health;
 mod helpers;
 mod proxy;
 mod reload;

@@ -1,0 +1,125 @@
+//! Active health checks: one probe loop per target of every service that asks for them.
+//!
+//! The checker follows the snapshot: when the configuration changes it starts probes for
+//! new targets (or changed checks) and stops those whose target or check is gone. Probes
+//! write into the targets' shared state (`state.rs`), which the balancers read; the request
+//! path never waits on a probe.
+
+use super::state::TargetState;
+use crate::SnapshotCell;
+use bytes::Bytes;
+use http::{header, Request, Uri};
+use http_body_util::Empty;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use portico_model::{ActiveCheck, StatusSet};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::task::JoinSet;
+
+/// How often the checker looks for a new snapshot.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// One probe loop: which target, and with which check.
+#[derive(PartialEq, Eq, Hash, Clone)]
+struct ProbeKey {
+    service: Box<str>,
+    url: String,
+    check: String,
+}
+
+/// Runs the active health checks until `shutdown` turns true; every probe stops with it.
+pub async fn run_health_checks(snapshots: SnapshotCell, mut shutdown: watch::Receiver<bool>) {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    // No pooling: a probe must see whether a new connection can be made.
+    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector);
+
+    let mut probes: JoinSet<()> = JoinSet::new();
+    let mut running: HashMap<ProbeKey, AbortHandle> = HashMap::new();
+    let mut revision = None;
+    while !*shutdown.borrow() {
+        let snapshot = snapshots.load();
+        if revision != Some(snapshot.revision) {
+            revision = Some(snapshot.revision);
+            let mut wanted = HashMap::new();
+            for upstream in &snapshot.upstreams {
+                let Some(check) = &upstream.active_check else { continue };
+                for target in upstream.targets.iter() {
+                    let url = format!("{}://{}{}", upstream.scheme, target.authority, check.path);
+                    let key = ProbeKey { service: upstream.name.clone(), url, check: format!("{check:?}") };
+                    wanted.insert(key, (check.clone(), target.state.clone()));
+                }
+            }
+            running.retain(|key, probe| {
+                let keep = wanted.contains_key(key);
+                if !keep {
+                    probe.abort();
+                }
+                keep
+            });
+            for (key, (check, state)) in wanted {
+                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
+                    let probe = probe_loop(client.clone(), slot.key().url.clone(), check, state);
+                    slot.insert(probes.spawn(probe));
+                }
+            }
+        }
+        // Reap finished (aborted) probes so the set does not grow.
+        while probes.try_join_next().is_some() {}
+        tokio::select! {
+            _ = tokio::time::sleep(FOLLOW_INTERVAL) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    probes.shutdown().await;
+}
+
+async fn probe_loop(client: HttpClient, url: String, check: ActiveCheck, state: Arc<TargetState>) {
+    let Ok(uri) = url.parse::<Uri>() else { return };
+    let statuses = StatusSet::parse(&check.statuses).unwrap_or_default();
+    let timeout = Duration::from_millis(check.timeout_ms);
+    let mut interval = tokio::time::interval(Duration::from_millis(check.interval_ms));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let result = probe(&client, &uri, &statuses, timeout).await;
+        state.record_probe(result, check.healthy_threshold, check.unhealthy_threshold);
+    }
+}
+
+/// One probe: `Ok` when the target answered with an expected status within the timeout.
+async fn probe(client: &HttpClient, uri: &Uri, statuses: &StatusSet, timeout: Duration) -> Result<(), String> {
+    let request = Request::get(uri.clone())
+        .header(header::USER_AGENT, "portico-health-check")
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Err(_) => Err(format!("no response within {} ms", timeout.as_millis())),
+        Ok(Err(error)) => Err(describe(&error)),
+        Ok(Ok(response)) if statuses.contains(response.status().as_u16()) => Ok(()),
+        Ok(Ok(response)) => Err(format!("unexpected status {}", response.status().as_u16())),
+    }
+}
+
+/// The innermost cause, which says what happened ("Connection refused") where the outer
+/// errors only say where.
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
