@@ -20,4 +20,4 @@ mod server;
 pub use server::{bind_listeners, Gateway, GatewayHandle, ProxySettings};
 pub use snapshot::{compile, Snapshot, SnapshotCell};
 pub use upstream::health::run_health_checks;
-pub use upstream::{TargetReport, TargetStates};
+pub use upstream::{TargetReport, UpstreamStates};

@@ -1,7 +1,7 @@
 //! Compiling a configuration into an immutable snapshot, and the cell that holds the current one.
 
 use crate::router::{Precedence, Router, Rule};
-use crate::upstream::{TargetReport, TargetStates, Upstream};
+use crate::upstream::{TargetReport, Upstream, UpstreamStates};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -26,6 +26,8 @@ pub(crate) struct CompiledRoute {
     pub patterns: Vec<PathPattern>,
     pub rewrite: PathRewrite,
     pub max_body_bytes: Option<u64>,
+    /// The service's retry policy may retry methods that are not idempotent.
+    pub retry_non_idempotent: bool,
     pub action: Action,
 }
 
@@ -98,7 +100,7 @@ impl Snapshot {
 /// Compiles a configuration. It validates first, so a snapshot is only ever built from a
 /// configuration that is correct as a whole. Targets take their run-time state from
 /// `states`, so that what was learnt about them survives the reload.
-pub fn compile(config: &Config, revision: i64, states: &TargetStates) -> Result<Snapshot, Problems> {
+pub fn compile(config: &Config, revision: i64, states: &UpstreamStates) -> Result<Snapshot, Problems> {
     config.validate()?;
     let upstreams: HashMap<&str, Arc<Upstream>> =
         config.services.iter().map(|s| (s.name.as_str(), Arc::new(Upstream::new(s, states)))).collect();
@@ -130,12 +132,13 @@ pub fn compile(config: &Config, revision: i64, states: &TargetStates) -> Result<
             patterns: route.path_patterns().into_iter().collect::<Result<_, _>>().map_err(invalid)?,
             rewrite,
             max_body_bytes: route.max_body_bytes,
+            retry_non_idempotent: route.retry_non_idempotent,
             action,
         });
     }
     let live: rustc_hash::FxHashSet<(&str, &str)> =
         config.services.iter().flat_map(|s| s.targets.iter().map(|t| (s.name.as_str(), t.address.as_str()))).collect();
-    states.retain(|service, address| live.contains(&(service, address)));
+    states.retain(|service, address| live.contains(&(service, address)), |service| upstreams.contains_key(service));
     let mut upstreams: Vec<Arc<Upstream>> = upstreams.into_values().collect();
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Snapshot { revision, router: Router::new(rules), routes: compiled, upstreams })

@@ -9,6 +9,7 @@ mod config;
 mod names;
 mod pattern;
 mod problem;
+mod retry;
 mod route;
 mod service;
 
@@ -17,5 +18,6 @@ pub use config::{parse_yaml, Config};
 pub use names::validate_name;
 pub use pattern::{HostPattern, Method, MethodSet, PathPattern, Segment};
 pub use problem::{Problem, Problems};
+pub use retry::{Retries, RetryOn};
 pub use route::{HeaderMatch, MockResponse, Route};
 pub use service::{HostHeader, Scheme, Service, Target};

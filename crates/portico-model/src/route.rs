@@ -41,6 +41,10 @@ pub struct Route {
     /// The service to forward to. Exactly one of `service` and `mock` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    /// Lets the service's retry policy retry methods that are not idempotent (POST, PATCH):
+    /// only for routes whose upstream is safe to call twice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_non_idempotent: bool,
     /// A fixed response Portico sends itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<MockResponse>,
@@ -196,6 +200,7 @@ mod tests {
             rewrite: None,
             max_body_bytes: None,
             service: Some("users".into()),
+            retry_non_idempotent: false,
             mock: None,
         }
     }

@@ -1,6 +1,6 @@
 //! Services: the upstreams that routes send traffic to.
 
-use crate::{validate_name, Balance, Health, Problems};
+use crate::{validate_name, Balance, Health, Problems, Retries};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -19,15 +19,23 @@ pub struct Service {
     /// Active and passive health checks (default: none; every target is taken as healthy).
     #[serde(default, skip_serializing_if = "Health::is_empty")]
     pub health: Health,
+    /// Retrying failed requests (default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
     /// How Portico connects to the targets.
     #[serde(default)]
     pub scheme: Scheme,
     /// Time allowed to open a connection to a target.
     #[serde(default = "defaults::connect_timeout_ms")]
     pub connect_timeout_ms: u64,
-    /// Time allowed for the response headers to arrive, and between two reads of the response body.
+    /// Time allowed for the response headers to arrive (per try, when retrying), and between
+    /// two reads of the response body.
     #[serde(default = "defaults::read_timeout_ms")]
     pub read_timeout_ms: u64,
+    /// Time allowed for the response headers over all tries, backoffs included (default: no
+    /// limit beyond the tries' own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_timeout_ms: Option<u64>,
     /// Time allowed between two writes of the request body to the target.
     #[serde(default = "defaults::write_timeout_ms")]
     pub write_timeout_ms: u64,
@@ -123,6 +131,14 @@ impl Service {
                 problems.push(field, format!("must be between 1 and {MAX_TIMEOUT_MS} milliseconds"));
             }
         }
+        if let Some(total) = self.total_timeout_ms {
+            if total == 0 || total > MAX_TIMEOUT_MS {
+                problems.push("total_timeout_ms", format!("must be between 1 and {MAX_TIMEOUT_MS} milliseconds"));
+            }
+        }
+        if let Some(retries) = &self.retries {
+            retries.validate(&mut problems);
+        }
         self.balance.validate(&mut problems);
         self.health.validate(&mut problems);
         problems.into_result()
@@ -155,6 +171,8 @@ mod tests {
             targets: vec![Target { address: address.into(), weight: 1 }],
             balance: Balance::default(),
             health: Health::default(),
+            retries: None,
+            total_timeout_ms: None,
             scheme: Scheme::Http,
             connect_timeout_ms: 1,
             read_timeout_ms: 1,

@@ -14,7 +14,8 @@
 //! | anything else | 200 with a JSON echo of the request (method, path, query, headers, body size) |
 //!
 //! Every response carries `x-upstream: <name>` so tests can tell upstreams apart.
-//! [`MockUpstream::set_delay`] slows every answer down. Dropping the upstream kills it the
+//! [`MockUpstream::set_delay`] slows every answer down; [`MockUpstream::set_failing`] makes
+//! every request fail with a status or a reset connection. Dropping the upstream kills it the
 //! way a crashed instance dies: new connections are refused and open ones are cut.
 
 mod postgres;
@@ -53,6 +54,18 @@ pub struct MockUpstream {
 struct Behaviour {
     unhealthy: AtomicBool,
     delay_ms: AtomicU64,
+    failing: Mutex<Failing>,
+}
+
+/// How an upstream fails every request (after reading its body), whatever the path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Failing {
+    #[default]
+    No,
+    /// Answers with this status.
+    Status(u16),
+    /// Closes the connection without answering.
+    Reset,
 }
 
 impl MockUpstream {
@@ -113,6 +126,11 @@ impl MockUpstream {
         self.behaviour.unhealthy.store(!healthy, Ordering::Relaxed);
     }
 
+    /// Makes every request but `/health` fail this way.
+    pub fn set_failing(&self, failing: Failing) {
+        *self.behaviour.failing.lock().unwrap_or_else(|p| p.into_inner()) = failing;
+    }
+
     /// Delays every answer by `delay`.
     pub fn set_delay(&self, delay: Duration) {
         self.behaviour.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
@@ -148,6 +166,18 @@ async fn respond(
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let path = request.uri().path().to_owned();
+    let failing = *behaviour.failing.lock().unwrap_or_else(|p| p.into_inner());
+    if failing != Failing::No && path != "/health" {
+        request.into_body().collect().await.map_err(std::io::Error::other)?;
+        let status = match failing {
+            Failing::Status(status) => StatusCode::from_u16(status).map_err(std::io::Error::other)?,
+            _ => return Err(std::io::Error::other("failing on purpose")),
+        };
+        let mut response =
+            Response::builder().status(status).body(Empty::new().boxed()).map_err(std::io::Error::other)?;
+        response.headers_mut().insert("x-upstream", name.parse().map_err(std::io::Error::other)?);
+        return Ok(response);
+    }
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (command, argument) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let number = argument.parse::<u64>().unwrap_or(0);

@@ -36,7 +36,7 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
 
     let snapshots = SnapshotCell::new(Snapshot::empty());
     let status = Arc::new(RuntimeStatus::default());
-    let control = Control { snapshots: snapshots.clone(), targets: Default::default(), status: status.clone() };
+    let control = Control { snapshots: snapshots.clone(), upstreams: Default::default(), status: status.clone() };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let reload = Arc::new(Notify::new());
     let mut tasks = Vec::new();

@@ -9,7 +9,7 @@
 
 use arc_swap::ArcSwap;
 use portico_admin::RuntimeStatus;
-use portico_gateway::{compile, SnapshotCell, TargetStates};
+use portico_gateway::{compile, SnapshotCell, UpstreamStates};
 use portico_model::Config;
 use portico_store::Store;
 use std::path::PathBuf;
@@ -25,8 +25,8 @@ const FILE_POLL: Duration = Duration::from_millis(250);
 
 pub struct Control {
     pub snapshots: SnapshotCell,
-    /// What the gateway has learnt about targets; every compile takes it over.
-    pub targets: TargetStates,
+    /// What the gateway has learnt about services and targets; every compile takes it over.
+    pub upstreams: UpstreamStates,
     pub status: Arc<RuntimeStatus>,
 }
 
@@ -35,8 +35,8 @@ impl Control {
     /// it runs on a blocking thread rather than stall the control runtime.
     async fn install(&self, config: Config, revision: i64) -> Result<(), String> {
         let started = Instant::now();
-        let targets = self.targets.clone();
-        let snapshot = tokio::task::spawn_blocking(move || compile(&config, revision, &targets))
+        let upstreams = self.upstreams.clone();
+        let snapshot = tokio::task::spawn_blocking(move || compile(&config, revision, &upstreams))
             .await
             .map_err(|e| format!("compiler stopped: {e}"))?
             .map_err(|problems| format!("the configuration is invalid:\n{problems}"))?;

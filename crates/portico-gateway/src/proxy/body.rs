@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
@@ -38,17 +38,51 @@ pub struct Progress {
     /// The body is waiting for the client, not for the upstream to take more.
     waiting_on_client: AtomicBool,
     too_large: AtomicBool,
+    /// A copy of the body for a retry, while it stays under the replay limit.
+    kept: Option<Mutex<Kept>>,
+}
+
+struct Kept {
+    chunks: Vec<Bytes>,
+    size: u64,
+    limit: u64,
+    overflowed: bool,
 }
 
 impl Progress {
-    fn new() -> Progress {
+    fn new(keep: Option<u64>) -> Progress {
         Progress {
             start: Instant::now(),
             last_chunk_ms: AtomicU64::new(0),
             done: AtomicBool::new(false),
             waiting_on_client: AtomicBool::new(false),
             too_large: AtomicBool::new(false),
+            kept: keep.map(|limit| Mutex::new(Kept { chunks: Vec::new(), size: 0, limit, overflowed: false })),
         }
+    }
+
+    fn keep(&self, data: &Bytes) {
+        let Some(kept) = &self.kept else { return };
+        let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.overflowed {
+            return;
+        }
+        kept.size += data.len() as u64;
+        if kept.size > kept.limit {
+            kept.overflowed = true;
+            kept.chunks = Vec::new();
+        } else {
+            kept.chunks.push(data.clone());
+        }
+    }
+
+    /// The whole body again, if it was read to the end and kept.
+    pub fn replay(&self) -> Option<Vec<Bytes>> {
+        if !self.done.load(Ordering::Relaxed) {
+            return None;
+        }
+        let kept = self.kept.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
+        (!kept.overflowed).then(|| kept.chunks.clone())
     }
 
     fn touch(&self) {
@@ -75,29 +109,39 @@ impl Progress {
     }
 }
 
-/// The client's request body on its way upstream.
+/// The client's request body on its way upstream (or a kept copy of it, for a retry).
 pub struct RequestBody {
     inner: Option<Incoming>,
+    /// A replayed body's chunks, last first.
+    replay: Vec<Bytes>,
     limit: u64,
     received: u64,
     progress: Option<Arc<Progress>>,
 }
 
 impl RequestBody {
-    /// Wraps a body; `None` for `limit` means no limit. Bodies that are known to be empty
-    /// get no progress tracking, which saves an allocation on most GETs.
-    pub fn new(body: Incoming, limit: Option<u64>) -> (RequestBody, Option<Arc<Progress>>) {
+    /// Wraps a body; `None` for `limit` means no limit. With `keep`, a body up to that size
+    /// is kept for a retry. Bodies that are known to be empty get no progress tracking, which
+    /// saves an allocation on most GETs.
+    pub fn new(body: Incoming, limit: Option<u64>, keep: Option<u64>) -> (RequestBody, Option<Arc<Progress>>) {
         if body.is_end_stream() {
-            return (RequestBody { inner: None, limit: u64::MAX, received: 0, progress: None }, None);
+            return (RequestBody::replayed(Vec::new()), None);
         }
-        let progress = Arc::new(Progress::new());
+        let progress = Arc::new(Progress::new(keep));
         let body = RequestBody {
             inner: Some(body),
+            replay: Vec::new(),
             limit: limit.unwrap_or(u64::MAX),
             received: 0,
             progress: Some(progress.clone()),
         };
         (body, Some(progress))
+    }
+
+    /// A body made of kept chunks.
+    pub fn replayed(mut chunks: Vec<Bytes>) -> RequestBody {
+        chunks.reverse();
+        RequestBody { inner: None, replay: chunks, limit: u64::MAX, received: 0, progress: None }
     }
 }
 
@@ -107,7 +151,9 @@ impl Body for RequestBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(this.replay.pop().map(|c| Ok(Frame::data(c))));
+        };
         let progress = this.progress.as_deref();
         let polled = Pin::new(inner).poll_frame(cx);
         if let Some(p) = progress {
@@ -125,7 +171,15 @@ impl Body for RequestBody {
                     }
                 }
                 if let Some(p) = progress {
+                    if let Some(data) = frame.data_ref() {
+                        p.keep(data);
+                    }
                     p.touch();
+                    // A body of known length ends with its last byte; the sender may not ask
+                    // for more after it.
+                    if this.inner.as_ref().is_some_and(Body::is_end_stream) {
+                        p.done.store(true, Ordering::Relaxed);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -141,11 +195,14 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        self.inner.as_ref().map_or(self.replay.is_empty(), |b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+        match &self.inner {
+            Some(body) => body.size_hint(),
+            None => SizeHint::with_exact(self.replay.iter().map(|c| c.len() as u64).sum()),
+        }
     }
 }
 

@@ -126,11 +126,12 @@ impl Ring {
         Ring { points: points.into_boxed_slice() }
     }
 
-    pub fn pick(&self, key: &[u8], members: &Members) -> usize {
+    /// The target for a key's [`hash`].
+    pub fn pick(&self, key: u64, members: &Members) -> usize {
         if self.points.is_empty() {
             return 0;
         }
-        let start = self.points.partition_point(|(point, _)| *point < hash(key));
+        let start = self.points.partition_point(|(point, _)| *point < key);
         let owner = |k: usize| self.points[(start + k) % self.points.len()].1 as usize;
         // The first available target clockwise; with none, the key's own target.
         (0..self.points.len()).map(owner).find(|&i| members.states[i].is_available()).unwrap_or_else(|| owner(0))
@@ -186,11 +187,11 @@ fn gcd(a: u32, b: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::TargetStates;
+    use crate::upstream::UpstreamStates;
 
     fn states(n: usize) -> Vec<Arc<TargetState>> {
-        let registry = TargetStates::default();
-        (0..n).map(|i| registry.get("s", &format!("10.0.0.{i}:80"))).collect()
+        let registry = UpstreamStates::default();
+        (0..n).map(|i| registry.target("s", &format!("10.0.0.{i}:80"))).collect()
     }
 
     #[test]
@@ -237,7 +238,7 @@ mod tests {
         let moved = (0..10_000u32)
             .filter(|k| {
                 let key = format!("user-{k}");
-                before[ra.pick(key.as_bytes(), &ma)] != after[rb.pick(key.as_bytes(), &mb)]
+                before[ra.pick(hash(key.as_bytes()), &ma)] != after[rb.pick(hash(key.as_bytes()), &mb)]
             })
             .count();
         moved as f64 / 10_000.0
@@ -261,7 +262,7 @@ mod tests {
         let ring = Ring::new(&ten, &w);
         let mut counts = [0u32; 10];
         for k in 0..10_000u32 {
-            counts[ring.pick(format!("k{k}").as_bytes(), &Members { states: &s, weights: &w })] += 1;
+            counts[ring.pick(hash(format!("k{k}").as_bytes()), &Members { states: &s, weights: &w })] += 1;
         }
         assert!(counts.iter().all(|&c| (600..=1_400).contains(&c)), "{counts:?}");
     }

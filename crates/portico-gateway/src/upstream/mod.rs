@@ -5,14 +5,15 @@ pub(crate) mod health;
 mod pool;
 mod state;
 
+pub(crate) use balance::hash as hash_key;
 pub(crate) use pool::{Lease, Pool, SendError};
-pub(crate) use state::{InFlightRequest, PassivePolicy};
-pub use state::{TargetReport, TargetStates};
+pub(crate) use state::{InFlightRequest, PassivePolicy, ServiceState};
+pub use state::{TargetReport, UpstreamStates};
 
 use balance::{Members, Ring, RoundRobin};
 use http::uri::{Authority, Scheme};
 use http::{header, HeaderName, HeaderValue};
-use portico_model::{ActiveCheck, Balance, HashOn, HostHeader, Service};
+use portico_model::{ActiveCheck, Balance, HashOn, HostHeader, RetryOn, Service};
 use state::TargetState;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -29,10 +30,33 @@ pub(crate) struct Upstream {
     balancer: Balancer,
     pub active_check: Option<ActiveCheck>,
     pub passive_check: Option<PassivePolicy>,
+    pub retries: Option<RetryPolicy>,
+    pub state: Arc<ServiceState>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
+    /// Limit on the wait for the response head over all tries.
+    pub total_timeout: Option<Duration>,
     pub host_header: HostHeader,
+}
+
+/// A retry policy, compiled.
+pub(crate) struct RetryPolicy {
+    pub attempts: u32,
+    pub on: RetryOn,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub replay_body_bytes: u64,
+    pub budget_percent: u32,
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (1 for the first): a random time up to the
+    /// exponential backoff ("full jitter").
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self.backoff.saturating_mul(1 << (retry - 1).min(16)).min(self.max_backoff);
+        ceiling.mul_f64(fastrand::f64())
+    }
 }
 
 enum Balancer {
@@ -58,7 +82,7 @@ pub(crate) struct UpstreamTarget {
 }
 
 impl Upstream {
-    pub fn new(service: &Service, states: &TargetStates) -> Upstream {
+    pub fn new(service: &Service, states: &UpstreamStates) -> Upstream {
         let targets: Vec<UpstreamTarget> = service
             .targets
             .iter()
@@ -67,7 +91,7 @@ impl Upstream {
                 Some(UpstreamTarget {
                     authority: t.address.parse().ok()?,
                     host: HeaderValue::from_str(&t.address).ok()?,
-                    state: states.get(&service.name, &t.address),
+                    state: states.target(&service.name, &t.address),
                 })
             })
             .collect();
@@ -101,6 +125,17 @@ impl Upstream {
             weights: weights.into_boxed_slice(),
             balancer,
             active_check: service.health.active.clone(),
+            retries: service.retries.as_ref().map(|r| RetryPolicy {
+                attempts: r.attempts,
+                // Validation has parsed these already.
+                on: RetryOn::parse(&r.on).unwrap_or_default(),
+                backoff: Duration::from_millis(r.backoff_ms),
+                max_backoff: Duration::from_millis(r.max_backoff_ms),
+                replay_body_bytes: r.replay_body_bytes,
+                budget_percent: r.budget_percent,
+            }),
+            state: states.service(&service.name),
+            total_timeout: service.total_timeout_ms.map(Duration::from_millis),
             passive_check: service.health.passive.as_ref().map(PassivePolicy::new),
             connect_timeout: Duration::from_millis(service.connect_timeout_ms),
             read_timeout: Duration::from_millis(service.read_timeout_ms),
@@ -126,16 +161,37 @@ impl Upstream {
         matches!(self.balancer, Balancer::LeastRequests(_) | Balancer::PeakEwma)
     }
 
-    /// Picks the target for a request; `key` is the hash key, for hashing balancers.
-    pub fn pick(&self, key: Option<&[u8]>) -> &UpstreamTarget {
+    /// Picks the target for a request; `key` is the hash of the request's key, for hashing
+    /// balancers. A retry (`tried` is not empty) goes to a target not tried yet where there
+    /// is one, and does not move the round-robin cursor, so that a dead target does not
+    /// become every request's first choice.
+    pub fn pick(&self, key: Option<u64>, tried: &[usize]) -> usize {
         let members = Members { states: &self.states, weights: &self.weights };
-        let index = match (&self.balancer, key) {
-            (Balancer::LeastRequests(cursor), _) => balance::least_requests(&members, cursor),
-            (Balancer::PeakEwma, _) => balance::peak_ewma(&members),
-            (Balancer::Hash(_, ring), Some(key)) => ring.pick(key, &members),
-            (Balancer::RoundRobin | Balancer::Hash(..), _) => self.round_robin.pick(&members),
+        let Some(&last) = tried.last() else {
+            return match (&self.balancer, key) {
+                (Balancer::LeastRequests(cursor), _) => balance::least_requests(&members, cursor),
+                (Balancer::PeakEwma, _) => balance::peak_ewma(&members),
+                (Balancer::Hash(_, ring), Some(key)) => ring.pick(key, &members),
+                (Balancer::RoundRobin | Balancer::Hash(..), _) => self.round_robin.pick(&members),
+            };
         };
-        &self.targets[index]
+        // Load-aware balancers still know best among the rest.
+        let again = match &self.balancer {
+            Balancer::LeastRequests(cursor) => Some(balance::least_requests(&members, cursor)),
+            Balancer::PeakEwma => Some(balance::peak_ewma(&members)),
+            _ => None,
+        };
+        if let Some(i) = again.filter(|i| !tried.contains(i)) {
+            return i;
+        }
+        // Otherwise the next target after the last one tried: available ones first.
+        let n = self.targets.len();
+        let after_last = (1..=n).map(|k| (last + k) % n).filter(|&i| self.weights[i] > 0 && !tried.contains(&i));
+        after_last
+            .clone()
+            .find(|&i| self.states[i].is_available())
+            .or_else(|| after_last.clone().next())
+            .unwrap_or(last)
     }
 }
 

@@ -47,6 +47,12 @@ pub(crate) enum SendError {
     Http(hyper::Error),
 }
 
+/// A failed send, with the request when it never left (so it can be sent elsewhere).
+pub(crate) struct SendFailure {
+    pub error: SendError,
+    pub unsent: Option<Request<RequestBody>>,
+}
+
 /// A connection on loan to one request; dropped without [`Lease::give_back`], it closes.
 pub(crate) struct Lease {
     pool: Arc<Pool>,
@@ -92,12 +98,15 @@ impl Pool {
         scheme: &Scheme,
         authority: &Authority,
         mut request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
+    ) -> Result<(Response<Incoming>, Lease), SendFailure> {
         let key = (scheme.clone(), authority.clone());
         loop {
             let (mut sender, reused) = match self.take(&key) {
                 Some(sender) => (sender, true),
-                None => (self.connect(&key).await?, false),
+                None => match self.connect(&key).await {
+                    Ok(sender) => (sender, false),
+                    Err(error) => return Err(SendFailure { error, unsent: Some(request) }),
+                },
             };
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok((response, Lease { pool: self.clone(), key, sender })),
@@ -105,7 +114,7 @@ impl Pool {
                     // A reused connection the upstream had closed: the request never left,
                     // so it is safe to send it again, on another connection.
                     Some(unsent) if reused => request = unsent,
-                    _ => return Err(SendError::Http(error.into_error())),
+                    unsent => return Err(SendFailure { error: SendError::Http(error.into_error()), unsent }),
                 },
             }
         }

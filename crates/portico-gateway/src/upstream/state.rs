@@ -1,13 +1,14 @@
-//! What Portico learns about each target while it runs: health, requests in flight, latency.
+//! What Portico learns about services and targets while it runs: health, requests in
+//! flight, latency, retry budgets.
 //!
-//! A target's state is shared by every worker and every snapshot: it is keyed by service
-//! name and target address in [`TargetStates`], so a configuration reload keeps what was
-//! learnt (an ejected target stays ejected, a probed one keeps its verdict). Everything is
+//! This state is shared by every worker and every snapshot: it is keyed by service name (and
+//! target address) in [`UpstreamStates`], so a configuration reload keeps what was learnt
+//! (an ejected target stays ejected, a spent retry budget stays spent). Everything is
 //! atomics: the request path reads and writes it without locks.
 
 use portico_model::{PassiveCheck, StatusSet};
 use rustc_hash::FxHashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -223,27 +224,75 @@ pub struct TargetReport {
     pub latency_ms: f64,
 }
 
-/// Every target's state, by service name and address. One per process.
+/// The state of one service, beyond its targets'.
+#[derive(Default)]
+pub struct ServiceState {
+    pub retry_budget: RetryBudget,
+}
+
+/// A token bucket for retries: every request a retry policy covers puts in a share of a
+/// token (`budget_percent` / 100), every retry takes one out. Sustained retries therefore
+/// stay under that share of the traffic; the bucket's size lets a short burst through.
+pub struct RetryBudget {
+    /// Thousandths of a token.
+    milli_tokens: AtomicI64,
+}
+
+/// The bucket's size, and its content at start, in tokens.
+const RETRY_RESERVE: i64 = 10;
+
+impl Default for RetryBudget {
+    fn default() -> RetryBudget {
+        RetryBudget { milli_tokens: AtomicI64::new(RETRY_RESERVE * 1000) }
+    }
+}
+
+impl RetryBudget {
+    pub fn deposit(&self, percent: u32) {
+        let _ = self.milli_tokens.fetch_update(Relaxed, Relaxed, |m| {
+            (m < RETRY_RESERVE * 1000).then(|| (m + i64::from(percent) * 10).min(RETRY_RESERVE * 1000))
+        });
+    }
+
+    /// Takes a token for one retry, if there is one.
+    pub fn withdraw(&self) -> bool {
+        self.milli_tokens.fetch_update(Relaxed, Relaxed, |m| (m >= 1000).then_some(m - 1000)).is_ok()
+    }
+}
+
+/// Every service's and target's state. One per process.
 #[derive(Clone, Default)]
-pub struct TargetStates(Arc<Mutex<FxHashMap<TargetId, Arc<TargetState>>>>);
+pub struct UpstreamStates(Arc<Mutex<States>>);
 
-/// Service name and target address.
-type TargetId = (Box<str>, Box<str>);
+#[derive(Default)]
+struct States {
+    /// By service name and target address.
+    targets: FxHashMap<(Box<str>, Box<str>), Arc<TargetState>>,
+    services: FxHashMap<Box<str>, Arc<ServiceState>>,
+}
 
-impl TargetStates {
+impl UpstreamStates {
     /// The state of one target, made on first use.
-    pub(crate) fn get(&self, service: &str, address: &str) -> Arc<TargetState> {
+    pub(crate) fn target(&self, service: &str, address: &str) -> Arc<TargetState> {
         let mut states = self.0.lock().unwrap_or_else(|p| p.into_inner());
         states
+            .targets
             .entry((service.into(), address.into()))
             .or_insert_with(|| Arc::new(TargetState::new(format!("{service}/{address}"))))
             .clone()
     }
 
-    /// Forgets targets that are no longer configured.
-    pub(crate) fn retain(&self, live: impl Fn(&str, &str) -> bool) {
+    /// The state of one service, made on first use.
+    pub(crate) fn service(&self, service: &str) -> Arc<ServiceState> {
         let mut states = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        states.retain(|(service, address), _| live(service, address));
+        states.services.entry(service.into()).or_default().clone()
+    }
+
+    /// Forgets services and targets that are no longer configured.
+    pub(crate) fn retain(&self, live_target: impl Fn(&str, &str) -> bool, live_service: impl Fn(&str) -> bool) {
+        let mut states = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        states.targets.retain(|(service, address), _| live_target(service, address));
+        states.services.retain(|service, _| live_service(service));
     }
 }
 
@@ -307,6 +356,19 @@ mod tests {
         assert!((state.report().latency_ms - 100.0).abs() < 1.0);
         state.observe_latency(Duration::from_millis(10));
         assert!(state.report().latency_ms > 90.0, "one fast answer does not erase a peak at once");
+    }
+
+    #[test]
+    fn the_retry_budget_allows_a_share_of_the_traffic_plus_a_reserve() {
+        let budget = RetryBudget::default();
+        let mut retries = 0;
+        for _ in 0..1_000 {
+            budget.deposit(20);
+            // Every request fails and wants a retry.
+            retries += usize::from(budget.withdraw());
+        }
+        // 20 % of 1,000 plus the reserve of 10, give or take the first deposit into a full bucket.
+        assert!((205..=210).contains(&retries), "{retries}");
     }
 
     #[test]

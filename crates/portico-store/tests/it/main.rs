@@ -27,6 +27,8 @@ fn service(name: &str) -> Service {
         targets: vec![Target { address: "127.0.0.1:9001".into(), weight: 1 }],
         balance: Default::default(),
         health: Default::default(),
+        retries: None,
+        total_timeout_ms: None,
         scheme: Scheme::Http,
         connect_timeout_ms: 1_000,
         read_timeout_ms: 1_000,
@@ -47,6 +49,7 @@ fn route(name: &str, path: &str, service: &str) -> Route {
         rewrite: None,
         max_body_bytes: None,
         service: Some(service.into()),
+        retry_non_idempotent: false,
         mock: None,
     }
 }

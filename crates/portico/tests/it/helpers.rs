@@ -68,6 +68,11 @@ impl Portico {
         self.http.get(format!("{}{path}", self.proxy))
     }
 
+    /// A request to the proxy with any method.
+    pub fn http_request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.proxy))
+    }
+
     pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
         self.http.request(method, format!("{}/api/v1{path}", self.admin)).bearer_auth(&self.token)
     }

@@ -10,3 +10,4 @@ mod health;
 mod helpers;
 mod proxy;
 mod reload;
+mod retries;

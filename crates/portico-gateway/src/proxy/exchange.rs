@@ -1,0 +1,269 @@
+//! The upstream phase: prepare the request for the upstream, pick a target, send it with
+//! timeouts, and retry per the service's policy.
+//!
+//! A retry happens only before any of the response has gone to the client: this phase ends
+//! when a response head is accepted, and the body streams afterwards. It goes to a target
+//! not tried yet where there is one, after a jittered backoff, within the total timeout, and
+//! only while the service's retry budget has tokens. The request is sent again as it never
+//! left (connect failures hand it back whole) or from a kept copy of its body.
+
+use super::body::{BodyError, Progress, RequestBody};
+use super::error::ProxyError;
+use super::headers::{self, X_REQUEST_ID};
+use super::Client;
+use crate::snapshot::CompiledRoute;
+use crate::upstream::{hash_key, HashKey, InFlightRequest, Lease, Pools, RetryPolicy, SendError, Upstream};
+use http::uri::PathAndQuery;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use portico_model::HostHeader;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// At most this many tries: the first and up to ten retries.
+const MAX_TRIES: usize = 11;
+
+/// A response head from the upstream, with what the response body needs to finish.
+pub(super) struct Exchanged {
+    pub response: Response<Incoming>,
+    pub lease: Lease,
+    pub in_flight: Option<InFlightRequest>,
+}
+
+/// Why one try failed, and the request if it never left.
+struct Failed {
+    error: ProxyError,
+    /// The failure happened while connecting.
+    connecting: bool,
+    unsent: Option<Request<RequestBody>>,
+}
+
+impl From<ProxyError> for Failed {
+    fn from(error: ProxyError) -> Failed {
+        Failed { error, connecting: false, unsent: None }
+    }
+}
+
+pub(super) async fn send_upstream(
+    request: Request<Incoming>,
+    route: &CompiledRoute,
+    upstream: &Upstream,
+    path: Option<String>,
+    client: &Client,
+    pools: &Pools,
+    request_id: &HeaderValue,
+) -> Result<Exchanged, ProxyError> {
+    let (mut parts, body) = request.into_parts();
+    let key = upstream.hash_on().and_then(|on| balance_key(on, &parts, client)).map(hash_key);
+
+    let uri = std::mem::take(&mut parts.uri).into_parts();
+    let path_and_query = match path {
+        Some(path) => {
+            let joined = match uri.path_and_query.as_ref().and_then(|pq| pq.query()) {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
+            PathAndQuery::from_maybe_shared(joined).map_err(|_| ProxyError::BadPath)?
+        }
+        None => uri.path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
+    let client_host = uri
+        .authority
+        .as_ref()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| parts.headers.get(header::HOST).cloned());
+    // Origin-form (`/path?query`): the target's address travels in the `Host` header.
+    parts.uri = Uri::from(path_and_query);
+    parts.version = Version::HTTP_11;
+    headers::remove_hop_by_hop(&mut parts.headers);
+    headers::set_forwarded(&mut parts.headers, &client.address, client_host.as_ref());
+    parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+
+    let policy = upstream.retries.as_ref().filter(|_| route.retry_non_idempotent || parts.method.is_idempotent());
+    if let Some(policy) = policy {
+        upstream.state.retry_budget.deposit(policy.budget_percent);
+    }
+    let (body, progress) = RequestBody::new(body, route.max_body_bytes, policy.map(|p| p.replay_body_bytes));
+    // What a retry needs to send the request again, kept only when a retry may happen.
+    let head = policy.map(|_| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+    let mut request = Request::from_parts(parts, body);
+    let deadline = upstream.total_timeout.map(|total| Instant::now() + total);
+
+    let mut tried = [usize::MAX; MAX_TRIES];
+    let mut tries = 0;
+    loop {
+        let index = upstream.pick(key, &tried[..tries]);
+        tried[tries] = index;
+        tries += 1;
+        let target = &upstream.targets[index];
+        let host = match (upstream.host_header, &client_host) {
+            (HostHeader::Pass, Some(host)) => host.clone(),
+            _ => target.host.clone(),
+        };
+        request.headers_mut().insert(header::HOST, host);
+
+        let in_flight = upstream.counts_requests().then(|| target.state.start_request());
+        let started = Instant::now();
+        // Only the first try streams the client's body and watches its progress.
+        let progress_now = if tries == 1 { progress.as_deref() } else { None };
+        let mut outcome = try_once(request, upstream, target, pools, progress_now, deadline).await;
+        match &outcome {
+            Ok((response, _)) => {
+                if let Some(passive) = &upstream.passive_check {
+                    target.state.record_outcome(passive, passive.statuses.contains(response.status().as_u16()));
+                }
+                if in_flight.is_some() {
+                    target.state.observe_latency(started.elapsed());
+                }
+            }
+            Err(failed) => {
+                let (error, status) = (failed.error, failed.error.status());
+                tracing::debug!(route = %route.name, upstream = %upstream.name, ?error, %status, "upstream try failed");
+                if let (Some(passive), true) = (&upstream.passive_check, failed.error.is_upstream_fault()) {
+                    target.state.record_outcome(passive, true);
+                }
+            }
+        }
+
+        if let Some(policy) = policy.filter(|p| tries <= p.attempts as usize && wants_retry(p, &outcome)) {
+            let unsent = outcome.as_mut().err().and_then(|failed| failed.unsent.take());
+            let next = unsent.or_else(|| replay(head.as_ref(), progress.as_deref()));
+            let in_time = deadline.is_none_or(|d| Instant::now() < d);
+            if let Some(next) = next.filter(|_| in_time && upstream.state.retry_budget.withdraw()) {
+                let wait = policy.backoff(tries as u32);
+                let wait = deadline.map_or(wait, |d| wait.min(d.saturating_duration_since(Instant::now())));
+                tracing::debug!(upstream = %upstream.name, retry = tries, wait_ms = wait.as_millis() as u64, "retrying");
+                tokio::time::sleep(wait).await;
+                request = next;
+                continue;
+            }
+        }
+        return match outcome {
+            Ok((response, lease)) => Ok(Exchanged { response, lease, in_flight }),
+            Err(failed) => Err(failed.error),
+        };
+    }
+}
+
+/// One try on one target, with the per-try (read) and total timeouts.
+async fn try_once(
+    request: Request<RequestBody>,
+    upstream: &Upstream,
+    target: &crate::upstream::UpstreamTarget,
+    pools: &Pools,
+    progress: Option<&Progress>,
+    deadline: Option<Instant>,
+) -> Result<(Response<Incoming>, Lease), Failed> {
+    let pool = pools.pool(upstream.connect_timeout);
+    let sending = pool.send(&upstream.scheme, &target.authority, request);
+    let result = match progress {
+        None => {
+            let read = earliest(Instant::now() + upstream.read_timeout, deadline);
+            tokio::time::timeout_at(read, sending).await.map_err(|_| ProxyError::UpstreamTimeout)?
+        }
+        Some(progress) => {
+            with_progress_deadline(sending, progress, upstream.write_timeout, upstream.read_timeout, deadline).await?
+        }
+    };
+    result.map_err(|failure| Failed {
+        error: classify(&failure.error, progress),
+        connecting: matches!(failure.error, SendError::Connect(_)),
+        unsent: failure.unsent,
+    })
+}
+
+fn earliest(at: Instant, deadline: Option<Instant>) -> Instant {
+    deadline.map_or(at, |d| d.min(at))
+}
+
+/// Whether the policy retries this outcome.
+fn wants_retry(policy: &RetryPolicy, outcome: &Result<(Response<Incoming>, Lease), Failed>) -> bool {
+    match outcome {
+        Ok((response, _)) => policy.on.statuses.contains(response.status().as_u16()),
+        Err(Failed { error: ProxyError::UpstreamUnavailable, .. }) => policy.on.connect_failure,
+        Err(Failed { error: ProxyError::UpstreamTimeout, connecting: true, .. }) => policy.on.connect_failure,
+        Err(Failed { error: ProxyError::UpstreamTimeout, .. }) => policy.on.timeout,
+        Err(Failed { error: ProxyError::UpstreamBroken, .. }) => policy.on.reset,
+        Err(_) => false,
+    }
+}
+
+/// The request again, from the kept head and body; `None` if the body was not kept whole.
+fn replay(head: Option<&(Method, Uri, HeaderMap)>, progress: Option<&Progress>) -> Option<Request<RequestBody>> {
+    let (method, uri, headers) = head?;
+    let chunks = match progress {
+        None => Vec::new(),
+        Some(progress) => progress.replay()?,
+    };
+    let mut request = Request::new(RequestBody::replayed(chunks));
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri.clone();
+    *request.headers_mut() = headers.clone();
+    Some(request)
+}
+
+/// The key a hashing balancer uses for this request, if the request has one.
+fn balance_key<'r>(on: &HashKey, parts: &'r http::request::Parts, client: &'r Client) -> Option<&'r [u8]> {
+    match on {
+        HashKey::Header(name) => parts.headers.get(name).map(HeaderValue::as_bytes),
+        HashKey::Cookie(name) => headers::cookie(&parts.headers, name),
+        HashKey::ClientIp => Some(client.address.as_bytes()),
+        HashKey::Path => Some(parts.uri.path().as_bytes()),
+    }
+}
+
+/// Waits for the upstream's response while the request body streams: the upstream is late
+/// if no body chunk moves for `write`, or if no response comes `read` after the body ended,
+/// or when the total `deadline` passes.
+async fn with_progress_deadline<F, T>(
+    sending: F,
+    progress: &Progress,
+    write: Duration,
+    read: Duration,
+    deadline: Option<Instant>,
+) -> Result<T, ProxyError>
+where
+    F: std::future::Future<Output = T>,
+{
+    let mut sending = std::pin::pin!(sending);
+    loop {
+        let next = earliest(progress.deadline(write, read), deadline);
+        match tokio::time::timeout_at(next, &mut sending).await {
+            Ok(result) => return Ok(result),
+            // The body moved on since the deadline was set: wait again from the new one.
+            Err(_) if earliest(progress.deadline(write, read), deadline) > next => continue,
+            Err(_) if deadline.is_none_or(|d| next < d) && progress.waiting_on_client() => {
+                return Err(ProxyError::ClientTimeout)
+            }
+            Err(_) => return Err(ProxyError::UpstreamTimeout),
+        }
+    }
+}
+
+/// Tells who failed from an upstream error.
+fn classify(error: &SendError, progress: Option<&Progress>) -> ProxyError {
+    if progress.is_some_and(Progress::too_large) {
+        return ProxyError::BodyTooLarge;
+    }
+    let (root, connecting): (&(dyn std::error::Error + 'static), bool) = match error {
+        SendError::Connect(error) => (error.as_ref(), true),
+        SendError::Http(error) => (error, false),
+    };
+    let mut cause = Some(root);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return ProxyError::UpstreamTimeout;
+            }
+        }
+        if let Some(BodyError::Http(_)) = error.downcast_ref::<BodyError>() {
+            return ProxyError::ClientBodyFailed;
+        }
+        cause = error.source();
+    }
+    if connecting {
+        ProxyError::UpstreamUnavailable
+    } else {
+        ProxyError::UpstreamBroken
+    }
+}
