@@ -6,8 +6,8 @@ use crate::system;
 use crate::targets;
 use axum::Json;
 use portico_model::{
-    ActiveCheck, Balance, HashOn, Health, HostHeader, MockResponse, PassiveCheck, Problem, Route, Scheme, Service,
-    Target,
+    ActiveCheck, Balance, Bulkhead, CircuitBreaker, Fallback, HashOn, Health, HostHeader, MockResponse, PassiveCheck,
+    Problem, Retries, Route, Scheme, Service, Target,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -21,7 +21,7 @@ use utoipa::{Modify, OpenApi};
         targets::service_health,
         entities::list_routes, entities::create_route, entities::get_route, entities::put_route, entities::delete_route,
     ),
-    components(schemas(Service, Target, Scheme, HostHeader, Balance, HashOn, Health, ActiveCheck, PassiveCheck, Route, MockResponse, Problem, ProblemBody,
+    components(schemas(Service, Target, Scheme, HostHeader, Balance, HashOn, Health, ActiveCheck, PassiveCheck, Retries, CircuitBreaker, Fallback, Bulkhead, Route, MockResponse, Problem, ProblemBody,
                        Versioned<Service>, Versioned<Route>, Page<Service>, Page<Route>)),
     modifiers(&BearerToken),
     security(("admin_token" = [])),

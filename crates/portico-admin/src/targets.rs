@@ -14,6 +14,12 @@ pub(crate) struct ServiceHealth {
     /// Whether every target is out, in which case traffic goes to all of them anyway
     /// (failing open) instead of failing every request.
     failing_open: bool,
+    /// The circuit breaker's state, `closed`, `open` or `half_open`; absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    circuit: Option<&'static str>,
+    /// Requests holding a place in the bulkhead; absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bulkhead_in_flight: Option<usize>,
     targets: Vec<TargetHealth>,
 }
 
@@ -59,10 +65,11 @@ pub(crate) async fn service_health(
     State(state): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Json<ServiceHealth>, ApiError> {
-    let targets = state.snapshots.load().service_health(&name).ok_or_else(|| {
+    let report = state.snapshots.load().service_health(&name).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "not-found", "Not found", format!("no service `{name}` is being served"))
     })?;
-    let targets: Vec<TargetHealth> = targets
+    let targets: Vec<TargetHealth> = report
+        .targets
         .into_iter()
         .map(|(address, weight, r)| TargetHealth {
             address,
@@ -85,5 +92,11 @@ pub(crate) async fn service_health(
         })
         .collect();
     let failing_open = targets.iter().filter(|t| t.weight > 0).all(|t| !t.available);
-    Ok(Json(ServiceHealth { service: name, failing_open, targets }))
+    Ok(Json(ServiceHealth {
+        service: name,
+        failing_open,
+        circuit: report.circuit,
+        bulkhead_in_flight: report.bulkhead_in_flight,
+        targets,
+    }))
 }

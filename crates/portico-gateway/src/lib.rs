@@ -18,6 +18,6 @@ mod proxy;
 mod server;
 
 pub use server::{bind_listeners, Gateway, GatewayHandle, ProxySettings};
-pub use snapshot::{compile, Snapshot, SnapshotCell};
+pub use snapshot::{compile, ServiceReport, Snapshot, SnapshotCell};
 pub use upstream::health::run_health_checks;
 pub use upstream::{TargetReport, UpstreamStates};

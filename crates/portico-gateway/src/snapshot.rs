@@ -82,19 +82,36 @@ impl Snapshot {
         self.routes.len()
     }
 
-    /// The run-time state of a service's targets, in configuration order; `None` if no
-    /// such service is serving.
-    pub fn service_health(&self, service: &str) -> Option<Vec<(String, u32, TargetReport)>> {
-        let upstream = self.upstreams.iter().find(|u| &*u.name == service)?;
-        Some(
-            upstream
+    /// A service by name.
+    pub(crate) fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.binary_search_by(|u| (*u.name).cmp(name)).ok().map(|i| &self.upstreams[i])
+    }
+
+    /// The run-time state of a service and its targets; `None` if no such service is
+    /// being served.
+    pub fn service_health(&self, service: &str) -> Option<ServiceReport> {
+        let upstream = self.upstream(service)?;
+        Some(ServiceReport {
+            circuit: upstream.breaker.as_ref().map(|_| upstream.state.breaker.state_name()),
+            bulkhead_in_flight: upstream.bulkhead.as_ref().map(|b| b.in_flight()),
+            targets: upstream
                 .targets
                 .iter()
                 .zip(upstream.weights())
                 .map(|(t, &w)| (t.authority.to_string(), w, t.state.report()))
                 .collect(),
-        )
+        })
     }
+}
+
+/// A point-in-time view of a service, for the admin API.
+pub struct ServiceReport {
+    /// The circuit breaker's state (`closed`, `open`, `half_open`), if it has one.
+    pub circuit: Option<&'static str>,
+    /// Requests holding a place in the bulkhead, if it has one.
+    pub bulkhead_in_flight: Option<usize>,
+    /// Address, weight and state of each target, in configuration order.
+    pub targets: Vec<(String, u32, TargetReport)>,
 }
 
 /// Compiles a configuration. It validates first, so a snapshot is only ever built from a
@@ -173,7 +190,7 @@ pub(crate) fn rules_for(index: usize, route: &Route) -> Result<Vec<Rule>, String
     Ok(rules)
 }
 
-fn compile_mock(mock: &portico_model::MockResponse) -> MockResponse {
+pub(crate) fn compile_mock(mock: &portico_model::MockResponse) -> MockResponse {
     // Validation has checked the status and every header, so nothing is dropped here.
     let mut headers = HeaderMap::new();
     for (name, value) in &mock.headers {

@@ -32,6 +32,17 @@ impl Config {
                     .push(format!("services[{i}].name"), format!("a service named `{}` already exists", service.name));
             }
         }
+        for (i, service) in self.services.iter().enumerate() {
+            let fallback = service.circuit_breaker.as_ref().and_then(|b| b.fallback.as_ref());
+            if let Some(other) = fallback.and_then(|f| f.service.as_ref()) {
+                let path = format!("services[{i}].circuit_breaker.fallback.service");
+                if other == &service.name {
+                    problems.push(path, "a service cannot be its own fallback");
+                } else if !service_names.contains(other.as_str()) {
+                    problems.push(path, format!("no service is named `{other}`"));
+                }
+            }
+        }
         let mut route_names = HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             if let Err(found) = route.validate() {

@@ -146,7 +146,7 @@ impl Route {
                     problems.push("service", message);
                 }
             }
-            (None, Some(mock)) => mock.validate(&mut problems),
+            (None, Some(mock)) => mock.validate("mock", &mut problems),
         }
         problems.into_result()
     }
@@ -170,15 +170,16 @@ impl Route {
 }
 
 impl MockResponse {
-    fn validate(&self, problems: &mut Problems) {
+    /// Checks the response; problems are reported under the field path `at`.
+    pub(crate) fn validate(&self, at: &str, problems: &mut Problems) {
         if !(200..=599).contains(&self.status) {
-            problems.push("mock.status", "must be an HTTP status between 200 and 599");
+            problems.push(format!("{at}.status"), "must be an HTTP status between 200 and 599");
         }
         for (name, value) in &self.headers {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                problems.push(format!("mock.headers.{name}"), "is not a valid header name");
+                problems.push(format!("{at}.headers.{name}"), "is not a valid header name");
             } else if http::HeaderValue::from_str(value).is_err() {
-                problems.push(format!("mock.headers.{name}"), "is not a valid header value");
+                problems.push(format!("{at}.headers.{name}"), "is not a valid header value");
             }
         }
     }

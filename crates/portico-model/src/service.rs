@@ -1,6 +1,6 @@
 //! Services: the upstreams that routes send traffic to.
 
-use crate::{validate_name, Balance, Health, Problems, Retries};
+use crate::{validate_name, Balance, Bulkhead, CircuitBreaker, Health, Problems, Retries};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -22,6 +22,12 @@ pub struct Service {
     /// Retrying failed requests (default: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<Retries>,
+    /// Stop sending requests while the service fails (default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// Limit the requests in flight to the service (default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulkhead: Option<Bulkhead>,
     /// How Portico connects to the targets.
     #[serde(default)]
     pub scheme: Scheme,
@@ -139,6 +145,12 @@ impl Service {
         if let Some(retries) = &self.retries {
             retries.validate(&mut problems);
         }
+        if let Some(breaker) = &self.circuit_breaker {
+            breaker.validate(&mut problems);
+        }
+        if let Some(bulkhead) = &self.bulkhead {
+            bulkhead.validate(&mut problems);
+        }
         self.balance.validate(&mut problems);
         self.health.validate(&mut problems);
         problems.into_result()
@@ -172,6 +184,8 @@ mod tests {
             balance: Balance::default(),
             health: Health::default(),
             retries: None,
+            circuit_breaker: None,
+            bulkhead: None,
             total_timeout_ms: None,
             scheme: Scheme::Http,
             connect_timeout_ms: 1,

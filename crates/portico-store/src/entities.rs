@@ -68,7 +68,16 @@ impl Entity for Service {
         &config.services
     }
     fn dependents(config: &Config, name: &str) -> Vec<String> {
-        config.routes.iter().filter(|r| r.service.as_deref() == Some(name)).map(|r| r.name.clone()).collect()
+        let routes = config.routes.iter().filter(|r| r.service.as_deref() == Some(name)).map(|r| r.name.clone());
+        let falling_back = config
+            .services
+            .iter()
+            .filter(|s| {
+                let fallback = s.circuit_breaker.as_ref().and_then(|b| b.fallback.as_ref());
+                fallback.and_then(|f| f.service.as_deref()) == Some(name)
+            })
+            .map(|s| format!("service {}", s.name));
+        routes.chain(falling_back).collect()
     }
 }
 

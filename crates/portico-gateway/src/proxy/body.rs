@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
 /// Why a body stopped early.
@@ -211,6 +212,8 @@ pub struct ResponseBody {
     kind: Kind,
     /// Dropped together with the body, i.e. when the response is finished or abandoned.
     on_drop: Option<InFlight>,
+    /// The request's place in its service's bulkhead, freed with the body.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 enum Kind {
@@ -228,7 +231,7 @@ enum Kind {
 
 impl ResponseBody {
     pub fn full(bytes: Bytes) -> ResponseBody {
-        ResponseBody { kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())), on_drop: None }
+        ResponseBody { kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())), on_drop: None, permit: None }
     }
 
     /// The upstream's body; it fails if no data arrives for `idle`.
@@ -245,7 +248,16 @@ impl ResponseBody {
         } else {
             Some(lease)
         };
-        ResponseBody { kind: Kind::Upstream { inner, idle, timer: None, lease, _in_flight: in_flight }, on_drop: None }
+        ResponseBody {
+            kind: Kind::Upstream { inner, idle, timer: None, lease, _in_flight: in_flight },
+            on_drop: None,
+            permit: None,
+        }
+    }
+
+    /// Keeps the request's bulkhead place until the body is dropped.
+    pub(crate) fn hold(&mut self, permit: OwnedSemaphorePermit) {
+        self.permit = Some(permit);
     }
 
     /// Keeps the connection marked as busy until the body is dropped.

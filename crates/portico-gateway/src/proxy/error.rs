@@ -28,6 +28,10 @@ pub enum ProxyError {
     UpstreamTimeout,
     /// The upstream answered with something that is not valid HTTP, or closed mid-response.
     UpstreamBroken,
+    /// The service's circuit breaker is open; it may close in this many seconds.
+    CircuitOpen { retry_after_secs: u64 },
+    /// The service's bulkhead is full, and so is its queue.
+    Overloaded,
 }
 
 impl ProxyError {
@@ -66,6 +70,16 @@ impl ProxyError {
             ProxyError::UpstreamBroken => {
                 (StatusCode::BAD_GATEWAY, "upstream_error", "the upstream service sent an invalid response")
             }
+            ProxyError::CircuitOpen { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "circuit_open",
+                "the upstream service is failing; requests to it are paused",
+            ),
+            ProxyError::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_busy",
+                "the upstream service has as many requests as it may take",
+            ),
         }
     }
 
@@ -75,7 +89,16 @@ impl ProxyError {
 
     pub fn to_response(self, request_id: &HeaderValue) -> Response<ResponseBody> {
         let (status, code, message) = self.parts();
-        error_response(status, code, message, request_id.to_str().unwrap_or(""))
+        let mut response = error_response(status, code, message, request_id.to_str().unwrap_or(""));
+        let retry_after = match self {
+            ProxyError::CircuitOpen { retry_after_secs } => Some(retry_after_secs),
+            ProxyError::Overloaded => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

@@ -7,8 +7,8 @@
 //! 2. **route**: match host, path, method and headers; nothing matches → 404.
 //! 3. **access**: who may call (authentication, authorization, rate limits) — none yet.
 //! 4. **rewrite**: body limit (declared length); mock responses end the request here; path rewrite.
-//! 5. **upstream**: pick an available target, send from the pool with timeouts, retry
-//!    (`exchange`).
+//! 5. **upstream**: circuit breaker (open: 503 or the fallback), bulkhead (full: 503), then
+//!    pick an available target, send from the pool with timeouts, retry (`exchange`).
 //! 6. **response**: strip hop-by-hop headers, stream the body back with a read timeout.
 //! 7. **log**: the request id goes back to the client (access logs come later).
 
@@ -23,12 +23,13 @@ use error::ProxyError;
 pub(crate) use headers::client_address;
 
 use crate::snapshot::{Action, CompiledRoute, MockResponse, Snapshot};
-use crate::upstream::Pools;
+use crate::upstream::{Admission, Fallback, Pools, Upstream};
 use headers::X_REQUEST_ID;
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use portico_model::Method;
 use std::borrow::Cow;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Limits that apply to every request, whatever the route.
 #[derive(Debug, Clone)]
@@ -93,13 +94,56 @@ async fn forward(
     };
     let path = rewrite::upstream_path(&route.rewrite, &route.patterns[pattern], request.uri().path());
 
-    // 5. upstream
+    // 5. upstream: circuit breaker, bulkhead, then the exchange (balancer, pool, retries).
+    // The breaker goes first so that an open circuit answers at once instead of queueing.
+    let admission = upstream.breaker.as_ref().map(|policy| (policy, upstream.state.breaker.admit(policy)));
+    if let Some((policy, Admission::Rejected(wait_ms))) = admission {
+        return match &policy.fallback {
+            Some(Fallback::Mock(mock)) => Ok(mock_response(mock)),
+            Some(Fallback::Service(name)) => match snapshot.upstream(name) {
+                Some(other) => forward_to(request, route, other, path, client, pools, request_id, None).await,
+                None => Err(ProxyError::CircuitOpen { retry_after_secs: wait_ms.div_ceil(1000) }),
+            },
+            None => Err(ProxyError::CircuitOpen { retry_after_secs: wait_ms.div_ceil(1000) }),
+        };
+    }
+    let permit = match &upstream.bulkhead {
+        Some(bulkhead) => Some(bulkhead.enter().await.ok_or(ProxyError::Overloaded)?),
+        None => None,
+    };
+    let result = forward_to(request, route, upstream, path, client, pools, request_id, permit).await;
+    if let Some((policy, admission)) = admission {
+        let failed = match &result {
+            Ok(response) => Some(policy.statuses.contains(response.status().as_u16())),
+            Err(error) if error.is_upstream_fault() => Some(true),
+            Err(_) => None,
+        };
+        upstream.state.breaker.record(policy, admission, failed);
+    }
+    result
+}
+
+/// Sends the request to `upstream` and turns its answer into the client's response.
+#[allow(clippy::too_many_arguments)]
+async fn forward_to(
+    request: Request<Incoming>,
+    route: &CompiledRoute,
+    upstream: &Upstream,
+    path: Option<String>,
+    client: &Client,
+    pools: &Pools,
+    request_id: &HeaderValue,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Result<Response<ResponseBody>, ProxyError> {
     let exchanged = exchange::send_upstream(request, route, upstream, path, client, pools, request_id).await?;
 
     // 6. response
     let (mut parts, body) = exchanged.response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
-    let body = ResponseBody::upstream(body, upstream.read_timeout, exchanged.lease, exchanged.in_flight);
+    let mut body = ResponseBody::upstream(body, upstream.read_timeout, exchanged.lease, exchanged.in_flight);
+    if let Some(permit) = permit {
+        body.hold(permit);
+    }
     Ok(Response::from_parts(parts, body))
 }
 

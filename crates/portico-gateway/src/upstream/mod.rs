@@ -3,17 +3,19 @@
 mod balance;
 pub(crate) mod health;
 mod pool;
+mod protect;
 mod state;
 
 pub(crate) use balance::hash as hash_key;
 pub(crate) use pool::{Lease, Pool, SendError};
+pub(crate) use protect::{Admission, BreakerPolicy, Bulkhead, Fallback};
 pub(crate) use state::{InFlightRequest, PassivePolicy, ServiceState};
 pub use state::{TargetReport, UpstreamStates};
 
 use balance::{Members, Ring, RoundRobin};
 use http::uri::{Authority, Scheme};
 use http::{header, HeaderName, HeaderValue};
-use portico_model::{ActiveCheck, Balance, HashOn, HostHeader, RetryOn, Service};
+use portico_model::{ActiveCheck, Balance, HashOn, HostHeader, RetryOn, Service, StatusSet};
 use state::TargetState;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -31,6 +33,8 @@ pub(crate) struct Upstream {
     pub active_check: Option<ActiveCheck>,
     pub passive_check: Option<PassivePolicy>,
     pub retries: Option<RetryPolicy>,
+    pub breaker: Option<BreakerPolicy>,
+    pub bulkhead: Option<Arc<Bulkhead>>,
     pub state: Arc<ServiceState>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -134,6 +138,20 @@ impl Upstream {
                 replay_body_bytes: r.replay_body_bytes,
                 budget_percent: r.budget_percent,
             }),
+            breaker: service.circuit_breaker.as_ref().map(|b| BreakerPolicy {
+                failure_rate_percent: b.failure_rate_percent,
+                minimum_requests: b.minimum_requests,
+                window_ms: b.window_ms,
+                open_ms: b.open_ms,
+                probes: b.probes,
+                statuses: StatusSet::parse(&b.statuses).unwrap_or_default(),
+                fallback: b.fallback.as_ref().and_then(|f| match (&f.service, &f.mock) {
+                    (Some(service), _) => Some(Fallback::Service(service.as_str().into())),
+                    (None, Some(mock)) => Some(Fallback::Mock(crate::snapshot::compile_mock(mock))),
+                    (None, None) => None,
+                }),
+            }),
+            bulkhead: service.bulkhead.as_ref().map(|b| states.bulkhead(&service.name, b)),
             state: states.service(&service.name),
             total_timeout: service.total_timeout_ms.map(Duration::from_millis),
             passive_check: service.health.passive.as_ref().map(PassivePolicy::new),

@@ -6,6 +6,7 @@
 //! (an ejected target stays ejected, a spent retry budget stays spent). Everything is
 //! atomics: the request path reads and writes it without locks.
 
+use super::protect::{Breaker, Bulkhead};
 use portico_model::{PassiveCheck, StatusSet};
 use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -228,6 +229,9 @@ pub struct TargetReport {
 #[derive(Default)]
 pub struct ServiceState {
     pub retry_budget: RetryBudget,
+    pub breaker: Breaker,
+    /// Made for the configured limits; replaced when they change.
+    bulkhead: Mutex<Option<Arc<Bulkhead>>>,
 }
 
 /// A token bucket for retries: every request a retry policy covers puts in a share of a
@@ -286,6 +290,17 @@ impl UpstreamStates {
     pub(crate) fn service(&self, service: &str) -> Arc<ServiceState> {
         let mut states = self.0.lock().unwrap_or_else(|p| p.into_inner());
         states.services.entry(service.into()).or_default().clone()
+    }
+
+    /// The bulkhead of one service, for these limits: the same one as long as the limits
+    /// stay the same. Requests in flight when they change finish in the old one.
+    pub(crate) fn bulkhead(&self, service: &str, config: &portico_model::Bulkhead) -> Arc<Bulkhead> {
+        let state = self.service(service);
+        let mut current = state.bulkhead.lock().unwrap_or_else(|p| p.into_inner());
+        match &*current {
+            Some(bulkhead) if bulkhead.config == *config => bulkhead.clone(),
+            _ => current.insert(Arc::new(Bulkhead::new(config.clone()))).clone(),
+        }
     }
 
     /// Forgets services and targets that are no longer configured.

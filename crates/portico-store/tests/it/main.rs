@@ -28,6 +28,8 @@ fn service(name: &str) -> Service {
         balance: Default::default(),
         health: Default::default(),
         retries: None,
+        circuit_breaker: None,
+        bulkhead: None,
         total_timeout_ms: None,
         scheme: Scheme::Http,
         connect_timeout_ms: 1_000,

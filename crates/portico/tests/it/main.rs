@@ -8,6 +8,7 @@ mod config_file;
 mod errors;
 mod health;
 mod helpers;
+mod protect;
 mod proxy;
 mod reload;
 mod retries;
