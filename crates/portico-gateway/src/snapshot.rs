@@ -1,5 +1,6 @@
 //! Compiling a configuration into an immutable snapshot, and the cell that holds the current one.
 
+use crate::proxy::{Condition, Fault, Mirror, Share};
 use crate::router::{Precedence, Router, Rule};
 use crate::upstream::{TargetReport, Upstream, UpstreamStates};
 use arc_swap::ArcSwap;
@@ -29,6 +30,10 @@ pub(crate) struct CompiledRoute {
     /// The service's retry policy may retry methods that are not idempotent.
     pub retry_non_idempotent: bool,
     pub action: Action,
+    /// Shares of the traffic for other services.
+    pub shares: Box<[Share]>,
+    pub mirror: Option<Mirror>,
+    pub fault: Option<Fault>,
 }
 
 /// How the path sent upstream is derived from the request path.
@@ -144,6 +149,19 @@ pub fn compile(config: &Config, revision: i64, states: &UpstreamStates) -> Resul
             (None, true) => PathRewrite::StripPrefix,
             (None, false) => PathRewrite::Keep,
         };
+        let upstream = |name: &str| upstreams.get(name).cloned().ok_or_else(|| invalid(format!("no service `{name}`")));
+        let shares = route
+            .split
+            .iter()
+            .map(|s| {
+                let when = s.when.as_ref().and_then(Condition::new);
+                Ok(Share { upstream: upstream(&s.service)?, weight: s.weight, when })
+            })
+            .collect::<Result<_, Problems>>()?;
+        let mirror = match &route.mirror {
+            Some(m) => Some(Mirror { upstream: upstream(&m.service)?, percent: m.percent }),
+            None => None,
+        };
         compiled.push(CompiledRoute {
             name: route.name.as_str().into(),
             patterns: route.path_patterns().into_iter().collect::<Result<_, _>>().map_err(invalid)?,
@@ -151,6 +169,9 @@ pub fn compile(config: &Config, revision: i64, states: &UpstreamStates) -> Resul
             max_body_bytes: route.max_body_bytes,
             retry_non_idempotent: route.retry_non_idempotent,
             action,
+            shares,
+            mirror,
+            fault: route.fault.as_ref().map(Fault::new),
         });
     }
     let live: rustc_hash::FxHashSet<(&str, &str)> =

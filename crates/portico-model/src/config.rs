@@ -51,6 +51,15 @@ impl Config {
             if !route_names.insert(route.name.as_str()) {
                 problems.push(format!("routes[{i}].name"), format!("a route named `{}` already exists", route.name));
             }
+            let others =
+                route.split.iter().enumerate().map(|(k, s)| (format!("routes[{i}].split[{k}].service"), &s.service));
+            for (path, service) in
+                others.chain(route.mirror.iter().map(|m| (format!("routes[{i}].mirror.service"), &m.service)))
+            {
+                if !service_names.contains(service.as_str()) {
+                    problems.push(path, format!("no service is named `{service}`"));
+                }
+            }
             if let Some(service) = &route.service {
                 if !service_names.contains(service.as_str()) {
                     problems.push(format!("routes[{i}].service"), format!("no service is named `{service}`"));

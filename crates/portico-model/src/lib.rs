@@ -13,6 +13,7 @@ mod protect;
 mod retry;
 mod route;
 mod service;
+mod traffic;
 
 pub use balance::{ActiveCheck, Balance, HashOn, Health, PassiveCheck, StatusSet};
 pub use config::{parse_yaml, Config};
@@ -23,3 +24,4 @@ pub use protect::{Bulkhead, CircuitBreaker, Fallback};
 pub use retry::{Retries, RetryOn};
 pub use route::{HeaderMatch, MockResponse, Route};
 pub use service::{HostHeader, Scheme, Service, Target};
+pub use traffic::{Fault, FaultAbort, FaultDelay, Mirror, Split, When};

@@ -1,6 +1,6 @@
 //! Routes: which requests go where.
 
-use crate::{validate_name, HostPattern, Method, MethodSet, PathPattern, Problems};
+use crate::{validate_name, Fault, HostPattern, Method, MethodSet, Mirror, PathPattern, Problems, Split};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -48,6 +48,15 @@ pub struct Route {
     /// A fixed response Portico sends itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<MockResponse>,
+    /// Shares of the traffic for other services (canaries, blue/green).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<Split>,
+    /// A shadow service that gets a copy of the requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
+    /// Delays and errors injected for chaos tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
 }
 
 /// A response Portico answers with, without calling any upstream.
@@ -148,6 +157,13 @@ impl Route {
             }
             (None, Some(mock)) => mock.validate("mock", &mut problems),
         }
+        crate::traffic::validate(
+            &self.split,
+            self.mirror.as_ref(),
+            self.fault.as_ref(),
+            self.service.is_some(),
+            &mut problems,
+        );
         problems.into_result()
     }
 
@@ -203,6 +219,9 @@ mod tests {
             service: Some("users".into()),
             retry_non_idempotent: false,
             mock: None,
+            split: vec![],
+            mirror: None,
+            fault: None,
         }
     }
 

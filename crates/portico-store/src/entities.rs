@@ -68,7 +68,12 @@ impl Entity for Service {
         &config.services
     }
     fn dependents(config: &Config, name: &str) -> Vec<String> {
-        let routes = config.routes.iter().filter(|r| r.service.as_deref() == Some(name)).map(|r| r.name.clone());
+        let uses = |r: &&Route| {
+            r.service.as_deref() == Some(name)
+                || r.split.iter().any(|s| s.service == name)
+                || r.mirror.as_ref().is_some_and(|m| m.service == name)
+        };
+        let routes = config.routes.iter().filter(uses).map(|r| r.name.clone());
         let falling_back = config
             .services
             .iter()

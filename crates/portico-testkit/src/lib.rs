@@ -52,6 +52,8 @@ pub struct MockUpstream {
 /// What a test can change while the upstream runs.
 #[derive(Default)]
 struct Behaviour {
+    /// Request body bytes received by the echo.
+    body_bytes: AtomicU64,
     unhealthy: AtomicBool,
     delay_ms: AtomicU64,
     failing: Mutex<Failing>,
@@ -124,6 +126,11 @@ impl MockUpstream {
     /// Makes `/health` answer 503 (`false`) or 200 (`true`).
     pub fn set_healthy(&self, healthy: bool) {
         self.behaviour.unhealthy.store(!healthy, Ordering::Relaxed);
+    }
+
+    /// Request body bytes the echo has received, over all requests.
+    pub fn body_bytes(&self) -> u64 {
+        self.behaviour.body_bytes.load(Ordering::Relaxed)
     }
 
     /// Makes every request but `/health` fail this way.
@@ -212,6 +219,7 @@ async fn respond(
         _ => {
             let (head, body) = request.into_parts();
             let size = body.collect().await.map_err(std::io::Error::other)?.to_bytes().len();
+            behaviour.body_bytes.fetch_add(size as u64, Ordering::Relaxed);
             let headers: serde_json::Map<String, serde_json::Value> = head
                 .headers
                 .iter()

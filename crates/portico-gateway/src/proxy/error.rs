@@ -32,6 +32,8 @@ pub enum ProxyError {
     CircuitOpen { retry_after_secs: u64 },
     /// The service's bulkhead is full, and so is its queue.
     Overloaded,
+    /// The route's fault policy failed the request on purpose.
+    FaultInjected(StatusCode),
 }
 
 impl ProxyError {
@@ -80,6 +82,7 @@ impl ProxyError {
                 "service_busy",
                 "the upstream service has as many requests as it may take",
             ),
+            ProxyError::FaultInjected(status) => (status, "fault_injected", "this route injects faults for testing"),
         }
     }
 

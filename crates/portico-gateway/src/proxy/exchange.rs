@@ -10,7 +10,8 @@
 use super::body::{BodyError, Progress, RequestBody};
 use super::error::ProxyError;
 use super::headers::{self, X_REQUEST_ID};
-use super::Client;
+use super::traffic::{Copy, MIRROR_BODY_BYTES};
+use super::{Client, RequestContext};
 use crate::snapshot::CompiledRoute;
 use crate::upstream::{hash_key, HashKey, InFlightRequest, Lease, Pools, RetryPolicy, SendError, Upstream};
 use http::uri::PathAndQuery;
@@ -28,6 +29,8 @@ pub(super) struct Exchanged {
     pub response: Response<Incoming>,
     pub lease: Lease,
     pub in_flight: Option<InFlightRequest>,
+    /// The request as sent, for a mirror, when one was asked for and the body was kept whole.
+    pub copy: Option<Copy>,
 }
 
 /// Why one try failed, and the request if it never left.
@@ -49,10 +52,10 @@ pub(super) async fn send_upstream(
     route: &CompiledRoute,
     upstream: &Upstream,
     path: Option<String>,
-    client: &Client,
-    pools: &Pools,
-    request_id: &HeaderValue,
+    cx: &RequestContext<'_>,
+    mirror: bool,
 ) -> Result<Exchanged, ProxyError> {
+    let RequestContext { client, pools, request_id } = *cx;
     let (mut parts, body) = request.into_parts();
     let key = upstream.hash_on().and_then(|on| balance_key(on, &parts, client)).map(hash_key);
 
@@ -83,9 +86,13 @@ pub(super) async fn send_upstream(
     if let Some(policy) = policy {
         upstream.state.retry_budget.deposit(policy.budget_percent);
     }
-    let (body, progress) = RequestBody::new(body, route.max_body_bytes, policy.map(|p| p.replay_body_bytes));
-    // What a retry needs to send the request again, kept only when a retry may happen.
-    let head = policy.map(|_| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+    let keep = match (policy.map(|p| p.replay_body_bytes), mirror.then_some(MIRROR_BODY_BYTES)) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let (body, progress) = RequestBody::new(body, route.max_body_bytes, keep);
+    // What a retry or a mirror needs to send the request again, kept only when needed.
+    let head = (policy.is_some() || mirror).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
     let mut request = Request::from_parts(parts, body);
     let deadline = upstream.total_timeout.map(|total| Instant::now() + total);
 
@@ -139,7 +146,10 @@ pub(super) async fn send_upstream(
             }
         }
         return match outcome {
-            Ok((response, lease)) => Ok(Exchanged { response, lease, in_flight }),
+            Ok((response, lease)) => {
+                let copy = if mirror { copy_of(head, progress.as_deref()) } else { None };
+                Ok(Exchanged { response, lease, in_flight, copy })
+            }
             Err(failed) => Err(failed.error),
         };
     }
@@ -200,6 +210,16 @@ fn replay(head: Option<&(Method, Uri, HeaderMap)>, progress: Option<&Progress>) 
     *request.uri_mut() = uri.clone();
     *request.headers_mut() = headers.clone();
     Some(request)
+}
+
+/// The request as sent, for a mirror; `None` if its body was not kept whole.
+fn copy_of(head: Option<(Method, Uri, HeaderMap)>, progress: Option<&Progress>) -> Option<Copy> {
+    let (method, uri, headers) = head?;
+    let body = match progress {
+        None => Vec::new(),
+        Some(progress) => progress.replay()?,
+    };
+    Some(Copy { method, uri, headers, body })
 }
 
 /// The key a hashing balancer uses for this request, if the request has one.

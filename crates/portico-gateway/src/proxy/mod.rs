@@ -6,9 +6,11 @@
 //! 1. **accept**: limits on the request head (the connection-level limits live in `server`).
 //! 2. **route**: match host, path, method and headers; nothing matches → 404.
 //! 3. **access**: who may call (authentication, authorization, rate limits) — none yet.
-//! 4. **rewrite**: body limit (declared length); mock responses end the request here; path rewrite.
+//! 4. **rewrite**: body limit (declared length); injected faults; mock responses end the request
+//!    here; the service of a split route is chosen; path rewrite.
 //! 5. **upstream**: circuit breaker (open: 503 or the fallback), bulkhead (full: 503), then
-//!    pick an available target, send from the pool with timeouts, retry (`exchange`).
+//!    pick an available target, send from the pool with timeouts, retry (`exchange`); a copy
+//!    goes to the mirror, if any (`traffic`).
 //! 6. **response**: strip hop-by-hop headers, stream the body back with a read timeout.
 //! 7. **log**: the request id goes back to the client (access logs come later).
 
@@ -17,10 +19,12 @@ mod error;
 mod exchange;
 mod headers;
 mod rewrite;
+mod traffic;
 
 pub(crate) use body::{RequestBody, ResponseBody};
 use error::ProxyError;
 pub(crate) use headers::client_address;
+pub(crate) use traffic::{Condition, Fault, Mirror, Share};
 
 use crate::snapshot::{Action, CompiledRoute, MockResponse, Snapshot};
 use crate::upstream::{Admission, Fallback, Pools, Upstream};
@@ -41,6 +45,14 @@ pub struct RequestLimits {
 /// Who sent a request: the connection's peer, with its address ready as a header value.
 pub struct Client {
     pub address: HeaderValue,
+}
+
+/// What the phases of one request need besides the request itself.
+#[derive(Clone, Copy)]
+pub(crate) struct RequestContext<'a> {
+    pub client: &'a Client,
+    pub pools: &'a Pools,
+    pub request_id: &'a HeaderValue,
 }
 
 /// Proxies one request and always produces a response, carrying the request id.
@@ -68,6 +80,7 @@ async fn forward(
     limits: &RequestLimits,
     request_id: &HeaderValue,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    let cx = RequestContext { client, pools, request_id };
     // 1. accept
     if headers::head_size(request.headers()) > limits.max_header_bytes {
         return Err(ProxyError::HeadersTooLarge);
@@ -88,9 +101,12 @@ async fn forward(
             return Err(ProxyError::BodyTooLarge);
         }
     }
+    if let Some(fault) = &route.fault {
+        fault.apply(request.headers()).await?;
+    }
     let upstream = match &route.action {
         Action::Mock(mock) => return Ok(mock_response(mock)),
-        Action::Forward(upstream) => upstream,
+        Action::Forward(upstream) => traffic::choose(&route.shares, upstream, request.headers()),
     };
     let path = rewrite::upstream_path(&route.rewrite, &route.patterns[pattern], request.uri().path());
 
@@ -101,7 +117,7 @@ async fn forward(
         return match &policy.fallback {
             Some(Fallback::Mock(mock)) => Ok(mock_response(mock)),
             Some(Fallback::Service(name)) => match snapshot.upstream(name) {
-                Some(other) => forward_to(request, route, other, path, client, pools, request_id, None).await,
+                Some(other) => forward_to(request, route, other, path, &cx, None, None).await,
                 None => Err(ProxyError::CircuitOpen { retry_after_secs: wait_ms.div_ceil(1000) }),
             },
             None => Err(ProxyError::CircuitOpen { retry_after_secs: wait_ms.div_ceil(1000) }),
@@ -111,7 +127,8 @@ async fn forward(
         Some(bulkhead) => Some(bulkhead.enter().await.ok_or(ProxyError::Overloaded)?),
         None => None,
     };
-    let result = forward_to(request, route, upstream, path, client, pools, request_id, permit).await;
+    let mirror = route.mirror.as_ref().filter(|m| m.wanted());
+    let result = forward_to(request, route, upstream, path, &cx, permit, mirror).await;
     if let Some((policy, admission)) = admission {
         let failed = match &result {
             Ok(response) => Some(policy.statuses.contains(response.status().as_u16())),
@@ -124,18 +141,19 @@ async fn forward(
 }
 
 /// Sends the request to `upstream` and turns its answer into the client's response.
-#[allow(clippy::too_many_arguments)]
 async fn forward_to(
     request: Request<Incoming>,
     route: &CompiledRoute,
     upstream: &Upstream,
     path: Option<String>,
-    client: &Client,
-    pools: &Pools,
-    request_id: &HeaderValue,
+    cx: &RequestContext<'_>,
     permit: Option<OwnedSemaphorePermit>,
+    mirror: Option<&Mirror>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let exchanged = exchange::send_upstream(request, route, upstream, path, client, pools, request_id).await?;
+    let exchanged = exchange::send_upstream(request, route, upstream, path, cx, mirror.is_some()).await?;
+    if let (Some(mirror), Some(copy)) = (mirror, exchanged.copy) {
+        mirror.send(copy, cx.pools);
+    }
 
     // 6. response
     let (mut parts, body) = exchanged.response.into_parts();

@@ -216,14 +216,17 @@ impl Upstream {
 /// The connection pools of one worker, keyed by connect timeout because the timeout is a
 /// property of the connector. Pools are per worker so that a connection is always driven by
 /// the runtime that uses it.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Pools {
-    pools: Mutex<Vec<(Duration, Arc<Pool>)>>,
+    by_connect_timeout: Arc<Mutex<Vec<PoolFor>>>,
 }
+
+/// The pool for one connect timeout.
+type PoolFor = (Duration, Arc<Pool>);
 
 impl Pools {
     pub fn pool(&self, connect_timeout: Duration) -> Arc<Pool> {
-        let mut pools = self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pools = self.by_connect_timeout.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((_, pool)) = pools.iter().find(|(t, _)| *t == connect_timeout) {
             return pool.clone();
         }

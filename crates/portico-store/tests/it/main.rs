@@ -53,6 +53,9 @@ fn route(name: &str, path: &str, service: &str) -> Route {
         service: Some(service.into()),
         retry_non_idempotent: false,
         mock: None,
+        split: vec![],
+        mirror: None,
+        fault: None,
     }
 }
 

@@ -12,3 +12,4 @@ mod protect;
 mod proxy;
 mod reload;
 mod retries;
+mod traffic;
