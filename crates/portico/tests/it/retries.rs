@@ -131,3 +131,49 @@ async fn timeouts_per_try_and_in_total() {
     edited["retries"] = Value::Null;
     portico.stop().await;
 }
+
+#[tokio::test]
+async fn a_target_dying_and_coming_back_under_load_costs_clients_nothing() {
+    let (a, b) = (MockUpstream::start("a").await, MockUpstream::start("b").await);
+    let portico = Portico::start().await;
+    let extra = json!({
+        "read_timeout_ms": 2000,
+        "retries": {"attempts": 2, "backoff_ms": 5},
+        "health": {
+            "active": {"path": "/health", "interval_ms": 50, "healthy_threshold": 2, "unhealthy_threshold": 1},
+            "passive": {"failures": 2, "ejection_ms": 300, "max_ejection_ms": 1000}
+        }
+    });
+    service(&portico, &[&a, &b], extra).await;
+    portico.create("routes", json!({"name": "api", "service": "api"})).await;
+
+    let a_addr = a.addr;
+    let load = async {
+        let lanes = (0..4).map(|_| async {
+            let started = Instant::now();
+            let mut seen = Vec::new();
+            while started.elapsed() < Duration::from_millis(2000) {
+                let sent = Instant::now();
+                let (status, upstream) = portico.answered_by(portico.get("/delay/5")).await;
+                seen.push((status, upstream, sent.elapsed()));
+            }
+            seen
+        });
+        futures_util::future::join_all(lanes).await.into_iter().flatten().collect::<Vec<_>>()
+    };
+    let chaos = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        MockUpstream::start_on("a", a_addr).await
+    };
+    let (seen, _a_again) = tokio::join!(load, chaos);
+
+    let failed: Vec<_> = seen.iter().filter(|(status, _, _)| *status != 200).collect();
+    assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), seen.len());
+    let slowest = seen.iter().map(|(_, _, took)| *took).max().unwrap_or_default();
+    assert!(slowest < Duration::from_millis(1000), "no request hangs: the slowest took {slowest:?}");
+    let from_a_at_the_end = seen.iter().rev().take(40).filter(|(_, upstream, _)| upstream == "a").count();
+    assert!(from_a_at_the_end > 0, "a is back in rotation once it returns");
+    portico.stop().await;
+}
