@@ -10,6 +10,7 @@ mod auth;
 mod entities;
 mod openapi;
 mod problem;
+mod registry;
 mod state;
 mod system;
 mod targets;
@@ -19,6 +20,9 @@ pub use state::{AdminState, ConfigSource, RuntimeStatus};
 
 use axum::routing::get;
 use axum::Router;
+
+/// Where the service registry lives; registry-scoped tokens may use nothing else.
+pub const REGISTRY_PREFIX: &str = "/api/v1/registry/";
 
 /// The only paths that answer without a token: probes for load balancers and orchestrators.
 pub const PUBLIC_PATHS: &[&str] = &["/api/v1/health", "/api/v1/ready"];
@@ -39,6 +43,9 @@ pub fn router(state: AdminState) -> Router {
             "/api/v1/routes/{name}",
             get(entities::get_route).put(entities::put_route).delete(entities::delete_route),
         )
+        .route("/api/v1/registry/{name}/instances", get(registry::list).post(registry::register))
+        .route("/api/v1/registry/{name}/instances/{id}", axum::routing::delete(registry::deregister))
+        .route("/api/v1/registry/{name}/instances/{id}/heartbeat", axum::routing::put(registry::heartbeat))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     let public = Router::new().route(PUBLIC_PATHS[0], get(system::health)).route(PUBLIC_PATHS[1], get(system::ready));
     public

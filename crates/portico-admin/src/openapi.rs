@@ -2,12 +2,13 @@
 
 use crate::entities::{self, Page, Versioned};
 use crate::problem::ProblemBody;
+use crate::registry;
 use crate::system;
 use crate::targets;
 use axum::Json;
 use portico_model::{
-    ActiveCheck, Balance, Bulkhead, CircuitBreaker, Fallback, HashOn, Health, HostHeader, MockResponse, PassiveCheck,
-    Problem, Retries, Route, Scheme, Service, Target,
+    ActiveCheck, Balance, Bulkhead, CircuitBreaker, Discovery, DnsDiscovery, Fallback, HashOn, Health, HostHeader,
+    MockResponse, PassiveCheck, Problem, Retries, Route, Scheme, Service, Target,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -19,9 +20,10 @@ use utoipa::{Modify, OpenApi};
         system::health, system::ready, system::status,
         entities::list_services, entities::create_service, entities::get_service, entities::put_service, entities::delete_service,
         targets::service_health,
+        registry::register, registry::heartbeat, registry::deregister, registry::list,
         entities::list_routes, entities::create_route, entities::get_route, entities::put_route, entities::delete_route,
     ),
-    components(schemas(Service, Target, Scheme, HostHeader, Balance, HashOn, Health, ActiveCheck, PassiveCheck, Retries, CircuitBreaker, Fallback, Bulkhead, Route, MockResponse, Problem, ProblemBody,
+    components(schemas(Service, Target, Scheme, HostHeader, Balance, HashOn, Health, ActiveCheck, PassiveCheck, Retries, CircuitBreaker, Fallback, Bulkhead, Discovery, DnsDiscovery, Route, MockResponse, Problem, ProblemBody,
                        Versioned<Service>, Versioned<Route>, Page<Service>, Page<Route>)),
     modifiers(&BearerToken),
     security(("admin_token" = [])),

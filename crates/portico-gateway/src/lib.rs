@@ -19,5 +19,6 @@ mod server;
 
 pub use server::{bind_listeners, Gateway, GatewayHandle, ProxySettings};
 pub use snapshot::{compile, ServiceReport, Snapshot, SnapshotCell};
+pub use upstream::dns::run_dns_discovery;
 pub use upstream::health::run_health_checks;
-pub use upstream::{TargetReport, UpstreamStates};
+pub use upstream::{Discovered, TargetReport, UpstreamStates};

@@ -2,7 +2,7 @@
 
 use crate::proxy::{Condition, Fault, Mirror, Share};
 use crate::router::{Precedence, Router, Rule};
-use crate::upstream::{TargetReport, Upstream, UpstreamStates};
+use crate::upstream::{Discovered, TargetReport, Upstream, UpstreamStates};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -87,6 +87,11 @@ impl Snapshot {
         self.routes.len()
     }
 
+    /// The registry names that services take their targets from.
+    pub fn registry_names(&self) -> Vec<&str> {
+        self.upstreams.iter().filter_map(|u| u.discovery_source.as_deref()?.strip_prefix("registry:")).collect()
+    }
+
     /// A service by name.
     pub(crate) fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.upstreams.binary_search_by(|u| (*u.name).cmp(name)).ok().map(|i| &self.upstreams[i])
@@ -99,12 +104,11 @@ impl Snapshot {
         Some(ServiceReport {
             circuit: upstream.breaker.as_ref().map(|_| upstream.state.breaker.state_name()),
             bulkhead_in_flight: upstream.bulkhead.as_ref().map(|b| b.in_flight()),
-            targets: upstream
-                .targets
-                .iter()
-                .zip(upstream.weights())
-                .map(|(t, &w)| (t.authority.to_string(), w, t.state.report()))
-                .collect(),
+            targets: {
+                let members = upstream.members();
+                let targets = members.targets.iter().zip(members.weights());
+                targets.map(|(t, &w)| (t.authority.to_string(), w, t.state.report())).collect()
+            },
         })
     }
 }
@@ -122,10 +126,15 @@ pub struct ServiceReport {
 /// Compiles a configuration. It validates first, so a snapshot is only ever built from a
 /// configuration that is correct as a whole. Targets take their run-time state from
 /// `states`, so that what was learnt about them survives the reload.
-pub fn compile(config: &Config, revision: i64, states: &UpstreamStates) -> Result<Snapshot, Problems> {
+pub fn compile(
+    config: &Config,
+    revision: i64,
+    states: &UpstreamStates,
+    discovered: &Discovered,
+) -> Result<Snapshot, Problems> {
     config.validate()?;
     let upstreams: HashMap<&str, Arc<Upstream>> =
-        config.services.iter().map(|s| (s.name.as_str(), Arc::new(Upstream::new(s, states)))).collect();
+        config.services.iter().map(|s| (s.name.as_str(), Arc::new(Upstream::new(s, states, discovered)))).collect();
     let mut routes: Vec<&Route> = config.routes.iter().collect();
     // Route order breaks ties in the router; sorting by name makes it independent of input order.
     routes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -176,7 +185,13 @@ pub fn compile(config: &Config, revision: i64, states: &UpstreamStates) -> Resul
     }
     let live: rustc_hash::FxHashSet<(&str, &str)> =
         config.services.iter().flat_map(|s| s.targets.iter().map(|t| (s.name.as_str(), t.address.as_str()))).collect();
-    states.retain(|service, address| live.contains(&(service, address)), |service| upstreams.contains_key(service));
+    // Discovered services keep their targets' state: their targets are not in the config.
+    let discovering: rustc_hash::FxHashSet<&str> =
+        config.services.iter().filter(|s| s.discovery.is_some()).map(|s| s.name.as_str()).collect();
+    states.retain(
+        |service, address| live.contains(&(service, address)) || discovering.contains(service),
+        |service| upstreams.contains_key(service),
+    );
     let mut upstreams: Vec<Arc<Upstream>> = upstreams.into_values().collect();
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Snapshot { revision, router: Router::new(rules), routes: compiled, upstreams })

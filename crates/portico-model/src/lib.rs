@@ -6,6 +6,7 @@
 
 mod balance;
 mod config;
+mod discovery;
 mod names;
 mod pattern;
 mod problem;
@@ -17,11 +18,12 @@ mod traffic;
 
 pub use balance::{ActiveCheck, Balance, HashOn, Health, PassiveCheck, StatusSet};
 pub use config::{parse_yaml, Config};
+pub use discovery::{Discovery, DnsDiscovery};
 pub use names::validate_name;
 pub use pattern::{HostPattern, Method, MethodSet, PathPattern, Segment};
 pub use problem::{Problem, Problems};
 pub use protect::{Bulkhead, CircuitBreaker, Fallback};
 pub use retry::{Retries, RetryOn};
 pub use route::{HeaderMatch, MockResponse, Route};
-pub use service::{HostHeader, Scheme, Service, Target};
+pub use service::{parse_address, HostHeader, Scheme, Service, Target, MAX_WEIGHT};
 pub use traffic::{Fault, FaultAbort, FaultDelay, Mirror, Split, When};

@@ -1,6 +1,6 @@
 //! Services: the upstreams that routes send traffic to.
 
-use crate::{validate_name, Balance, Bulkhead, CircuitBreaker, Health, Problems, Retries};
+use crate::{validate_name, Balance, Bulkhead, CircuitBreaker, Discovery, Health, Problems, Retries};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -11,8 +11,12 @@ pub struct Service {
     /// Unique name; routes refer to the service by it.
     #[serde(default)]
     pub name: String,
-    /// The instances to balance over.
+    /// The instances to balance over, when they are listed here.
+    #[serde(default)]
     pub targets: Vec<Target>,
+    /// Where the targets come from when they are not listed: the registry or DNS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<Discovery>,
     /// How requests are spread over the targets (default: smooth weighted round robin).
     #[serde(default, skip_serializing_if = "Balance::is_default")]
     pub balance: Balance,
@@ -114,8 +118,11 @@ impl Service {
         if let Err(message) = validate_name(&self.name) {
             problems.push("name", message);
         }
-        if self.targets.is_empty() {
-            problems.push("targets", "a service needs at least one target");
+        match (&self.discovery, self.targets.is_empty()) {
+            (None, true) => problems.push("targets", "a service needs at least one target, or `discovery`"),
+            (Some(_), false) => problems.push("targets", "list targets or use `discovery`, not both"),
+            (Some(discovery), true) => discovery.validate(&mut problems),
+            (None, false) => {}
         }
         for (i, target) in self.targets.iter().enumerate() {
             if let Err(message) = parse_address(&target.address) {
@@ -181,6 +188,7 @@ mod tests {
         Service {
             name: "users".into(),
             targets: vec![Target { address: address.into(), weight: 1 }],
+            discovery: None,
             balance: Balance::default(),
             health: Health::default(),
             retries: None,

@@ -13,10 +13,12 @@
 
 mod entities;
 mod error;
+mod registry;
 mod store;
 mod tokens;
 
 pub use entities::{Entity, Kind, Precondition, Stored};
 pub use error::StoreError;
+pub use registry::{now_ms, Instance};
 pub use store::{Backend, Store};
-pub use tokens::{AdminToken, NewToken};
+pub use tokens::{AdminToken, NewToken, Scope};

@@ -15,8 +15,36 @@ const TOKEN_PREFIX: &str = "portico_";
 pub struct AdminToken {
     pub id: String,
     pub name: String,
+    pub scope: Scope,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Everything.
+    Admin,
+    /// Only the registry: register, heartbeat, deregister and list instances.
+    Registry,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Registry => "registry",
+        }
+    }
+
+    fn parse(text: &str) -> Scope {
+        if text == "registry" {
+            Scope::Registry
+        } else {
+            Scope::Admin
+        }
+    }
 }
 
 /// A freshly created token, with the secret that is never shown again.
@@ -28,30 +56,33 @@ pub struct NewToken {
 
 impl Store {
     /// Creates a token and returns its secret, which is not kept.
-    pub async fn create_token(&self, name: &str) -> Result<NewToken, StoreError> {
+    pub async fn create_token(&self, name: &str, scope: Scope) -> Result<NewToken, StoreError> {
         let id = hex(&random_bytes::<6>()?);
         let secret = format!("{TOKEN_PREFIX}{}", hex(&random_bytes::<32>()?));
         let created_at = now();
-        sqlx::query("INSERT INTO admin_tokens (id, name, hash, created_at) VALUES ($1, $2, $3, $4)")
+        sqlx::query("INSERT INTO admin_tokens (id, name, hash, created_at, scope) VALUES ($1, $2, $3, $4, $5)")
             .bind(&id)
             .bind(name)
             .bind(hash(&secret))
             .bind(created_at)
+            .bind(scope.as_str())
             .execute(self.pool())
             .await?;
-        Ok(NewToken { token: AdminToken { id, name: name.to_owned(), created_at, revoked_at: None }, secret })
+        Ok(NewToken { token: AdminToken { id, name: name.to_owned(), scope, created_at, revoked_at: None }, secret })
     }
 
     /// Every token, revoked ones included, oldest first.
     pub async fn list_tokens(&self) -> Result<Vec<AdminToken>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, created_at, revoked_at FROM admin_tokens ORDER BY created_at, id")
-            .fetch_all(self.pool())
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, name, created_at, revoked_at, scope FROM admin_tokens ORDER BY created_at, id")
+                .fetch_all(self.pool())
+                .await?;
         rows.iter()
             .map(|row| {
                 Ok(AdminToken {
                     id: row.try_get(0)?,
                     name: row.try_get(1)?,
+                    scope: Scope::parse(row.try_get(4)?),
                     created_at: row.try_get(2)?,
                     revoked_at: row.try_get(3)?,
                 })
@@ -79,14 +110,16 @@ impl Store {
         if !secret.starts_with(TOKEN_PREFIX) {
             return Ok(None);
         }
-        let row = sqlx::query("SELECT id, name, created_at FROM admin_tokens WHERE hash = $1 AND revoked_at IS NULL")
-            .bind(hash(secret))
-            .fetch_optional(self.pool())
-            .await?;
+        let row =
+            sqlx::query("SELECT id, name, created_at, scope FROM admin_tokens WHERE hash = $1 AND revoked_at IS NULL")
+                .bind(hash(secret))
+                .fetch_optional(self.pool())
+                .await?;
         Ok(match row {
             Some(row) => Some(AdminToken {
                 id: row.try_get(0)?,
                 name: row.try_get(1)?,
+                scope: Scope::parse(row.try_get(3)?),
                 created_at: row.try_get(2)?,
                 revoked_at: None,
             }),
@@ -101,7 +134,7 @@ impl Store {
     }
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes)
         .map_err(|e| StoreError::Database(sqlx::Error::Configuration(format!("no secure randomness: {e}").into())))?;
@@ -112,6 +145,6 @@ fn hash(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -18,8 +18,10 @@
 //! every request fail with a status or a reset connection. Dropping the upstream kills it the
 //! way a crashed instance dies: new connections are refused and open ones are cut.
 
+mod dns;
 mod postgres;
 
+pub use dns::Dnsmasq;
 pub use postgres::{fresh_postgres, POSTGRES_URL_VAR};
 
 use bytes::Bytes;

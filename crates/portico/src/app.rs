@@ -5,8 +5,11 @@ use crate::control::{ConfigFile, Control};
 use crate::settings::Settings;
 use anyhow::Context;
 use portico_admin::{AdminState, ConfigSource, RuntimeStatus};
-use portico_gateway::{bind_listeners, run_health_checks, Gateway, GatewayHandle, Snapshot, SnapshotCell};
-use portico_store::Store;
+use portico_gateway::{
+    bind_listeners, run_dns_discovery, run_health_checks, Discovered, Gateway, GatewayHandle, Snapshot, SnapshotCell,
+    UpstreamStates,
+};
+use portico_store::{Scope, Store};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,11 +35,17 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
     let store =
         Store::open(&settings.store).await.with_context(|| format!("cannot open the store {}", settings.store))?;
     let initial_token =
-        if store.has_tokens().await? { None } else { Some(store.create_token("initial").await?.secret) };
+        if store.has_tokens().await? { None } else { Some(store.create_token("initial", Scope::Admin).await?.secret) };
 
     let snapshots = SnapshotCell::new(Snapshot::empty());
     let status = Arc::new(RuntimeStatus::default());
-    let control = Control { snapshots: snapshots.clone(), upstreams: Default::default(), status: status.clone() };
+    let (upstreams, discovered) = (UpstreamStates::default(), Discovered::default());
+    let control = Control {
+        snapshots: snapshots.clone(),
+        upstreams: upstreams.clone(),
+        discovered: discovered.clone(),
+        status: status.clone(),
+    };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let reload = Arc::new(Notify::new());
     let mut tasks = Vec::new();
@@ -67,7 +76,20 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
     let admin_addr = admin.local_addr()?;
     let gateway = Gateway::new(snapshots.clone(), settings.proxy.clone()).spawn(listeners, shutdown_rx.clone())?;
 
-    tasks.push(tokio::spawn(run_health_checks(snapshots.clone(), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(run_health_checks(snapshots.clone(), discovered.clone(), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(run_dns_discovery(
+        snapshots.clone(),
+        discovered.clone(),
+        upstreams.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::registry::follow_registry(
+        store.clone(),
+        discovered,
+        snapshots.clone(),
+        upstreams,
+        shutdown_rx.clone(),
+    )));
     let router = portico_admin::router(AdminState::new(store.clone(), source, status, snapshots));
     let mut admin_shutdown = shutdown_rx;
     tasks.push(tokio::spawn(async move {

@@ -67,6 +67,10 @@ pub enum TokenCommand {
     Create {
         #[arg(long)]
         name: String,
+        /// `admin` (everything) or `registry` (only register, heartbeat and deregister
+        /// service instances: the token to give services).
+        #[arg(long, default_value = "admin", value_parser = ["admin", "registry"])]
+        scope: String,
     },
     /// List tokens (never their secrets).
     List,

@@ -3,7 +3,7 @@
 use crate::cli::TokenCommand;
 use anyhow::{bail, Context};
 use portico_model::{parse_yaml, Config};
-use portico_store::Store;
+use portico_store::{Scope, Store};
 use std::io::Write;
 use std::path::Path;
 
@@ -80,19 +80,21 @@ pub async fn export(store: &Store) -> anyhow::Result<String> {
 /// `portico admin token ...`.
 pub async fn token(store: &Store, command: &TokenCommand, out: &mut impl Write) -> anyhow::Result<()> {
     match command {
-        TokenCommand::Create { name } => {
+        TokenCommand::Create { name, scope } => {
             if name.trim().is_empty() {
                 bail!("a token needs a name");
             }
-            let new = store.create_token(name).await?;
+            let scope = if scope == "registry" { Scope::Registry } else { Scope::Admin };
+            let new = store.create_token(name, scope).await?;
             writeln!(out, "{}", new.secret)?;
-            eprintln!("Created admin token {} ({name}). It is shown only this once.", new.token.id);
+            eprintln!("Created {} token {} ({name}). It is shown only this once.", scope.as_str(), new.token.id);
         }
         TokenCommand::List => {
-            writeln!(out, "{:<14} {:<24} {:<12} STATUS", "ID", "NAME", "CREATED")?;
+            writeln!(out, "{:<14} {:<24} {:<9} {:<12} STATUS", "ID", "NAME", "SCOPE", "CREATED")?;
             for token in store.list_tokens().await? {
                 let status = if token.revoked_at.is_some() { "revoked" } else { "active" };
-                writeln!(out, "{:<14} {:<24} {:<12} {status}", token.id, token.name, token.created_at)?;
+                let scope = token.scope.as_str();
+                writeln!(out, "{:<14} {:<24} {scope:<9} {:<12} {status}", token.id, token.name, token.created_at)?;
             }
         }
         TokenCommand::Revoke { id_or_name } => {

@@ -9,7 +9,7 @@
 
 use arc_swap::ArcSwap;
 use portico_admin::RuntimeStatus;
-use portico_gateway::{compile, SnapshotCell, UpstreamStates};
+use portico_gateway::{compile, Discovered, SnapshotCell, UpstreamStates};
 use portico_model::Config;
 use portico_store::Store;
 use std::path::PathBuf;
@@ -27,6 +27,8 @@ pub struct Control {
     pub snapshots: SnapshotCell,
     /// What the gateway has learnt about services and targets; every compile takes it over.
     pub upstreams: UpstreamStates,
+    /// Targets found by discovery; compiles start from them.
+    pub discovered: Discovered,
     pub status: Arc<RuntimeStatus>,
 }
 
@@ -35,13 +37,15 @@ impl Control {
     /// it runs on a blocking thread rather than stall the control runtime.
     async fn install(&self, config: Config, revision: i64) -> Result<(), String> {
         let started = Instant::now();
-        let upstreams = self.upstreams.clone();
-        let snapshot = tokio::task::spawn_blocking(move || compile(&config, revision, &upstreams))
+        let (upstreams, discovered) = (self.upstreams.clone(), self.discovered.clone());
+        let snapshot = tokio::task::spawn_blocking(move || compile(&config, revision, &upstreams, &discovered))
             .await
             .map_err(|e| format!("compiler stopped: {e}"))?
             .map_err(|problems| format!("the configuration is invalid:\n{problems}"))?;
         let (revision, routes) = (snapshot.revision, snapshot.route_count());
         self.snapshots.store(snapshot);
+        // Discovery may have moved on while this snapshot was compiled.
+        self.discovered.refresh(&self.snapshots, &self.upstreams);
         self.status.serving(revision, routes);
         let compile_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(revision, routes, compile_ms = format!("{compile_ms:.1}"), "configuration loaded");

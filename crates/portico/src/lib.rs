@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod control;
+pub mod registry;
 pub mod settings;
 
 pub use app::{start, Running};

@@ -34,6 +34,8 @@ pub enum ProxyError {
     Overloaded,
     /// The route's fault policy failed the request on purpose.
     FaultInjected(StatusCode),
+    /// The service has no targets (discovery has found no instance).
+    NoTargets,
 }
 
 impl ProxyError {
@@ -82,6 +84,9 @@ impl ProxyError {
                 "service_busy",
                 "the upstream service has as many requests as it may take",
             ),
+            ProxyError::NoTargets => {
+                (StatusCode::SERVICE_UNAVAILABLE, "no_targets", "the upstream service has no instances")
+            }
             ProxyError::FaultInjected(status) => (status, "fault_injected", "this route injects faults for testing"),
         }
     }

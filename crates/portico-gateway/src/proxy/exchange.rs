@@ -13,7 +13,9 @@ use super::headers::{self, X_REQUEST_ID};
 use super::traffic::{Copy, MIRROR_BODY_BYTES};
 use super::{Client, RequestContext};
 use crate::snapshot::CompiledRoute;
-use crate::upstream::{hash_key, HashKey, InFlightRequest, Lease, Pools, RetryPolicy, SendError, Upstream};
+use crate::upstream::{
+    hash_key, HashKey, InFlightRequest, Lease, Pools, RetryPolicy, SendError, Upstream, UpstreamTarget,
+};
 use http::uri::PathAndQuery;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -96,13 +98,17 @@ pub(super) async fn send_upstream(
     let mut request = Request::from_parts(parts, body);
     let deadline = upstream.total_timeout.map(|total| Instant::now() + total);
 
+    let members = upstream.members();
+    if members.is_empty() {
+        return Err(ProxyError::NoTargets);
+    }
     let mut tried = [usize::MAX; MAX_TRIES];
     let mut tries = 0;
     loop {
-        let index = upstream.pick(key, &tried[..tries]);
+        let index = members.pick(upstream.balancer(), key, &tried[..tries]);
         tried[tries] = index;
         tries += 1;
-        let target = &upstream.targets[index];
+        let target = &members.targets[index];
         let host = match (upstream.host_header, &client_host) {
             (HostHeader::Pass, Some(host)) => host.clone(),
             _ => target.host.clone(),
@@ -159,7 +165,7 @@ pub(super) async fn send_upstream(
 async fn try_once(
     request: Request<RequestBody>,
     upstream: &Upstream,
-    target: &crate::upstream::UpstreamTarget,
+    target: &UpstreamTarget,
     pools: &Pools,
     progress: Option<&Progress>,
     deadline: Option<Instant>,

@@ -152,8 +152,11 @@ impl Mirror {
         let (upstream, pools) = (self.upstream.clone(), pools.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let index = upstream.pick(None, &[]);
-            let target = &upstream.targets[index];
+            let members = upstream.members();
+            if members.is_empty() {
+                return;
+            }
+            let target = &members.targets[members.pick(upstream.balancer(), None, &[])];
             let mut request = Request::new(RequestBody::replayed(copy.body));
             *request.method_mut() = copy.method;
             *request.uri_mut() = copy.uri;

@@ -6,6 +6,7 @@
 //! path never waits on a probe.
 
 use super::state::TargetState;
+use super::Discovered;
 use crate::SnapshotCell;
 use bytes::Bytes;
 use http::{header, Request, Uri};
@@ -35,7 +36,7 @@ struct ProbeKey {
 }
 
 /// Runs the active health checks until `shutdown` turns true; every probe stops with it.
-pub async fn run_health_checks(snapshots: SnapshotCell, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_health_checks(snapshots: SnapshotCell, discovered: Discovered, mut shutdown: watch::Receiver<bool>) {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -49,15 +50,17 @@ pub async fn run_health_checks(snapshots: SnapshotCell, mut shutdown: watch::Rec
 
     let mut probes: JoinSet<()> = JoinSet::new();
     let mut running: HashMap<ProbeKey, AbortHandle> = HashMap::new();
-    let mut revision = None;
+    // What the running probes were set up for: a snapshot and a generation of discovered
+    // targets.
+    let mut seen = None;
     while !*shutdown.borrow() {
         let snapshot = snapshots.load();
-        if revision != Some(snapshot.revision) {
-            revision = Some(snapshot.revision);
+        if seen != Some((snapshot.revision, discovered.generation())) {
+            seen = Some((snapshot.revision, discovered.generation()));
             let mut wanted = HashMap::new();
             for upstream in &snapshot.upstreams {
                 let Some(check) = &upstream.active_check else { continue };
-                for target in upstream.targets.iter() {
+                for target in upstream.members().targets.iter() {
                     let url = format!("{}://{}{}", upstream.scheme, target.authority, check.path);
                     let key = ProbeKey { service: upstream.name.clone(), url, check: format!("{check:?}") };
                     wanted.insert(key, (check.clone(), target.state.clone()));

@@ -1,22 +1,26 @@
 //! Upstream services: targets, balancing, target health, timeouts, and the connection pools.
 
 mod balance;
+pub(crate) mod dns;
 pub(crate) mod health;
 mod pool;
 mod protect;
 mod state;
+mod targets;
 
 pub(crate) use balance::hash as hash_key;
 pub(crate) use pool::{Lease, Pool, SendError};
 pub(crate) use protect::{Admission, BreakerPolicy, Bulkhead, Fallback};
 pub(crate) use state::{InFlightRequest, PassivePolicy, ServiceState};
 pub use state::{TargetReport, UpstreamStates};
+pub use targets::Discovered;
+pub(crate) use targets::{Balancer, HashKey, TargetSet, UpstreamTarget};
 
-use balance::{Members, Ring, RoundRobin};
-use http::uri::{Authority, Scheme};
-use http::{header, HeaderName, HeaderValue};
-use portico_model::{ActiveCheck, Balance, HashOn, HostHeader, RetryOn, Service, StatusSet};
-use state::TargetState;
+use arc_swap::ArcSwap;
+use http::header;
+use http::uri::Scheme;
+use http::HeaderName;
+use portico_model::{ActiveCheck, Balance, DnsDiscovery, HashOn, HostHeader, RetryOn, Service, StatusSet};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,11 +29,13 @@ use std::time::Duration;
 pub(crate) struct Upstream {
     pub name: Box<str>,
     pub scheme: Scheme,
-    pub targets: Box<[UpstreamTarget]>,
-    states: Box<[Arc<TargetState>]>,
-    weights: Box<[u32]>,
-    round_robin: RoundRobin,
+    /// The targets now; swapped when discovery finds new ones.
+    members: ArcSwap<TargetSet>,
     balancer: Balancer,
+    /// For discovered services: where their targets come from (`registry:<name>`,
+    /// `dns:<service>`).
+    pub discovery_source: Option<String>,
+    pub dns: Option<DnsDiscovery>,
     pub active_check: Option<ActiveCheck>,
     pub passive_check: Option<PassivePolicy>,
     pub retries: Option<RetryPolicy>,
@@ -63,71 +69,45 @@ impl RetryPolicy {
     }
 }
 
-enum Balancer {
-    RoundRobin,
-    LeastRequests(AtomicUsize),
-    PeakEwma,
-    Hash(HashKey, Ring),
-}
-
-/// Where a hashing balancer finds a request's key.
-pub(crate) enum HashKey {
-    Header(HeaderName),
-    Cookie(Box<str>),
-    ClientIp,
-    Path,
-}
-
-pub(crate) struct UpstreamTarget {
-    pub authority: Authority,
-    /// The `Host` header that names this target.
-    pub host: HeaderValue,
-    pub state: Arc<TargetState>,
-}
-
 impl Upstream {
-    pub fn new(service: &Service, states: &UpstreamStates) -> Upstream {
-        let targets: Vec<UpstreamTarget> = service
-            .targets
-            .iter()
-            .filter_map(|t| {
-                // Addresses were validated as host:port, so both conversions succeed.
-                Some(UpstreamTarget {
-                    authority: t.address.parse().ok()?,
-                    host: HeaderValue::from_str(&t.address).ok()?,
-                    state: states.target(&service.name, &t.address),
-                })
-            })
-            .collect();
-        let weights: Vec<u32> = service.targets.iter().map(|t| t.weight).collect();
+    /// Compiles a service; discovered services start with what `discovered` knows now.
+    pub fn new(service: &Service, states: &UpstreamStates, discovered: &Discovered) -> Upstream {
+        let discovery = service.discovery.as_ref();
+        let discovery_source = discovery.and_then(|d| match (&d.registry, &d.dns) {
+            (Some(name), _) => Some(format!("registry:{name}")),
+            (None, Some(_)) => Some(format!("dns:{}", service.name)),
+            (None, None) => None,
+        });
+        let targets: Vec<(String, u32)> = match &discovery_source {
+            Some(source) => discovered.get(source),
+            None => service.targets.iter().map(|t| (t.address.clone(), t.weight)).collect(),
+        };
         let balancer = match &service.balance {
             Balance::RoundRobin => Balancer::RoundRobin,
             Balance::LeastRequests => Balancer::LeastRequests(AtomicUsize::new(0)),
             Balance::PeakEwma => Balancer::PeakEwma,
             Balance::Hash { on, key } => {
-                let ids: Vec<&str> = service.targets.iter().map(|t| t.address.as_str()).collect();
                 let key = key.as_deref().unwrap_or_default();
-                let source = match on {
+                Balancer::Hash(match on {
                     // Validation has checked the header name.
                     HashOn::Header => HashKey::Header(HeaderName::from_bytes(key.as_bytes()).unwrap_or(header::HOST)),
                     HashOn::Cookie => HashKey::Cookie(key.into()),
                     HashOn::ClientIp => HashKey::ClientIp,
                     HashOn::Path => HashKey::Path,
-                };
-                Balancer::Hash(source, Ring::new(&ids, &weights))
+                })
             }
         };
+        let hashed = matches!(balancer, Balancer::Hash(_));
         Upstream {
             name: service.name.as_str().into(),
             scheme: match service.scheme {
                 portico_model::Scheme::Http => Scheme::HTTP,
                 portico_model::Scheme::Https => Scheme::HTTPS,
             },
-            states: targets.iter().map(|t| t.state.clone()).collect(),
-            targets: targets.into_boxed_slice(),
-            round_robin: RoundRobin::new(&weights),
-            weights: weights.into_boxed_slice(),
+            members: ArcSwap::from_pointee(TargetSet::new(&service.name, &targets, hashed, states)),
             balancer,
+            discovery_source,
+            dns: discovery.and_then(|d| d.dns.clone()),
             active_check: service.health.active.clone(),
             retries: service.retries.as_ref().map(|r| RetryPolicy {
                 attempts: r.attempts,
@@ -162,14 +142,25 @@ impl Upstream {
         }
     }
 
-    pub fn weights(&self) -> &[u32] {
-        &self.weights
+    /// The current targets; a request keeps the set it started with.
+    pub fn members(&self) -> Arc<TargetSet> {
+        self.members.load_full()
+    }
+
+    /// Replaces the targets (discovery found new ones).
+    pub fn set_targets(&self, targets: &[(String, u32)], states: &UpstreamStates) {
+        let hashed = matches!(self.balancer, Balancer::Hash(_));
+        self.members.store(Arc::new(TargetSet::new(&self.name, targets, hashed, states)));
+    }
+
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
     }
 
     /// What a hashing balancer takes its key from; `None` for the other algorithms.
     pub fn hash_on(&self) -> Option<&HashKey> {
         match &self.balancer {
-            Balancer::Hash(on, _) => Some(on),
+            Balancer::Hash(on) => Some(on),
             _ => None,
         }
     }
@@ -177,39 +168,6 @@ impl Upstream {
     /// Whether the balancer needs requests in flight counted.
     pub fn counts_requests(&self) -> bool {
         matches!(self.balancer, Balancer::LeastRequests(_) | Balancer::PeakEwma)
-    }
-
-    /// Picks the target for a request; `key` is the hash of the request's key, for hashing
-    /// balancers. A retry (`tried` is not empty) goes to a target not tried yet where there
-    /// is one, and does not move the round-robin cursor, so that a dead target does not
-    /// become every request's first choice.
-    pub fn pick(&self, key: Option<u64>, tried: &[usize]) -> usize {
-        let members = Members { states: &self.states, weights: &self.weights };
-        let Some(&last) = tried.last() else {
-            return match (&self.balancer, key) {
-                (Balancer::LeastRequests(cursor), _) => balance::least_requests(&members, cursor),
-                (Balancer::PeakEwma, _) => balance::peak_ewma(&members),
-                (Balancer::Hash(_, ring), Some(key)) => ring.pick(key, &members),
-                (Balancer::RoundRobin | Balancer::Hash(..), _) => self.round_robin.pick(&members),
-            };
-        };
-        // Load-aware balancers still know best among the rest.
-        let again = match &self.balancer {
-            Balancer::LeastRequests(cursor) => Some(balance::least_requests(&members, cursor)),
-            Balancer::PeakEwma => Some(balance::peak_ewma(&members)),
-            _ => None,
-        };
-        if let Some(i) = again.filter(|i| !tried.contains(i)) {
-            return i;
-        }
-        // Otherwise the next target after the last one tried: available ones first.
-        let n = self.targets.len();
-        let after_last = (1..=n).map(|k| (last + k) % n).filter(|&i| self.weights[i] > 0 && !tried.contains(&i));
-        after_last
-            .clone()
-            .find(|&i| self.states[i].is_available())
-            .or_else(|| after_last.clone().next())
-            .unwrap_or(last)
     }
 }
 

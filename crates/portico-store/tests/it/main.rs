@@ -2,7 +2,7 @@
 //! `PORTICO_TEST_POSTGRES_URL` names a server (as `.ci/run` does).
 
 use portico_model::{Config, HostHeader, MockResponse, Route, Scheme, Service, Target};
-use portico_store::{Precondition, Store, StoreError};
+use portico_store::{Precondition, Scope, Store, StoreError};
 use std::collections::BTreeMap;
 
 /// A fresh, empty store on every backend available here.
@@ -25,6 +25,7 @@ fn service(name: &str) -> Service {
     Service {
         name: name.into(),
         targets: vec![Target { address: "127.0.0.1:9001".into(), weight: 1 }],
+        discovery: None,
         balance: Default::default(),
         health: Default::default(),
         retries: None,
@@ -170,7 +171,7 @@ async fn concurrent_writers_never_lose_an_update() {
 async fn admin_tokens_are_shown_once_and_stored_hashed() {
     for (backend, store) in stores().await.stores {
         assert!(!store.has_tokens().await.expect("count"), "{backend}");
-        let new = store.create_token("ci").await.expect("create");
+        let new = store.create_token("ci", Scope::Admin).await.expect("create");
         assert!(new.secret.starts_with("portico_") && new.secret.len() > 60);
         assert_eq!(store.verify_token(&new.secret).await.expect("verify").map(|t| t.id), Some(new.token.id.clone()));
         assert_eq!(store.verify_token("portico_wrong").await.expect("verify"), None);
@@ -180,5 +181,45 @@ async fn admin_tokens_are_shown_once_and_stored_hashed() {
         store.revoke_token("ci").await.expect("revoke");
         assert_eq!(store.verify_token(&new.secret).await.expect("verify"), None, "{backend}");
         assert!(matches!(store.revoke_token("ci").await, Err(StoreError::NotFound { .. })));
+    }
+}
+
+#[tokio::test]
+async fn registry_instances_live_while_they_heartbeat() {
+    for (backend, store) in stores().await.stores {
+        let first = store.register_instance("users", "10.0.0.1:80", 1, 200).await.expect("register");
+        let second = store.register_instance("users", "10.0.0.2:80", 3, 60_000).await.expect("register");
+        store.register_instance("orders", "10.0.0.9:80", 1, 60_000).await.expect("register");
+        let again = store.register_instance("users", "10.0.0.1:80", 2, 200).await.expect("register again");
+        assert_eq!(again.id, first.id, "registering an address again refreshes it: {backend}");
+        assert_eq!(again.weight, 2);
+        let users = store.live_instances(Some("users")).await.expect("list");
+        assert_eq!(users.iter().map(|i| i.address.as_str()).collect::<Vec<_>>(), ["10.0.0.1:80", "10.0.0.2:80"]);
+        assert_eq!(store.live_instances(None).await.expect("all").len(), 3);
+
+        // Heartbeats keep the first alive past its TTL; when they stop, it lapses.
+        for _ in 0..3 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            store.heartbeat("users", &first.id).await.expect("heartbeat");
+        }
+        assert_eq!(store.live_instances(Some("users")).await.expect("list").len(), 2, "{backend}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let live = store.live_instances(Some("users")).await.expect("list");
+        assert_eq!(live.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), [second.id.as_str()], "{backend}");
+        assert!(matches!(store.heartbeat("users", &first.id).await, Err(StoreError::NotFound { .. })));
+
+        store.deregister("users", &second.id).await.expect("deregister");
+        assert!(store.live_instances(Some("users")).await.expect("list").is_empty());
+        assert!(matches!(store.deregister("users", &second.id).await, Err(StoreError::NotFound { .. })));
+    }
+}
+
+#[tokio::test]
+async fn registry_tokens_carry_their_scope() {
+    for (backend, store) in stores().await.stores {
+        let new = store.create_token("svc", Scope::Registry).await.expect("create");
+        let verified = store.verify_token(&new.secret).await.expect("verify").expect("valid");
+        assert_eq!(verified.scope, Scope::Registry, "{backend}");
+        assert_eq!(store.list_tokens().await.expect("list")[0].scope, Scope::Registry);
     }
 }

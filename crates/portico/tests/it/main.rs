@@ -5,6 +5,7 @@ mod admin;
 mod balancing;
 mod cli;
 mod config_file;
+mod discovery;
 mod errors;
 mod health;
 mod helpers;
