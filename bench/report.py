@@ -21,7 +21,7 @@ import sys
 FILE_RE = re.compile(r"^wrk_(?P<target>[a-z0-9-]+)_c(?P<conns>\d+)_r(?P<rep>\d+)\.txt$")
 # wrk prints durations with these units (see wrk's units.c).
 UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-KNOWN_ORDER = ["direct", "nginx", "nginx-fwd", "haproxy", "portico"]
+KNOWN_ORDER = ["direct", "nginx", "nginx-fwd", "haproxy", "portico", "nginx-2", "portico-2"]
 
 
 def to_ms(text):
@@ -197,9 +197,14 @@ def main(argv):
     # Ratio lines: other levels first, the headline level (c64, else the first
     # level) last, because the LAST line is what callers read.
     headline = 64 if 64 in conns_levels else conns_levels[0]
-    def ratio(c, peer="nginx"):
-        p, n = medians.get(("portico", c)), medians.get((peer, c))
+    def ratio(c, peer="nginx", subject="portico"):
+        p, n = medians.get((subject, c)), medians.get((peer, c))
         return f"{p / n:.2f}" if p and n else None
+    for c in conns_levels:
+        if ratio(c, "nginx-2", "portico-2"):
+            print(f"portico-2/nginx-2 requests/s ratio at c{c}: {ratio(c, 'nginx-2', 'portico-2')}"
+                  f"; portico-2/portico: {ratio(c, 'portico', 'portico-2') or 'n/a'}"
+                  " (two targets, health checks, circuit breaker)")
     for c in conns_levels:
         if ratio(c, "nginx-fwd"):
             print(f"portico/nginx-fwd requests/s ratio at c{c}: {ratio(c, 'nginx-fwd')}"

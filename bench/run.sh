@@ -15,11 +15,15 @@
 #   DURATION     seconds per wrk run                             (default 10)
 #   REPS         repetitions per concurrency level               (default 3)
 #   CONNS        wrk connection counts, space-separated          (default "64 256")
-#   TARGETS      subset of "direct nginx nginx-fwd haproxy portico", in this order.
-#                nginx-fwd is nginx doing what Portico does on every request:
-#                X-Forwarded-For/Proto/Host and an X-Request-Id sent upstream and
-#                returned to the client
-#                (default: all four). Without portico, no cargo build happens.
+#   TARGETS      subset of "direct nginx nginx-fwd haproxy portico nginx-2 portico-2",
+#                in this order. nginx-fwd is nginx doing what Portico does on every
+#                request: X-Forwarded-For/Proto/Host and an X-Request-Id sent upstream
+#                and returned to the client. nginx-2 and portico-2 balance over two
+#                targets (the backend listens on a second port too) with health checks:
+#                nginx's passive max_fails (open-source nginx has no active checks or
+#                circuit breakers); Portico's active probes, passive ejection and a
+#                circuit breaker (default: all). Without a portico target, no cargo
+#                build happens.
 #   MODE         pinned-w1 (default): wrk on CPU 0, backend + proxy on CPU 1,
 #                1 worker each. unpinned-w1 / unpinned-w2: no CPU affinity,
 #                1 or 2 proxy workers (the backend always has 1 worker).
@@ -49,7 +53,7 @@ REPO_ROOT=$(cd "$BENCH_DIR/.." && pwd)
 DURATION=${DURATION:-10}
 REPS=${REPS:-3}
 CONNS=${CONNS:-64 256}
-TARGETS=${TARGETS:-direct nginx nginx-fwd haproxy portico}
+TARGETS=${TARGETS:-direct nginx nginx-fwd haproxy portico nginx-2 portico-2}
 MODE=${MODE:-pinned-w1}
 WARMUP=${WARMUP:-2}
 COOLDOWN=${COOLDOWN:-3}
@@ -59,11 +63,14 @@ PORTICO_BIN=${PORTICO_BIN:-}
 # Topology: the design doc's ports. Override only if one is taken on a shared
 # machine (the port does not change the numbers).
 BACKEND_PORT=${BACKEND_PORT:-9001}
+BACKEND_PORT2=${BACKEND_PORT2:-9002}
 ADMIN_PORT=${ADMIN_PORT:-9085}
+ADMIN_PORT2=${ADMIN_PORT2:-9087}
 declare -A PORT=([direct]=$BACKEND_PORT [nginx]=${NGINX_PORT:-8081}
                  [nginx-fwd]=${NGINX_FWD_PORT:-8083}
-                 [haproxy]=${HAPROXY_PORT:-8082} [portico]=${PORTICO_PORT:-8085})
-ALL_TARGETS="direct nginx nginx-fwd haproxy portico"
+                 [haproxy]=${HAPROXY_PORT:-8082} [portico]=${PORTICO_PORT:-8085}
+                 [nginx-2]=${NGINX2_PORT:-8086} [portico-2]=${PORTICO2_PORT:-8088})
+ALL_TARGETS="direct nginx nginx-fwd haproxy portico nginx-2 portico-2"
 
 # The backend's response body. It must be exactly 100 bytes (checked below),
 # as in the design-doc runs.
@@ -110,13 +117,14 @@ validate_settings() {
     SERVER_PREFIX=()
   fi
   local p
-  for p in "$BACKEND_PORT" "$ADMIN_PORT" "${PORT[@]}"; do
+  for p in "$BACKEND_PORT" "$BACKEND_PORT2" "$ADMIN_PORT" "$ADMIN_PORT2" "${PORT[@]}"; do
     [[ $p =~ ^[1-9][0-9]*$ ]] && (( p < 65536 )) || die "bad port '$p'"
   done
   (( ${#BODY} == 100 )) || die "backend body is ${#BODY} bytes, expected 100"
 }
 
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
+has_portico() { has_target portico || has_target portico-2; }
 
 # ---------------------------------------------------------------------------
 # Packages
@@ -237,11 +245,12 @@ nginx_temp_paths() { # $1 = dir
 EOF
 }
 
-# An nginx reverse proxy config: $1 = dir, $2 = listen port, $3 = extra location lines.
+# An nginx reverse proxy config: $1 = dir, $2 = listen port, $3 = extra location lines,
+# $4 = the upstream's server lines (default: the backend's first port).
 nginx_proxy_config() {
-  local d=$1 port=$2 extra=$3
+  local d=$1 port=$2 extra=$3 servers=${4:-"server 127.0.0.1:$BACKEND_PORT;"}
   {
-    echo "# nginx reverse proxy :$port -> 127.0.0.1:$BACKEND_PORT with upstream keepalive"
+    echo "# nginx reverse proxy :$port -> $servers with upstream keepalive"
     nginx_common "$d"
     echo "http {"
     echo "  access_log off;"
@@ -250,7 +259,7 @@ nginx_proxy_config() {
   keepalive_timeout 300s;
   keepalive_requests 10000000;
   upstream backend {
-    server 127.0.0.1:$BACKEND_PORT;
+    $servers
     keepalive 512;               # idle upstream conns cached per worker
     keepalive_requests 10000000;
     keepalive_timeout 300s;
@@ -271,7 +280,7 @@ EOF
 
 write_configs() {
   local d
-  mkdir -p "$SCRATCH"/{backend,nginx-proxy,nginx-fwd,haproxy,portico,portico-data}
+  mkdir -p "$SCRATCH"/{backend,nginx-proxy,nginx-fwd,nginx-2,haproxy,portico,portico-data,portico-2,portico-2-data}
 
   d=$SCRATCH/backend
   {
@@ -285,6 +294,7 @@ write_configs() {
   keepalive_requests 10000000;
   server {
     listen 127.0.0.1:$BACKEND_PORT backlog=4096;
+    listen 127.0.0.1:$BACKEND_PORT2 backlog=4096;
     location / {
       default_type application/json;
       return 200 '$BODY';
@@ -302,6 +312,10 @@ EOF
       proxy_set_header X-Forwarded-Host $host;
       proxy_set_header X-Request-Id $request_id;
       add_header X-Request-Id $request_id;'
+
+  # Two targets (the backend's two ports), with nginx's passive health checks.
+  nginx_proxy_config "$SCRATCH/nginx-2" "${PORT[nginx-2]}" "" \
+    "server 127.0.0.1:$BACKEND_PORT max_fails=3 fail_timeout=10s; server 127.0.0.1:$BACKEND_PORT2 max_fails=3 fail_timeout=10s;"
 
   # maxconn 4096, not more: HAProxy sizes its FD needs from maxconn.
   cat > "$SCRATCH/haproxy/haproxy.cfg" <<EOF
@@ -332,6 +346,24 @@ services:
   - name: backend
     targets:
       - address: 127.0.0.1:$BACKEND_PORT
+routes:
+  - name: all
+    paths: ["/*"]
+    service: backend
+EOF
+
+  cat > "$SCRATCH/portico-2/portico.yaml" <<EOF
+# Portico :${PORT[portico-2]} -> two targets, with active and passive health checks and a
+# circuit breaker: the protections a production service would have on.
+services:
+  - name: backend
+    targets:
+      - address: 127.0.0.1:$BACKEND_PORT
+      - address: 127.0.0.1:$BACKEND_PORT2
+    health:
+      active: {path: /, interval_ms: 1000}
+      passive: {failures: 5}
+    circuit_breaker: {failure_rate_percent: 50, minimum_requests: 20}
 routes:
   - name: all
     paths: ["/*"]
@@ -492,6 +524,8 @@ start_servers() {
     [[ $t == direct ]] || assert_port_free "${PORT[$t]}"
   done
   has_target portico && assert_port_free "$ADMIN_PORT"
+  has_target portico-2 && assert_port_free "$ADMIN_PORT2"
+  assert_port_free "$BACKEND_PORT2"
 
   # The backend always runs with 1 worker, in every mode.
   logf=$SCRATCH/backend/stderr.log
@@ -503,9 +537,9 @@ start_servers() {
   for t in $TARGETS; do
     case $t in
       direct) continue ;;
-      nginx | nginx-fwd)
+      nginx | nginx-fwd | nginx-2)
         local dir=$SCRATCH/nginx-proxy
-        [[ $t == nginx-fwd ]] && dir=$SCRATCH/nginx-fwd
+        [[ $t == nginx-fwd || $t == nginx-2 ]] && dir=$SCRATCH/$t
         logf=$dir/error.log
         start_server "$t" "$dir/stderr.log" nginx -e "$logf" \
           -c "$dir/nginx.conf" -g "daemon off; worker_processes $WORKERS;"
@@ -522,6 +556,15 @@ start_servers() {
           --admin-listen "127.0.0.1:$ADMIN_PORT" \
           --workers "$WORKERS" \
           --data-dir "$SCRATCH/portico-data"
+        ;;
+      portico-2)
+        logf=$SCRATCH/portico-2/portico.log
+        start_server portico-2 "$logf" "$PORTICO" serve \
+          --config "$SCRATCH/portico-2/portico.yaml" \
+          --listen "127.0.0.1:${PORT[portico-2]}" \
+          --admin-listen "127.0.0.1:$ADMIN_PORT2" \
+          --workers "$WORKERS" \
+          --data-dir "$SCRATCH/portico-2-data"
         ;;
     esac
     wait_ready "$t" "${PORT[$t]}" "$logf"
@@ -617,7 +660,7 @@ write_meta() {
     echo "nginx_version=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
     if has_target haproxy; then echo "haproxy_version=$(haproxy -v 2>&1 | head -n1)"; fi
     echo "wrk_version=$(wrk -v 2>&1 | head -n1 || true)"
-    if has_target portico; then
+    if has_portico; then
       echo "portico_bin=$PORTICO"
       # bounded: a binary that ignores --version must not hang the run
       echo "portico_version=$(timeout 5 "$PORTICO" --version 2>/dev/null < /dev/null | head -n1 || true)"
@@ -634,7 +677,7 @@ main() {
   trap 'exit 143' TERM
 
   ensure_packages
-  has_target portico && resolve_portico
+  has_portico && resolve_portico
 
   # Raise the FD limit: 8192 worker_connections and HAProxy's maxconn 4096
   # need more than Debian's default soft limit of 1024.

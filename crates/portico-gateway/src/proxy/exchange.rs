@@ -116,7 +116,8 @@ pub(super) async fn send_upstream(
         request.headers_mut().insert(header::HOST, host);
 
         let in_flight = upstream.counts_requests().then(|| target.state.start_request());
-        let started = Instant::now();
+        // Latency is measured only for the balancer that uses it: reading the clock has a cost.
+        let started = in_flight.is_some().then(Instant::now);
         // Only the first try streams the client's body and watches its progress.
         let progress_now = if tries == 1 { progress.as_deref() } else { None };
         let mut outcome = try_once(request, upstream, target, pools, progress_now, deadline).await;
@@ -125,7 +126,7 @@ pub(super) async fn send_upstream(
                 if let Some(passive) = &upstream.passive_check {
                     target.state.record_outcome(passive, passive.statuses.contains(response.status().as_u16()));
                 }
-                if in_flight.is_some() {
+                if let Some(started) = started {
                     target.state.observe_latency(started.elapsed());
                 }
             }

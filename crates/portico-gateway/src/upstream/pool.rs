@@ -103,7 +103,9 @@ impl Pool {
         loop {
             let (mut sender, reused) = match self.take(&key) {
                 Some(sender) => (sender, true),
-                None => match self.connect(&key).await {
+                // Boxed: connecting (TCP, perhaps TLS) is a large future, and an inline one
+                // would be copied with every request's future though it is rarely needed.
+                None => match Box::pin(self.connect(&key)).await {
                     Ok(sender) => (sender, false),
                     Err(error) => return Err(SendFailure { error, unsent: Some(request) }),
                 },

@@ -19,6 +19,7 @@ fn run(command: &mut Command) -> (bool, String, String) {
 }
 
 const QUICKSTART: &str = include_str!("../../../../examples/quickstart.yaml");
+const RESILIENCE: &str = include_str!("../../../../examples/resilience.yaml");
 
 #[test]
 fn check_lists_every_problem_by_path_and_line() {
@@ -213,4 +214,18 @@ async fn sighup_rereads_the_configuration_file() {
     assert_eq!(body, "bbb");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn the_resilience_example_checks_applies_and_round_trips() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("resilience.yaml"), RESILIENCE).expect("write");
+    let (ok, out, err) = run(portico(dir.path()).args(["check", "-f", "resilience.yaml"]));
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = run(portico(dir.path()).args(["apply", "-f", "resilience.yaml"]));
+    assert!(ok, "{err}");
+    let (ok, exported, err) = run(portico(dir.path()).args(["export"]));
+    assert!(ok, "{err}");
+    let original = portico_model::parse_yaml(RESILIENCE).expect("example").sorted();
+    assert_eq!(portico_model::parse_yaml(&exported).expect("export parses").sorted(), original);
 }
