@@ -10,6 +10,7 @@
 //! | `/bytes/{n}` | streams `n` bytes in 64 KiB chunks |
 //! | `/count` | reads the whole request body, streaming, and answers `{"bytes": n}` |
 //! | `/close` | closes the connection without answering |
+//! | `/truncate/{n}` | promises `2n` bytes, sends `n`, then breaks the connection |
 //! | `/health` | 200, or 503 after [`MockUpstream::set_healthy`]`(false)` |
 //! | anything else | 200 with a JSON echo of the request (method, path, query, headers, body size) |
 //!
@@ -210,6 +211,18 @@ async fn respond(
             Response::builder().body(Full::from(format!("{{\"bytes\":{total}}}")).boxed())
         }
         "close" => return Err(std::io::Error::other("closing without a response")),
+        "truncate" => {
+            // Half the body goes out; a moment later the body ends short of its length, so
+            // the server breaks the connection.
+            let half = futures_util::stream::unfold(0u8, move |step| async move {
+                if step == 0 {
+                    return Some((Ok(Frame::data(Bytes::from(vec![b't'; number as usize]))), 1));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                None
+            });
+            Response::builder().header("content-length", number * 2).body(BodyExt::boxed(StreamBody::new(half)))
+        }
         "health" => {
             let status = if behaviour.unhealthy.load(Ordering::Relaxed) {
                 StatusCode::SERVICE_UNAVAILABLE

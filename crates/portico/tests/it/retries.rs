@@ -177,3 +177,18 @@ async fn a_target_dying_and_coming_back_under_load_costs_clients_nothing() {
     assert!(from_a_at_the_end > 0, "a is back in rotation once it returns");
     portico.stop().await;
 }
+
+#[tokio::test]
+async fn a_response_that_breaks_off_mid_body_is_never_retried() {
+    let (a, b) = (MockUpstream::start("a").await, MockUpstream::start("b").await);
+    let portico = Portico::start().await;
+    let retries = json!({"attempts": 3, "on": ["connect_failure", "reset", "5xx"], "budget_percent": 100});
+    service(&portico, &[&a, &b], json!({"retries": retries})).await;
+    portico.create("routes", json!({"name": "api", "service": "api"})).await;
+    let response = portico.get("/truncate/1000").send().await.expect("response head");
+    assert_eq!(response.status(), 200, "the head went through");
+    assert!(response.bytes().await.is_err(), "the client sees the body break off");
+    // The head had reached the client: sending the request again could only duplicate it.
+    assert_eq!(a.hits() + b.hits(), 1);
+    portico.stop().await;
+}
