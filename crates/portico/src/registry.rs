@@ -3,13 +3,13 @@
 //! so an instance registered through any node reaches all of them.
 
 use portico_gateway::{Discovered, SnapshotCell, UpstreamStates};
-use portico_store::Store;
+use portico_store::{now_ms, Store};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How often live instances are read. An instance whose heartbeats stop leaves the rotation
-/// at most this long after its TTL ran out.
+/// How often live instances are read. An instance is taken out of rotation one poll before
+/// its registration lapses, so that it leaves within its TTL, not up to a poll after it.
 pub const REGISTRY_POLL: Duration = Duration::from_millis(100);
 
 pub async fn follow_registry(
@@ -34,7 +34,8 @@ pub async fn follow_registry(
             Ok(instances) => {
                 failing = false;
                 let mut by_name: HashMap<String, Vec<(String, u32)>> = HashMap::new();
-                for instance in instances {
+                let lapsing_before_next_poll = now_ms() + REGISTRY_POLL.as_millis() as i64;
+                for instance in instances.into_iter().filter(|i| i.expires_at > lapsing_before_next_poll) {
                     by_name.entry(instance.service).or_default().push((instance.address, instance.weight));
                 }
                 discovered.update_registry(&by_name, &snapshots, &upstreams);
