@@ -30,7 +30,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             fixed[i] = true;
         }
     }
-    if connection {
+    // Most messages say only `Connection: keep-alive` (or `close`), which names no header.
+    let names_nothing = |v: &HeaderValue| v == "keep-alive" || v == "close" || v == "Keep-Alive" || v == "Close";
+    if connection && headers.get_all(header::CONNECTION).iter().all(names_nothing) {
+        headers.remove(header::CONNECTION);
+    } else if connection {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -122,6 +126,15 @@ mod tests {
         headers.insert("x-secret", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert(header::TE, HeaderValue::from_static("gzip"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn a_plain_keep_alive_goes_and_leaves_the_rest() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
         headers.insert("x-kept", HeaderValue::from_static("1"));
         remove_hop_by_hop(&mut headers);
         assert_eq!(headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
