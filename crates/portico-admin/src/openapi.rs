@@ -7,8 +7,8 @@ use crate::system;
 use crate::targets;
 use axum::Json;
 use portico_model::{
-    ActiveCheck, Balance, Bulkhead, CircuitBreaker, Discovery, DnsDiscovery, Fallback, HashOn, Health, HostHeader,
-    MockResponse, PassiveCheck, Problem, Retries, Route, Scheme, Service, Target,
+    ActiveCheck, Algorithm, Balance, Bulkhead, CircuitBreaker, Discovery, DnsDiscovery, Fallback, HashOn, Health,
+    HostHeader, MockResponse, PassiveCheck, Problem, Retries, Route, Scheme, Service, Target,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -23,7 +23,7 @@ use utoipa::{Modify, OpenApi};
         registry::register, registry::heartbeat, registry::deregister, registry::list,
         entities::list_routes, entities::create_route, entities::get_route, entities::put_route, entities::delete_route,
     ),
-    components(schemas(Service, Target, Scheme, HostHeader, Balance, HashOn, Health, ActiveCheck, PassiveCheck, Retries, CircuitBreaker, Fallback, Bulkhead, Discovery, DnsDiscovery, Route, MockResponse, Problem, ProblemBody,
+    components(schemas(Service, Target, Scheme, HostHeader, Balance, Algorithm, HashOn, Health, ActiveCheck, PassiveCheck, Retries, CircuitBreaker, Fallback, Bulkhead, Discovery, DnsDiscovery, Route, MockResponse, Problem, ProblemBody,
                        Versioned<Service>, Versioned<Route>, Page<Service>, Page<Route>)),
     modifiers(&BearerToken),
     security(("admin_token" = [])),

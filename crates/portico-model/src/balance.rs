@@ -5,10 +5,24 @@ use crate::Problems;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// The balancing algorithm of a service.
+/// How a service spreads requests over its targets. A plain struct (not a tagged enum) so
+/// that a stray field, such as `key` without `algorithm: hash`, is an error, not ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(tag = "algorithm", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Balance {
+#[serde(deny_unknown_fields)]
+pub struct Balance {
+    pub algorithm: Algorithm,
+    /// For `hash`: what the key is taken from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<HashOn>,
+    /// For `hash` on a header or cookie: its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// The balancing algorithm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
     /// Smooth weighted round robin: each target in turn, as often as its weight says.
     #[default]
     RoundRobin,
@@ -20,18 +34,12 @@ pub enum Balance {
     /// Consistent hashing: requests with the same key go to the same target, and adding or
     /// removing a target moves only the keys that belonged to it. Requests without the key
     /// are spread by round robin.
-    Hash {
-        /// What the key is taken from.
-        on: HashOn,
-        /// The header or cookie name, for `on: header` and `on: cookie`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        key: Option<String>,
-    },
+    Hash,
 }
 
 impl Balance {
     pub fn is_default(&self) -> bool {
-        *self == Balance::RoundRobin
+        *self == Balance::default()
     }
 }
 
@@ -184,8 +192,15 @@ const MAX_MS: u64 = 86_400_000;
 
 impl Balance {
     pub(crate) fn validate(&self, problems: &mut Problems) {
-        let Balance::Hash { on, key } = self else { return };
-        match (on, key) {
+        let Some(on) = self.on.filter(|_| self.algorithm == Algorithm::Hash) else {
+            if self.algorithm == Algorithm::Hash {
+                problems.push("balance.on", "say what to hash: header, cookie, client_ip or path");
+            } else if self.on.is_some() || self.key.is_some() {
+                problems.push("balance", "`on` and `key` are for `algorithm: hash` only");
+            }
+            return;
+        };
+        match (on, &self.key) {
             (HashOn::Header, Some(name)) if http::HeaderName::from_bytes(name.as_bytes()).is_err() => {
                 problems.push("balance.key", format!("`{name}` is not a valid header name"));
             }
@@ -267,12 +282,16 @@ mod tests {
     #[test]
     fn balance_reads_from_yaml() {
         let hash: Balance = yaml_serde::from_str("algorithm: hash\non: header\nkey: x-user").expect("valid");
-        assert_eq!(hash, Balance::Hash { on: HashOn::Header, key: Some("x-user".into()) });
-        let ip: Balance = yaml_serde::from_str("algorithm: hash\non: client_ip").expect("valid");
-        assert_eq!(ip, Balance::Hash { on: HashOn::ClientIp, key: None });
+        assert_eq!(hash, Balance { algorithm: Algorithm::Hash, on: Some(HashOn::Header), key: Some("x-user".into()) });
         let least: Balance = yaml_serde::from_str("algorithm: least_requests").expect("valid");
-        assert_eq!(least, Balance::LeastRequests);
+        assert_eq!(least.algorithm, Algorithm::LeastRequests);
         assert!(yaml_serde::from_str::<Balance>("algorithm: random").is_err());
+        assert!(yaml_serde::from_str::<Balance>("algorithm: hash\nonn: path").is_err(), "typos are errors");
+        // Fields that belong to another algorithm are refused, not ignored.
+        let mut problems = Problems::default();
+        let stray: Balance = yaml_serde::from_str("algorithm: round_robin\nkey: x-user").expect("parses");
+        stray.validate(&mut problems);
+        assert_eq!(problems.0.len(), 1);
     }
 
     #[test]
@@ -289,7 +308,7 @@ mod tests {
         assert!(!written.contains("balance") && !written.contains("health"), "defaults stay out: {written}");
 
         let mut bad = service;
-        bad.balance = Balance::Hash { on: HashOn::Header, key: Some("bad header".into()) };
+        bad.balance = Balance { algorithm: Algorithm::Hash, on: Some(HashOn::Header), key: Some("bad header".into()) };
         let active = bad.health.active.as_mut().expect("active");
         active.statuses = vec!["7xx".into()];
         active.path = "health".into();

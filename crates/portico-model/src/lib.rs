@@ -16,7 +16,7 @@ mod route;
 mod service;
 mod traffic;
 
-pub use balance::{ActiveCheck, Balance, HashOn, Health, PassiveCheck, StatusSet};
+pub use balance::{ActiveCheck, Algorithm, Balance, HashOn, Health, PassiveCheck, StatusSet};
 pub use config::{parse_yaml, Config};
 pub use discovery::{Discovery, DnsDiscovery};
 pub use names::validate_name;

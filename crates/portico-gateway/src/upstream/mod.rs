@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use http::header;
 use http::uri::Scheme;
 use http::HeaderName;
-use portico_model::{ActiveCheck, Balance, DnsDiscovery, HashOn, HostHeader, RetryOn, Service, StatusSet};
+use portico_model::{ActiveCheck, Algorithm, DnsDiscovery, HashOn, HostHeader, RetryOn, Service, StatusSet};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,14 +82,15 @@ impl Upstream {
             Some(source) => discovered.get(source),
             None => service.targets.iter().map(|t| (t.address.clone(), t.weight)).collect(),
         };
-        let balancer = match &service.balance {
-            Balance::RoundRobin => Balancer::RoundRobin,
-            Balance::LeastRequests => Balancer::LeastRequests(AtomicUsize::new(0)),
-            Balance::PeakEwma => Balancer::PeakEwma,
-            Balance::Hash { on, key } => {
-                let key = key.as_deref().unwrap_or_default();
-                Balancer::Hash(match on {
-                    // Validation has checked the header name.
+        let balance = &service.balance;
+        let balancer = match balance.algorithm {
+            Algorithm::RoundRobin => Balancer::RoundRobin,
+            Algorithm::LeastRequests => Balancer::LeastRequests(AtomicUsize::new(0)),
+            Algorithm::PeakEwma => Balancer::PeakEwma,
+            Algorithm::Hash => {
+                let key = balance.key.as_deref().unwrap_or_default();
+                // Validation has checked that `on` is set and the header name is valid.
+                Balancer::Hash(match balance.on.unwrap_or(HashOn::Path) {
                     HashOn::Header => HashKey::Header(HeaderName::from_bytes(key.as_bytes()).unwrap_or(header::HOST)),
                     HashOn::Cookie => HashKey::Cookie(key.into()),
                     HashOn::ClientIp => HashKey::ClientIp,
