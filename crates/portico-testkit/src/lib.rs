@@ -88,7 +88,8 @@ impl MockUpstream {
 
     /// Starts an upstream on a given address, such as that of one that died.
     pub async fn start_on(name: &str, addr: SocketAddr) -> MockUpstream {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        let socket = if addr.is_ipv6() { tokio::net::TcpSocket::new_v6() } else { tokio::net::TcpSocket::new_v4() };
+        let socket = socket.expect("socket");
         socket.set_reuseaddr(true).expect("SO_REUSEADDR");
         socket.bind(addr).expect("bind the old address");
         MockUpstream::serve(name, socket.listen(1024).expect("listen"), None)

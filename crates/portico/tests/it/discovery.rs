@@ -219,3 +219,28 @@ async fn the_readme_registration_recipe_works() {
     let _ = shell.wait();
     portico.stop().await;
 }
+
+#[tokio::test]
+async fn dns_aaaa_records_give_ipv6_targets() {
+    if !Dnsmasq::available() {
+        eprintln!("skipped: dnsmasq is not installed (apt-get install dnsmasq-base)");
+        return;
+    }
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: this machine has no IPv6 loopback");
+        return;
+    }
+    let probe = std::net::TcpListener::bind("[::1]:0").expect("v6 port");
+    let port = probe.local_addr().expect("addr").port();
+    drop(probe);
+    let v6 = MockUpstream::start_on("v6", std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))).await;
+    let dns = Dnsmasq::start(&["host-record=v6.users.test,::1".into()]).await;
+    let portico = Portico::start().await;
+    let discovery = json!({"dns": {"name": "v6.users.test", "port": port, "nameserver": dns.addr.to_string()}});
+    portico.create("services", json!({"name": "users", "discovery": discovery})).await;
+    portico.create("routes", json!({"name": "users", "service": "users"})).await;
+    until_answering(&portico, &["v6"]).await;
+    assert_eq!(portico.health("users").await["targets"][0]["address"], format!("[::1]:{port}"));
+    drop((v6, dns));
+    portico.stop().await;
+}
