@@ -8,7 +8,8 @@
 #
 # Usage: bash bench/instructions.sh [PORTICO_BIN]   (default: target/release/portico)
 # Needs valgrind, nginx and wrk (installed from Debian's packages if missing).
-# Prints instructions/request for Portico and for nginx as a reverse proxy.
+# Prints instructions/request for Portico (plain, and with two targets, health checks and a
+# circuit breaker: portico-2) and for nginx as a reverse proxy.
 set -euo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,7 +35,7 @@ events { worker_connections 4096; }
 http {
   access_log off; keepalive_timeout 300s; keepalive_requests 10000000;
   client_body_temp_path $SCRATCH; proxy_temp_path $SCRATCH; fastcgi_temp_path $SCRATCH; uwsgi_temp_path $SCRATCH; scgi_temp_path $SCRATCH;
-  server { listen 127.0.0.1:19001; location / { default_type application/json; return 200 '$BODY'; } }
+  server { listen 127.0.0.1:19001; listen 127.0.0.1:19002; location / { default_type application/json; return 200 '$BODY'; } }
 }
 NGINX
 cat > "$SCRATCH/proxy.conf" <<NGINX
@@ -52,6 +53,17 @@ cat > "$SCRATCH/portico.yaml" <<YAML
 services:
   - name: backend
     targets: [{address: 127.0.0.1:19001}]
+routes:
+  - name: all
+    service: backend
+YAML
+# The same with two targets, active and passive health checks and a circuit breaker.
+cat > "$SCRATCH/portico-2.yaml" <<YAML
+services:
+  - name: backend
+    targets: [{address: 127.0.0.1:19001}, {address: 127.0.0.1:19002}]
+    health: {active: {path: /, interval_ms: 1000}, passive: {failures: 5}}
+    circuit_breaker: {failure_rate_percent: 50, minimum_requests: 20}
 routes:
   - name: all
     service: backend
@@ -75,10 +87,12 @@ measure() {
   local dump instructions
   dump=$(ls -t "$out"* | head -n1)
   instructions=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
-  printf '%-8s %8d requests  %7d instructions/request\n' "$name" "$requests" $((instructions / requests))
+  printf '%-9s %8d requests  %7d instructions/request\n' "$name" "$requests" $((instructions / requests))
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
 measure portico 18085 "$PORTICO" --data-dir "$SCRATCH/data" --listen 127.0.0.1:18085 \
   --admin-listen 127.0.0.1:19085 --workers 1 serve --config "$SCRATCH/portico.yaml"
+measure portico-2 18086 "$PORTICO" --data-dir "$SCRATCH/data-2" --listen 127.0.0.1:18086 \
+  --admin-listen 127.0.0.1:19086 --workers 1 serve --config "$SCRATCH/portico-2.yaml"
 measure nginx 18081 nginx -c "$SCRATCH/proxy.conf" -g 'daemon off; master_process off; worker_processes 1;'
