@@ -141,7 +141,7 @@ pub(super) async fn send_upstream(
 
         if let Some(policy) = policy.filter(|p| tries <= p.attempts as usize && wants_retry(p, &outcome)) {
             let unsent = outcome.as_mut().err().and_then(|failed| failed.unsent.take());
-            let next = unsent.or_else(|| replay(head.as_ref(), progress.as_deref()));
+            let next = unsent.or_else(|| copy_of(head.as_ref(), progress.as_deref()).map(Copy::into_request));
             let in_time = deadline.is_none_or(|d| Instant::now() < d);
             if let Some(next) = next.filter(|_| in_time && upstream.state.retry_budget.withdraw()) {
                 let wait = policy.backoff(tries as u32);
@@ -154,7 +154,7 @@ pub(super) async fn send_upstream(
         }
         return match outcome {
             Ok((response, lease)) => {
-                let copy = if mirror { copy_of(head, progress.as_deref()) } else { None };
+                let copy = if mirror { copy_of(head.as_ref(), progress.as_deref()) } else { None };
                 Ok(Exchanged { response, lease, in_flight, copy })
             }
             Err(failed) => Err(failed.error),
@@ -205,28 +205,14 @@ fn wants_retry(policy: &RetryPolicy, outcome: &Result<(Response<Incoming>, Lease
     }
 }
 
-/// The request again, from the kept head and body; `None` if the body was not kept whole.
-fn replay(head: Option<&(Method, Uri, HeaderMap)>, progress: Option<&Progress>) -> Option<Request<RequestBody>> {
-    let (method, uri, headers) = head?;
-    let chunks = match progress {
-        None => Vec::new(),
-        Some(progress) => progress.replay()?,
-    };
-    let mut request = Request::new(RequestBody::replayed(chunks));
-    *request.method_mut() = method.clone();
-    *request.uri_mut() = uri.clone();
-    *request.headers_mut() = headers.clone();
-    Some(request)
-}
-
-/// The request as sent, for a mirror; `None` if its body was not kept whole.
-fn copy_of(head: Option<(Method, Uri, HeaderMap)>, progress: Option<&Progress>) -> Option<Copy> {
+/// The request as sent, from the kept head and body; `None` if the body was not kept whole.
+fn copy_of(head: Option<&(Method, Uri, HeaderMap)>, progress: Option<&Progress>) -> Option<Copy> {
     let (method, uri, headers) = head?;
     let body = match progress {
         None => Vec::new(),
         Some(progress) => progress.replay()?,
     };
-    Some(Copy { method, uri, headers, body })
+    Some(Copy { method: method.clone(), uri: uri.clone(), headers: headers.clone(), body })
 }
 
 /// The key a hashing balancer uses for this request, if the request has one.

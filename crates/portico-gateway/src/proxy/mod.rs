@@ -114,12 +114,13 @@ async fn forward(
     // The breaker goes first so that an open circuit answers at once instead of queueing.
     let admission = upstream.breaker.as_ref().map(|policy| (policy, upstream.state.breaker.admit(policy)));
     if let Some((policy, Admission::Rejected(wait_ms))) = admission {
-        return match &policy.fallback {
-            Some(Fallback::Mock(mock)) => Ok(mock_response(mock)),
-            Some(Fallback::Service(name)) => match snapshot.upstream(name) {
-                Some(other) => forward_to(request, route, other, path, &cx, None, None).await,
-                None => Err(ProxyError::CircuitOpen { retry_after_secs: wait_ms.div_ceil(1000) }),
-            },
+        let other = match &policy.fallback {
+            Some(Fallback::Mock(mock)) => return Ok(mock_response(mock)),
+            Some(Fallback::Service(name)) => snapshot.upstream(name),
+            None => None,
+        };
+        return match other {
+            Some(other) => forward_to(request, route, other, path, &cx, None, None).await,
             None => Err(ProxyError::CircuitOpen { retry_after_secs: wait_ms.div_ceil(1000) }),
         };
     }

@@ -127,12 +127,23 @@ impl Drop for MirrorSlot {
     }
 }
 
-/// What a mirrored request is made of: the head as sent upstream, and the whole body.
+/// A request as it was sent upstream, head and whole body: what a retry or a mirror sends
+/// again.
 pub(crate) struct Copy {
     pub method: Method,
     pub uri: Uri,
     pub headers: HeaderMap,
     pub body: Vec<Bytes>,
+}
+
+impl Copy {
+    pub fn into_request(self) -> Request<RequestBody> {
+        let mut request = Request::new(RequestBody::replayed(self.body));
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.headers_mut() = self.headers;
+        request
+    }
 }
 
 impl Mirror {
@@ -157,10 +168,7 @@ impl Mirror {
                 return;
             }
             let target = &members.targets[members.pick(upstream.balancer(), None, &[])];
-            let mut request = Request::new(RequestBody::replayed(copy.body));
-            *request.method_mut() = copy.method;
-            *request.uri_mut() = copy.uri;
-            *request.headers_mut() = copy.headers;
+            let mut request = copy.into_request();
             request.headers_mut().insert(header::HOST, target.host.clone());
             let pool = pools.pool(upstream.connect_timeout);
             let sending = pool.send(&upstream.scheme, &target.authority, request);
