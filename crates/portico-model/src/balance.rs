@@ -78,7 +78,7 @@ impl Health {
 }
 
 /// An HTTP probe: `GET path` on each target every `interval_ms`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActiveCheck {
     /// The path probed, with an optional query.

@@ -16,7 +16,7 @@ pub struct Discovery {
 }
 
 /// Targets from DNS, re-resolved when the records' TTL runs out (kept within the bounds).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DnsDiscovery {
     /// The name to resolve: its A and AAAA records, with `port`; or with `srv: true`, its SRV

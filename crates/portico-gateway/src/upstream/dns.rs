@@ -6,6 +6,7 @@
 //! stay and the lookup is tried again after the minimum TTL. Like the health checker, the
 //! loops follow the snapshot and stop with the gateway.
 
+use super::tasks::{self, KeyedTasks};
 use super::{Discovered, UpstreamStates};
 use crate::SnapshotCell;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
@@ -16,9 +17,6 @@ use portico_model::DnsDiscovery;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tokio::task::{AbortHandle, JoinSet};
-
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Runs DNS discovery until `shutdown` turns true.
 pub async fn run_dns_discovery(
@@ -27,38 +25,19 @@ pub async fn run_dns_discovery(
     states: UpstreamStates,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut loops: JoinSet<()> = JoinSet::new();
-    let mut running: HashMap<(Box<str>, String), AbortHandle> = HashMap::new();
+    let mut loops = KeyedTasks::new();
     let mut revision = None;
     while !*shutdown.borrow() {
         let snapshot = snapshots.load();
         if revision != Some(snapshot.revision) {
             revision = Some(snapshot.revision);
-            let wanted: HashMap<(Box<str>, String), DnsDiscovery> = snapshot
-                .upstreams
-                .iter()
-                .filter_map(|u| Some(((u.name.clone(), format!("{:?}", u.dns.as_ref()?)), u.dns.clone()?)))
-                .collect();
-            running.retain(|key, task| {
-                let keep = wanted.contains_key(key);
-                if !keep {
-                    task.abort();
-                }
-                keep
+            let wanted: HashMap<(Box<str>, DnsDiscovery), ()> =
+                snapshot.upstreams.iter().filter_map(|u| Some(((u.name.clone(), u.dns.clone()?), ()))).collect();
+            loops.reconcile(wanted, |(service, dns), ()| {
+                resolve_loop(service.clone(), dns.clone(), discovered.clone(), snapshots.clone(), states.clone())
             });
-            for (key, dns) in wanted {
-                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
-                    let (service, _) = slot.key().clone();
-                    let task = resolve_loop(service, dns, discovered.clone(), snapshots.clone(), states.clone());
-                    slot.insert(loops.spawn(task));
-                }
-            }
         }
-        while loops.try_join_next().is_some() {}
-        tokio::select! {
-            _ = tokio::time::sleep(FOLLOW_INTERVAL) => {}
-            _ = shutdown.changed() => {}
-        }
+        tasks::pause(&mut shutdown).await;
     }
     loops.shutdown().await;
 }

@@ -6,6 +6,7 @@
 //! path never waits on a probe.
 
 use super::state::TargetState;
+use super::tasks::{self, KeyedTasks};
 use super::Discovered;
 use crate::SnapshotCell;
 use bytes::Bytes;
@@ -19,20 +20,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
-use tokio::task::JoinSet;
-
-/// How often the checker looks for a new snapshot.
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// One probe loop: which target, and with which check.
-#[derive(PartialEq, Eq, Hash, Clone)]
+#[derive(PartialEq, Eq, Hash)]
 struct ProbeKey {
     service: Box<str>,
     url: String,
-    check: String,
+    check: ActiveCheck,
 }
 
 /// Runs the active health checks until `shutdown` turns true; every probe stops with it.
@@ -48,8 +44,7 @@ pub async fn run_health_checks(snapshots: SnapshotCell, discovered: Discovered, 
     // No pooling: a probe must see whether a new connection can be made.
     let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector);
 
-    let mut probes: JoinSet<()> = JoinSet::new();
-    let mut running: HashMap<ProbeKey, AbortHandle> = HashMap::new();
+    let mut probes = KeyedTasks::new();
     // What the running probes were set up for: a snapshot and a generation of discovered
     // targets.
     let mut seen = None;
@@ -62,30 +57,14 @@ pub async fn run_health_checks(snapshots: SnapshotCell, discovered: Discovered, 
                 let Some(check) = &upstream.active_check else { continue };
                 for target in upstream.members().targets.iter() {
                     let url = format!("{}://{}{}", upstream.scheme, target.authority, check.path);
-                    let key = ProbeKey { service: upstream.name.clone(), url, check: format!("{check:?}") };
-                    wanted.insert(key, (check.clone(), target.state.clone()));
+                    let key = ProbeKey { service: upstream.name.clone(), url, check: check.clone() };
+                    wanted.insert(key, target.state.clone());
                 }
             }
-            running.retain(|key, probe| {
-                let keep = wanted.contains_key(key);
-                if !keep {
-                    probe.abort();
-                }
-                keep
-            });
-            for (key, (check, state)) in wanted {
-                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
-                    let probe = probe_loop(client.clone(), slot.key().url.clone(), check, state);
-                    slot.insert(probes.spawn(probe));
-                }
-            }
+            probes
+                .reconcile(wanted, |key, state| probe_loop(client.clone(), key.url.clone(), key.check.clone(), state));
         }
-        // Reap finished (aborted) probes so the set does not grow.
-        while probes.try_join_next().is_some() {}
-        tokio::select! {
-            _ = tokio::time::sleep(FOLLOW_INTERVAL) => {}
-            _ = shutdown.changed() => {}
-        }
+        tasks::pause(&mut shutdown).await;
     }
     probes.shutdown().await;
 }

@@ -7,6 +7,7 @@ mod pool;
 mod protect;
 mod state;
 mod targets;
+mod tasks;
 
 pub(crate) use balance::hash as hash_key;
 pub(crate) use pool::{Lease, Pool, SendError};
