@@ -6,13 +6,10 @@ use crate::AdminState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use portico_model::{validate_name, Problems, MAX_WEIGHT};
+use portico_model::{validate_name, Problems, MAX_MS, MAX_WEIGHT};
 use portico_store::{now_ms, Instance};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-
-/// The longest TTL accepted: a day.
-const MAX_TTL_MS: u64 = 86_400_000;
 
 /// A registration.
 #[derive(Deserialize, ToSchema)]
@@ -83,8 +80,8 @@ pub(crate) async fn register(
     if registration.weight == 0 || registration.weight > MAX_WEIGHT {
         problems.push("weight", format!("must be between 1 and {MAX_WEIGHT}"));
     }
-    if !(100..=MAX_TTL_MS).contains(&registration.ttl_ms) {
-        problems.push("ttl_ms", format!("must be between 100 and {MAX_TTL_MS} milliseconds"));
+    if !(100..=MAX_MS).contains(&registration.ttl_ms) {
+        problems.push("ttl_ms", format!("must be between 100 and {MAX_MS} milliseconds"));
     }
     problems.into_result().map_err(ApiError::invalid)?;
     let instance =

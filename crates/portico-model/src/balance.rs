@@ -187,9 +187,6 @@ impl StatusSet {
     }
 }
 
-/// The longest probe interval or ejection accepted, one day.
-const MAX_MS: u64 = 86_400_000;
-
 impl Balance {
     pub(crate) fn validate(&self, problems: &mut Problems) {
         let Some(on) = self.on.filter(|_| self.algorithm == Algorithm::Hash) else {
@@ -223,18 +220,13 @@ impl Balance {
 
 impl Health {
     pub(crate) fn validate(&self, problems: &mut Problems) {
-        let mut ms = |field: &str, value: u64| {
-            if value == 0 || value > MAX_MS {
-                problems.push(field, format!("must be between 1 and {MAX_MS} milliseconds"));
-            }
-        };
         if let Some(active) = &self.active {
-            ms("health.active.interval_ms", active.interval_ms);
-            ms("health.active.timeout_ms", active.timeout_ms);
+            problems.check_ms("health.active.interval_ms", active.interval_ms, 1);
+            problems.check_ms("health.active.timeout_ms", active.timeout_ms, 1);
         }
         if let Some(passive) = &self.passive {
-            ms("health.passive.ejection_ms", passive.ejection_ms);
-            ms("health.passive.max_ejection_ms", passive.max_ejection_ms);
+            problems.check_ms("health.passive.ejection_ms", passive.ejection_ms, 1);
+            problems.check_ms("health.passive.max_ejection_ms", passive.max_ejection_ms, 1);
         }
         if let Some(active) = &self.active {
             if !active.path.starts_with('/') || http::uri::PathAndQuery::try_from(active.path.as_str()).is_err() {

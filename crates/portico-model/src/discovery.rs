@@ -76,7 +76,7 @@ impl DnsDiscovery {
             (true, Some(_)) => problems.push("discovery.dns.port", "SRV records carry their own ports"),
             _ => {}
         }
-        if self.min_ttl_ms == 0 || self.min_ttl_ms > self.max_ttl_ms || self.max_ttl_ms > 86_400_000 {
+        if self.min_ttl_ms == 0 || self.min_ttl_ms > self.max_ttl_ms || self.max_ttl_ms > crate::MAX_MS {
             problems.push("discovery.dns.min_ttl_ms", "need 0 < min_ttl_ms <= max_ttl_ms <= one day");
         }
         if let Some(server) = &self.nameserver {

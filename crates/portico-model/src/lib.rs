@@ -21,7 +21,7 @@ pub use config::{parse_yaml, Config};
 pub use discovery::{Discovery, DnsDiscovery};
 pub use names::validate_name;
 pub use pattern::{HostPattern, Method, MethodSet, PathPattern, Segment};
-pub use problem::{Problem, Problems};
+pub use problem::{Problem, Problems, MAX_MS};
 pub use protect::{Bulkhead, CircuitBreaker, Fallback};
 pub use retry::{Retries, RetryOn};
 pub use route::{HeaderMatch, MockResponse, Route};

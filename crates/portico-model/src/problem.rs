@@ -41,7 +41,17 @@ impl fmt::Display for Problems {
     }
 }
 
+/// The longest duration any setting accepts, one day: longer is surely a mistake.
+pub const MAX_MS: u64 = 86_400_000;
+
 impl Problems {
+    /// Checks a duration setting: at least `min` milliseconds, at most [`MAX_MS`].
+    pub(crate) fn check_ms(&mut self, path: impl Into<String>, value: u64, min: u64) {
+        if !(min..=MAX_MS).contains(&value) {
+            self.push(path, format!("must be between {min} and {MAX_MS} milliseconds"));
+        }
+    }
+
     pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem { path: path.into(), message: message.into(), line: None });
     }

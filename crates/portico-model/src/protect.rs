@@ -78,8 +78,6 @@ mod defaults {
     }
 }
 
-const MAX_MS: u64 = 86_400_000;
-
 impl CircuitBreaker {
     pub(crate) fn validate(&self, problems: &mut Problems) {
         if self.failure_rate_percent == 0 || self.failure_rate_percent > 100 {
@@ -88,12 +86,8 @@ impl CircuitBreaker {
         if self.minimum_requests == 0 || self.minimum_requests > 1_000_000 {
             problems.push("circuit_breaker.minimum_requests", "must be between 1 and 1000000");
         }
-        for (field, value) in [("window_ms", self.window_ms), ("open_ms", self.open_ms)] {
-            if !(10..=MAX_MS).contains(&value) {
-                problems
-                    .push(format!("circuit_breaker.{field}"), format!("must be between 10 and {MAX_MS} milliseconds"));
-            }
-        }
+        problems.check_ms("circuit_breaker.window_ms", self.window_ms, 10);
+        problems.check_ms("circuit_breaker.open_ms", self.open_ms, 10);
         if self.probes == 0 || self.probes > 1_000 {
             problems.push("circuit_breaker.probes", "must be between 1 and 1000");
         }
@@ -120,8 +114,6 @@ impl Bulkhead {
         if self.max_queue > 1_000_000 {
             problems.push("bulkhead.max_queue", "must be at most 1000000");
         }
-        if self.queue_timeout_ms == 0 || self.queue_timeout_ms > MAX_MS {
-            problems.push("bulkhead.queue_timeout_ms", format!("must be between 1 and {MAX_MS} milliseconds"));
-        }
+        problems.check_ms("bulkhead.queue_timeout_ms", self.queue_timeout_ms, 1);
     }
 }

@@ -109,8 +109,6 @@ pub enum HostHeader {
 
 /// The largest weight a target may have; it keeps the balancing schedule small.
 pub const MAX_WEIGHT: u32 = 1_000;
-/// The longest timeout accepted, one day; longer is surely a mistake.
-const MAX_TIMEOUT_MS: u64 = 86_400_000;
 
 impl Service {
     pub fn validate(&self) -> Result<(), Problems> {
@@ -140,14 +138,10 @@ impl Service {
             ("read_timeout_ms", self.read_timeout_ms),
             ("write_timeout_ms", self.write_timeout_ms),
         ] {
-            if value == 0 || value > MAX_TIMEOUT_MS {
-                problems.push(field, format!("must be between 1 and {MAX_TIMEOUT_MS} milliseconds"));
-            }
+            problems.check_ms(field, value, 1);
         }
         if let Some(total) = self.total_timeout_ms {
-            if total == 0 || total > MAX_TIMEOUT_MS {
-                problems.push("total_timeout_ms", format!("must be between 1 and {MAX_TIMEOUT_MS} milliseconds"));
-            }
+            problems.check_ms("total_timeout_ms", total, 1);
         }
         if let Some(retries) = &self.retries {
             retries.validate(&mut problems);
