@@ -3,18 +3,22 @@
 //! about every target degrades to plain balancing instead of failing every request.
 
 use super::state::{now_ms, TargetState};
+use super::UpstreamTarget;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
 
-/// The targets' states and weights, in target order.
+/// The targets and their weights, in target order.
 pub(crate) struct Members<'a> {
-    pub states: &'a [Arc<TargetState>],
+    pub targets: &'a [UpstreamTarget],
     pub weights: &'a [u32],
 }
 
 impl Members<'_> {
+    fn state(&self, i: usize) -> &TargetState {
+        &self.targets[i].state
+    }
+
     fn usable(&self, i: usize, any: bool) -> bool {
-        self.weights[i] > 0 && (any || self.states[i].is_available())
+        self.weights[i] > 0 && (any || self.state(i).is_available())
     }
 }
 
@@ -33,20 +37,20 @@ impl RoundRobin {
     pub fn pick(&self, members: &Members) -> usize {
         let start = self.cursor.fetch_add(1, Relaxed);
         let first = self.schedule[start % self.schedule.len()] as usize;
-        if members.states[first].is_available() {
+        if members.state(first).is_available() {
             return first;
         }
         // Skip unavailable targets; the schedule's order keeps the others' shares in proportion.
         (1..self.schedule.len())
             .map(|step| self.schedule[(start + step) % self.schedule.len()] as usize)
-            .find(|&i| members.states[i].is_available())
+            .find(|&i| members.state(i).is_available())
             .unwrap_or(first)
     }
 }
 
 /// The fewest requests in flight relative to weight; ties go round the targets.
 pub(crate) fn least_requests(members: &Members, cursor: &AtomicUsize) -> usize {
-    let n = members.states.len();
+    let n = members.targets.len();
     let start = cursor.fetch_add(1, Relaxed);
     for any in [false, true] {
         let best = (0..n)
@@ -54,7 +58,7 @@ pub(crate) fn least_requests(members: &Members, cursor: &AtomicUsize) -> usize {
             .filter(|&i| members.usable(i, any))
             // (outstanding + 1) / weight, compared without division.
             .min_by_key(|&i| {
-                let load = u64::from(members.states[i].outstanding() + 1) << 20;
+                let load = u64::from(members.state(i).outstanding() + 1) << 20;
                 load / u64::from(members.weights[i])
             });
         if let Some(best) = best {
@@ -66,12 +70,12 @@ pub(crate) fn least_requests(members: &Members, cursor: &AtomicUsize) -> usize {
 
 /// Power of two choices on peak-EWMA latency times requests in flight, over weight.
 pub(crate) fn peak_ewma(members: &Members) -> usize {
-    let n = members.states.len();
+    let n = members.targets.len();
     if n == 1 {
         return 0;
     }
     let now = now_ms();
-    let cost = |i: usize| members.states[i].ewma_cost(now) / f64::from(members.weights[i].max(1));
+    let cost = |i: usize| members.state(i).ewma_cost(now) / f64::from(members.weights[i].max(1));
     for any in [false, true] {
         // A few random draws find two usable targets unless most are out; then a scan does.
         let mut chosen = [usize::MAX; 2];
@@ -134,7 +138,7 @@ impl Ring {
         let start = self.points.partition_point(|(point, _)| *point < key);
         let owner = |k: usize| self.points[(start + k) % self.points.len()].1 as usize;
         // The first available target clockwise; with none, the key's own target.
-        (0..self.points.len()).map(owner).find(|&i| members.states[i].is_available()).unwrap_or_else(|| owner(0))
+        (0..self.points.len()).map(owner).find(|&i| members.state(i).is_available()).unwrap_or_else(|| owner(0))
     }
 }
 
@@ -189,9 +193,18 @@ mod tests {
     use super::*;
     use crate::upstream::UpstreamStates;
 
-    fn states(n: usize) -> Vec<Arc<TargetState>> {
+    fn targets(n: usize) -> Vec<UpstreamTarget> {
         let registry = UpstreamStates::default();
-        (0..n).map(|i| registry.target("s", &format!("10.0.0.{i}:80"))).collect()
+        (0..n)
+            .map(|i| {
+                let address = format!("10.0.0.{i}:80");
+                UpstreamTarget {
+                    authority: address.parse().expect("authority"),
+                    host: http::HeaderValue::from_str(&address).expect("host"),
+                    state: registry.target("s", &address),
+                }
+            })
+            .collect()
     }
 
     #[test]
@@ -204,37 +217,38 @@ mod tests {
 
     #[test]
     fn least_requests_prefers_the_idle_target() {
-        let states = states(3);
+        let targets = targets(3);
         let weights = [1, 1, 1];
-        let members = Members { states: &states, weights: &weights };
-        let _busy = [states[0].start_request(), states[1].start_request(), states[1].start_request()];
+        let members = Members { targets: &targets, weights: &weights };
+        let _busy =
+            [targets[0].state.start_request(), targets[1].state.start_request(), targets[1].state.start_request()];
         let cursor = AtomicUsize::new(0);
         for _ in 0..5 {
             assert_eq!(least_requests(&members, &cursor), 2);
         }
         // Weight counts: twice the weight carries twice the requests for the same cost.
         let weights = [4, 1, 1];
-        let members = Members { states: &states, weights: &weights };
+        let members = Members { targets: &targets, weights: &weights };
         assert_eq!(least_requests(&members, &cursor), 0);
     }
 
     #[test]
     fn peak_ewma_avoids_the_slow_target() {
-        let states = states(2);
+        let targets = targets(2);
         let weights = [1, 1];
-        let members = Members { states: &states, weights: &weights };
-        states[0].observe_latency(std::time::Duration::from_millis(200));
-        states[1].observe_latency(std::time::Duration::from_millis(2));
+        let members = Members { targets: &targets, weights: &weights };
+        targets[0].state.observe_latency(std::time::Duration::from_millis(200));
+        targets[1].state.observe_latency(std::time::Duration::from_millis(2));
         let picks: Vec<usize> = (0..100).map(|_| peak_ewma(&members)).collect();
         assert!(picks.iter().all(|&i| i == 1));
     }
 
     /// The share of 10,000 keys that change target when the target set changes.
     fn moved(before: &[&str], after: &[&str]) -> f64 {
-        let (sa, sb) = (states(before.len()), states(after.len()));
+        let (sa, sb) = (targets(before.len()), targets(after.len()));
         let (wa, wb) = (vec![1; before.len()], vec![1; after.len()]);
         let (ra, rb) = (Ring::new(before, &wa), Ring::new(after, &wb));
-        let (ma, mb) = (Members { states: &sa, weights: &wa }, Members { states: &sb, weights: &wb });
+        let (ma, mb) = (Members { targets: &sa, weights: &wa }, Members { targets: &sb, weights: &wb });
         let moved = (0..10_000u32)
             .filter(|k| {
                 let key = format!("user-{k}");
@@ -257,12 +271,12 @@ mod tests {
         let added = moved(&ten, &eleven);
         assert!((0.05..=0.13).contains(&added), "adding moved {added}");
         // Keys spread roughly evenly.
-        let s = states(10);
+        let s = targets(10);
         let w = vec![1; 10];
         let ring = Ring::new(&ten, &w);
         let mut counts = [0u32; 10];
         for k in 0..10_000u32 {
-            counts[ring.pick(hash(format!("k{k}").as_bytes()), &Members { states: &s, weights: &w })] += 1;
+            counts[ring.pick(hash(format!("k{k}").as_bytes()), &Members { targets: &s, weights: &w })] += 1;
         }
         assert!(counts.iter().all(|&c| (600..=1_400).contains(&c)), "{counts:?}");
     }

@@ -40,7 +40,6 @@ pub(crate) enum HashKey {
 /// The targets of a service at one moment, with what balancing needs precomputed.
 pub(crate) struct TargetSet {
     pub targets: Box<[UpstreamTarget]>,
-    states: Box<[Arc<TargetState>]>,
     weights: Box<[u32]>,
     round_robin: RoundRobin,
     ring: Option<Ring>,
@@ -64,7 +63,6 @@ impl TargetSet {
         let weights: Vec<u32> = targets.iter().map(|(_, w, _)| *w).collect();
         let ring = hashed.then(|| Ring::new(&targets.iter().map(|(a, _, _)| *a).collect::<Vec<_>>(), &weights));
         TargetSet {
-            states: targets.iter().map(|(_, _, t)| t.state.clone()).collect(),
             targets: targets.into_iter().map(|(_, _, t)| t).collect(),
             round_robin: RoundRobin::new(&weights),
             weights: weights.into_boxed_slice(),
@@ -85,7 +83,7 @@ impl TargetSet {
     /// where there is one, and does not move the round-robin cursor, so that a dead target
     /// does not become every request's first choice.
     pub fn pick(&self, balancer: &Balancer, key: Option<u64>, tried: &[usize]) -> usize {
-        let members = Members { states: &self.states, weights: &self.weights };
+        let members = Members { targets: &self.targets, weights: &self.weights };
         let Some(&last) = tried.last() else {
             return match (balancer, key, &self.ring) {
                 (Balancer::LeastRequests(cursor), _, _) => balance::least_requests(&members, cursor),
@@ -108,7 +106,7 @@ impl TargetSet {
         let after_last = (1..=n).map(|k| (last + k) % n).filter(|&i| self.weights[i] > 0 && !tried.contains(&i));
         after_last
             .clone()
-            .find(|&i| self.states[i].is_available())
+            .find(|&i| self.targets[i].state.is_available())
             .or_else(|| after_last.clone().next())
             .unwrap_or(last)
     }
