@@ -75,15 +75,21 @@ async fn an_open_circuit_falls_back_to_another_service_or_a_fixed_answer() {
     portico.stop().await;
 }
 
-#[tokio::test]
-async fn a_bulkhead_limits_requests_in_flight_queues_a_few_and_turns_the_rest_away() {
+/// A slow upstream (`delay_ms` per answer) behind a route to a service with this bulkhead.
+async fn behind_a_bulkhead(delay_ms: u64, bulkhead: Value) -> (MockUpstream, Portico) {
     let upstream = MockUpstream::start("slow").await;
-    upstream.set_delay(Duration::from_millis(300));
+    upstream.set_delay(Duration::from_millis(delay_ms));
     let portico = Portico::start().await;
-    let bulkhead = json!({"max_concurrent": 2, "max_queue": 1, "queue_timeout_ms": 2000});
     let service = json!({"name": "slow", "targets": [{"address": upstream.addr.to_string()}], "bulkhead": bulkhead});
     portico.create("services", service).await;
     portico.create("routes", json!({"name": "slow", "service": "slow"})).await;
+    (upstream, portico)
+}
+
+#[tokio::test]
+async fn a_bulkhead_limits_requests_in_flight_queues_a_few_and_turns_the_rest_away() {
+    let (upstream, portico) =
+        behind_a_bulkhead(300, json!({"max_concurrent": 2, "max_queue": 1, "queue_timeout_ms": 2000})).await;
 
     let requests = (0..5).map(|_| async {
         let started = Instant::now();
@@ -104,13 +110,8 @@ async fn a_bulkhead_limits_requests_in_flight_queues_a_few_and_turns_the_rest_aw
 
 #[tokio::test]
 async fn a_queued_request_gives_up_after_the_queue_timeout() {
-    let upstream = MockUpstream::start("slow").await;
-    upstream.set_delay(Duration::from_millis(500));
-    let portico = Portico::start().await;
-    let bulkhead = json!({"max_concurrent": 1, "max_queue": 5, "queue_timeout_ms": 100});
-    let service = json!({"name": "slow", "targets": [{"address": upstream.addr.to_string()}], "bulkhead": bulkhead});
-    portico.create("services", service).await;
-    portico.create("routes", json!({"name": "slow", "service": "slow"})).await;
+    let (_upstream, portico) =
+        behind_a_bulkhead(500, json!({"max_concurrent": 1, "max_queue": 5, "queue_timeout_ms": 100})).await;
     let first = portico.get("/").send();
     let second = async {
         tokio::time::sleep(Duration::from_millis(50)).await;
