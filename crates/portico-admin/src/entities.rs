@@ -1,4 +1,5 @@
-//! CRUD for configuration entities (services and routes), with optimistic concurrency.
+//! CRUD for configuration entities (services, routes, consumers, the global settings), with
+//! optimistic concurrency.
 //!
 //! Every entity is returned with its `version`, also sent as a strong `ETag`. An update must
 //! say which version it was based on (`If-Match`, or a `version` field in the body); a
@@ -10,8 +11,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use portico_model::{Problem, Problems, Route, Service};
-use portico_store::{Entity, Precondition, Stored};
+use portico_model::{Consumer, Global, Problem, Problems, Route, Service};
+use portico_store::{Entity, Kind, Precondition, Stored};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -43,7 +44,48 @@ const MAX_PAGE: usize = 1000;
 /// Fields of the response that a client may send back unchanged in a PUT body.
 const METADATA_FIELDS: [&str; 3] = ["version", "created_at", "updated_at"];
 
-fn versioned<T>(stored: Stored<T>) -> Versioned<T> {
+/// How the admin API shows and prepares an entity: secrets sent in plain text are hashed
+/// before they are stored, and hashes are never shown.
+pub(crate) trait AdminEntity: Entity {
+    /// Whether [`AdminEntity::prepare`] needs the stored version of the entity.
+    const HAS_SECRETS: bool = false;
+    fn redact(&mut self) {}
+    /// Runs on a blocking thread before the entity is stored: password hashing is slow.
+    fn prepare(&mut self, _previous: Option<&Self>) {}
+}
+
+impl AdminEntity for Service {}
+impl AdminEntity for Route {}
+impl AdminEntity for Global {}
+
+impl AdminEntity for Consumer {
+    const HAS_SECRETS: bool = true;
+    fn redact(&mut self) {
+        Consumer::redact(self)
+    }
+    fn prepare(&mut self, previous: Option<&Self>) {
+        if let Some(previous) = previous {
+            self.keep_secrets(previous);
+        }
+        self.seal_reusing(previous);
+    }
+}
+
+/// Hashes the entity's secrets off the async runtime.
+pub(crate) async fn prepared<E: AdminEntity>(mut entity: E, previous: Option<E>) -> Result<E, ApiError> {
+    if !E::HAS_SECRETS {
+        return Ok(entity);
+    }
+    tokio::task::spawn_blocking(move || {
+        entity.prepare(previous.as_ref());
+        entity
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "hashing failed"))
+}
+
+pub(crate) fn versioned<E: AdminEntity>(mut stored: Stored<E>) -> Versioned<E> {
+    stored.value.redact();
     Versioned {
         value: stored.value,
         version: stored.version,
@@ -52,7 +94,7 @@ fn versioned<T>(stored: Stored<T>) -> Versioned<T> {
     }
 }
 
-fn with_etag<T: Serialize>(status: StatusCode, stored: Stored<T>, location: Option<String>) -> Response {
+pub(crate) fn with_etag<E: AdminEntity>(status: StatusCode, stored: Stored<E>, location: Option<String>) -> Response {
     let etag = format!("\"{}\"", stored.version);
     let mut response = (status, Json(versioned(stored))).into_response();
     if let Ok(etag) = HeaderValue::from_str(&etag) {
@@ -66,8 +108,10 @@ fn with_etag<T: Serialize>(status: StatusCode, stored: Stored<T>, location: Opti
 
 fn collection<E: Entity>() -> &'static str {
     match E::KIND {
-        portico_store::Kind::Service => "services",
-        portico_store::Kind::Route => "routes",
+        Kind::Service => "services",
+        Kind::Route => "routes",
+        Kind::Consumer => "consumers",
+        Kind::Global => "global",
     }
 }
 
@@ -89,7 +133,7 @@ fn parse_page(query: Option<&str>) -> Result<(Option<String>, usize), ApiError> 
     Ok((after, limit))
 }
 
-async fn list<E: Entity>(state: AdminState, query: Option<String>) -> Result<Json<Page<E>>, ApiError> {
+pub(crate) async fn list<E: AdminEntity>(state: AdminState, query: Option<String>) -> Result<Json<Page<E>>, ApiError> {
     let (after, limit) = parse_page(query.as_deref())?;
     let mut items: Vec<Versioned<E>> = match &state.source {
         ConfigSource::Store => {
@@ -98,7 +142,7 @@ async fn list<E: Entity>(state: AdminState, query: Option<String>) -> Result<Jso
         ConfigSource::File(config) => {
             let config = config.load();
             let mut all: Vec<&E> =
-                E::all_in(&config).iter().filter(|e| after.as_deref().is_none_or(|a| e.name() > a)).collect();
+                E::all_in(&config).into_iter().filter(|e| after.as_deref().is_none_or(|a| e.name() > a)).collect();
             all.sort_by(|a, b| a.name().cmp(b.name()));
             all.into_iter().take(limit + 1).map(|e| versioned(from_file(e.clone()))).collect()
         }
@@ -117,11 +161,11 @@ fn from_file<E>(value: E) -> Stored<E> {
     Stored { value, version: 1, created_at: 0, updated_at: 0 }
 }
 
-async fn get_one<E: Entity>(state: AdminState, name: String) -> Result<Response, ApiError> {
+pub(crate) async fn get_one<E: AdminEntity>(state: AdminState, name: String) -> Result<Response, ApiError> {
     let found = match &state.source {
         ConfigSource::Store => state.store.get::<E>(&name).await?,
         ConfigSource::File(config) => {
-            E::all_in(&config.load()).iter().find(|e| e.name() == name).cloned().map(from_file)
+            E::all_in(&config.load()).into_iter().find(|e| e.name() == name).cloned().map(from_file)
         }
     };
     let stored = found.ok_or_else(|| portico_store::StoreError::NotFound { kind: E::KIND.as_str(), name })?;
@@ -131,7 +175,7 @@ async fn get_one<E: Entity>(state: AdminState, name: String) -> Result<Response,
 /// Parses a request body into an entity. Syntax errors are 400; a document of the wrong
 /// shape is 422 with the path of the offending field. The response metadata fields are
 /// accepted so that a GET → edit → PUT cycle works; `version` counts as `If-Match`.
-fn parse_body<E: Entity>(body: &Bytes) -> Result<(E, Option<i64>), ApiError> {
+pub(crate) fn parse_body<E: Entity>(body: &Bytes) -> Result<(E, Option<i64>), ApiError> {
     let mut value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
     let object = value.as_object_mut().ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
@@ -159,16 +203,17 @@ fn parse_body<E: Entity>(body: &Bytes) -> Result<(E, Option<i64>), ApiError> {
     Ok((entity, version))
 }
 
-fn writable(state: &AdminState) -> Result<(), ApiError> {
+pub(crate) fn writable(state: &AdminState) -> Result<(), ApiError> {
     match state.source {
         ConfigSource::Store => Ok(()),
         ConfigSource::File(_) => Err(ApiError::read_only()),
     }
 }
 
-async fn create<E: Entity>(state: AdminState, body: Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn create<E: AdminEntity>(state: AdminState, body: Bytes) -> Result<Response, ApiError> {
     writable(&state)?;
     let (entity, _) = parse_body::<E>(&body)?;
+    let entity = prepared(entity, None).await?;
     let name = entity.name().to_owned();
     let stored = state.store.put(entity, Precondition::Absent).await?;
     Ok(with_etag(StatusCode::CREATED, stored, Some(format!("/api/v1/{}/{name}", collection::<E>()))))
@@ -186,15 +231,15 @@ fn precondition(headers: &HeaderMap, body_version: Option<i64>) -> Result<Option
             .trim_matches('"')
             .parse()
             .map_err(|_| ApiError::bad_request("`If-Match` must be the entity's ETag, such as \"3\", or *"))?;
-        return Ok(Some(Precondition::Version(version)));
+        return Ok(Some(version_precondition(version)));
     }
     if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v == "*") {
         return Ok(Some(Precondition::Absent));
     }
-    Ok(body_version.map(Precondition::Version))
+    Ok(body_version.map(version_precondition))
 }
 
-async fn put<E: Entity>(
+pub(crate) async fn put<E: AdminEntity>(
     state: AdminState,
     name: String,
     headers: HeaderMap,
@@ -214,6 +259,11 @@ async fn put<E: Entity>(
             line: None,
         }])));
     }
+    let previous = match E::HAS_SECRETS {
+        true => state.store.get::<E>(&name).await?.map(|stored| stored.value),
+        false => None,
+    };
+    let entity = prepared(entity, previous).await?;
     match precondition(&headers, body_version)? {
         Some(precondition) => {
             let created = precondition == Precondition::Absent;
@@ -236,7 +286,20 @@ async fn put<E: Entity>(
     }
 }
 
-async fn delete<E: Entity>(state: AdminState, name: String, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+/// Versions start at 1, so version 0 is what a caller saw of an entity that does not exist
+/// yet (the global settings before their first write).
+fn version_precondition(version: i64) -> Precondition {
+    match version {
+        0 => Precondition::Absent,
+        n => Precondition::Version(n),
+    }
+}
+
+pub(crate) async fn delete<E: Entity>(
+    state: AdminState,
+    name: String,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
     writable(&state)?;
     let precondition = precondition(&headers, None)?.unwrap_or(Precondition::None);
     state.store.delete::<E>(&name, precondition).await?;

@@ -7,6 +7,7 @@
 //! Every route requires an admin token except those in [`PUBLIC_PATHS`].
 
 mod auth;
+mod consumers;
 mod entities;
 mod openapi;
 mod problem;
@@ -43,6 +44,17 @@ pub fn router(state: AdminState) -> Router {
             "/api/v1/routes/{name}",
             get(entities::get_route).put(entities::put_route).delete(entities::delete_route),
         )
+        .route("/api/v1/consumers", get(consumers::list_consumers).post(consumers::create_consumer))
+        .route(
+            "/api/v1/consumers/{name}",
+            get(consumers::get_consumer).put(consumers::put_consumer).delete(consumers::delete_consumer),
+        )
+        .route(
+            "/api/v1/consumers/{name}/credentials",
+            get(consumers::list_credentials).post(consumers::create_credential),
+        )
+        .route("/api/v1/consumers/{name}/credentials/{id}", axum::routing::delete(consumers::delete_credential))
+        .route("/api/v1/global", get(consumers::get_global).put(consumers::put_global))
         .route("/api/v1/registry/{name}/instances", get(registry::list).post(registry::register))
         .route("/api/v1/registry/{name}/instances/{id}", axum::routing::delete(registry::deregister))
         .route("/api/v1/registry/{name}/instances/{id}/heartbeat", axum::routing::put(registry::heartbeat))

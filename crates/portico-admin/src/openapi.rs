@@ -1,5 +1,6 @@
 //! The OpenAPI 3.1 document of the admin API, generated from the handlers' annotations.
 
+use crate::consumers;
 use crate::entities::{self, Page, Versioned};
 use crate::problem::ProblemBody;
 use crate::registry;
@@ -7,24 +8,32 @@ use crate::system;
 use crate::targets;
 use axum::Json;
 use portico_model::{
-    ActiveCheck, Algorithm, Balance, Bulkhead, CircuitBreaker, Discovery, DnsDiscovery, Fallback, HashOn, Health,
-    HostHeader, MockResponse, PassiveCheck, Problem, Retries, Route, Scheme, Service, Target,
+    Acl, ActiveCheck, Algorithm, Balance, BasicAuth, BasicCredential, Bulkhead, CircuitBreaker, Consumer, Cors,
+    Credential, Discovery, DnsDiscovery, Fallback, Global, HashOn, Health, HostHeader, IpRestriction, KeyAuth,
+    KeyCredential, Limit, LimitBy, MockResponse, PassiveCheck, Policies, Problem, RateLimit, Retries, Route, Scheme,
+    Service, Target,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Portico admin API", description = "Manage Portico's services and routes. Every endpoint but health and readiness needs `Authorization: Bearer <admin token>`."),
+    info(title = "Portico admin API", description = "Manage Portico's services, routes, consumers and global settings. Every endpoint but health and readiness needs `Authorization: Bearer <admin token>`."),
     paths(
         system::health, system::ready, system::status,
         entities::list_services, entities::create_service, entities::get_service, entities::put_service, entities::delete_service,
         targets::service_health,
         registry::register, registry::heartbeat, registry::deregister, registry::list,
         entities::list_routes, entities::create_route, entities::get_route, entities::put_route, entities::delete_route,
+        consumers::list_consumers, consumers::create_consumer, consumers::get_consumer, consumers::put_consumer, consumers::delete_consumer,
+        consumers::list_credentials, consumers::create_credential, consumers::delete_credential,
+        consumers::get_global, consumers::put_global,
     ),
     components(schemas(Service, Target, Scheme, HostHeader, Balance, Algorithm, HashOn, Health, ActiveCheck, PassiveCheck, Retries, CircuitBreaker, Fallback, Bulkhead, Discovery, DnsDiscovery, Route, MockResponse, Problem, ProblemBody,
-                       Versioned<Service>, Versioned<Route>, Page<Service>, Page<Route>)),
+                       Policies, IpRestriction, Cors, KeyAuth, BasicAuth, Acl, RateLimit, LimitBy, Limit,
+                       Consumer, Credential, KeyCredential, BasicCredential, Global, consumers::IssuedCredential,
+                       Versioned<Service>, Versioned<Route>, Versioned<Consumer>, Versioned<Global>,
+                       Page<Service>, Page<Route>, Page<Consumer>)),
     modifiers(&BearerToken),
     security(("admin_token" = [])),
 )]
@@ -60,6 +69,8 @@ mod tests {
             "/api/v1/routes",
             "/api/v1/routes/{name}",
             "/api/v1/health",
+            "/api/v1/consumers/{name}/credentials",
+            "/api/v1/global",
         ] {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }

@@ -35,6 +35,10 @@ impl ApiError {
         ApiError { status, kind, title, detail: detail.into(), errors: Vec::new() }
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     pub fn invalid(problems: Problems) -> ApiError {
         let detail = match problems.0.len() {
             1 => "1 field is invalid".to_owned(),

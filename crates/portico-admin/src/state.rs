@@ -1,7 +1,7 @@
 //! What the admin handlers share.
 
 use arc_swap::ArcSwap;
-use portico_gateway::SnapshotCell;
+use portico_gateway::{RedisLimits, SnapshotCell};
 use portico_model::Config;
 use portico_store::Store;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -23,9 +23,19 @@ pub struct RuntimeStatus {
     revision: AtomicI64,
     routes: AtomicI64,
     last_error: Mutex<Option<String>>,
+    /// The Redis connection of cluster rate limits, when one is configured.
+    redis: Option<Arc<RedisLimits>>,
 }
 
 impl RuntimeStatus {
+    pub fn new(redis: Option<Arc<RedisLimits>>) -> RuntimeStatus {
+        RuntimeStatus { redis, ..RuntimeStatus::default() }
+    }
+
+    pub(crate) fn redis(&self) -> Option<&Arc<RedisLimits>> {
+        self.redis.as_ref()
+    }
+
     /// Records that the snapshot of `revision` with `routes` routes is now serving.
     pub fn serving(&self, revision: i64, routes: usize) {
         self.revision.store(revision, Ordering::Relaxed);

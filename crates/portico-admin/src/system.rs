@@ -41,6 +41,11 @@ pub(crate) struct Status {
     /// Why the newest configuration is not being served, if it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     last_error: Option<String>,
+    /// Cluster rate limiting, when Redis is configured: whether it is reachable, and how many
+    /// requests were counted on this node alone because it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    redis: Option<portico_gateway::RedisReport>,
 }
 
 /// What the gateway serves, and whether it is up to date.
@@ -60,5 +65,6 @@ pub(crate) async fn status(State(state): State<AdminState>) -> Json<Status> {
         routes: state.status.routes(),
         store_revision,
         last_error: state.status.last_error(),
+        redis: state.status.redis().map(|r| r.report()),
     })
 }

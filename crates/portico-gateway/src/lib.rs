@@ -7,9 +7,11 @@
 //! path never waits on the store.
 //!
 //! - [`router`]: host, path, method and header matching with a deterministic precedence.
+//! - [`access`]: client IP rules, CORS, authentication, authorization and rate limits.
 //! - [`proxy`]: the request pipeline, phase by phase.
 //! - [`server`]: listeners, one single-threaded runtime per worker, connection limits, drain.
 
+mod access;
 mod router;
 mod snapshot;
 mod upstream;
@@ -17,6 +19,7 @@ mod upstream;
 mod proxy;
 mod server;
 
+pub use access::{Limiters, RedisLimits, RedisReport};
 pub use server::{bind_listeners, Gateway, GatewayHandle, ProxySettings};
 pub use snapshot::{compile, ServiceReport, Snapshot, SnapshotCell};
 pub use upstream::dns::run_dns_discovery;

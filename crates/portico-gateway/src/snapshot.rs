@@ -1,5 +1,6 @@
 //! Compiling a configuration into an immutable snapshot, and the cell that holds the current one.
 
+use crate::access::{self, AccessPolicy, AccessShared, Limiters};
 use crate::proxy::{Condition, Fault, Mirror, Share};
 use crate::router::{Precedence, Router, Rule};
 use crate::upstream::{Discovered, TargetReport, Upstream, UpstreamStates};
@@ -18,6 +19,8 @@ pub struct Snapshot {
     pub(crate) routes: Vec<CompiledRoute>,
     /// Every service, whether a route uses it or not (health checks probe them all).
     pub(crate) upstreams: Vec<Arc<Upstream>>,
+    /// Consumers and trusted proxies, for the access phase.
+    pub(crate) access: AccessShared,
 }
 
 /// A route, ready for the request path.
@@ -34,6 +37,8 @@ pub(crate) struct CompiledRoute {
     pub shares: Box<[Share]>,
     pub mirror: Option<Mirror>,
     pub fault: Option<Fault>,
+    /// The access policies that apply; `None` when there are none.
+    pub access: Option<Box<AccessPolicy>>,
 }
 
 /// How the path sent upstream is derived from the request path.
@@ -80,7 +85,13 @@ impl SnapshotCell {
 impl Snapshot {
     /// A snapshot with no routes: every request gets 404.
     pub fn empty() -> Snapshot {
-        Snapshot { revision: 0, router: Router::default(), routes: Vec::new(), upstreams: Vec::new() }
+        Snapshot {
+            revision: 0,
+            router: Router::default(),
+            routes: Vec::new(),
+            upstreams: Vec::new(),
+            access: AccessShared::default(),
+        }
     }
 
     pub fn route_count(&self) -> usize {
@@ -125,12 +136,14 @@ pub struct ServiceReport {
 
 /// Compiles a configuration. It validates first, so a snapshot is only ever built from a
 /// configuration that is correct as a whole. Targets take their run-time state from
-/// `states`, so that what was learnt about them survives the reload.
+/// `states`, and rate limits their counters from `limiters`, so that what was learnt and
+/// counted survives the reload.
 pub fn compile(
     config: &Config,
     revision: i64,
     states: &UpstreamStates,
     discovered: &Discovered,
+    limiters: &Limiters,
 ) -> Result<Snapshot, Problems> {
     config.validate()?;
     let upstreams: HashMap<&str, Arc<Upstream>> =
@@ -181,6 +194,7 @@ pub fn compile(
             shares,
             mirror,
             fault: route.fault.as_ref().map(Fault::new),
+            access: access::compile_route(route, config, limiters),
         });
     }
     let live: rustc_hash::FxHashSet<(&str, &str)> =
@@ -194,7 +208,8 @@ pub fn compile(
     );
     let mut upstreams: Vec<Arc<Upstream>> = upstreams.into_values().collect();
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Snapshot { revision, router: Router::new(rules), routes: compiled, upstreams })
+    let access = AccessShared::compile(config, limiters);
+    Ok(Snapshot { revision, router: Router::new(rules), routes: compiled, upstreams, access })
 }
 
 /// The router rules of one route: one per (host pattern, path pattern) pair.

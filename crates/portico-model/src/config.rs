@@ -1,27 +1,37 @@
-//! A whole configuration: every service and route, as one document.
+//! A whole configuration: global settings, every service, route and consumer, as one
+//! document.
 //!
 //! This is the unit that is validated as a whole (names are unique, references resolve, no
 //! two routes are indistinguishable), the shape of the YAML file, and what the store loads
 //! to build a snapshot.
 
-use crate::{HostPattern, MethodSet, PathPattern, Problem, Problems, Route, Service};
+use crate::{
+    Consumer, Credential, Global, HostPattern, MethodSet, PathPattern, Policies, Problem, Problems, Route, Service,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
-/// Every service and route.
+/// Global settings and every service, route and consumer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    #[serde(default, skip_serializing_if = "Global::is_default")]
+    pub global: Global,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<Service>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<Consumer>,
 }
 
 impl Config {
     /// Checks every entity and the rules that span entities.
     pub fn validate(&self) -> Result<(), Problems> {
         let mut problems = Problems::default();
+        if let Err(found) = self.global.validate() {
+            problems.0.extend(found.nest("global").0);
+        }
         let mut service_names = HashSet::new();
         for (i, service) in self.services.iter().enumerate() {
             if let Err(found) = service.validate() {
@@ -67,7 +77,64 @@ impl Config {
             }
         }
         find_indistinguishable_routes(&self.routes, &mut problems);
+        self.validate_consumers(&mut problems);
         problems.into_result()
+    }
+
+    /// Consumers are valid, their names and credentials unique, and access lists name
+    /// consumers that exist.
+    fn validate_consumers(&self, problems: &mut Problems) {
+        let mut names = HashSet::new();
+        let mut keys = HashMap::new();
+        let mut usernames = HashMap::new();
+        for (i, consumer) in self.consumers.iter().enumerate() {
+            if let Err(found) = consumer.validate() {
+                problems.0.extend(found.nest(&format!("consumers[{i}]")).0);
+            }
+            if !names.insert(consumer.name.as_str()) {
+                problems.push(
+                    format!("consumers[{i}].name"),
+                    format!("a consumer named `{}` already exists", consumer.name),
+                );
+            }
+            for (k, credential) in consumer.credentials.iter().enumerate() {
+                let at = format!("consumers[{i}].credentials[{k}]");
+                if let Some(digest) = credential.key_digest() {
+                    if let Some(other) = keys.insert(digest, consumer.name.as_str()) {
+                        problems.push(format!("{at}.key"), format!("consumer `{other}` already has this key"));
+                    }
+                }
+                if let Credential::BasicAuth(basic) = credential {
+                    if let Some(other) = usernames.insert(basic.username.as_str(), consumer.name.as_str()) {
+                        problems
+                            .push(format!("{at}.username"), format!("consumer `{other}` already uses this user name"));
+                    }
+                }
+            }
+        }
+        for (at, policies) in self.attached_policies() {
+            for name in policies.acl.iter().flat_map(|acl| acl.consumers()) {
+                if !names.contains(name.as_str()) {
+                    problems.push(format!("{at}.policies.acl"), format!("no consumer is named `{name}`"));
+                }
+            }
+        }
+    }
+
+    /// Every place policies are attached to, with its field path.
+    fn attached_policies(&self) -> impl Iterator<Item = (String, &Policies)> {
+        let global = std::iter::once(("global".to_owned(), &self.global.policies));
+        let services = self.services.iter().enumerate().map(|(i, s)| (format!("services[{i}]"), &s.policies));
+        let routes = self.routes.iter().enumerate().map(|(i, r)| (format!("routes[{i}]"), &r.policies));
+        global.chain(services).chain(routes)
+    }
+
+    /// Descriptions of the places whose access lists name consumer `name`.
+    pub fn consumer_dependents(&self, name: &str) -> Vec<String> {
+        self.attached_policies()
+            .filter(|(_, p)| p.acl.iter().flat_map(|acl| acl.consumers()).any(|c| c == name))
+            .map(|(at, _)| at)
+            .collect()
     }
 
     /// The service with this name.
@@ -79,6 +146,7 @@ impl Config {
     pub fn sorted(mut self) -> Config {
         self.services.sort_by(|a, b| a.name.cmp(&b.name));
         self.routes.sort_by(|a, b| a.name.cmp(&b.name));
+        self.consumers.sort_by(|a, b| a.name.cmp(&b.name));
         self
     }
 }

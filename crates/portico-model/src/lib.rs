@@ -6,11 +6,15 @@
 
 mod balance;
 mod config;
+mod consumer;
 mod discovery;
+mod global;
 mod names;
 mod pattern;
+mod policy;
 mod problem;
 mod protect;
+mod rate_limit;
 mod retry;
 mod route;
 mod service;
@@ -18,11 +22,17 @@ mod traffic;
 
 pub use balance::{ActiveCheck, Algorithm, Balance, HashOn, Health, PassiveCheck, StatusSet};
 pub use config::{parse_yaml, Config};
+pub use consumer::{
+    generate_key, hash_password, verify_password, BasicCredential, Consumer, Credential, KeyCredential, MIN_KEY_LEN,
+};
 pub use discovery::{Discovery, DnsDiscovery};
+pub use global::Global;
 pub use names::validate_name;
 pub use pattern::{HostPattern, Method, MethodSet, PathPattern, Segment};
+pub use policy::{parse_cidr, Acl, BasicAuth, Cors, IpRestriction, KeyAuth, Policies};
 pub use problem::{Problem, Problems, MAX_MS};
 pub use protect::{Bulkhead, CircuitBreaker, Fallback};
+pub use rate_limit::{Limit, LimitBy, RateLimit, Window};
 pub use retry::{Retries, RetryOn};
 pub use route::{HeaderMatch, MockResponse, Route};
 pub use service::{parse_address, HostHeader, Scheme, Service, Target, MAX_WEIGHT};

@@ -1,6 +1,6 @@
 //! Routes: which requests go where.
 
-use crate::{validate_name, Fault, HostPattern, Method, MethodSet, Mirror, PathPattern, Problems, Split};
+use crate::{validate_name, Fault, HostPattern, Method, MethodSet, Mirror, PathPattern, Policies, Problems, Split};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -57,6 +57,9 @@ pub struct Route {
     /// Delays and errors injected for chaos tests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
+    /// Access policies; each kind set here replaces the same kind on the service or globally.
+    #[serde(default, skip_serializing_if = "Policies::is_empty")]
+    pub policies: Policies,
 }
 
 /// A response Portico answers with, without calling any upstream.
@@ -164,6 +167,7 @@ impl Route {
             self.service.is_some(),
             &mut problems,
         );
+        self.policies.validate(&mut problems);
         problems.into_result()
     }
 
@@ -222,6 +226,7 @@ mod tests {
             split: vec![],
             mirror: None,
             fault: None,
+            policies: Policies::default(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Services: the upstreams that routes send traffic to.
 
-use crate::{validate_name, Balance, Bulkhead, CircuitBreaker, Discovery, Health, Problems, Retries};
+use crate::{validate_name, Balance, Bulkhead, CircuitBreaker, Discovery, Health, Policies, Problems, Retries};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -52,6 +52,9 @@ pub struct Service {
     /// Which `Host` header the target sees.
     #[serde(default)]
     pub host_header: HostHeader,
+    /// Access policies for every route to this service, unless the route sets the same kind.
+    #[serde(default, skip_serializing_if = "Policies::is_empty")]
+    pub policies: Policies,
 }
 
 mod defaults {
@@ -154,6 +157,7 @@ impl Service {
         }
         self.balance.validate(&mut problems);
         self.health.validate(&mut problems);
+        self.policies.validate(&mut problems);
         problems.into_result()
     }
 }
@@ -194,6 +198,7 @@ mod tests {
             read_timeout_ms: 1,
             write_timeout_ms: 1,
             host_header: HostHeader::Upstream,
+            policies: Policies::default(),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use crate::store::{load_config, now};
 use crate::{Store, StoreError};
-use portico_model::{Config, Problems, Route, Service};
+use portico_model::{Config, Consumer, Global, Problems, Route, Service};
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::Row;
 use std::collections::HashMap;
@@ -12,13 +12,21 @@ use std::collections::HashMap;
 pub enum Kind {
     Service,
     Route,
+    Consumer,
+    /// The gateway-wide settings: one entity, named [`GLOBAL`].
+    Global,
 }
+
+/// The name of the one [`Kind::Global`] entity.
+pub const GLOBAL: &str = "global";
 
 impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Service => "service",
             Kind::Route => "route",
+            Kind::Consumer => "consumer",
+            Kind::Global => "global",
         }
     }
 
@@ -26,6 +34,8 @@ impl Kind {
         match raw {
             "service" => Some(Kind::Service),
             "route" => Some(Kind::Route),
+            "consumer" => Some(Kind::Consumer),
+            "global" => Some(Kind::Global),
             _ => None,
         }
     }
@@ -40,12 +50,31 @@ pub trait Entity: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     fn validate(&self) -> Result<(), Problems>;
     fn name(&self) -> &str;
     fn set_name(&mut self, name: String);
-    /// Where entities of this kind live in a [`Config`].
-    fn all(config: &mut Config) -> &mut Vec<Self>;
-    fn all_in(config: &Config) -> &[Self];
+    /// The entities of this kind in a [`Config`].
+    fn all_in(config: &Config) -> Vec<&Self>;
+    /// Puts the entity into `config`, replacing the one with its name; returns its field path.
+    fn place(self, config: &mut Config) -> String;
     /// Names of the entities that refer to the entity called `name`.
     fn dependents(_config: &Config, _name: &str) -> Vec<String> {
         Vec::new()
+    }
+    /// Whether the entity is fit to store: no secret in plain text.
+    fn sealed(&self) -> bool {
+        true
+    }
+}
+
+/// Replaces the entity with the same name in `all`, or appends it; returns its index.
+fn place_in<E: Entity>(all: &mut Vec<E>, entity: E) -> usize {
+    match all.iter().position(|e| e.name() == entity.name()) {
+        Some(index) => {
+            all[index] = entity;
+            index
+        }
+        None => {
+            all.push(entity);
+            all.len() - 1
+        }
     }
 }
 
@@ -61,11 +90,11 @@ impl Entity for Service {
     fn set_name(&mut self, name: String) {
         self.name = name;
     }
-    fn all(config: &mut Config) -> &mut Vec<Self> {
-        &mut config.services
+    fn all_in(config: &Config) -> Vec<&Self> {
+        config.services.iter().collect()
     }
-    fn all_in(config: &Config) -> &[Self] {
-        &config.services
+    fn place(self, config: &mut Config) -> String {
+        format!("services[{}]", place_in(&mut config.services, self))
     }
     fn dependents(config: &Config, name: &str) -> Vec<String> {
         let uses = |r: &&Route| {
@@ -98,11 +127,56 @@ impl Entity for Route {
     fn set_name(&mut self, name: String) {
         self.name = name;
     }
-    fn all(config: &mut Config) -> &mut Vec<Self> {
-        &mut config.routes
+    fn all_in(config: &Config) -> Vec<&Self> {
+        config.routes.iter().collect()
     }
-    fn all_in(config: &Config) -> &[Self] {
-        &config.routes
+    fn place(self, config: &mut Config) -> String {
+        format!("routes[{}]", place_in(&mut config.routes, self))
+    }
+}
+
+impl Entity for Consumer {
+    const KIND: Kind = Kind::Consumer;
+    const COLLECTION: &'static str = "consumers";
+    fn validate(&self) -> Result<(), Problems> {
+        Consumer::validate(self)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+    fn all_in(config: &Config) -> Vec<&Self> {
+        config.consumers.iter().collect()
+    }
+    fn place(self, config: &mut Config) -> String {
+        format!("consumers[{}]", place_in(&mut config.consumers, self))
+    }
+    fn dependents(config: &Config, name: &str) -> Vec<String> {
+        config.consumer_dependents(name)
+    }
+    fn sealed(&self) -> bool {
+        !self.needs_sealing()
+    }
+}
+
+impl Entity for Global {
+    const KIND: Kind = Kind::Global;
+    const COLLECTION: &'static str = "global";
+    fn validate(&self) -> Result<(), Problems> {
+        Global::validate(self)
+    }
+    fn name(&self) -> &str {
+        GLOBAL
+    }
+    fn set_name(&mut self, _name: String) {}
+    fn all_in(config: &Config) -> Vec<&Self> {
+        vec![&config.global]
+    }
+    fn place(self, config: &mut Config) -> String {
+        config.global = self;
+        "global".into()
     }
 }
 
@@ -156,25 +230,17 @@ impl Store {
     /// configuration as it would be after the write.
     pub async fn put<E: Entity>(&self, entity: E, precondition: Precondition) -> Result<Stored<E>, StoreError> {
         entity.validate().map_err(StoreError::Invalid)?;
+        if !entity.sealed() {
+            return Err(StoreError::Unsealed);
+        }
         let (mut tx, revision) = self.begin_write().await?;
         let name = entity.name().to_owned();
         let current = current_version(&mut tx, E::KIND, &name).await?;
         check(E::KIND, &name, current.map(|(v, _)| v), precondition)?;
 
         let mut config = load_config(&mut tx).await?;
-        let all = E::all(&mut config);
-        let index = match all.iter().position(|e| e.name() == name) {
-            Some(index) => {
-                all[index] = entity.clone();
-                index
-            }
-            None => {
-                all.push(entity.clone());
-                all.len() - 1
-            }
-        };
         // Problems are reported relative to the entity written, not to the whole configuration.
-        let this_entity = format!("{}[{index}]", E::COLLECTION);
+        let this_entity = entity.clone().place(&mut config);
         config.validate().map_err(|problems| StoreError::Invalid(problems.relative_to(&this_entity)))?;
 
         let spec = to_json(&entity)?;
@@ -216,6 +282,9 @@ impl Store {
     /// Returns the new revision.
     pub async fn replace_all(&self, config: &Config) -> Result<i64, StoreError> {
         config.validate().map_err(StoreError::Invalid)?;
+        if config.consumers.iter().any(|c| !c.sealed()) {
+            return Err(StoreError::Unsealed);
+        }
         let (mut tx, revision) = self.begin_write().await?;
         let rows =
             sqlx::query("SELECT kind, name, spec, version, created_at FROM entities").fetch_all(&mut *tx).await?;
@@ -229,6 +298,12 @@ impl Store {
         }
         for route in &config.routes {
             wanted.push((Kind::Route, route.name.clone(), to_json(route)?));
+        }
+        for consumer in &config.consumers {
+            wanted.push((Kind::Consumer, consumer.name.clone(), to_json(consumer)?));
+        }
+        if !config.global.is_default() {
+            wanted.push((Kind::Global, GLOBAL.to_owned(), to_json(&config.global)?));
         }
         let now = now();
         for (kind, name, spec) in wanted {

@@ -17,6 +17,9 @@ pub enum StoreError {
     /// The entity is still referred to by others and cannot be deleted.
     #[error("{0}")]
     InUse(String),
+    /// A credential still holds plain text; it must be hashed before it is stored.
+    #[error("a credential holds a plain-text secret; hash it before storing (Consumer::seal)")]
+    Unsealed,
     #[error("the store URL `{0}` is not supported: use sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),
     #[error("stored data is corrupt: {0}")]

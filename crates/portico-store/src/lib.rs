@@ -17,7 +17,7 @@ mod registry;
 mod store;
 mod tokens;
 
-pub use entities::{Entity, Kind, Precondition, Stored};
+pub use entities::{Entity, Kind, Precondition, Stored, GLOBAL};
 pub use error::StoreError;
 pub use registry::{now_ms, Instance};
 pub use store::{Backend, Store};

@@ -159,6 +159,8 @@ pub(crate) async fn load_config(conn: &mut sqlx::AnyConnection) -> Result<Config
         match Kind::parse(&kind) {
             Some(Kind::Service) => config.services.push(serde_json::from_str(&spec).map_err(corrupt)?),
             Some(Kind::Route) => config.routes.push(serde_json::from_str(&spec).map_err(corrupt)?),
+            Some(Kind::Consumer) => config.consumers.push(serde_json::from_str(&spec).map_err(corrupt)?),
+            Some(Kind::Global) => config.global = serde_json::from_str(&spec).map_err(corrupt)?,
             None => return Err(StoreError::Corrupt(format!("unknown entity kind `{kind}` for `{name}`"))),
         }
     }

@@ -6,8 +6,8 @@ use crate::settings::Settings;
 use anyhow::Context;
 use portico_admin::{AdminState, ConfigSource, RuntimeStatus};
 use portico_gateway::{
-    bind_listeners, run_dns_discovery, run_health_checks, Discovered, Gateway, GatewayHandle, Snapshot, SnapshotCell,
-    UpstreamStates,
+    bind_listeners, run_dns_discovery, run_health_checks, Discovered, Gateway, GatewayHandle, Limiters, RedisLimits,
+    Snapshot, SnapshotCell, UpstreamStates,
 };
 use portico_store::{Scope, Store};
 use std::net::SocketAddr;
@@ -37,18 +37,30 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
     let initial_token =
         if store.has_tokens().await? { None } else { Some(store.create_token("initial", Scope::Admin).await?.secret) };
 
+    let redis = match &settings.redis_url {
+        Some(url) => Some(RedisLimits::new(url).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let snapshots = SnapshotCell::new(Snapshot::empty());
-    let status = Arc::new(RuntimeStatus::default());
+    let status = Arc::new(RuntimeStatus::new(redis.clone()));
     let (upstreams, discovered) = (UpstreamStates::default(), Discovered::default());
     let control = Control {
         snapshots: snapshots.clone(),
         upstreams: upstreams.clone(),
         discovered: discovered.clone(),
+        limiters: Arc::new(Limiters::new(redis.clone())),
         status: status.clone(),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let reload = Arc::new(Notify::new());
     let mut tasks = Vec::new();
+    if let Some(redis) = redis {
+        let mut stop = shutdown_rx.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        tasks.push(tokio::spawn(redis.run(stopped)));
+    }
 
     let source = match config_file {
         Some(path) => {

@@ -90,6 +90,9 @@ pub struct SettingsArgs {
     /// Folder for the embedded store [default: ./portico-data].
     #[arg(long, global = true, env = "PORTICO_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Redis for cluster-wide rate limits (`rate_limit.cluster: true`): redis://HOST:PORT/DB.
+    #[arg(long, global = true, env = "PORTICO_REDIS_URL")]
+    pub redis_url: Option<String>,
     /// Proxy listener address [default: 0.0.0.0:8080].
     #[arg(long, global = true, env = "PORTICO_LISTEN")]
     pub listen: Option<SocketAddr>,

@@ -10,7 +10,14 @@ use std::path::Path;
 /// `portico check`: prints every problem; Err if there is any.
 pub fn check(file: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let config = read_config(file)?;
-    writeln!(out, "{}: OK ({} services, {} routes)", file.display(), config.services.len(), config.routes.len())?;
+    writeln!(
+        out,
+        "{}: OK ({} services, {} routes, {} consumers)",
+        file.display(),
+        config.services.len(),
+        config.routes.len(),
+        config.consumers.len()
+    )?;
     Ok(())
 }
 
@@ -24,8 +31,14 @@ fn read_config(file: &Path) -> anyhow::Result<Config> {
 
 /// `portico apply`: shows the differences, then makes the store match the file.
 pub async fn apply(store: &Store, file: &Path, dry_run: bool, out: &mut impl Write) -> anyhow::Result<()> {
-    let wanted = read_config(file)?;
+    let mut wanted = read_config(file)?;
     let (_, current) = store.load().await?;
+    // Plain-text keys and passwords are stored as hashes; a password the store already holds
+    // a matching hash for keeps it, so applying the same file twice changes nothing.
+    for consumer in &mut wanted.consumers {
+        let previous = current.consumers.iter().find(|c| c.name == consumer.name);
+        consumer.seal_reusing(previous);
+    }
     let changes = diff(&current, &wanted);
     if changes.is_empty() {
         writeln!(out, "no changes")?;
@@ -68,6 +81,10 @@ pub fn diff(current: &Config, wanted: &Config) -> Vec<String> {
     let mut out = Vec::new();
     compare("service", &current.services, &wanted.services, |s| &s.name, &mut out);
     compare("route", &current.routes, &wanted.routes, |r| &r.name, &mut out);
+    compare("consumer", &current.consumers, &wanted.consumers, |c| &c.name, &mut out);
+    if current.global != wanted.global {
+        out.push("~ global settings".into());
+    }
     out
 }
 

@@ -9,7 +9,7 @@
 
 use arc_swap::ArcSwap;
 use portico_admin::RuntimeStatus;
-use portico_gateway::{compile, Discovered, SnapshotCell, UpstreamStates};
+use portico_gateway::{compile, Discovered, Limiters, SnapshotCell, UpstreamStates};
 use portico_model::Config;
 use portico_store::Store;
 use std::path::PathBuf;
@@ -29,6 +29,8 @@ pub struct Control {
     pub upstreams: UpstreamStates,
     /// Targets found by discovery; compiles start from them.
     pub discovered: Discovered,
+    /// Rate-limit counters; every compile takes them over.
+    pub limiters: Arc<Limiters>,
     pub status: Arc<RuntimeStatus>,
 }
 
@@ -37,11 +39,13 @@ impl Control {
     /// it runs on a blocking thread rather than stall the control runtime.
     async fn install(&self, config: Config, revision: i64) -> Result<(), String> {
         let started = Instant::now();
-        let (upstreams, discovered) = (self.upstreams.clone(), self.discovered.clone());
-        let snapshot = tokio::task::spawn_blocking(move || compile(&config, revision, &upstreams, &discovered))
-            .await
-            .map_err(|e| format!("compiler stopped: {e}"))?
-            .map_err(|problems| format!("the configuration is invalid:\n{problems}"))?;
+        let (upstreams, discovered, limiters) =
+            (self.upstreams.clone(), self.discovered.clone(), self.limiters.clone());
+        let snapshot =
+            tokio::task::spawn_blocking(move || compile(&config, revision, &upstreams, &discovered, &limiters))
+                .await
+                .map_err(|e| format!("compiler stopped: {e}"))?
+                .map_err(|problems| format!("the configuration is invalid:\n{problems}"))?;
         let (revision, routes) = (snapshot.revision, snapshot.route_count());
         self.snapshots.store(snapshot);
         // Discovery may have moved on while this snapshot was compiled.

@@ -19,6 +19,7 @@ pub struct SettingsFile {
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
     pub store: Option<String>,
+    pub redis_url: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub workers: Option<usize>,
     pub drain_timeout_secs: Option<u64>,
@@ -34,6 +35,8 @@ pub struct Settings {
     pub admin_listen: SocketAddr,
     /// `sqlite://...` or `postgres://...`.
     pub store: String,
+    /// Redis for cluster-wide rate limits, if any.
+    pub redis_url: Option<String>,
     pub workers: usize,
     pub proxy: ProxySettings,
 }
@@ -66,6 +69,7 @@ impl Settings {
                 .or(file.admin_listen)
                 .unwrap_or_else(|| parse_default(DEFAULT_ADMIN_LISTEN)),
             store,
+            redis_url: flags.redis_url.clone().or(file.redis_url),
             workers: flags
                 .workers
                 .or(file.workers)

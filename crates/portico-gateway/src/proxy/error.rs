@@ -36,6 +36,13 @@ pub enum ProxyError {
     FaultInjected(StatusCode),
     /// The service has no targets (discovery has found no instance).
     NoTargets,
+    /// The request carries no credentials, or ones that identify no consumer. `basic` asks
+    /// the client for Basic credentials (`WWW-Authenticate`).
+    Unauthenticated { message: &'static str, basic: bool },
+    /// An access policy refuses the request.
+    Forbidden { code: &'static str, message: &'static str },
+    /// A rate limit is reached; a request may fit again in this many seconds.
+    RateLimited { retry_after_secs: u64 },
 }
 
 impl ProxyError {
@@ -88,6 +95,11 @@ impl ProxyError {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_targets", "the upstream service has no instances")
             }
             ProxyError::FaultInjected(status) => (status, "fault_injected", "this route injects faults for testing"),
+            ProxyError::Unauthenticated { message, .. } => (StatusCode::UNAUTHORIZED, "unauthorized", message),
+            ProxyError::Forbidden { code, message } => (StatusCode::FORBIDDEN, code, message),
+            ProxyError::RateLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down and try again later")
+            }
         }
     }
 
@@ -98,8 +110,14 @@ impl ProxyError {
     pub fn to_response(self, request_id: &HeaderValue) -> Response<ResponseBody> {
         let (status, code, message) = self.parts();
         let mut response = error_response(status, code, message, request_id.to_str().unwrap_or(""));
+        if let ProxyError::Unauthenticated { basic: true, .. } = self {
+            let challenge = HeaderValue::from_static("Basic realm=\"portico\", charset=\"UTF-8\"");
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        }
         let retry_after = match self {
-            ProxyError::CircuitOpen { retry_after_secs } => Some(retry_after_secs),
+            ProxyError::CircuitOpen { retry_after_secs } | ProxyError::RateLimited { retry_after_secs } => {
+                Some(retry_after_secs)
+            }
             ProxyError::Overloaded => Some(1),
             _ => None,
         };

@@ -5,7 +5,8 @@
 //!
 //! 1. **accept**: limits on the request head (the connection-level limits live in `server`).
 //! 2. **route**: match host, path, method and headers; nothing matches → 404.
-//! 3. **access**: who may call (authentication, authorization, rate limits) — none yet.
+//! 3. **access**: client IP rules, CORS, authentication, authorization, rate limits, in that
+//!    order (`crate::access`); a CORS preflight is answered here.
 //! 4. **rewrite**: body limit (declared length); injected faults; mock responses end the request
 //!    here; the service of a split route is chosen; path rewrite.
 //! 5. **upstream**: circuit breaker (open: 503 or the fallback), bulkhead (full: 503), then
@@ -22,17 +23,19 @@ mod rewrite;
 mod traffic;
 
 pub(crate) use body::{RequestBody, ResponseBody};
-use error::ProxyError;
+pub(crate) use error::ProxyError;
 pub(crate) use headers::client_address;
 pub(crate) use traffic::{Condition, Fault, Mirror, Share};
 
+use crate::access;
 use crate::snapshot::{Action, CompiledRoute, MockResponse, Snapshot};
 use crate::upstream::{Admission, Fallback, Pools, Upstream};
 use headers::X_REQUEST_ID;
-use http::{header, HeaderValue, Request, Response};
+use http::{header, HeaderMap, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use portico_model::Method;
 use std::borrow::Cow;
+use std::net::IpAddr;
 use tokio::sync::OwnedSemaphorePermit;
 
 /// Limits that apply to every request, whatever the route.
@@ -44,6 +47,7 @@ pub struct RequestLimits {
 
 /// Who sent a request: the connection's peer, with its address ready as a header value.
 pub struct Client {
+    pub ip: IpAddr,
     pub address: HeaderValue,
 }
 
@@ -64,21 +68,28 @@ pub async fn handle(
     limits: &RequestLimits,
 ) -> Response<ResponseBody> {
     let request_id = headers::request_id(request.headers());
-    let mut response = match forward(request, snapshot, client, pools, limits, &request_id).await {
+    // Headers the access phase adds to whatever the response turns out to be (rate-limit
+    // state, CORS). An empty map does not allocate.
+    let mut added = HeaderMap::new();
+    let mut response = match forward(request, snapshot, client, pools, limits, &request_id, &mut added).await {
         Ok(response) => response,
         Err(error) => error.to_response(&request_id),
     };
+    if !added.is_empty() {
+        response.headers_mut().extend(added);
+    }
     response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
     response
 }
 
 async fn forward(
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     snapshot: &Snapshot,
     client: &Client,
     pools: &Pools,
     limits: &RequestLimits,
     request_id: &HeaderValue,
+    added: &mut HeaderMap,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let cx = RequestContext { client, pools, request_id };
     // 1. accept
@@ -92,7 +103,12 @@ async fn forward(
     // 2. route
     let (route, pattern) = find_route(snapshot, &request)?;
 
-    // 3. access: no policies yet.
+    // 3. access
+    if let Some(policy) = &route.access {
+        if let Some(answer) = access::check(policy, &snapshot.access, &mut request, client.ip, added).await? {
+            return Ok(answer);
+        }
+    }
 
     // 4. rewrite
     if let Some(limit) = route.max_body_bytes {
@@ -176,12 +192,14 @@ fn find_route<'s>(
     } else {
         Cow::Borrowed(host)
     };
-    let view = crate::router::RequestView {
-        host: &host,
-        path: request.uri().path(),
-        method: Method::from_http(request.method()),
-        headers: request.headers(),
+    // A CORS preflight asks about the request the browser wants to send: it goes to the
+    // route that request would match, whose CORS policy answers it.
+    let method = match access::preflight_method(request.method(), request.headers()) {
+        Some(wanted) => Method::from_http(&wanted),
+        None => Method::from_http(request.method()),
     };
+    let view =
+        crate::router::RequestView { host: &host, path: request.uri().path(), method, headers: request.headers() };
     let found = snapshot.router.find(&view).ok_or(ProxyError::NoRoute)?;
     Ok((&snapshot.routes[found.route], found.pattern))
 }

@@ -173,7 +173,7 @@ async fn serve(
         let state = Arc::new(ConnState::default());
         let io = TokioIo::new(GuardedIo::new(stream, state.clone(), settings.header_timeout, settings.idle_timeout));
         let worker = worker.clone();
-        let client = Arc::new(proxy::Client { address: proxy::client_address(peer.ip()) });
+        let client = Arc::new(proxy::Client { ip: peer.ip(), address: proxy::client_address(peer.ip()) });
         let service = service_fn(move |request| {
             let in_flight = (request.version() < http::Version::HTTP_2).then(|| InFlight::start(&state));
             let (worker, client) = (worker.clone(), client.clone());

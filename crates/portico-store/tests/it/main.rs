@@ -37,6 +37,7 @@ fn service(name: &str) -> Service {
         read_timeout_ms: 1_000,
         write_timeout_ms: 1_000,
         host_header: HostHeader::Upstream,
+        policies: Default::default(),
     }
 }
 
@@ -57,6 +58,7 @@ fn route(name: &str, path: &str, service: &str) -> Route {
         split: vec![],
         mirror: None,
         fault: None,
+        policies: Default::default(),
     }
 }
 
@@ -125,7 +127,11 @@ async fn pages_follow_name_order() {
 #[tokio::test]
 async fn replace_all_is_all_or_nothing_and_keeps_unchanged_versions() {
     for (backend, store) in stores().await.stores {
-        let mut config = Config { services: vec![service("a"), service("b")], routes: vec![route("a", "/a/*", "a")] };
+        let mut config = Config {
+            services: vec![service("a"), service("b")],
+            routes: vec![route("a", "/a/*", "a")],
+            ..Config::default()
+        };
         store.replace_all(&config).await.expect(backend);
         config.services[1].read_timeout_ms = 5;
         config.routes.push(Route { mock: Some(mock()), service: None, ..route("m", "/m", "") });

@@ -23,6 +23,7 @@ pub fn settings(store: String) -> Settings {
         listen: "127.0.0.1:0".parse().expect("address"),
         admin_listen: "127.0.0.1:0".parse().expect("address"),
         store,
+        redis_url: None,
         workers: 2,
         proxy: ProxySettings { header_timeout: Duration::from_secs(1), ..ProxySettings::default() },
     }

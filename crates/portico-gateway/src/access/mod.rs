@@ -1,0 +1,271 @@
+//! The access phase: who is calling and whether they may.
+//!
+//! [`check`] runs a route's policies in this fixed order, the one place it is written down:
+//!
+//! 1. **client IP**: `ip_restriction` allow/deny, on the address behind trusted proxies;
+//! 2. **CORS**: a preflight is answered here, before authentication, because browsers send
+//!    no credentials with it; actual requests get their CORS headers;
+//! 3. **authentication**: `key_auth`, then `basic_auth`; the first credential presented
+//!    decides; the consumer's name goes upstream in `X-Consumer`;
+//! 4. **authorization**: `acl` by consumer and group;
+//! 5. **rate limits**: the consumer's own `rate_limit`, else the route's.
+//!
+//! A rejection here never touches the upstream. Each kind of policy is taken from the most
+//! specific place that sets it: consumer (rate limits only), route, service, global.
+
+mod addresses;
+mod cors;
+mod identity;
+mod rate_limit;
+
+pub(crate) use cors::preflight_method;
+pub use rate_limit::{Limiters, RedisLimits, RedisReport};
+
+use crate::proxy::{ProxyError, ResponseBody};
+use addresses::{IpRules, TrustedProxies};
+use cors::CorsPolicy;
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
+use identity::{Consumer, Consumers};
+use portico_model::{Acl, Config, KeyAuth, Policies, Route};
+use rate_limit::{Caller, RateLimiter};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+static X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
+static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
+
+/// What every route's access phase shares in one snapshot.
+#[derive(Default)]
+pub(crate) struct AccessShared {
+    consumers: Consumers,
+    trusted: TrustedProxies,
+}
+
+impl AccessShared {
+    pub fn compile(config: &Config, limiters: &Limiters) -> AccessShared {
+        AccessShared {
+            consumers: Consumers::compile(config, limiters),
+            trusted: TrustedProxies::new(&config.global.trusted_proxies),
+        }
+    }
+}
+
+/// A route's access policies, ready for the request path.
+pub(crate) struct AccessPolicy {
+    ip: Option<IpRules>,
+    cors: Option<CorsPolicy>,
+    key_auth: Option<KeyLookup>,
+    /// `Some(keep_credential)` when Basic authentication is on.
+    basic_auth: Option<bool>,
+    acl: Option<AclRules>,
+    rate_limit: Option<Arc<RateLimiter>>,
+}
+
+struct KeyLookup {
+    header: HeaderName,
+    query: Option<Box<str>>,
+    keep_credential: bool,
+}
+
+struct AclRules {
+    allow_consumers: Box<[Box<str>]>,
+    allow_groups: Box<[Box<str>]>,
+    deny_consumers: Box<[Box<str>]>,
+    deny_groups: Box<[Box<str>]>,
+}
+
+/// Compiles the policies that apply to `route`: its own, then its service's, then the global
+/// ones. `None` when there are none, so that such routes skip the phase entirely.
+pub(crate) fn compile_route(route: &Route, config: &Config, limiters: &Limiters) -> Option<Box<AccessPolicy>> {
+    let service = route.service.as_deref().and_then(|name| config.service(name));
+    let service_policies = service.map(|s| &s.policies);
+    let effective = route.policies.over(&service_policies.cloned().unwrap_or_default()).over(&config.global.policies);
+    if effective.is_empty() {
+        return None;
+    }
+    // A rate limit counts per place it is attached to: a service's limit is shared by all
+    // of the service's routes.
+    let limit_scope = if route.policies.rate_limit.is_some() {
+        format!("route:{}", route.name)
+    } else if let Some(service) = service.filter(|s| s.policies.rate_limit.is_some()) {
+        format!("service:{}", service.name)
+    } else {
+        "global".to_owned()
+    };
+    Some(Box::new(AccessPolicy::new(&effective, &limit_scope, limiters)))
+}
+
+impl AccessPolicy {
+    fn new(policies: &Policies, limit_scope: &str, limiters: &Limiters) -> AccessPolicy {
+        AccessPolicy {
+            ip: policies.ip_restriction.as_ref().map(IpRules::new),
+            cors: policies.cors.as_ref().map(CorsPolicy::new),
+            key_auth: policies.key_auth.as_ref().map(KeyLookup::new),
+            basic_auth: policies.basic_auth.as_ref().map(|b| b.keep_credential),
+            acl: policies.acl.as_ref().map(AclRules::new),
+            rate_limit: policies.rate_limit.as_ref().map(|limit| limiters.compile(limit_scope, limit)),
+        }
+    }
+}
+
+impl KeyLookup {
+    fn new(policy: &KeyAuth) -> KeyLookup {
+        KeyLookup {
+            // Validation has checked the name.
+            header: HeaderName::from_bytes(policy.header.as_bytes()).unwrap_or(HeaderName::from_static("x-api-key")),
+            query: policy.query.as_deref().map(Into::into),
+            keep_credential: policy.keep_credential,
+        }
+    }
+}
+
+impl AclRules {
+    fn new(acl: &Acl) -> AclRules {
+        let list = |names: &[String]| names.iter().map(|n| n.as_str().into()).collect();
+        AclRules {
+            allow_consumers: list(&acl.allow_consumers),
+            allow_groups: list(&acl.allow_groups),
+            deny_consumers: list(&acl.deny_consumers),
+            deny_groups: list(&acl.deny_groups),
+        }
+    }
+
+    fn admits(&self, consumer: &Consumer) -> bool {
+        let named = |list: &[Box<str>]| list.iter().any(|n| **n == *consumer.name);
+        let grouped = |list: &[Box<str>]| list.iter().any(|g| consumer.groups.contains(g));
+        if named(&self.deny_consumers) || grouped(&self.deny_groups) {
+            return false;
+        }
+        let restricted = !self.allow_consumers.is_empty() || !self.allow_groups.is_empty();
+        !restricted || named(&self.allow_consumers) || grouped(&self.allow_groups)
+    }
+}
+
+/// Runs the access phase. `Ok(Some(response))` answers the request here (a CORS preflight);
+/// headers for the eventual response, whatever it is, go into `response_headers`.
+pub(crate) async fn check<B>(
+    policy: &AccessPolicy,
+    shared: &AccessShared,
+    request: &mut Request<B>,
+    peer: IpAddr,
+    response_headers: &mut HeaderMap,
+) -> Result<Option<Response<ResponseBody>>, ProxyError> {
+    // 1. client IP
+    let client_ip = shared.trusted.client_ip(peer, request.headers());
+    if let Some(rules) = &policy.ip {
+        if !rules.admits(client_ip) {
+            return Err(ProxyError::Forbidden { code: "ip_denied", message: "this client address is not allowed" });
+        }
+    }
+
+    // 2. CORS
+    if let Some(cors) = &policy.cors {
+        if let Some(method) = preflight_method(request.method(), request.headers()) {
+            let mut response = Response::new(ResponseBody::full(bytes::Bytes::new()));
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            *response.headers_mut() = cors.preflight(&method, request.headers())?;
+            return Ok(Some(response));
+        }
+        cors.decorate(request.headers(), response_headers);
+    }
+
+    // 3. authentication
+    let consumer = match (&policy.key_auth, policy.basic_auth) {
+        (None, None) => None,
+        _ => Some(authenticate(policy, &shared.consumers, request).await?),
+    };
+
+    // 4. authorization
+    if let Some(acl) = &policy.acl {
+        let Some(consumer) = consumer else {
+            return Err(ProxyError::Forbidden {
+                code: "acl_denied",
+                message: "this route only admits known consumers",
+            });
+        };
+        if !acl.admits(consumer) {
+            return Err(ProxyError::Forbidden { code: "acl_denied", message: "this consumer may not call this route" });
+        }
+    }
+
+    // 5. rate limits
+    if let Some(limiter) = consumer.and_then(|c| c.rate_limit.as_ref()).or(policy.rate_limit.as_ref()) {
+        let caller = Caller { consumer: consumer.map(|c| &*c.name), client_ip, headers: request.headers() };
+        limiter.check(&caller, response_headers).await?;
+    }
+    Ok(None)
+}
+
+/// Finds the consumer behind the request's credentials, removes the credentials unless the
+/// policy keeps them, and tells the upstream who it is.
+async fn authenticate<'s, B>(
+    policy: &AccessPolicy,
+    consumers: &'s Consumers,
+    request: &mut Request<B>,
+) -> Result<&'s Consumer, ProxyError> {
+    let basic = policy.basic_auth.is_some();
+    let consumer = 'found: {
+        if let Some(lookup) = &policy.key_auth {
+            if let Some(key) = request.headers().get(&lookup.header) {
+                let consumer = consumers.by_key(key.as_bytes()).ok_or(unknown_key(basic))?;
+                if !lookup.keep_credential {
+                    request.headers_mut().remove(&lookup.header);
+                }
+                break 'found consumer;
+            }
+            let in_query = lookup.query.as_deref().and_then(|name| {
+                let key = identity::query_param(request.uri().query()?, name)?;
+                Some((name, key))
+            });
+            if let Some((name, key)) = in_query {
+                let consumer = consumers.by_key(&key).ok_or(unknown_key(basic))?;
+                if !lookup.keep_credential {
+                    remove_query_param(request, name);
+                }
+                break 'found consumer;
+            }
+        }
+        if let Some(keep) = policy.basic_auth {
+            if let Some(encoded) = identity::basic_credentials(request.headers()) {
+                let consumer = consumers.by_basic(encoded).await?;
+                if !keep {
+                    request.headers_mut().remove(http::header::AUTHORIZATION);
+                }
+                break 'found consumer;
+            }
+        }
+        let message = match (policy.key_auth.is_some(), basic) {
+            (true, true) => "send an API key or a user name and password (Basic authentication)",
+            (true, false) => "this route needs an API key",
+            _ => "this route needs a user name and password (Basic authentication)",
+        };
+        return Err(ProxyError::Unauthenticated { message, basic });
+    };
+    let headers = request.headers_mut();
+    headers.insert(X_CONSUMER.clone(), consumer.name_header.clone());
+    match &consumer.groups_header {
+        Some(groups) => headers.insert(X_CONSUMER_GROUPS.clone(), groups.clone()),
+        None => headers.remove(&X_CONSUMER_GROUPS),
+    };
+    Ok(consumer)
+}
+
+fn unknown_key(basic: bool) -> ProxyError {
+    ProxyError::Unauthenticated { message: "the API key is not valid", basic }
+}
+
+fn remove_query_param<B>(request: &mut Request<B>, name: &str) {
+    let uri = request.uri();
+    let query = uri.query().and_then(|q| identity::without_param(q, name));
+    let path_and_query = match query {
+        Some(query) => format!("{}?{query}", uri.path()),
+        None => uri.path().to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    if let Ok(path_and_query) = path_and_query.parse() {
+        parts.path_and_query = Some(path_and_query);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Rate limits: compiled policies, their keys, and the counters that outlive reloads.
+
+mod redis;
+mod window;
+
+pub use self::redis::{RedisLimits, RedisReport};
+use crate::proxy::ProxyError;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use portico_model::{LimitBy, RateLimit};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{SystemTime, UNIX_EPOCH};
+use window::{LimitSpec, LimitStatus, LocalCounters};
+
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// Where a policy is attached, and its limits: what identifies its counters.
+type CountersKey = (String, Box<[LimitSpec]>);
+
+/// The counters of every rate-limit policy, kept across reloads: a policy whose place and
+/// limits did not change keeps counting where it was.
+#[derive(Default)]
+pub struct Limiters {
+    counters: Mutex<HashMap<CountersKey, Weak<LocalCounters>>>,
+    redis: Option<Arc<RedisLimits>>,
+}
+
+impl Limiters {
+    /// Counters for this node, and through `redis` for the cluster when a policy asks.
+    pub fn new(redis: Option<Arc<RedisLimits>>) -> Limiters {
+        Limiters { counters: Mutex::default(), redis }
+    }
+
+    pub fn redis(&self) -> Option<&Arc<RedisLimits>> {
+        self.redis.as_ref()
+    }
+
+    /// Compiles the policy attached at `scope` (`route:orders`, `consumer:acme`, `global`).
+    pub(crate) fn compile(&self, scope: &str, policy: &RateLimit) -> Arc<RateLimiter> {
+        let specs: Box<[LimitSpec]> =
+            policy.limits.iter().map(|l| LimitSpec { requests: l.requests, window_ms: l.per.0 }).collect();
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        counters.retain(|_, weak| weak.strong_count() > 0);
+        let key = (scope.to_owned(), specs.clone());
+        let local = match counters.get(&key).and_then(Weak::upgrade) {
+            Some(existing) => existing,
+            None => {
+                let fresh = Arc::new(LocalCounters::new(specs));
+                counters.insert(key, Arc::downgrade(&fresh));
+                fresh
+            }
+        };
+        let cluster = match (policy.cluster, &self.redis) {
+            (true, Some(redis)) => Some(redis.clone()),
+            (true, None) => {
+                tracing::warn!(%scope, "a rate limit asks for cluster counting but no Redis is configured (--redis-url); it counts on this node alone");
+                None
+            }
+            (false, _) => None,
+        };
+        Arc::new(RateLimiter {
+            scope: scope.into(),
+            by: policy.by,
+            header: policy.header.as_deref().and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+            show_headers: !policy.hide_headers,
+            local,
+            cluster,
+        })
+    }
+}
+
+/// One rate-limit policy, ready for the request path.
+pub(crate) struct RateLimiter {
+    scope: Box<str>,
+    by: LimitBy,
+    header: Option<HeaderName>,
+    show_headers: bool,
+    local: Arc<LocalCounters>,
+    cluster: Option<Arc<RedisLimits>>,
+}
+
+/// What a request is counted by.
+#[derive(Hash)]
+enum Key<'a> {
+    Consumer(&'a str),
+    ClientIp(IpAddr),
+    Header(&'a [u8]),
+    /// Every request of the route or service counts together.
+    All,
+}
+
+/// What the limiter needs to know about a request.
+pub(crate) struct Caller<'a> {
+    pub consumer: Option<&'a str>,
+    pub client_ip: IpAddr,
+    pub headers: &'a HeaderMap,
+}
+
+impl RateLimiter {
+    /// Counts the request; refuses it with 429 when a limit is reached. The `RateLimit-*`
+    /// headers go into `response_headers` either way.
+    pub async fn check(&self, caller: &Caller<'_>, response_headers: &mut HeaderMap) -> Result<(), ProxyError> {
+        let key = match (self.by, caller.consumer) {
+            (LimitBy::Consumer, Some(name)) => Key::Consumer(name),
+            (LimitBy::Route | LimitBy::Service, _) => Key::All,
+            (LimitBy::Header, _) => match self.header.as_ref().and_then(|h| caller.headers.get(h)) {
+                Some(value) => Key::Header(value.as_bytes()),
+                None => Key::ClientIp(caller.client_ip),
+            },
+            (LimitBy::Consumer | LimitBy::ClientIp, _) => Key::ClientIp(caller.client_ip),
+        };
+        let cluster = match &self.cluster {
+            Some(redis) => Box::pin(redis.check(&self.redis_key(&key), self.local.specs())).await,
+            None => None,
+        };
+        let (admitted, status) = match cluster {
+            Some(answer) => answer,
+            None => self.local.check(self.local.hash_key(&key), now_ms()),
+        };
+        if self.show_headers {
+            insert_headers(response_headers, &status);
+        }
+        match admitted {
+            true => Ok(()),
+            false => Err(ProxyError::RateLimited { retry_after_secs: status.retry_after_ms.div_ceil(1000).max(1) }),
+        }
+    }
+
+    /// The key in Redis: readable, and the same on every node.
+    fn redis_key(&self, key: &Key<'_>) -> String {
+        let scope = &self.scope;
+        match key {
+            Key::Consumer(name) => format!("portico:rl:{scope}:consumer:{name}"),
+            Key::ClientIp(ip) => format!("portico:rl:{scope}:ip:{ip}"),
+            Key::Header(value) => {
+                // Header values are the client's choice: hashed, they stay short and printable.
+                let digest = Sha256::digest(value);
+                format!(
+                    "portico:rl:{scope}:header:{:016x}",
+                    u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]))
+                )
+            }
+            Key::All => format!("portico:rl:{scope}:all"),
+        }
+    }
+}
+
+fn insert_headers(headers: &mut HeaderMap, status: &LimitStatus) {
+    headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(status.limit));
+    headers.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(status.remaining));
+    headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(status.reset_ms.div_ceil(1000)));
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

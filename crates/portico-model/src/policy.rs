@@ -1,0 +1,309 @@
+//! Policies: the access rules a route, a service, a consumer or the whole gateway carries.
+//!
+//! Every kind of policy appears at most once per place it is attached to; where several
+//! places set the same kind, the most specific one applies (consumer, then route, then
+//! service, then global). They run in the fixed order of the access phase (see
+//! ARCHITECTURE.md): client IP, CORS preflight, authentication, authorization, rate limits.
+
+use crate::{Problems, RateLimit};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use utoipa::ToSchema;
+
+/// The policies attached to one place.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policies {
+    /// Admit or refuse clients by IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_restriction: Option<IpRestriction>,
+    /// Cross-origin requests from browsers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+    /// Callers identify themselves with an API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_auth: Option<KeyAuth>,
+    /// Callers identify themselves with a user name and password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// Which consumers may call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<Acl>,
+    /// How many requests may pass per time window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Policies {
+    pub fn is_empty(&self) -> bool {
+        self == &Policies::default()
+    }
+
+    /// Whether any policy that identifies the caller is set.
+    pub fn authenticates(&self) -> bool {
+        self.key_auth.is_some() || self.basic_auth.is_some()
+    }
+
+    /// `self` with every policy it lacks taken from `general` (a less specific place).
+    pub fn over(&self, general: &Policies) -> Policies {
+        Policies {
+            ip_restriction: self.ip_restriction.clone().or_else(|| general.ip_restriction.clone()),
+            cors: self.cors.clone().or_else(|| general.cors.clone()),
+            key_auth: self.key_auth.clone().or_else(|| general.key_auth.clone()),
+            basic_auth: self.basic_auth.clone().or_else(|| general.basic_auth.clone()),
+            acl: self.acl.clone().or_else(|| general.acl.clone()),
+            rate_limit: self.rate_limit.clone().or_else(|| general.rate_limit.clone()),
+        }
+    }
+
+    pub(crate) fn validate(&self, problems: &mut Problems) {
+        if let Some(ip) = &self.ip_restriction {
+            ip.validate(problems);
+        }
+        if let Some(cors) = &self.cors {
+            cors.validate(problems);
+        }
+        if let Some(key_auth) = &self.key_auth {
+            key_auth.validate(problems);
+        }
+        if let Some(acl) = &self.acl {
+            if acl.allow_consumers.is_empty()
+                && acl.allow_groups.is_empty()
+                && acl.deny_consumers.is_empty()
+                && acl.deny_groups.is_empty()
+            {
+                problems.push("policies.acl", "list at least one consumer or group to allow or deny");
+            }
+        }
+        if let Some(limit) = &self.rate_limit {
+            limit.validate("policies.rate_limit", problems);
+        }
+    }
+}
+
+/// Admits or refuses clients by address. The client address is the connection's peer, or,
+/// when the peer is a trusted proxy (see `global.trusted_proxies`), the address it forwarded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IpRestriction {
+    /// Only these addresses or CIDR blocks are admitted (when not empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// These addresses or CIDR blocks are refused, even when also allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+impl IpRestriction {
+    fn validate(&self, problems: &mut Problems) {
+        if self.allow.is_empty() && self.deny.is_empty() {
+            problems.push("policies.ip_restriction", "list addresses to `allow` or `deny`");
+        }
+        for (field, list) in [("allow", &self.allow), ("deny", &self.deny)] {
+            for (i, block) in list.iter().enumerate() {
+                if let Err(message) = parse_cidr(block) {
+                    problems.push(format!("policies.ip_restriction.{field}[{i}]"), message);
+                }
+            }
+        }
+    }
+}
+
+/// Parses `10.0.0.0/8`, `2001:db8::/32` or a single address (`192.0.2.7`).
+pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("`{text}` is not an IP address or CIDR block such as 10.0.0.0/8"))
+}
+
+/// Cross-origin resource sharing: answers browsers' preflight requests and marks responses
+/// as readable by the allowed origins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    /// Origins allowed to call, such as `https://app.example.com`, `https://*.example.com`,
+    /// or `*` for any.
+    pub origins: Vec<String>,
+    /// Methods a cross-origin request may use (default: GET, HEAD, POST, PUT, PATCH, DELETE).
+    #[serde(default = "default_cors_methods")]
+    pub methods: Vec<String>,
+    /// Request headers a cross-origin request may send; empty allows whatever the browser
+    /// asks for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    /// Response headers the browser lets scripts read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// Whether browsers may send cookies and credentials. Not allowed with origin `*`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub credentials: bool,
+    /// How long browsers may cache a preflight answer.
+    #[serde(default = "default_cors_max_age")]
+    pub max_age_secs: u64,
+}
+
+fn default_cors_methods() -> Vec<String> {
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"].map(String::from).to_vec()
+}
+
+fn default_cors_max_age() -> u64 {
+    600
+}
+
+impl Cors {
+    fn validate(&self, problems: &mut Problems) {
+        if self.origins.is_empty() {
+            problems.push("policies.cors.origins", "list the allowed origins, or `*` for any");
+        }
+        for (i, origin) in self.origins.iter().enumerate() {
+            let valid = origin == "*"
+                || (origin.split_once("://").is_some_and(|(scheme, host)| {
+                    matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains('/')
+                }) && http::HeaderValue::from_str(origin).is_ok());
+            if !valid {
+                problems.push(
+                    format!("policies.cors.origins[{i}]"),
+                    format!("`{origin}` is not an origin such as https://app.example.com, https://*.example.com or *"),
+                );
+            }
+        }
+        if self.credentials && self.origins.iter().any(|o| o == "*") {
+            problems.push(
+                "policies.cors.credentials",
+                "browsers refuse credentials with origin `*`: list the origins that may send them",
+            );
+        }
+        for (i, method) in self.methods.iter().enumerate() {
+            if crate::Method::parse(method).is_err() {
+                problems.push(format!("policies.cors.methods[{i}]"), format!("`{method}` is not an HTTP method"));
+            }
+        }
+        for (field, list) in [("headers", &self.headers), ("expose_headers", &self.expose_headers)] {
+            for (i, name) in list.iter().enumerate() {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    problems
+                        .push(format!("policies.cors.{field}[{i}]"), format!("`{name}` is not a valid header name"));
+                }
+            }
+        }
+        if self.max_age_secs > 86_400 {
+            problems.push("policies.cors.max_age_secs", "must be at most 86400 (one day)");
+        }
+    }
+}
+
+/// API keys, looked up in a header or a query parameter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyAuth {
+    /// The header that carries the key.
+    #[serde(default = "default_key_header")]
+    pub header: String,
+    /// A query parameter that may carry the key instead (default: none, since URLs end up
+    /// in logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Send the key on to the upstream (default: it is removed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_credential: bool,
+}
+
+fn default_key_header() -> String {
+    "x-api-key".into()
+}
+
+impl KeyAuth {
+    fn validate(&self, problems: &mut Problems) {
+        if http::HeaderName::from_bytes(self.header.as_bytes()).is_err() {
+            problems.push("policies.key_auth.header", format!("`{}` is not a valid header name", self.header));
+        }
+        if let Some(query) = &self.query {
+            let valid = !query.is_empty() && query.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
+            if !valid {
+                problems.push("policies.key_auth.query", "use letters, digits, '-', '_', '.' or '~'");
+            }
+        }
+    }
+}
+
+/// User name and password in the `Authorization: Basic` header.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// Send the `Authorization` header on to the upstream (default: it is removed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_credential: bool,
+}
+
+/// Which consumers may call, by name or by group. Deny lists are checked first; when any
+/// allow list is set, the consumer must be in one of them. A request without an identified
+/// consumer is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Acl {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_consumers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_consumers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_groups: Vec<String>,
+}
+
+impl Acl {
+    /// Every consumer name the lists mention.
+    pub fn consumers(&self) -> impl Iterator<Item = &String> {
+        self.allow_consumers.iter().chain(&self.deny_consumers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_and_single_addresses_parse() {
+        assert_eq!(parse_cidr("10.1.2.3/8").map(|n| n.to_string()), Ok("10.0.0.0/8".into()));
+        assert_eq!(parse_cidr("192.0.2.7").map(|n| n.to_string()), Ok("192.0.2.7/32".into()));
+        assert_eq!(parse_cidr("2001:db8::/32").map(|n| n.to_string()), Ok("2001:db8::/32".into()));
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("example.com").is_err());
+    }
+
+    #[test]
+    fn the_more_specific_place_wins_per_kind() {
+        let route = Policies {
+            key_auth: Some(KeyAuth { header: "k".into(), query: None, keep_credential: false }),
+            ..Default::default()
+        };
+        let global = Policies {
+            key_auth: Some(KeyAuth { header: "g".into(), query: None, keep_credential: false }),
+            basic_auth: Some(BasicAuth::default()),
+            ..Default::default()
+        };
+        let merged = route.over(&global);
+        assert_eq!(merged.key_auth.map(|k| k.header), Some("k".into()));
+        assert!(merged.basic_auth.is_some());
+    }
+
+    #[test]
+    fn cors_refuses_credentials_for_any_origin() {
+        let cors = Cors {
+            origins: vec!["*".into()],
+            methods: default_cors_methods(),
+            headers: vec![],
+            expose_headers: vec![],
+            credentials: true,
+            max_age_secs: 600,
+        };
+        let mut problems = Problems::default();
+        cors.validate(&mut problems);
+        assert_eq!(problems.0.len(), 1);
+        assert_eq!(problems.0[0].path, "policies.cors.credentials");
+    }
+}
