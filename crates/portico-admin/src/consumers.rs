@@ -120,6 +120,10 @@ pub(crate) async fn create_credential(
         *key = Some(new_key.clone());
         issued = Some(new_key);
     }
+    // The credential is checked on its own first, so that problems are reported relative
+    // to it.
+    let alone = Consumer { name: name.clone(), credentials: vec![credential.clone()], ..Consumer::default() };
+    alone.validate().map_err(|problems| ApiError::invalid(problems.relative_to("credentials[0]")))?;
     // Another writer may change the consumer between our read and write; try again then.
     for _ in 0..5 {
         let stored = read_consumer(&state, &name).await?;

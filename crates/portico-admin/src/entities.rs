@@ -47,11 +47,13 @@ const METADATA_FIELDS: [&str; 3] = ["version", "created_at", "updated_at"];
 /// How the admin API shows and prepares an entity: secrets sent in plain text are hashed
 /// before they are stored, and hashes are never shown.
 pub(crate) trait AdminEntity: Entity {
-    /// Whether [`AdminEntity::prepare`] needs the stored version of the entity.
+    /// Whether the entity holds secrets (and [`AdminEntity::seal`] has work to do).
     const HAS_SECRETS: bool = false;
     fn redact(&mut self) {}
-    /// Runs on a blocking thread before the entity is stored: password hashing is slow.
-    fn prepare(&mut self, _previous: Option<&Self>) {}
+    /// Gives back the secrets of `previous` to what was sent without them (as read).
+    fn restore(&mut self, _previous: &Self) {}
+    /// Hashes plain-text secrets; slow, so it runs on a blocking thread.
+    fn seal(&mut self, _previous: Option<&Self>) {}
 }
 
 impl AdminEntity for Service {}
@@ -63,21 +65,26 @@ impl AdminEntity for Consumer {
     fn redact(&mut self) {
         Consumer::redact(self)
     }
-    fn prepare(&mut self, previous: Option<&Self>) {
-        if let Some(previous) = previous {
-            self.keep_secrets(previous);
-        }
+    fn restore(&mut self, previous: &Self) {
+        self.keep_secrets(previous);
+    }
+    fn seal(&mut self, previous: Option<&Self>) {
         self.seal_reusing(previous);
     }
 }
 
-/// Hashes the entity's secrets off the async runtime.
+/// Restores kept secrets, checks the entity (plain text is checked before it is hashed away)
+/// and hashes its secrets off the async runtime.
 pub(crate) async fn prepared<E: AdminEntity>(mut entity: E, previous: Option<E>) -> Result<E, ApiError> {
     if !E::HAS_SECRETS {
         return Ok(entity);
     }
+    if let Some(previous) = &previous {
+        entity.restore(previous);
+    }
+    entity.validate().map_err(ApiError::invalid)?;
     tokio::task::spawn_blocking(move || {
-        entity.prepare(previous.as_ref());
+        entity.seal(previous.as_ref());
         entity
     })
     .await

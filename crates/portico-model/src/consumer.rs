@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use utoipa::ToSchema;
 
 /// An application that calls APIs through Portico.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Consumer {
     /// Unique name; policies and logs refer to the consumer by it.
@@ -197,7 +197,12 @@ impl Consumer {
                         };
                     }
                     if basic.id.is_empty() {
-                        basic.id = basic.username.clone();
+                        // The user name when it makes a valid id (`ann`), else a digest of it
+                        // (`ann@example.com`).
+                        basic.id = match validate_name(&basic.username) {
+                            Ok(()) => basic.username.clone(),
+                            Err(_) => format!("basic-{}", &hex(&Sha256::digest(&basic.username))[..12]),
+                        };
                     }
                 }
             }
@@ -212,12 +217,12 @@ impl Consumer {
         })
     }
 
-    /// Removes hashes, for showing a consumer through the admin API.
+    /// Removes secrets and their hashes, for showing a consumer through the admin API.
     pub fn redact(&mut self) {
         for credential in &mut self.credentials {
             match credential {
-                Credential::KeyAuth(key) => key.key_sha256 = None,
-                Credential::BasicAuth(basic) => basic.password_hash = None,
+                Credential::KeyAuth(key) => (key.key, key.key_sha256) = (None, None),
+                Credential::BasicAuth(basic) => (basic.password, basic.password_hash) = (None, None),
             }
         }
     }

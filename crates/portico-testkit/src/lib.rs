@@ -21,9 +21,11 @@
 
 mod dns;
 mod postgres;
+mod redis;
 
 pub use dns::Dnsmasq;
 pub use postgres::{fresh_postgres, POSTGRES_URL_VAR};
+pub use redis::{redis_url, REDIS_URL_VAR};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};

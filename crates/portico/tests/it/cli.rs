@@ -27,7 +27,7 @@ fn check_lists_every_problem_by_path_and_line() {
     std::fs::write(dir.path().join("good.yaml"), QUICKSTART).expect("write");
     let (ok, out, _) = run(portico(dir.path()).args(["check", "-f", "good.yaml"]));
     assert!(ok);
-    assert!(out.contains("OK (1 services, 2 routes)"), "{out}");
+    assert!(out.contains("OK (1 services, 2 routes, 0 consumers)"), "{out}");
 
     std::fs::write(dir.path().join("typo.yaml"), "routes:\n  - name: a\n    mock: {}\n    pathz: [/x]\n")
         .expect("write");
@@ -115,7 +115,7 @@ fn flags_beat_environment_beats_settings_file() {
     assert!(!ok && err.contains("unknown field `stor`"), "{err}");
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
@@ -124,7 +124,7 @@ fn serve(dir: &Path, proxy: u16, admin: u16) -> (std::process::Child, String) {
     serve_with(dir, proxy, admin, &[])
 }
 
-fn serve_with(dir: &Path, proxy: u16, admin: u16, extra: &[&str]) -> (std::process::Child, String) {
+pub(crate) fn serve_with(dir: &Path, proxy: u16, admin: u16, extra: &[&str]) -> (std::process::Child, String) {
     let mut child = portico(dir)
         .args(["serve", "--listen", &format!("127.0.0.1:{proxy}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
         .args(extra)
@@ -228,4 +228,33 @@ fn the_resilience_example_checks_applies_and_round_trips() {
     assert!(ok, "{err}");
     let original = portico_model::parse_yaml(RESILIENCE).expect("example").sorted();
     assert_eq!(portico_model::parse_yaml(&exported).expect("export parses").sorted(), original);
+}
+
+const ACCESS: &str = include_str!("../../../../examples/access.yaml");
+
+#[test]
+fn credentials_are_stored_and_exported_only_as_hashes() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("access.yaml"), ACCESS).expect("write");
+    let (ok, out, err) = run(portico(dir.path()).args(["check", "-f", "access.yaml"]));
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("2 consumers"), "{out}");
+    let (ok, out, err) = run(portico(dir.path()).args(["apply", "-f", "access.yaml"]));
+    assert!(ok, "{err}");
+    assert!(out.contains("+ consumer finance-app") && out.contains("~ global settings"), "{out}");
+    // The same file again changes nothing: the stored password hash still matches.
+    let (_, out, _) = run(portico(dir.path()).args(["apply", "-f", "access.yaml"]));
+    assert_eq!(out.trim(), "no changes");
+
+    let (ok, exported, err) = run(portico(dir.path()).args(["export"]));
+    assert!(ok, "{err}");
+    for secret in ["web-key-please-rotate-me", "correct horse battery staple"] {
+        assert!(!exported.contains(secret), "{exported}");
+    }
+    assert!(exported.contains("key_sha256:") && exported.contains("password_hash: $argon2id$"), "{exported}");
+    // The export is a file `apply` takes back without change.
+    std::fs::write(dir.path().join("exported.yaml"), &exported).expect("write");
+    let (ok, out, err) = run(portico(dir.path()).args(["apply", "-f", "exported.yaml"]));
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "no changes");
 }

@@ -2,6 +2,7 @@
 //! real upstreams and a real store.
 
 mod admin;
+mod auth;
 mod balancing;
 mod cli;
 mod config_file;
@@ -11,6 +12,7 @@ mod health;
 mod helpers;
 mod protect;
 mod proxy;
+mod rate_limits;
 mod reload;
 mod retries;
 mod traffic;
