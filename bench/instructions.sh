@@ -8,8 +8,9 @@
 #
 # Usage: bash bench/instructions.sh [PORTICO_BIN]   (default: target/release/portico)
 # Needs valgrind, nginx and wrk (installed from Debian's packages if missing).
-# Prints instructions/request for Portico (plain, and with two targets, health checks and a
-# circuit breaker: portico-2) and for nginx as a reverse proxy.
+# Prints instructions/request for Portico (plain; with two targets, health checks and a
+# circuit breaker: portico-2; with an API key and a local rate limit on the route:
+# portico-auth) and for nginx as a reverse proxy.
 set -euo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -69,25 +70,44 @@ routes:
     service: backend
 YAML
 
+# The plain route with an API key and a per-consumer rate limit high enough never to refuse.
+API_KEY=bench-key-0123456789abcdef
+cat > "$SCRATCH/portico-auth.yaml" <<YAML
+services:
+  - name: backend
+    targets: [{address: 127.0.0.1:19001}]
+routes:
+  - name: all
+    service: backend
+    policies:
+      key_auth: {header: x-api-key}
+      rate_limit: {by: consumer, limits: [{requests: 1000000000, per: second}]}
+consumers:
+  - name: bench
+    credentials: [{type: key_auth, key: "$API_KEY"}]
+YAML
+
 nginx -c "$SCRATCH/backend.conf" -g 'daemon off; worker_processes 1;' & PIDS+=($!)
 
-# Runs "$@" under callgrind, serving on $port; prints instructions per request.
+# Runs "$@" under callgrind, serving on $port; prints instructions per request. Requests
+# carry the API key (only portico-auth looks at it).
 measure() {
   local name=$1 port=$2; shift 2
+  local key="x-api-key: $API_KEY"
   local out="$SCRATCH/callgrind.$name"
   valgrind --tool=callgrind --callgrind-out-file="$out" "$@" 2>"$SCRATCH/$name.log" & local pid=$!
   PIDS+=($pid)
-  for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.3; done
-  wrk -t1 -c16 -d3s "http://127.0.0.1:$port/" >/dev/null          # warm up: pools, caches
+  for _ in $(seq 1 200); do curl -s -H "$key" -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.3; done
+  wrk -t1 -c16 -d3s -H "$key" "http://127.0.0.1:$port/" >/dev/null          # warm up: pools, caches
   callgrind_control -z "$pid" >/dev/null 2>&1
   local requests
-  requests=$(wrk -t1 -c16 -d5s "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
+  requests=$(wrk -t1 -c16 -d5s -H "$key" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
   callgrind_control -d "$pid" >/dev/null 2>&1
   sleep 1
   local dump instructions
   dump=$(ls -t "$out"* | head -n1)
   instructions=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
-  printf '%-9s %8d requests  %7d instructions/request\n' "$name" "$requests" $((instructions / requests))
+  printf '%-12s %8d requests  %7d instructions/request\n' "$name" "$requests" $((instructions / requests))
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
@@ -95,4 +115,6 @@ measure portico 18085 "$PORTICO" --data-dir "$SCRATCH/data" --listen 127.0.0.1:1
   --admin-listen 127.0.0.1:19085 --workers 1 serve --config "$SCRATCH/portico.yaml"
 measure portico-2 18086 "$PORTICO" --data-dir "$SCRATCH/data-2" --listen 127.0.0.1:18086 \
   --admin-listen 127.0.0.1:19086 --workers 1 serve --config "$SCRATCH/portico-2.yaml"
+measure portico-auth 18087 "$PORTICO" --data-dir "$SCRATCH/data-auth" --listen 127.0.0.1:18087 \
+  --admin-listen 127.0.0.1:19087 --workers 1 serve --config "$SCRATCH/portico-auth.yaml"
 measure nginx 18081 nginx -c "$SCRATCH/proxy.conf" -g 'daemon off; master_process off; worker_processes 1;'

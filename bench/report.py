@@ -21,7 +21,7 @@ import sys
 FILE_RE = re.compile(r"^wrk_(?P<target>[a-z0-9-]+)_c(?P<conns>\d+)_r(?P<rep>\d+)\.txt$")
 # wrk prints durations with these units (see wrk's units.c).
 UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-KNOWN_ORDER = ["direct", "nginx", "nginx-fwd", "haproxy", "portico", "nginx-2", "portico-2"]
+KNOWN_ORDER = ["direct", "nginx", "nginx-fwd", "haproxy", "portico", "nginx-2", "portico-2", "portico-auth"]
 
 
 def to_ms(text):
@@ -205,6 +205,11 @@ def main(argv):
             print(f"portico-2/nginx-2 requests/s ratio at c{c}: {ratio(c, 'nginx-2', 'portico-2')}"
                   f"; portico-2/portico: {ratio(c, 'portico', 'portico-2') or 'n/a'}"
                   " (two targets, health checks, circuit breaker)")
+    for c in conns_levels:
+        if ratio(c, "nginx", "portico-auth"):
+            print(f"portico-auth/nginx requests/s ratio at c{c}: {ratio(c, 'nginx', 'portico-auth')}"
+                  f"; portico-auth/portico: {ratio(c, 'portico', 'portico-auth') or 'n/a'}"
+                  " (API key + local rate limit on the route)")
     for c in conns_levels:
         if ratio(c, "nginx-fwd"):
             print(f"portico/nginx-fwd requests/s ratio at c{c}: {ratio(c, 'nginx-fwd')}"

@@ -15,14 +15,17 @@
 #   DURATION     seconds per wrk run                             (default 10)
 #   REPS         repetitions per concurrency level               (default 3)
 #   CONNS        wrk connection counts, space-separated          (default "64 256")
-#   TARGETS      subset of "direct nginx nginx-fwd haproxy portico nginx-2 portico-2",
+#   TARGETS      subset of "direct nginx nginx-fwd haproxy portico nginx-2 portico-2
+#                portico-auth",
 #                in this order. nginx-fwd is nginx doing what Portico does on every
 #                request: X-Forwarded-For/Proto/Host and an X-Request-Id sent upstream
 #                and returned to the client. nginx-2 and portico-2 balance over two
 #                targets (the backend listens on a second port too) with health checks:
 #                nginx's passive max_fails (open-source nginx has no active checks or
 #                circuit breakers); Portico's active probes, passive ejection and a
-#                circuit breaker (default: all). Without a portico target, no cargo
+#                circuit breaker. portico-auth is plain Portico with an API key
+#                (key_auth) and a local per-consumer rate limit on the route; wrk
+#                sends the key (default: all). Without a portico target, no cargo
 #                build happens.
 #   MODE         pinned-w1 (default): wrk on CPU 0, backend + proxy on CPU 1,
 #                1 worker each. unpinned-w1 / unpinned-w2: no CPU affinity,
@@ -53,7 +56,7 @@ REPO_ROOT=$(cd "$BENCH_DIR/.." && pwd)
 DURATION=${DURATION:-10}
 REPS=${REPS:-3}
 CONNS=${CONNS:-64 256}
-TARGETS=${TARGETS:-direct nginx nginx-fwd haproxy portico nginx-2 portico-2}
+TARGETS=${TARGETS:-direct nginx nginx-fwd haproxy portico nginx-2 portico-2 portico-auth}
 MODE=${MODE:-pinned-w1}
 WARMUP=${WARMUP:-2}
 COOLDOWN=${COOLDOWN:-3}
@@ -66,11 +69,17 @@ BACKEND_PORT=${BACKEND_PORT:-9001}
 BACKEND_PORT2=${BACKEND_PORT2:-9002}
 ADMIN_PORT=${ADMIN_PORT:-9085}
 ADMIN_PORT2=${ADMIN_PORT2:-9087}
+ADMIN_PORT_AUTH=${ADMIN_PORT_AUTH:-9089}
 declare -A PORT=([direct]=$BACKEND_PORT [nginx]=${NGINX_PORT:-8081}
                  [nginx-fwd]=${NGINX_FWD_PORT:-8083}
                  [haproxy]=${HAPROXY_PORT:-8082} [portico]=${PORTICO_PORT:-8085}
-                 [nginx-2]=${NGINX2_PORT:-8086} [portico-2]=${PORTICO2_PORT:-8088})
-ALL_TARGETS="direct nginx nginx-fwd haproxy portico nginx-2 portico-2"
+                 [nginx-2]=${NGINX2_PORT:-8086} [portico-2]=${PORTICO2_PORT:-8088}
+                 [portico-auth]=${PORTICO_AUTH_PORT:-8089})
+ALL_TARGETS="direct nginx nginx-fwd haproxy portico nginx-2 portico-2 portico-auth"
+# The API key wrk and the checks send to portico-auth (its consumer is in its config).
+API_KEY=bench-key-0123456789abcdef
+# Extra request headers per target.
+declare -A HEADER=([portico-auth]="x-api-key: $API_KEY")
 
 # The backend's response body. It must be exactly 100 bytes (checked below),
 # as in the design-doc runs.
@@ -124,7 +133,7 @@ validate_settings() {
 }
 
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
-has_portico() { has_target portico || has_target portico-2; }
+has_portico() { has_target portico || has_target portico-2 || has_target portico-auth; }
 
 # ---------------------------------------------------------------------------
 # Packages
@@ -281,6 +290,7 @@ EOF
 write_configs() {
   local d
   mkdir -p "$SCRATCH"/{backend,nginx-proxy,nginx-fwd,nginx-2,haproxy,portico,portico-data,portico-2,portico-2-data}
+  mkdir -p "$SCRATCH"/{portico-auth,portico-auth-data}
 
   d=$SCRATCH/backend
   {
@@ -368,6 +378,27 @@ routes:
   - name: all
     paths: ["/*"]
     service: backend
+EOF
+
+  cat > "$SCRATCH/portico-auth/portico.yaml" <<EOF
+# Portico :${PORT[portico-auth]} -> 127.0.0.1:$BACKEND_PORT, with two policies on the route: an
+# API key identifies the consumer, and a local rate limit counts its requests (set high
+# enough never to refuse, so that every request pays for the full check).
+services:
+  - name: backend
+    targets:
+      - address: 127.0.0.1:$BACKEND_PORT
+routes:
+  - name: all
+    paths: ["/*"]
+    service: backend
+    policies:
+      key_auth: {header: x-api-key}
+      rate_limit: {by: consumer, limits: [{requests: 1000000000, per: second}]}
+consumers:
+  - name: bench
+    credentials:
+      - {type: key_auth, key: "$API_KEY"}
 EOF
 }
 
@@ -493,9 +524,11 @@ assert_port_free() {
 # early if the server process died.
 wait_ready() { # name port logfile
   local name=$1 port=$2 logfile=$3 i code
+  local -a extra=()
+  [[ -n ${HEADER[$name]:-} ]] && extra=(-H "${HEADER[$name]}")
   for ((i = 0; i < 300; i++)); do
     server_alive "$name" || die_with_log "$name" "$logfile" "$name exited during start-up"
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port/" || true)
+    code=$(curl -s "${extra[@]}" -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port/" || true)
     [[ $code == 200 ]] && return 0
     sleep 0.1
   done
@@ -505,7 +538,9 @@ wait_ready() { # name port logfile
 # One request: status must be 200 and the body exactly our 100-byte BODY.
 check_target() { # name port
   local name=$1 port=$2 out=$SCRATCH/check-$1 code size
-  code=$(curl -sS -D "$out.headers" -o "$out.body" -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/") \
+  local -a extra=()
+  [[ -n ${HEADER[$name]:-} ]] && extra=(-H "${HEADER[$name]}")
+  code=$(curl -sS "${extra[@]}" -D "$out.headers" -o "$out.body" -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/") \
     || die "$name: curl to :$port failed"
   size=$(wc -c < "$out.body")
   [[ $code == 200 ]] || die "$name: expected 200 from :$port, got $code"
@@ -525,6 +560,7 @@ start_servers() {
   done
   has_target portico && assert_port_free "$ADMIN_PORT"
   has_target portico-2 && assert_port_free "$ADMIN_PORT2"
+  has_target portico-auth && assert_port_free "$ADMIN_PORT_AUTH"
   assert_port_free "$BACKEND_PORT2"
 
   # The backend always runs with 1 worker, in every mode.
@@ -566,6 +602,15 @@ start_servers() {
           --workers "$WORKERS" \
           --data-dir "$SCRATCH/portico-2-data"
         ;;
+      portico-auth)
+        logf=$SCRATCH/portico-auth/portico.log
+        start_server portico-auth "$logf" "$PORTICO" serve \
+          --config "$SCRATCH/portico-auth/portico.yaml" \
+          --listen "127.0.0.1:${PORT[portico-auth]}" \
+          --admin-listen "127.0.0.1:$ADMIN_PORT_AUTH" \
+          --workers "$WORKERS" \
+          --data-dir "$SCRATCH/portico-auth-data"
+        ;;
     esac
     wait_ready "$t" "${PORT[$t]}" "$logf"
     check_target "$t" "${PORT[$t]}"
@@ -591,7 +636,9 @@ record_idle_rss() {
 # ---------------------------------------------------------------------------
 run_wrk() { # target conns seconds outfile
   local t=$1 c=$2 secs=$3 out=$4
-  "${WRK_PREFIX[@]}" wrk -t1 -c"$c" -d"${secs}s" --latency "http://127.0.0.1:${PORT[$t]}/" > "$out" 2>&1 \
+  local -a extra=()
+  [[ -n ${HEADER[$t]:-} ]] && extra=(-H "${HEADER[$t]}")
+  "${WRK_PREFIX[@]}" wrk -t1 -c"$c" -d"${secs}s" --latency "${extra[@]}" "http://127.0.0.1:${PORT[$t]}/" > "$out" 2>&1 \
     || { cat "$out" >&2; assert_servers_alive; die "wrk failed against $t (c$c)"; }
   grep -q '^Requests/sec:' "$out" || { cat "$out" >&2; die "no Requests/sec in wrk output for $t (c$c)"; }
 }

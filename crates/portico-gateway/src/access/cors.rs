@@ -78,22 +78,17 @@ impl CorsPolicy {
             })
     }
 
-    /// `Access-Control-Allow-Origin` and friends for the request's origin, when it is allowed.
-    fn allow_origin(&self, headers: &HeaderMap, out: &mut HeaderMap) -> bool {
-        let Some(origin) = headers.get(ORIGIN) else { return false };
-        if !origin.to_str().is_ok_and(|o| self.allows_origin(o)) {
-            return false;
-        }
+    /// `Access-Control-Allow-Origin` and friends for an allowed origin.
+    fn allow(&self, origin: HeaderValue, out: &mut HeaderMap) {
         if self.any_origin && !self.credentials {
             out.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
         } else {
-            out.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            out.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
             out.append(VARY, HeaderValue::from_static("Origin"));
         }
         if self.credentials {
             out.insert(ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
         }
-        true
     }
 
     /// Answers a preflight for `method`: the headers of a 204, or 403 when the origin, the
@@ -101,9 +96,10 @@ impl CorsPolicy {
     pub fn preflight(&self, method: &Method, headers: &HeaderMap) -> Result<HeaderMap, ProxyError> {
         let refused = |message| ProxyError::Forbidden { code: "cors_refused", message };
         let mut out = HeaderMap::new();
-        if !self.allow_origin(headers, &mut out) {
+        let Some(origin) = self.allowed_origin(headers) else {
             return Err(refused("the origin is not allowed by this route's CORS policy"));
-        }
+        };
+        self.allow(origin, &mut out);
         if !self.methods.matches(portico_model::Method::from_http(method)) {
             return Err(refused("the method is not allowed by this route's CORS policy"));
         }
@@ -132,12 +128,17 @@ impl CorsPolicy {
         Ok(out)
     }
 
-    /// Adds the headers an actual cross-origin request's response needs.
-    pub fn decorate(&self, headers: &HeaderMap, out: &mut HeaderMap) {
-        if self.allow_origin(headers, out) {
-            if let Some(expose) = &self.expose_headers {
-                out.insert(ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
-            }
+    /// The request's origin, when it is one this policy lets read the response.
+    pub fn allowed_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+        let origin = headers.get(ORIGIN)?;
+        origin.to_str().is_ok_and(|o| self.allows_origin(o)).then(|| origin.clone())
+    }
+
+    /// Adds the headers the response to an actual request from `origin` (allowed) needs.
+    pub fn decorate(&self, origin: HeaderValue, out: &mut HeaderMap) {
+        self.allow(origin, out);
+        if let Some(expose) = &self.expose_headers {
+            out.insert(ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
         }
     }
 }
@@ -188,7 +189,8 @@ mod tests {
     fn any_origin_answers_star_without_credentials() {
         let cors = policy(&["*"], false);
         let mut out = HeaderMap::new();
-        cors.decorate(&request("https://anyone.test", ""), &mut out);
+        let origin = cors.allowed_origin(&request("https://anyone.test", ""));
+        cors.decorate(origin.unwrap_or(HeaderValue::from_static("none")), &mut out);
         assert_eq!(out[ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         assert_eq!(out[ACCESS_CONTROL_EXPOSE_HEADERS], "RateLimit-Remaining");
         assert!(!out.contains_key(ACCESS_CONTROL_ALLOW_CREDENTIALS));

@@ -24,10 +24,10 @@ pub use rate_limit::{Limiters, RedisLimits, RedisReport};
 use crate::proxy::{ProxyError, ResponseBody};
 use addresses::{IpRules, TrustedProxies};
 use cors::CorsPolicy;
-use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use identity::{Consumer, Consumers};
 use portico_model::{Acl, Config, KeyAuth, Policies, Route};
-use rate_limit::{Caller, RateLimiter};
+use rate_limit::{Caller, LimitHeaders, RateLimiter};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -141,14 +141,33 @@ impl AclRules {
     }
 }
 
+/// Headers the access phase adds to the eventual response, whatever it turns out to be
+/// (errors included): kept as values and written once the response exists.
+#[derive(Default)]
+pub(crate) struct ResponseExtras<'s> {
+    limit: Option<LimitHeaders>,
+    cors: Option<(&'s CorsPolicy, HeaderValue)>,
+}
+
+impl ResponseExtras<'_> {
+    pub fn write(self, headers: &mut HeaderMap) {
+        if let Some(limit) = self.limit {
+            limit.write(headers);
+        }
+        if let Some((cors, origin)) = self.cors {
+            cors.decorate(origin, headers);
+        }
+    }
+}
+
 /// Runs the access phase. `Ok(Some(response))` answers the request here (a CORS preflight);
-/// headers for the eventual response, whatever it is, go into `response_headers`.
-pub(crate) async fn check<B>(
-    policy: &AccessPolicy,
-    shared: &AccessShared,
+/// what the eventual response must carry goes into `extras`.
+pub(crate) async fn check<'s, B>(
+    policy: &'s AccessPolicy,
+    shared: &'s AccessShared,
     request: &mut Request<B>,
     peer: IpAddr,
-    response_headers: &mut HeaderMap,
+    extras: &mut ResponseExtras<'s>,
 ) -> Result<Option<Response<ResponseBody>>, ProxyError> {
     // 1. client IP
     let client_ip = shared.trusted.client_ip(peer, request.headers());
@@ -166,7 +185,7 @@ pub(crate) async fn check<B>(
             *response.headers_mut() = cors.preflight(&method, request.headers())?;
             return Ok(Some(response));
         }
-        cors.decorate(request.headers(), response_headers);
+        extras.cors = cors.allowed_origin(request.headers()).map(|origin| (cors, origin));
     }
 
     // 3. authentication
@@ -191,7 +210,7 @@ pub(crate) async fn check<B>(
     // 5. rate limits
     if let Some(limiter) = consumer.and_then(|c| c.rate_limit.as_ref()).or(policy.rate_limit.as_ref()) {
         let caller = Caller { consumer: consumer.map(|c| &*c.name), client_ip, headers: request.headers() };
-        limiter.check(&caller, response_headers).await?;
+        limiter.check(&caller, &mut extras.limit).await?;
     }
     Ok(None)
 }

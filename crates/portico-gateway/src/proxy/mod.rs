@@ -31,7 +31,7 @@ use crate::access;
 use crate::snapshot::{Action, CompiledRoute, MockResponse, Snapshot};
 use crate::upstream::{Admission, Fallback, Pools, Upstream};
 use headers::X_REQUEST_ID;
-use http::{header, HeaderMap, HeaderValue, Request, Response};
+use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use portico_model::Method;
 use std::borrow::Cow;
@@ -68,28 +68,26 @@ pub async fn handle(
     limits: &RequestLimits,
 ) -> Response<ResponseBody> {
     let request_id = headers::request_id(request.headers());
-    // Headers the access phase adds to whatever the response turns out to be (rate-limit
-    // state, CORS). An empty map does not allocate.
-    let mut added = HeaderMap::new();
-    let mut response = match forward(request, snapshot, client, pools, limits, &request_id, &mut added).await {
+    // What the access phase adds to whatever the response turns out to be (rate-limit
+    // state, CORS).
+    let mut extras = access::ResponseExtras::default();
+    let mut response = match forward(request, snapshot, client, pools, limits, &request_id, &mut extras).await {
         Ok(response) => response,
         Err(error) => error.to_response(&request_id),
     };
-    if !added.is_empty() {
-        response.headers_mut().extend(added);
-    }
+    extras.write(response.headers_mut());
     response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
     response
 }
 
-async fn forward(
+async fn forward<'s>(
     mut request: Request<Incoming>,
-    snapshot: &Snapshot,
+    snapshot: &'s Snapshot,
     client: &Client,
     pools: &Pools,
     limits: &RequestLimits,
     request_id: &HeaderValue,
-    added: &mut HeaderMap,
+    extras: &mut access::ResponseExtras<'s>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let cx = RequestContext { client, pools, request_id };
     // 1. accept
@@ -105,7 +103,7 @@ async fn forward(
 
     // 3. access
     if let Some(policy) = &route.access {
-        if let Some(answer) = access::check(policy, &snapshot.access, &mut request, client.ip, added).await? {
+        if let Some(answer) = access::check(policy, &snapshot.access, &mut request, client.ip, extras).await? {
             return Ok(answer);
         }
     }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
-use window::{LimitSpec, LimitStatus, LocalCounters};
+use window::{LimitSpec, LocalCounters};
 
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
@@ -101,9 +101,9 @@ pub(crate) struct Caller<'a> {
 }
 
 impl RateLimiter {
-    /// Counts the request; refuses it with 429 when a limit is reached. The `RateLimit-*`
-    /// headers go into `response_headers` either way.
-    pub async fn check(&self, caller: &Caller<'_>, response_headers: &mut HeaderMap) -> Result<(), ProxyError> {
+    /// Counts the request; refuses it with 429 when a limit is reached. What the
+    /// `RateLimit-*` headers will say goes into `headers` either way.
+    pub async fn check(&self, caller: &Caller<'_>, headers: &mut Option<LimitHeaders>) -> Result<(), ProxyError> {
         let key = match (self.by, caller.consumer) {
             (LimitBy::Consumer, Some(name)) => Key::Consumer(name),
             (LimitBy::Route | LimitBy::Service, _) => Key::All,
@@ -122,7 +122,9 @@ impl RateLimiter {
             None => self.local.check(self.local.hash_key(&key), now_ms()),
         };
         if self.show_headers {
-            insert_headers(response_headers, &status);
+            let limit = self.local.limit_value(status.limit);
+            *headers =
+                Some(LimitHeaders { limit, remaining: status.remaining, reset_secs: status.reset_ms.div_ceil(1000) });
         }
         match admitted {
             true => Ok(()),
@@ -149,10 +151,19 @@ impl RateLimiter {
     }
 }
 
-fn insert_headers(headers: &mut HeaderMap, status: &LimitStatus) {
-    headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(status.limit));
-    headers.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(status.remaining));
-    headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(status.reset_ms.div_ceil(1000)));
+/// The `RateLimit-*` headers of one response, for the tightest limit.
+pub(crate) struct LimitHeaders {
+    limit: HeaderValue,
+    remaining: u64,
+    reset_secs: u64,
+}
+
+impl LimitHeaders {
+    pub fn write(self, headers: &mut HeaderMap) {
+        headers.insert(RATELIMIT_LIMIT.clone(), self.limit);
+        headers.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(self.remaining));
+        headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(self.reset_secs));
+    }
 }
 
 fn now_ms() -> u64 {

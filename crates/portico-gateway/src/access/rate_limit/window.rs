@@ -153,6 +153,8 @@ type Shard = HashMap<u64, Box<[WindowState]>, BuildHasherDefault<KeyHasher>>;
 /// split over shards that each have their own lock.
 pub(crate) struct LocalCounters {
     specs: Box<[LimitSpec]>,
+    /// Each limit's count as a header value, made once.
+    limit_values: Box<[(u64, http::HeaderValue)]>,
     seed: RandomState,
     shards: Box<[Mutex<(Shard, usize)>]>,
 }
@@ -160,7 +162,16 @@ pub(crate) struct LocalCounters {
 impl LocalCounters {
     pub fn new(specs: Box<[LimitSpec]>) -> LocalCounters {
         let shards = (0..SHARDS).map(|_| Mutex::new((Shard::default(), 64))).collect();
-        LocalCounters { specs, seed: RandomState::new(), shards }
+        let limit_values = specs.iter().map(|s| (s.requests, http::HeaderValue::from(s.requests))).collect();
+        LocalCounters { specs, limit_values, seed: RandomState::new(), shards }
+    }
+
+    /// `limit` (one of the limits' counts) as a header value.
+    pub fn limit_value(&self, limit: u64) -> http::HeaderValue {
+        match self.limit_values.iter().find(|(n, _)| *n == limit) {
+            Some((_, value)) => value.clone(),
+            None => http::HeaderValue::from(limit),
+        }
     }
 
     pub fn specs(&self) -> &[LimitSpec] {
