@@ -131,7 +131,7 @@ pub(crate) async fn create_credential(
         consumer.credentials.push(credential.clone());
         let index = consumer.credentials.len() - 1;
         let consumer = prepared(consumer, Some(stored.value)).await?;
-        match state.store.put(consumer, Precondition::Version(stored.version)).await {
+        match state.writer().put(consumer, Precondition::Version(stored.version)).await {
             Ok(mut saved) => {
                 saved.value.redact();
                 let credential = saved.value.credentials.swap_remove(index);
@@ -164,7 +164,7 @@ pub(crate) async fn delete_credential(
         if consumer.credentials.len() == before {
             return Err(StoreError::NotFound { kind: "credential", name: id }.into());
         }
-        match state.store.put(consumer, Precondition::Version(stored.version)).await {
+        match state.writer().put(consumer, Precondition::Version(stored.version)).await {
             Ok(_) => return Ok(StatusCode::NO_CONTENT),
             Err(StoreError::VersionMismatch { .. }) => continue,
             Err(other) => return Err(other.into()),

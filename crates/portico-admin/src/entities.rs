@@ -222,7 +222,7 @@ pub(crate) async fn create<E: AdminEntity>(state: AdminState, body: Bytes) -> Re
     let (entity, _) = parse_body::<E>(&body)?;
     let entity = prepared(entity, None).await?;
     let name = entity.name().to_owned();
-    let stored = state.store.put(entity, Precondition::Absent).await?;
+    let stored = state.writer().put(entity, Precondition::Absent).await?;
     Ok(with_etag(StatusCode::CREATED, stored, Some(format!("/api/v1/{}/{name}", collection::<E>()))))
 }
 
@@ -274,13 +274,13 @@ pub(crate) async fn put<E: AdminEntity>(
     match precondition(&headers, body_version)? {
         Some(precondition) => {
             let created = precondition == Precondition::Absent;
-            let stored = state.store.put(entity, precondition).await?;
+            let stored = state.writer().put(entity, precondition).await?;
             let status = if created || stored.version == 1 { StatusCode::CREATED } else { StatusCode::OK };
             Ok(with_etag(status, stored, None))
         }
         // Without a stated version, a PUT may only create: overwriting something the caller
         // has not seen is how concurrent edits get lost.
-        None => match state.store.put(entity, Precondition::Absent).await {
+        None => match state.writer().put(entity, Precondition::Absent).await {
             Ok(stored) => Ok(with_etag(StatusCode::CREATED, stored, None)),
             Err(portico_store::StoreError::AlreadyExists { kind, name }) => Err(ApiError::new(
                 StatusCode::PRECONDITION_REQUIRED,
@@ -309,7 +309,7 @@ pub(crate) async fn delete<E: Entity>(
 ) -> Result<StatusCode, ApiError> {
     writable(&state)?;
     let precondition = precondition(&headers, None)?.unwrap_or(Precondition::None);
-    state.store.delete::<E>(&name, precondition).await?;
+    state.writer().delete::<E>(&name, precondition).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -4,7 +4,9 @@
 //! the store (or, in file mode, reads the configuration file's contents and refuses writes),
 //! and describes itself in an OpenAPI 3.1 document generated from the handlers.
 //!
-//! Every route requires an admin token except those in [`PUBLIC_PATHS`].
+//! Every route requires an admin token except those in [`PUBLIC_PATHS`]; what a token may do
+//! depends on its role (see `auth`). Every change is recorded in the audit log as the
+//! token's.
 
 mod auth;
 mod consumers;
@@ -15,6 +17,7 @@ mod registry;
 mod state;
 mod system;
 mod targets;
+mod tokens;
 
 pub use problem::ApiError;
 pub use state::{AdminState, ConfigSource, RuntimeStatus};
@@ -55,6 +58,9 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/api/v1/consumers/{name}/credentials/{id}", axum::routing::delete(consumers::delete_credential))
         .route("/api/v1/global", get(consumers::get_global).put(consumers::put_global))
+        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/api/v1/audit", get(tokens::audit))
         .route("/api/v1/registry/{name}/instances", get(registry::list).post(registry::register))
         .route("/api/v1/registry/{name}/instances/{id}", axum::routing::delete(registry::deregister))
         .route("/api/v1/registry/{name}/instances/{id}/heartbeat", axum::routing::put(registry::heartbeat))

@@ -6,6 +6,7 @@ use crate::problem::ProblemBody;
 use crate::registry;
 use crate::system;
 use crate::targets;
+use crate::tokens;
 use axum::Json;
 use portico_model::{
     Acl, ActiveCheck, Algorithm, Balance, BasicAuth, BasicCredential, Bulkhead, CircuitBreaker, Consumer, Cors,
@@ -28,12 +29,15 @@ use utoipa::{Modify, OpenApi};
         consumers::list_consumers, consumers::create_consumer, consumers::get_consumer, consumers::put_consumer, consumers::delete_consumer,
         consumers::list_credentials, consumers::create_credential, consumers::delete_credential,
         consumers::get_global, consumers::put_global,
+        tokens::list, tokens::create, tokens::revoke, tokens::audit,
     ),
     components(schemas(Service, Target, Scheme, HostHeader, Balance, Algorithm, HashOn, Health, ActiveCheck, PassiveCheck, Retries, CircuitBreaker, Fallback, Bulkhead, Discovery, DnsDiscovery, Route, MockResponse, Problem, ProblemBody,
                        Policies, IpRestriction, Cors, KeyAuth, BasicAuth, Acl, RateLimit, LimitBy, Limit,
                        Consumer, Credential, KeyCredential, BasicCredential, Global, consumers::IssuedCredential,
                        Versioned<Service>, Versioned<Route>, Versioned<Consumer>, Versioned<Global>,
-                       Page<Service>, Page<Route>, Page<Consumer>)),
+                       Page<Service>, Page<Route>, Page<Consumer>,
+                       portico_store::AdminToken, portico_store::Role, portico_store::AuditEntry,
+                       tokens::NewTokenRequest, tokens::CreatedToken, tokens::AuditPage)),
     modifiers(&BearerToken),
     security(("admin_token" = [])),
 )]
@@ -71,6 +75,8 @@ mod tests {
             "/api/v1/health",
             "/api/v1/consumers/{name}/credentials",
             "/api/v1/global",
+            "/api/v1/tokens",
+            "/api/v1/audit",
         ] {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }

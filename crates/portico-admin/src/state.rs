@@ -79,6 +79,14 @@ pub struct AdminState {
 }
 
 impl AdminState {
+    /// The store, recording changes as made by the token behind the current request.
+    pub(crate) fn writer(&self) -> Store {
+        match crate::auth::ACTOR.try_with(|actor| actor.clone()) {
+            Ok(actor) => self.store.acting_as(actor),
+            Err(_) => self.store.clone(),
+        }
+    }
+
     pub fn new(store: Store, source: ConfigSource, status: Arc<RuntimeStatus>, snapshots: SnapshotCell) -> AdminState {
         AdminState { store, source, status, verified: Arc::default(), snapshots }
     }

@@ -1,5 +1,6 @@
 //! Reading and writing configuration entities with optimistic concurrency.
 
+use crate::audit::{record, Change};
 use crate::store::{load_config, now};
 use crate::{Store, StoreError};
 use portico_model::{Config, Consumer, Global, Problems, Route, Service};
@@ -239,6 +240,10 @@ impl Store {
         check(E::KIND, &name, current.map(|(v, _)| v), precondition)?;
 
         let mut config = load_config(&mut tx).await?;
+        let before = match current {
+            Some(_) => E::all_in(&config).into_iter().find(|e| e.name() == name).map(to_json).transpose()?,
+            None => None,
+        };
         // Problems are reported relative to the entity written, not to the whole configuration.
         let this_entity = entity.clone().place(&mut config);
         config.validate().map_err(|problems| StoreError::Invalid(problems.relative_to(&this_entity)))?;
@@ -248,6 +253,17 @@ impl Store {
         let version = current.map_or(1, |(v, _)| v + 1);
         let created_at = current.map_or(now, |(_, c)| c);
         upsert(&mut tx, E::KIND, &name, &spec, version, created_at, now).await?;
+        let action = if before.is_some() { "update" } else { "create" };
+        let kind = E::KIND.as_str();
+        let change = Change {
+            revision: Some(revision),
+            action,
+            kind,
+            name: &name,
+            before: before.as_deref(),
+            after: Some(&spec),
+        };
+        record(&mut tx, self.actor(), change).await?;
         self.commit(tx, revision).await?;
         Ok(Stored { value: entity, version, created_at, updated_at: now })
     }
@@ -269,11 +285,16 @@ impl Store {
                 dependents.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ")
             )));
         }
+        let before = E::all_in(&config).into_iter().find(|e| e.name() == name).map(to_json).transpose()?;
         sqlx::query("DELETE FROM entities WHERE kind = $1 AND name = $2")
             .bind(E::KIND.as_str())
             .bind(name)
             .execute(&mut *tx)
             .await?;
+        let kind = E::KIND.as_str();
+        let change =
+            Change { revision: Some(revision), action: "delete", kind, name, before: before.as_deref(), after: None };
+        record(&mut tx, self.actor(), change).await?;
         self.commit(tx, revision).await
     }
 
@@ -306,21 +327,44 @@ impl Store {
             wanted.push((Kind::Global, GLOBAL.to_owned(), to_json(&config.global)?));
         }
         let now = now();
+        let revision_made = Some(revision);
         for (kind, name, spec) in wanted {
-            match existing.remove(&(kind.as_str().to_owned(), name.clone())) {
-                Some((old_spec, _, _)) if same_json(&old_spec, &spec) => {}
-                Some((_, version, created_at)) => {
-                    upsert(&mut tx, kind, &name, &spec, version + 1, created_at, now).await?
+            let (action, before) = match existing.remove(&(kind.as_str().to_owned(), name.clone())) {
+                Some((old_spec, _, _)) if same_json(&old_spec, &spec) => continue,
+                Some((old_spec, version, created_at)) => {
+                    upsert(&mut tx, kind, &name, &spec, version + 1, created_at, now).await?;
+                    ("update", Some(old_spec))
                 }
-                None => upsert(&mut tx, kind, &name, &spec, 1, now, now).await?,
-            }
+                None => {
+                    upsert(&mut tx, kind, &name, &spec, 1, now, now).await?;
+                    ("create", None)
+                }
+            };
+            let change = Change {
+                revision: revision_made,
+                action,
+                kind: kind.as_str(),
+                name: &name,
+                before: before.as_deref(),
+                after: Some(&spec),
+            };
+            record(&mut tx, self.actor(), change).await?;
         }
-        for (kind, name) in existing.into_keys() {
+        for ((kind, name), (old_spec, _, _)) in existing {
             sqlx::query("DELETE FROM entities WHERE kind = $1 AND name = $2")
-                .bind(kind)
-                .bind(name)
+                .bind(&kind)
+                .bind(&name)
                 .execute(&mut *tx)
                 .await?;
+            let change = Change {
+                revision: revision_made,
+                action: "delete",
+                kind: &kind,
+                name: &name,
+                before: Some(&old_spec),
+                after: None,
+            };
+            record(&mut tx, self.actor(), change).await?;
         }
         self.commit(tx, revision).await?;
         Ok(revision)

@@ -9,16 +9,19 @@
 //!   writers and tells readers that something changed;
 //! - the stored configuration always validates as a whole: a write is checked against
 //!   everything else before it commits;
-//! - SQL lives only in this crate, always with bind parameters.
+//! - SQL lives only in this crate, always with bind parameters;
+//! - every configuration change writes an audit record in its own transaction.
 
+mod audit;
 mod entities;
 mod error;
 mod registry;
 mod store;
 mod tokens;
 
+pub use audit::{Actor, AuditEntry, AuditQuery};
 pub use entities::{Entity, Kind, Precondition, Stored, GLOBAL};
 pub use error::StoreError;
 pub use registry::{now_ms, Instance};
 pub use store::{Backend, Store};
-pub use tokens::{AdminToken, NewToken, Scope};
+pub use tokens::{AdminToken, NewToken, Role};

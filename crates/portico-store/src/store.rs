@@ -24,6 +24,8 @@ pub struct Store {
     backend: Backend,
     /// The newest revision this process committed or observed, for in-process listeners.
     committed: watch::Sender<i64>,
+    /// Who the changes made through this handle are recorded as, in the audit log.
+    actor: Option<std::sync::Arc<crate::Actor>>,
 }
 
 impl Store {
@@ -74,7 +76,16 @@ impl Store {
             .connect_with(options)
             .await?;
         let (committed, _) = watch::channel(0);
-        Ok(Store { pool, backend, committed })
+        Ok(Store { pool, backend, committed, actor: None })
+    }
+
+    /// This store, recording the changes made through it as `actor`'s.
+    pub fn acting_as(&self, actor: crate::Actor) -> Store {
+        Store { actor: Some(std::sync::Arc::new(actor)), ..self.clone() }
+    }
+
+    pub(crate) fn actor(&self) -> Option<&crate::Actor> {
+        self.actor.as_deref()
     }
 
     pub fn backend(&self) -> Backend {

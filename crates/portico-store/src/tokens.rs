@@ -11,39 +11,48 @@ use sqlx::Row;
 const TOKEN_PREFIX: &str = "portico_";
 
 /// A token as listed: everything but the secret.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct AdminToken {
     pub id: String,
     pub name: String,
-    pub scope: Scope,
+    pub role: Role,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
 }
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Everything.
+pub enum Role {
+    /// Everything: configuration, admin tokens and the audit log.
     Admin,
+    /// Read and change the configuration.
+    Editor,
+    /// Read the configuration and the gateway's state.
+    Viewer,
     /// Only the registry: register, heartbeat, deregister and list instances.
     Registry,
 }
 
-impl Scope {
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Editor, Role::Viewer, Role::Registry];
+
     pub fn as_str(self) -> &'static str {
         match self {
-            Scope::Admin => "admin",
-            Scope::Registry => "registry",
+            Role::Admin => "admin",
+            Role::Editor => "editor",
+            Role::Viewer => "viewer",
+            Role::Registry => "registry",
         }
     }
 
-    fn parse(text: &str) -> Scope {
-        if text == "registry" {
-            Scope::Registry
-        } else {
-            Scope::Admin
-        }
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    /// A stored role; one this version does not know grants the least.
+    fn from_stored(text: &str) -> Role {
+        Role::parse(text).unwrap_or(Role::Viewer)
     }
 }
 
@@ -56,7 +65,7 @@ pub struct NewToken {
 
 impl Store {
     /// Creates a token and returns its secret, which is not kept.
-    pub async fn create_token(&self, name: &str, scope: Scope) -> Result<NewToken, StoreError> {
+    pub async fn create_token(&self, name: &str, role: Role) -> Result<NewToken, StoreError> {
         let id = hex(&random_bytes::<6>()?);
         let secret = format!("{TOKEN_PREFIX}{}", hex(&random_bytes::<32>()?));
         let created_at = now();
@@ -65,10 +74,11 @@ impl Store {
             .bind(name)
             .bind(hash(&secret))
             .bind(created_at)
-            .bind(scope.as_str())
+            .bind(role.as_str())
             .execute(self.pool())
             .await?;
-        Ok(NewToken { token: AdminToken { id, name: name.to_owned(), scope, created_at, revoked_at: None }, secret })
+        self.record_token_change("create", &format!("{name} ({id}, {})", role.as_str())).await?;
+        Ok(NewToken { token: AdminToken { id, name: name.to_owned(), role, created_at, revoked_at: None }, secret })
     }
 
     /// Every token, revoked ones included, oldest first.
@@ -82,7 +92,7 @@ impl Store {
                 Ok(AdminToken {
                     id: row.try_get(0)?,
                     name: row.try_get(1)?,
-                    scope: Scope::parse(row.try_get(4)?),
+                    role: Role::from_stored(row.try_get(4)?),
                     created_at: row.try_get(2)?,
                     revoked_at: row.try_get(3)?,
                 })
@@ -102,6 +112,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound { kind: "admin token", name: id_or_name.to_owned() });
         }
+        self.record_token_change("delete", id_or_name).await?;
         Ok(done.rows_affected())
     }
 
@@ -119,7 +130,7 @@ impl Store {
             Some(row) => Some(AdminToken {
                 id: row.try_get(0)?,
                 name: row.try_get(1)?,
-                scope: Scope::parse(row.try_get(3)?),
+                role: Role::from_stored(row.try_get(3)?),
                 created_at: row.try_get(2)?,
                 revoked_at: None,
             }),

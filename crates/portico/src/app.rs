@@ -9,7 +9,7 @@ use portico_gateway::{
     bind_listeners, run_dns_discovery, run_health_checks, Discovered, Gateway, GatewayHandle, Limiters, RedisLimits,
     Snapshot, SnapshotCell, UpstreamStates,
 };
-use portico_store::{Scope, Store};
+use portico_store::{Actor, Role, Store};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,8 +34,7 @@ pub struct Running {
 pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow::Result<Running> {
     let store =
         Store::open(&settings.store).await.with_context(|| format!("cannot open the store {}", settings.store))?;
-    let initial_token =
-        if store.has_tokens().await? { None } else { Some(store.create_token("initial", Scope::Admin).await?.secret) };
+    let initial_token = if store.has_tokens().await? { None } else { Some(first_token(&store).await?) };
 
     let redis = match &settings.redis_url {
         Some(url) => Some(RedisLimits::new(url).map_err(anyhow::Error::msg)?),
@@ -114,6 +113,12 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
     }));
 
     Ok(Running { proxy_addr, admin_addr, initial_token, shutdown, reload, gateway, tasks, store })
+}
+
+/// The admin token a fresh store gets, recorded in the audit log as made by the first start.
+async fn first_token(store: &Store) -> anyhow::Result<String> {
+    let actor = Actor { id: "system".into(), name: "first start".into() };
+    Ok(store.acting_as(actor).create_token("initial", Role::Admin).await?.secret)
 }
 
 impl Running {

@@ -67,10 +67,11 @@ pub enum TokenCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// `admin` (everything) or `registry` (only register, heartbeat and deregister
-        /// service instances: the token to give services).
-        #[arg(long, default_value = "admin", value_parser = ["admin", "registry"])]
-        scope: String,
+        /// `admin` (everything), `editor` (read and change the configuration), `viewer`
+        /// (read only) or `registry` (only register, heartbeat and deregister service
+        /// instances: the token to give services).
+        #[arg(long, alias = "scope", default_value = "admin", value_parser = ["admin", "editor", "viewer", "registry"])]
+        role: String,
     },
     /// List tokens (never their secrets).
     List,

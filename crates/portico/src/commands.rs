@@ -3,7 +3,7 @@
 use crate::cli::TokenCommand;
 use anyhow::{bail, Context};
 use portico_model::{parse_yaml, Config};
-use portico_store::{Scope, Store};
+use portico_store::{Actor, Role, Store};
 use std::io::Write;
 use std::path::Path;
 
@@ -51,7 +51,7 @@ pub async fn apply(store: &Store, file: &Path, dry_run: bool, out: &mut impl Wri
         writeln!(out, "dry run: {} change(s) not applied", changes.len())?;
         return Ok(());
     }
-    let revision = store.replace_all(&wanted).await?;
+    let revision = store.acting_as(cli_actor("portico apply")).replace_all(&wanted).await?;
     writeln!(out, "applied {} change(s); the store is at revision {revision}", changes.len())?;
     Ok(())
 }
@@ -88,6 +88,12 @@ pub fn diff(current: &Config, wanted: &Config) -> Vec<String> {
     out
 }
 
+/// Changes made from the command line are recorded as the CLI's, with the OS user's name.
+fn cli_actor(command: &str) -> Actor {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown user".into());
+    Actor { id: "cli".into(), name: format!("{command} ({user})") }
+}
+
 /// `portico export`: the store's configuration as YAML.
 pub async fn export(store: &Store) -> anyhow::Result<String> {
     let (_, config) = store.load().await?;
@@ -97,25 +103,25 @@ pub async fn export(store: &Store) -> anyhow::Result<String> {
 /// `portico admin token ...`.
 pub async fn token(store: &Store, command: &TokenCommand, out: &mut impl Write) -> anyhow::Result<()> {
     match command {
-        TokenCommand::Create { name, scope } => {
+        TokenCommand::Create { name, role } => {
             if name.trim().is_empty() {
                 bail!("a token needs a name");
             }
-            let scope = if scope == "registry" { Scope::Registry } else { Scope::Admin };
-            let new = store.create_token(name, scope).await?;
+            let role = Role::parse(role).unwrap_or(Role::Viewer);
+            let new = store.acting_as(cli_actor("portico admin token create")).create_token(name, role).await?;
             writeln!(out, "{}", new.secret)?;
-            eprintln!("Created {} token {} ({name}). It is shown only this once.", scope.as_str(), new.token.id);
+            eprintln!("Created {} token {} ({name}). It is shown only this once.", role.as_str(), new.token.id);
         }
         TokenCommand::List => {
-            writeln!(out, "{:<14} {:<24} {:<9} {:<12} STATUS", "ID", "NAME", "SCOPE", "CREATED")?;
+            writeln!(out, "{:<14} {:<24} {:<9} {:<12} STATUS", "ID", "NAME", "ROLE", "CREATED")?;
             for token in store.list_tokens().await? {
                 let status = if token.revoked_at.is_some() { "revoked" } else { "active" };
-                let scope = token.scope.as_str();
-                writeln!(out, "{:<14} {:<24} {scope:<9} {:<12} {status}", token.id, token.name, token.created_at)?;
+                let role = token.role.as_str();
+                writeln!(out, "{:<14} {:<24} {role:<9} {:<12} {status}", token.id, token.name, token.created_at)?;
             }
         }
         TokenCommand::Revoke { id_or_name } => {
-            let count = store.revoke_token(id_or_name).await?;
+            let count = store.acting_as(cli_actor("portico admin token revoke")).revoke_token(id_or_name).await?;
             writeln!(out, "revoked {count} token(s)")?;
         }
     }

@@ -2,7 +2,7 @@
 //! `PORTICO_TEST_POSTGRES_URL` names a server (as `.ci/run` does).
 
 use portico_model::{Config, HostHeader, MockResponse, Route, Scheme, Service, Target};
-use portico_store::{Precondition, Scope, Store, StoreError};
+use portico_store::{Precondition, Role, Store, StoreError};
 use std::collections::BTreeMap;
 
 /// A fresh, empty store on every backend available here.
@@ -177,7 +177,7 @@ async fn concurrent_writers_never_lose_an_update() {
 async fn admin_tokens_are_shown_once_and_stored_hashed() {
     for (backend, store) in stores().await.stores {
         assert!(!store.has_tokens().await.expect("count"), "{backend}");
-        let new = store.create_token("ci", Scope::Admin).await.expect("create");
+        let new = store.create_token("ci", Role::Admin).await.expect("create");
         assert!(new.secret.starts_with("portico_") && new.secret.len() > 60);
         assert_eq!(store.verify_token(&new.secret).await.expect("verify").map(|t| t.id), Some(new.token.id.clone()));
         assert_eq!(store.verify_token("portico_wrong").await.expect("verify"), None);
@@ -223,9 +223,37 @@ async fn registry_instances_live_while_they_heartbeat() {
 #[tokio::test]
 async fn registry_tokens_carry_their_scope() {
     for (backend, store) in stores().await.stores {
-        let new = store.create_token("svc", Scope::Registry).await.expect("create");
+        let new = store.create_token("svc", Role::Registry).await.expect("create");
         let verified = store.verify_token(&new.secret).await.expect("verify").expect("valid");
-        assert_eq!(verified.scope, Scope::Registry, "{backend}");
-        assert_eq!(store.list_tokens().await.expect("list")[0].scope, Scope::Registry);
+        assert_eq!(verified.role, Role::Registry, "{backend}");
+        assert_eq!(store.list_tokens().await.expect("list")[0].role, Role::Registry);
+    }
+}
+
+#[tokio::test]
+async fn changes_are_audited_in_their_own_transaction() {
+    use portico_store::{Actor, AuditQuery};
+    for (backend, store) in stores().await.stores {
+        let cli = store.acting_as(Actor { id: "cli".into(), name: "portico apply (ops)".into() });
+        let mut config = Config { services: vec![service("a"), service("b")], ..Config::default() };
+        cli.replace_all(&config).await.expect(backend);
+        config.services[0].read_timeout_ms = 7;
+        config.services.pop();
+        cli.replace_all(&config).await.expect(backend);
+        // A refused change leaves no record.
+        let dangling = route("r", "/r", "missing");
+        assert!(cli.put(dangling, Precondition::None).await.is_err());
+
+        let all = store.audit(&AuditQuery { limit: 100, ..AuditQuery::default() }).await.expect(backend);
+        let seen: Vec<(&str, &str)> = all.iter().map(|e| (e.action.as_str(), e.name.as_str())).collect();
+        assert_eq!(seen, [("delete", "b"), ("update", "a"), ("create", "b"), ("create", "a")], "{backend}");
+        assert!(all.iter().all(|e| e.actor_id == "cli" && e.actor_name == "portico apply (ops)"), "{backend}");
+        assert_eq!(all[1].before.as_ref().map(|b| b["read_timeout_ms"].clone()), Some(1_000.into()), "{backend}");
+        assert_eq!(all[1].after.as_ref().map(|a| a["read_timeout_ms"].clone()), Some(7.into()), "{backend}");
+
+        let only_a = AuditQuery { name: Some("a".into()), limit: 100, ..AuditQuery::default() };
+        assert_eq!(store.audit(&only_a).await.expect(backend).len(), 2, "{backend}");
+        let page = AuditQuery { limit: 1, before: Some(all[1].id.clone()), ..AuditQuery::default() };
+        assert_eq!(store.audit(&page).await.expect(backend)[0].id, all[2].id, "{backend}");
     }
 }

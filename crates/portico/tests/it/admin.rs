@@ -184,7 +184,7 @@ async fn the_openapi_document_describes_the_api() {
 async fn revoked_tokens_stop_working() {
     let portico = Portico::start().await;
     let store = portico_store::Store::open(&portico.store_url).await.expect("store");
-    let extra = store.create_token("ci", portico_store::Scope::Admin).await.expect("token");
+    let extra = store.create_token("ci", portico_store::Role::Admin).await.expect("token");
     let with = |secret: &str| {
         portico.http.get(format!("{}/api/v1/routes", portico.admin)).bearer_auth(secret.to_owned()).send()
     };

@@ -51,7 +51,7 @@ async fn instances_register_heartbeat_and_lapse() {
 
     // Instances register with a registry-scoped token, which can do nothing else.
     let store = portico_store::Store::open(&portico.store_url).await.expect("store");
-    let token = store.create_token("users", portico_store::Scope::Registry).await.expect("token").secret;
+    let token = store.create_token("users", portico_store::Role::Registry).await.expect("token").secret;
     let registry = |method: Method, path: &str| {
         portico.http.request(method, format!("{}/api/v1/registry/users{path}", portico.admin)).bearer_auth(&token)
     };
@@ -192,7 +192,7 @@ async fn the_readme_registration_recipe_works() {
     portico.create("services", json!({"name": "users", "discovery": {"registry": "users"}})).await;
     portico.create("routes", json!({"name": "users", "service": "users"})).await;
     let store = portico_store::Store::open(&portico.store_url).await.expect("store");
-    let token = store.create_token("users", portico_store::Scope::Registry).await.expect("token").secret;
+    let token = store.create_token("users", portico_store::Role::Registry).await.expect("token").secret;
 
     let recipe = recipe.replace("http://portico:9080", &portico.admin);
     let mut shell = std::process::Command::new("bash")
