@@ -130,7 +130,7 @@ pub(crate) async fn create_credential(
         let mut consumer = stored.value.clone();
         consumer.credentials.push(credential.clone());
         let index = consumer.credentials.len() - 1;
-        let consumer = prepared(consumer, Some(stored.value)).await?;
+        let consumer = prepared(&state, consumer, Some(stored.value)).await?;
         match state.writer().put(consumer, Precondition::Version(stored.version)).await {
             Ok(mut saved) => {
                 saved.value.redact();

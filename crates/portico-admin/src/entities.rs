@@ -11,7 +11,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use portico_model::{Consumer, Global, Problem, Problems, Route, Service};
+use portico_model::{Certificate, Consumer, Global, MasterKey, Problem, Problems, Route, Service};
 use portico_store::{Entity, Kind, Precondition, Stored};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -52,8 +52,10 @@ pub(crate) trait AdminEntity: Entity {
     fn redact(&mut self) {}
     /// Gives back the secrets of `previous` to what was sent without them (as read).
     fn restore(&mut self, _previous: &Self) {}
-    /// Hashes plain-text secrets; slow, so it runs on a blocking thread.
-    fn seal(&mut self, _previous: Option<&Self>) {}
+    /// Hashes or encrypts plain-text secrets; slow, so it runs on a blocking thread.
+    fn seal(&mut self, _previous: Option<&Self>, _key: Option<&MasterKey>) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl AdminEntity for Service {}
@@ -68,14 +70,43 @@ impl AdminEntity for Consumer {
     fn restore(&mut self, previous: &Self) {
         self.keep_secrets(previous);
     }
-    fn seal(&mut self, previous: Option<&Self>) {
+    fn seal(&mut self, previous: Option<&Self>, _key: Option<&MasterKey>) -> Result<(), String> {
         self.seal_reusing(previous);
+        Ok(())
     }
 }
 
+impl AdminEntity for Certificate {
+    const HAS_SECRETS: bool = true;
+    fn redact(&mut self) {
+        Certificate::redact(self)
+    }
+    fn restore(&mut self, previous: &Self) {
+        self.keep_secrets(previous);
+    }
+    fn seal(&mut self, _previous: Option<&Self>, key: Option<&MasterKey>) -> Result<(), String> {
+        match (&self.key, key) {
+            (Some(secret), _) if secret.is_sealed() => Ok(()),
+            (Some(secret), Some(key)) => {
+                self.key = Some(secret.seal(key, None).map_err(|e| e.to_string())?);
+                Ok(())
+            }
+            (Some(_), None) => Err(NO_MASTER_KEY.into()),
+            (None, _) => Ok(()),
+        }
+    }
+}
+
+/// Why a secret cannot be stored without a master key, and what to do.
+pub(crate) const NO_MASTER_KEY: &str = "Portico has no master key, so it cannot store secrets: start it with PORTICO_MASTER_KEY (or --master-key-file) set to 32 random bytes in base64; `portico secrets generate-key` makes one";
+
 /// Restores kept secrets, checks the entity (plain text is checked before it is hashed away)
-/// and hashes its secrets off the async runtime.
-pub(crate) async fn prepared<E: AdminEntity>(mut entity: E, previous: Option<E>) -> Result<E, ApiError> {
+/// and hashes or encrypts its secrets off the async runtime.
+pub(crate) async fn prepared<E: AdminEntity>(
+    state: &AdminState,
+    mut entity: E,
+    previous: Option<E>,
+) -> Result<E, ApiError> {
     if !E::HAS_SECRETS {
         return Ok(entity);
     }
@@ -83,12 +114,15 @@ pub(crate) async fn prepared<E: AdminEntity>(mut entity: E, previous: Option<E>)
         entity.restore(previous);
     }
     entity.validate().map_err(ApiError::invalid)?;
-    tokio::task::spawn_blocking(move || {
-        entity.seal(previous.as_ref());
-        entity
+    let key = state.master_key.clone();
+    let sealed = tokio::task::spawn_blocking(move || entity.seal(previous.as_ref(), key.as_deref()).map(|()| entity))
+        .await
+        .map_err(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "hashing failed")
+        })?;
+    sealed.map_err(|message| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no-master-key", "Cannot store secrets", message)
     })
-    .await
-    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "hashing failed"))
 }
 
 pub(crate) fn versioned<E: AdminEntity>(mut stored: Stored<E>) -> Versioned<E> {
@@ -118,6 +152,7 @@ fn collection<E: Entity>() -> &'static str {
         Kind::Service => "services",
         Kind::Route => "routes",
         Kind::Consumer => "consumers",
+        Kind::Certificate => "certificates",
         Kind::Global => "global",
     }
 }
@@ -220,7 +255,7 @@ pub(crate) fn writable(state: &AdminState) -> Result<(), ApiError> {
 pub(crate) async fn create<E: AdminEntity>(state: AdminState, body: Bytes) -> Result<Response, ApiError> {
     writable(&state)?;
     let (entity, _) = parse_body::<E>(&body)?;
-    let entity = prepared(entity, None).await?;
+    let entity = prepared(&state, entity, None).await?;
     let name = entity.name().to_owned();
     let stored = state.writer().put(entity, Precondition::Absent).await?;
     Ok(with_etag(StatusCode::CREATED, stored, Some(format!("/api/v1/{}/{name}", collection::<E>()))))
@@ -270,7 +305,7 @@ pub(crate) async fn put<E: AdminEntity>(
         true => state.store.get::<E>(&name).await?.map(|stored| stored.value),
         false => None,
     };
-    let entity = prepared(entity, previous).await?;
+    let entity = prepared(&state, entity, previous).await?;
     match precondition(&headers, body_version)? {
         Some(precondition) => {
             let created = precondition == Precondition::Absent;

@@ -9,6 +9,7 @@
 //! token's.
 
 mod auth;
+mod certificates;
 mod consumers;
 mod entities;
 mod openapi;
@@ -57,6 +58,11 @@ pub fn router(state: AdminState) -> Router {
             get(consumers::list_credentials).post(consumers::create_credential),
         )
         .route("/api/v1/consumers/{name}/credentials/{id}", axum::routing::delete(consumers::delete_credential))
+        .route("/api/v1/certificates", get(certificates::list).post(certificates::create))
+        .route(
+            "/api/v1/certificates/{name}",
+            get(certificates::get_one).put(certificates::put).delete(certificates::delete),
+        )
         .route("/api/v1/global", get(consumers::get_global).put(consumers::put_global))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))

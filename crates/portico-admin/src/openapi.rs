@@ -1,5 +1,6 @@
 //! The OpenAPI 3.1 document of the admin API, generated from the handlers' annotations.
 
+use crate::certificates;
 use crate::consumers;
 use crate::entities::{self, Page, Versioned};
 use crate::problem::ProblemBody;
@@ -30,11 +31,14 @@ use utoipa::{Modify, OpenApi};
         consumers::list_credentials, consumers::create_credential, consumers::delete_credential,
         consumers::get_global, consumers::put_global,
         tokens::list, tokens::create, tokens::revoke, tokens::audit,
+        certificates::list, certificates::create, certificates::get_one, certificates::put, certificates::delete,
     ),
     components(schemas(Service, Target, Scheme, HostHeader, Balance, Algorithm, HashOn, Health, ActiveCheck, PassiveCheck, Retries, CircuitBreaker, Fallback, Bulkhead, Discovery, DnsDiscovery, Route, MockResponse, Problem, ProblemBody,
                        Policies, IpRestriction, Cors, KeyAuth, BasicAuth, Acl, RateLimit, LimitBy, Limit,
                        Consumer, Credential, KeyCredential, BasicCredential, Global, consumers::IssuedCredential,
                        Versioned<Service>, Versioned<Route>, Versioned<Consumer>, Versioned<Global>,
+                       portico_model::Certificate, portico_model::Secret, Versioned<portico_model::Certificate>,
+                       Page<portico_model::Certificate>,
                        Page<Service>, Page<Route>, Page<Consumer>,
                        portico_store::AdminToken, portico_store::Role, portico_store::AuditEntry,
                        tokens::NewTokenRequest, tokens::CreatedToken, tokens::AuditPage)),

@@ -2,7 +2,7 @@
 
 use arc_swap::ArcSwap;
 use portico_gateway::{RedisLimits, SnapshotCell};
-use portico_model::Config;
+use portico_model::{Config, MasterKey};
 use portico_store::Store;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,6 +76,8 @@ pub struct AdminState {
     pub(crate) verified: Arc<crate::auth::VerifiedTokens>,
     /// The configuration being served, with its targets' run-time state.
     pub(crate) snapshots: SnapshotCell,
+    /// Seals secrets before they are stored; without it, secrets are refused.
+    pub(crate) master_key: Option<Arc<MasterKey>>,
 }
 
 impl AdminState {
@@ -88,6 +90,11 @@ impl AdminState {
     }
 
     pub fn new(store: Store, source: ConfigSource, status: Arc<RuntimeStatus>, snapshots: SnapshotCell) -> AdminState {
-        AdminState { store, source, status, verified: Arc::default(), snapshots }
+        AdminState { store, source, status, verified: Arc::default(), snapshots, master_key: None }
+    }
+
+    /// Lets the admin API store secrets, sealed with `key`.
+    pub fn with_master_key(self, key: Option<Arc<MasterKey>>) -> AdminState {
+        AdminState { master_key: key, ..self }
     }
 }

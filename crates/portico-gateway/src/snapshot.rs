@@ -3,11 +3,12 @@
 use crate::access::{self, AccessPolicy, AccessShared, Limiters};
 use crate::proxy::{Condition, Fault, Mirror, Share};
 use crate::router::{Precedence, Router, Rule};
+use crate::server::TlsCertificates;
 use crate::upstream::{Discovered, TargetReport, Upstream, UpstreamStates};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use portico_model::{Config, PathPattern, Problems, Route};
+use portico_model::{Config, MasterKey, PathPattern, Problems, Route};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ pub struct Snapshot {
     pub(crate) upstreams: Vec<Arc<Upstream>>,
     /// Consumers and trusted proxies, for the access phase.
     pub(crate) access: AccessShared,
+    /// Certificates for the TLS listener, by server name.
+    pub(crate) tls: TlsCertificates,
 }
 
 /// A route, ready for the request path.
@@ -30,6 +33,8 @@ pub(crate) struct CompiledRoute {
     pub patterns: Vec<PathPattern>,
     pub rewrite: PathRewrite,
     pub max_body_bytes: Option<u64>,
+    /// Plain-HTTP requests are redirected to HTTPS.
+    pub https_only: bool,
     /// The service's retry policy may retry methods that are not idempotent.
     pub retry_non_idempotent: bool,
     pub action: Action,
@@ -91,6 +96,7 @@ impl Snapshot {
             routes: Vec::new(),
             upstreams: Vec::new(),
             access: AccessShared::default(),
+            tls: TlsCertificates::default(),
         }
     }
 
@@ -137,15 +143,20 @@ pub struct ServiceReport {
 /// Compiles a configuration. It validates first, so a snapshot is only ever built from a
 /// configuration that is correct as a whole. Targets take their run-time state from
 /// `states`, and rate limits their counters from `limiters`, so that what was learnt and
-/// counted survives the reload.
+/// counted survives the reload. Sealed secrets (certificate keys) are opened with
+/// `master_key`.
 pub fn compile(
     config: &Config,
     revision: i64,
     states: &UpstreamStates,
     discovered: &Discovered,
     limiters: &Limiters,
+    master_key: Option<&MasterKey>,
 ) -> Result<Snapshot, Problems> {
     config.validate()?;
+    let tls = TlsCertificates::compile(&config.certificates, master_key).map_err(|message| {
+        Problems(vec![portico_model::Problem { path: "certificates".into(), message, line: None }])
+    })?;
     let upstreams: HashMap<&str, Arc<Upstream>> =
         config.services.iter().map(|s| (s.name.as_str(), Arc::new(Upstream::new(s, states, discovered)))).collect();
     let mut routes: Vec<&Route> = config.routes.iter().collect();
@@ -189,6 +200,7 @@ pub fn compile(
             patterns: route.path_patterns().into_iter().collect::<Result<_, _>>().map_err(invalid)?,
             rewrite,
             max_body_bytes: route.max_body_bytes,
+            https_only: route.https_only,
             retry_non_idempotent: route.retry_non_idempotent,
             action,
             shares,
@@ -209,7 +221,7 @@ pub fn compile(
     let mut upstreams: Vec<Arc<Upstream>> = upstreams.into_values().collect();
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
     let access = AccessShared::compile(config, limiters);
-    Ok(Snapshot { revision, router: Router::new(rules), routes: compiled, upstreams, access })
+    Ok(Snapshot { revision, router: Router::new(rules), routes: compiled, upstreams, access, tls })
 }
 
 /// The router rules of one route: one per (host pattern, path pattern) pair.

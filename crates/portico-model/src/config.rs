@@ -6,7 +6,8 @@
 //! to build a snapshot.
 
 use crate::{
-    Consumer, Credential, Global, HostPattern, MethodSet, PathPattern, Policies, Problem, Problems, Route, Service,
+    Certificate, Consumer, Credential, Global, HostPattern, MethodSet, PathPattern, Policies, Problem, Problems, Route,
+    Service,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -23,6 +24,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<Consumer>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Certificate>,
 }
 
 impl Config {
@@ -78,7 +81,31 @@ impl Config {
         }
         find_indistinguishable_routes(&self.routes, &mut problems);
         self.validate_consumers(&mut problems);
+        self.validate_certificates(&mut problems);
         problems.into_result()
+    }
+
+    /// Certificates are valid, and no server name has two.
+    fn validate_certificates(&self, problems: &mut Problems) {
+        let mut names = HashSet::new();
+        let mut snis: HashMap<String, &str> = HashMap::new();
+        for (i, certificate) in self.certificates.iter().enumerate() {
+            if let Err(found) = certificate.validate() {
+                problems.0.extend(found.nest(&format!("certificates[{i}]")).0);
+            }
+            if !names.insert(certificate.name.as_str()) {
+                let message = format!("a certificate named `{}` already exists", certificate.name);
+                problems.push(format!("certificates[{i}].name"), message);
+            }
+            for (k, sni) in certificate.snis.iter().enumerate() {
+                if let Some(other) = snis.insert(sni.to_ascii_lowercase(), &certificate.name) {
+                    problems.push(
+                        format!("certificates[{i}].snis[{k}]"),
+                        format!("certificate `{other}` is already for `{sni}`"),
+                    );
+                }
+            }
+        }
     }
 
     /// Consumers are valid, their names and credentials unique, and access lists name
@@ -147,6 +174,7 @@ impl Config {
         self.services.sort_by(|a, b| a.name.cmp(&b.name));
         self.routes.sort_by(|a, b| a.name.cmp(&b.name));
         self.consumers.sort_by(|a, b| a.name.cmp(&b.name));
+        self.certificates.sort_by(|a, b| a.name.cmp(&b.name));
         self
     }
 }

@@ -5,6 +5,7 @@
 //! in this crate does I/O, so every other crate can rely on it.
 
 mod balance;
+mod certificate;
 mod config;
 mod consumer;
 mod discovery;
@@ -17,10 +18,12 @@ mod protect;
 mod rate_limit;
 mod retry;
 mod route;
+mod secret;
 mod service;
 mod traffic;
 
 pub use balance::{ActiveCheck, Algorithm, Balance, HashOn, Health, PassiveCheck, StatusSet};
+pub use certificate::{parse_chain, parse_key, Certificate};
 pub use config::{parse_yaml, Config};
 pub use consumer::{
     generate_key, hash_password, verify_password, BasicCredential, Consumer, Credential, KeyCredential, MIN_KEY_LEN,
@@ -35,5 +38,6 @@ pub use protect::{Bulkhead, CircuitBreaker, Fallback};
 pub use rate_limit::{Limit, LimitBy, RateLimit, Window};
 pub use retry::{Retries, RetryOn};
 pub use route::{HeaderMatch, MockResponse, Route};
+pub use secret::{MasterKey, Secret, SecretError};
 pub use service::{parse_address, HostHeader, Scheme, Service, Target, MAX_WEIGHT};
 pub use traffic::{Fault, FaultAbort, FaultDelay, Mirror, Split, When};

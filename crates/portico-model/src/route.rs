@@ -35,6 +35,9 @@ pub struct Route {
     /// whatever a trailing `/*` matched is appended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<String>,
+    /// Requests over plain HTTP are redirected (308) to HTTPS on the TLS listener.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_only: bool,
     /// Largest request body accepted, in bytes; larger requests get 413.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
@@ -219,6 +222,7 @@ mod tests {
             headers: BTreeMap::new(),
             strip_prefix: false,
             rewrite: None,
+            https_only: false,
             max_body_bytes: None,
             service: Some("users".into()),
             retry_non_idempotent: false,

@@ -7,8 +7,12 @@
 use crate::registry::now_ms;
 use crate::tokens::{hex, random_bytes};
 use crate::{Kind, Store, StoreError};
-use portico_model::Consumer;
+use portico_model::{Certificate, Consumer};
 use sqlx::Row;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Orders the records one process writes within a millisecond.
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 /// Who makes a change: an admin token, or the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,8 +87,10 @@ pub(crate) async fn record(
     let unnamed = Actor::unnamed();
     let actor = actor.unwrap_or(&unnamed);
     let at = now_ms();
-    // Ids sort by time, so that they order the log and serve as page cursors.
-    let id = format!("{at:013}-{}", hex(&random_bytes::<4>()?));
+    // Ids sort by time, then by the order this process wrote them (several records of one
+    // change share a millisecond), so that they order the log and serve as page cursors.
+    let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed) % 1_000_000;
+    let id = format!("{at:013}-{sequence:06}-{}", hex(&random_bytes::<3>()?));
     let redact = |spec: Option<&str>| spec.map(|s| redacted(change.kind, s));
     sqlx::query(
         "INSERT INTO audit_log (id, at, revision, actor_id, actor_name, action, kind, name, before, after) \
@@ -107,15 +113,19 @@ pub(crate) async fn record(
 
 /// A stored entity's JSON without secrets.
 fn redacted(kind: &str, spec: &str) -> String {
-    if kind != Kind::Consumer.as_str() {
-        return spec.to_owned();
-    }
-    match serde_json::from_str::<Consumer>(spec) {
-        Ok(mut consumer) => {
-            consumer.redact();
-            serde_json::to_string(&consumer).unwrap_or_default()
+    fn without<T: serde::Serialize + serde::de::DeserializeOwned>(spec: &str, redact: fn(&mut T)) -> String {
+        match serde_json::from_str::<T>(spec) {
+            Ok(mut value) => {
+                redact(&mut value);
+                serde_json::to_string(&value).unwrap_or_default()
+            }
+            Err(_) => String::new(),
         }
-        Err(_) => String::new(),
+    }
+    match kind {
+        k if k == Kind::Consumer.as_str() => without::<Consumer>(spec, Consumer::redact),
+        k if k == Kind::Certificate.as_str() => without::<Certificate>(spec, Certificate::redact),
+        _ => spec.to_owned(),
     }
 }
 

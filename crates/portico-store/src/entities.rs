@@ -3,7 +3,7 @@
 use crate::audit::{record, Change};
 use crate::store::{load_config, now};
 use crate::{Store, StoreError};
-use portico_model::{Config, Consumer, Global, Problems, Route, Service};
+use portico_model::{Certificate, Config, Consumer, Global, Problems, Route, Service};
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::Row;
 use std::collections::HashMap;
@@ -14,6 +14,7 @@ pub enum Kind {
     Service,
     Route,
     Consumer,
+    Certificate,
     /// The gateway-wide settings: one entity, named [`GLOBAL`].
     Global,
 }
@@ -27,6 +28,7 @@ impl Kind {
             Kind::Service => "service",
             Kind::Route => "route",
             Kind::Consumer => "consumer",
+            Kind::Certificate => "certificate",
             Kind::Global => "global",
         }
     }
@@ -36,6 +38,7 @@ impl Kind {
             "service" => Some(Kind::Service),
             "route" => Some(Kind::Route),
             "consumer" => Some(Kind::Consumer),
+            "certificate" => Some(Kind::Certificate),
             "global" => Some(Kind::Global),
             _ => None,
         }
@@ -156,6 +159,29 @@ impl Entity for Consumer {
     }
     fn dependents(config: &Config, name: &str) -> Vec<String> {
         config.consumer_dependents(name)
+    }
+    fn sealed(&self) -> bool {
+        !self.needs_sealing()
+    }
+}
+
+impl Entity for Certificate {
+    const KIND: Kind = Kind::Certificate;
+    const COLLECTION: &'static str = "certificates";
+    fn validate(&self) -> Result<(), Problems> {
+        Certificate::validate(self)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+    fn all_in(config: &Config) -> Vec<&Self> {
+        config.certificates.iter().collect()
+    }
+    fn place(self, config: &mut Config) -> String {
+        format!("certificates[{}]", place_in(&mut config.certificates, self))
     }
     fn sealed(&self) -> bool {
         !self.needs_sealing()
@@ -303,7 +329,7 @@ impl Store {
     /// Returns the new revision.
     pub async fn replace_all(&self, config: &Config) -> Result<i64, StoreError> {
         config.validate().map_err(StoreError::Invalid)?;
-        if config.consumers.iter().any(|c| !c.sealed()) {
+        if config.consumers.iter().any(|c| !c.sealed()) || config.certificates.iter().any(|c| !c.sealed()) {
             return Err(StoreError::Unsealed);
         }
         let (mut tx, revision) = self.begin_write().await?;
@@ -322,6 +348,9 @@ impl Store {
         }
         for consumer in &config.consumers {
             wanted.push((Kind::Consumer, consumer.name.clone(), to_json(consumer)?));
+        }
+        for certificate in &config.certificates {
+            wanted.push((Kind::Certificate, certificate.name.clone(), to_json(certificate)?));
         }
         if !config.global.is_default() {
             wanted.push((Kind::Global, GLOBAL.to_owned(), to_json(&config.global)?));

@@ -171,6 +171,7 @@ pub(crate) async fn load_config(conn: &mut sqlx::AnyConnection) -> Result<Config
             Some(Kind::Service) => config.services.push(serde_json::from_str(&spec).map_err(corrupt)?),
             Some(Kind::Route) => config.routes.push(serde_json::from_str(&spec).map_err(corrupt)?),
             Some(Kind::Consumer) => config.consumers.push(serde_json::from_str(&spec).map_err(corrupt)?),
+            Some(Kind::Certificate) => config.certificates.push(serde_json::from_str(&spec).map_err(corrupt)?),
             Some(Kind::Global) => config.global = serde_json::from_str(&spec).map_err(corrupt)?,
             None => return Err(StoreError::Corrupt(format!("unknown entity kind `{kind}` for `{name}`"))),
         }

@@ -22,10 +22,12 @@
 mod dns;
 mod postgres;
 mod redis;
+mod tls;
 
 pub use dns::Dnsmasq;
 pub use postgres::{fresh_postgres, POSTGRES_URL_VAR};
 pub use redis::{redis_url, REDIS_URL_VAR};
+pub use tls::{Issued, TestCa};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};

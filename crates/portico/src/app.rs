@@ -20,6 +20,8 @@ use tokio::task::JoinHandle;
 pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The TLS listener's address, when there is one.
+    pub tls_addr: Option<SocketAddr>,
     /// The admin token created on first start; it is shown once and never stored.
     pub initial_token: Option<String>,
     shutdown: watch::Sender<bool>,
@@ -48,6 +50,7 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         upstreams: upstreams.clone(),
         discovered: discovered.clone(),
         limiters: Arc::new(Limiters::new(redis.clone())),
+        master_key: settings.master_key.clone(),
         status: status.clone(),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -81,11 +84,23 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
     let listeners = bind_listeners(settings.listen, settings.workers)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let proxy_addr = listeners[0].local_addr()?;
+    let tls_listeners = match settings.tls_listen {
+        Some(addr) => {
+            bind_listeners(addr, settings.workers).with_context(|| format!("cannot listen on {addr} for TLS"))?
+        }
+        None => Vec::new(),
+    };
+    let tls_addr = tls_listeners.first().map(|l| l.local_addr()).transpose()?;
+    let mut proxy_settings = settings.proxy.clone();
+    if let Some(addr) = tls_addr {
+        proxy_settings.https_port = Some(addr.port());
+    }
     let admin = tokio::net::TcpListener::bind(settings.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} for the admin API", settings.admin_listen))?;
     let admin_addr = admin.local_addr()?;
-    let gateway = Gateway::new(snapshots.clone(), settings.proxy.clone()).spawn(listeners, shutdown_rx.clone())?;
+    let gateway =
+        Gateway::new(snapshots.clone(), proxy_settings).spawn(listeners, tls_listeners, shutdown_rx.clone())?;
 
     tasks.push(tokio::spawn(run_health_checks(snapshots.clone(), discovered.clone(), shutdown_rx.clone())));
     tasks.push(tokio::spawn(run_dns_discovery(
@@ -101,7 +116,9 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         upstreams,
         shutdown_rx.clone(),
     )));
-    let router = portico_admin::router(AdminState::new(store.clone(), source, status, snapshots));
+    let admin_state =
+        AdminState::new(store.clone(), source, status, snapshots).with_master_key(settings.master_key.clone());
+    let router = portico_admin::router(admin_state);
     let mut admin_shutdown = shutdown_rx;
     tasks.push(tokio::spawn(async move {
         let stopped = async move {
@@ -112,7 +129,7 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         }
     }));
 
-    Ok(Running { proxy_addr, admin_addr, initial_token, shutdown, reload, gateway, tasks, store })
+    Ok(Running { proxy_addr, admin_addr, tls_addr, initial_token, shutdown, reload, gateway, tasks, store })
 }
 
 /// The admin token a fresh store gets, recorded in the audit log as made by the first start.

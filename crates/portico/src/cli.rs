@@ -50,6 +50,24 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// The master key that seals stored secrets.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Print a new random master key (base64), for PORTICO_MASTER_KEY or a key file.
+    GenerateKey,
+    /// Re-seal every stored secret with a new master key, in one transaction. The current
+    /// key comes from the usual settings; afterwards, start Portico with the new one.
+    RotateKey {
+        /// A file holding the new key.
+        #[arg(long)]
+        new_key_file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +112,13 @@ pub struct SettingsArgs {
     /// Redis for cluster-wide rate limits (`rate_limit.cluster: true`): redis://HOST:PORT/DB.
     #[arg(long, global = true, env = "PORTICO_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// A file holding the master key that seals stored secrets (or set PORTICO_MASTER_KEY
+    /// to the key itself).
+    #[arg(long, global = true, env = "PORTICO_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// TLS listener address, serving the stored certificates by SNI [default: none].
+    #[arg(long, global = true, env = "PORTICO_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
     /// Proxy listener address [default: 0.0.0.0:8080].
     #[arg(long, global = true, env = "PORTICO_LISTEN")]
     pub listen: Option<SocketAddr>,

@@ -2,7 +2,7 @@
 
 use crate::cli::TokenCommand;
 use anyhow::{bail, Context};
-use portico_model::{parse_yaml, Config};
+use portico_model::{parse_yaml, Config, MasterKey};
 use portico_store::{Actor, Role, Store};
 use std::io::Write;
 use std::path::Path;
@@ -30,9 +30,16 @@ fn read_config(file: &Path) -> anyhow::Result<Config> {
 }
 
 /// `portico apply`: shows the differences, then makes the store match the file.
-pub async fn apply(store: &Store, file: &Path, dry_run: bool, out: &mut impl Write) -> anyhow::Result<()> {
+pub async fn apply(
+    store: &Store,
+    file: &Path,
+    dry_run: bool,
+    master_key: Option<&MasterKey>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let mut wanted = read_config(file)?;
     let (_, current) = store.load().await?;
+    seal_certificates(&mut wanted, &current, master_key)?;
     // Plain-text keys and passwords are stored as hashes; a password the store already holds
     // a matching hash for keeps it, so applying the same file twice changes nothing.
     for consumer in &mut wanted.consumers {
@@ -54,6 +61,42 @@ pub async fn apply(store: &Store, file: &Path, dry_run: bool, out: &mut impl Wri
     let revision = store.acting_as(cli_actor("portico apply")).replace_all(&wanted).await?;
     writeln!(out, "applied {} change(s); the store is at revision {revision}", changes.len())?;
     Ok(())
+}
+
+/// Seals certificate keys written in plain text. A key the store already holds sealed keeps
+/// its sealed text, so applying the same file twice changes nothing.
+fn seal_certificates(wanted: &mut Config, current: &Config, master_key: Option<&MasterKey>) -> anyhow::Result<()> {
+    for certificate in &mut wanted.certificates {
+        let Some(key) = certificate.key.as_ref().filter(|k| !k.is_sealed()) else { continue };
+        let Some(master_key) = master_key else {
+            bail!(
+                "certificate `{}` has a private key, and Portico has no master key to seal it with: set PORTICO_MASTER_KEY or --master-key-file (`portico secrets generate-key` makes a key)",
+                certificate.name
+            );
+        };
+        let stored = current.certificates.iter().find(|c| c.name == certificate.name).and_then(|c| c.key.clone());
+        let plain = key.reveal(None)?;
+        certificate.key = Some(match stored {
+            Some(stored) if stored.reveal(Some(master_key)).is_ok_and(|p| p == plain) => stored,
+            _ => key.seal(master_key, None)?,
+        });
+    }
+    Ok(())
+}
+
+/// `portico secrets rotate-key`: re-seals every stored secret with `new`, in one
+/// transaction. Returns how many secrets were re-sealed.
+pub async fn rotate_key(store: &Store, old: Option<&MasterKey>, new: &MasterKey) -> anyhow::Result<usize> {
+    let (_, mut config) = store.load().await?;
+    let mut count = 0;
+    for certificate in &mut config.certificates {
+        if let Some(key) = &certificate.key {
+            certificate.key = Some(key.seal(new, old).with_context(|| format!("certificate `{}`", certificate.name))?);
+            count += 1;
+        }
+    }
+    store.acting_as(cli_actor("portico secrets rotate-key")).replace_all(&config).await?;
+    Ok(count)
 }
 
 /// One line per added (+), changed (~) or removed (-) entity, services first.
@@ -82,6 +125,7 @@ pub fn diff(current: &Config, wanted: &Config) -> Vec<String> {
     compare("service", &current.services, &wanted.services, |s| &s.name, &mut out);
     compare("route", &current.routes, &wanted.routes, |r| &r.name, &mut out);
     compare("consumer", &current.consumers, &wanted.consumers, |c| &c.name, &mut out);
+    compare("certificate", &current.certificates, &wanted.certificates, |c| &c.name, &mut out);
     if current.global != wanted.global {
         out.push("~ global settings".into());
     }

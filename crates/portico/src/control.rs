@@ -10,7 +10,7 @@
 use arc_swap::ArcSwap;
 use portico_admin::RuntimeStatus;
 use portico_gateway::{compile, Discovered, Limiters, SnapshotCell, UpstreamStates};
-use portico_model::Config;
+use portico_model::{Config, MasterKey};
 use portico_store::Store;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +31,8 @@ pub struct Control {
     pub discovered: Discovered,
     /// Rate-limit counters; every compile takes them over.
     pub limiters: Arc<Limiters>,
+    /// Opens sealed secrets.
+    pub master_key: Option<Arc<MasterKey>>,
     pub status: Arc<RuntimeStatus>,
 }
 
@@ -41,11 +43,13 @@ impl Control {
         let started = Instant::now();
         let (upstreams, discovered, limiters) =
             (self.upstreams.clone(), self.discovered.clone(), self.limiters.clone());
-        let snapshot =
-            tokio::task::spawn_blocking(move || compile(&config, revision, &upstreams, &discovered, &limiters))
-                .await
-                .map_err(|e| format!("compiler stopped: {e}"))?
-                .map_err(|problems| format!("the configuration is invalid:\n{problems}"))?;
+        let key = self.master_key.clone();
+        let snapshot = tokio::task::spawn_blocking(move || {
+            compile(&config, revision, &upstreams, &discovered, &limiters, key.as_deref())
+        })
+        .await
+        .map_err(|e| format!("compiler stopped: {e}"))?
+        .map_err(|problems| format!("the configuration is invalid:\n{problems}"))?;
         let (revision, routes) = (snapshot.revision, snapshot.route_count());
         self.snapshots.store(snapshot);
         // Discovery may have moved on while this snapshot was compiled.

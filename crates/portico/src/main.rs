@@ -1,6 +1,6 @@
 use anyhow::Context;
 use clap::Parser;
-use portico::cli::{AdminCommand, Cli, Command};
+use portico::cli::{AdminCommand, Cli, Command, SecretsCommand};
 use portico::{commands, Settings};
 use portico_store::Store;
 use std::io::Write;
@@ -30,7 +30,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => serve(settings, config).await,
         Command::Check { file } => commands::check(&file, &mut out),
-        Command::Apply { file, dry_run } => commands::apply(&open(&settings).await?, &file, dry_run, &mut out).await,
+        Command::Apply { file, dry_run } => {
+            let key = settings.master_key.as_deref();
+            commands::apply(&open(&settings).await?, &file, dry_run, key, &mut out).await
+        }
         Command::Export { output } => {
             let yaml = commands::export(&open(&settings).await?).await?;
             match output {
@@ -45,6 +48,17 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Admin { command: AdminCommand::Token { command } } => {
             commands::token(&open(&settings).await?, &command, &mut out).await
+        }
+        Command::Secrets { command: SecretsCommand::GenerateKey } => {
+            Ok(writeln!(out, "{}", portico_model::MasterKey::generate())?)
+        }
+        Command::Secrets { command: SecretsCommand::RotateKey { new_key_file } } => {
+            let text = std::fs::read_to_string(&new_key_file)
+                .with_context(|| format!("cannot read {}", new_key_file.display()))?;
+            let new = portico_model::MasterKey::parse(&text).map_err(anyhow::Error::msg)?;
+            let count = commands::rotate_key(&open(&settings).await?, settings.master_key.as_deref(), &new).await?;
+            writeln!(out, "re-sealed {count} secret(s) with key {}; start Portico with the new key now", new.id())?;
+            Ok(())
         }
     }
 }

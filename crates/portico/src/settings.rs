@@ -7,9 +7,11 @@
 
 use anyhow::Context;
 use portico_gateway::ProxySettings;
+use portico_model::MasterKey;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The settings file: every key optional, unknown keys rejected.
@@ -20,6 +22,8 @@ pub struct SettingsFile {
     pub admin_listen: Option<SocketAddr>,
     pub store: Option<String>,
     pub redis_url: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    pub tls_listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub workers: Option<usize>,
     pub drain_timeout_secs: Option<u64>,
@@ -37,6 +41,10 @@ pub struct Settings {
     pub store: String,
     /// Redis for cluster-wide rate limits, if any.
     pub redis_url: Option<String>,
+    /// Seals stored secrets; without it, Portico refuses to store any.
+    pub master_key: Option<Arc<MasterKey>>,
+    /// The TLS listener's address, if any.
+    pub tls_listen: Option<SocketAddr>,
     pub workers: usize,
     pub proxy: ProxySettings,
 }
@@ -70,6 +78,8 @@ impl Settings {
                 .unwrap_or_else(|| parse_default(DEFAULT_ADMIN_LISTEN)),
             store,
             redis_url: flags.redis_url.clone().or(file.redis_url),
+            master_key: master_key(flags.master_key_file.clone().or(file.master_key_file))?,
+            tls_listen: flags.tls_listen.or(file.tls_listen),
             workers: flags
                 .workers
                 .or(file.workers)
@@ -80,9 +90,23 @@ impl Settings {
                 header_timeout: secs(flags.header_timeout_secs, file.header_timeout_secs, defaults.header_timeout),
                 idle_timeout: secs(flags.idle_timeout_secs, file.idle_timeout_secs, defaults.idle_timeout),
                 drain_timeout: secs(flags.drain_timeout_secs, file.drain_timeout_secs, defaults.drain_timeout),
+                https_port: flags.tls_listen.or(file.tls_listen).map(|a| a.port()),
             },
         })
     }
+}
+
+/// The master key: `PORTICO_MASTER_KEY` holds the key itself; otherwise a key file.
+fn master_key(file: Option<PathBuf>) -> anyhow::Result<Option<Arc<MasterKey>>> {
+    let text = match (std::env::var("PORTICO_MASTER_KEY").ok().filter(|k| !k.is_empty()), file) {
+        (Some(key), _) => key,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the master key file {}", path.display()))?,
+        (None, None) => return Ok(None),
+    };
+    MasterKey::parse(&text)
+        .map(|key| Some(Arc::new(key)))
+        .map_err(|e| anyhow::anyhow!("the master key is not valid: {e}"))
 }
 
 fn parse_default(addr: &str) -> SocketAddr {

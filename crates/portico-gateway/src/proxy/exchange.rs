@@ -81,7 +81,7 @@ pub(super) async fn send_upstream(
     parts.uri = Uri::from(path_and_query);
     parts.version = Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers);
-    headers::set_forwarded(&mut parts.headers, &client.address, client_host.as_ref());
+    headers::set_forwarded(&mut parts.headers, &client.address, client.tls, client_host.as_ref());
     parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 
     let policy = upstream.retries.as_ref().filter(|_| route.retry_non_idempotent || parts.method.is_idempotent());

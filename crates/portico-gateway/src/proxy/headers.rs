@@ -66,7 +66,7 @@ pub fn client_address(client: IpAddr) -> HeaderValue {
 }
 
 /// Tells the upstream who the client is and what it asked for.
-pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, host: Option<&HeaderValue>) {
+pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, tls: bool, host: Option<&HeaderValue>) {
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(previous) => HeaderValue::from_str(&format!("{previous}, {}", client.to_str().unwrap_or(""))).ok(),
         None => Some(client.clone()),
@@ -74,7 +74,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, host: Option
     if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if tls { "https" } else { "http" }));
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
@@ -145,7 +145,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         let client = client_address("127.0.0.1".parse().expect("ip"));
-        set_forwarded(&mut headers, &client, Some(&HeaderValue::from_static("api.test")));
+        set_forwarded(&mut headers, &client, false, Some(&HeaderValue::from_static("api.test")));
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(headers["x-forwarded-host"], "api.test");
         assert_eq!(headers["x-forwarded-proto"], "http");

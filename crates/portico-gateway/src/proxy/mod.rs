@@ -43,12 +43,16 @@ use tokio::sync::OwnedSemaphorePermit;
 pub struct RequestLimits {
     /// Largest request head (headers) accepted; larger ones get 431.
     pub max_header_bytes: usize,
+    /// The TLS listener's port, for redirects to HTTPS (none: 443).
+    pub https_port: Option<u16>,
 }
 
-/// Who sent a request: the connection's peer, with its address ready as a header value.
+/// Who sent a request: the connection's peer, with its address ready as a header value, and
+/// whether the connection is TLS.
 pub struct Client {
     pub ip: IpAddr,
     pub address: HeaderValue,
+    pub tls: bool,
 }
 
 /// What the phases of one request need besides the request itself.
@@ -100,6 +104,9 @@ async fn forward<'s>(
 
     // 2. route
     let (route, pattern) = find_route(snapshot, &request)?;
+    if route.https_only && !client.tls {
+        return Ok(redirect_to_https(&request, limits.https_port));
+    }
 
     // 3. access
     if let Some(policy) = &route.access {
@@ -241,6 +248,19 @@ fn strip_port(authority: &str) -> &str {
         return authority.find(']').map_or(authority, |end| &authority[..=end]);
     }
     authority.split_once(':').map_or(authority, |(host, _)| host)
+}
+
+/// A permanent redirect to the same URL over HTTPS (308 keeps the method and body).
+fn redirect_to_https(request: &Request<Incoming>, port: Option<u16>) -> Response<ResponseBody> {
+    let host = request_host(request);
+    let port = port.filter(|p| *p != 443).map(|p| format!(":{p}")).unwrap_or_default();
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut response = Response::new(ResponseBody::full(bytes::Bytes::new()));
+    *response.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    if let Ok(location) = HeaderValue::from_str(&format!("https://{host}{port}{path}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 fn mock_response(mock: &MockResponse) -> Response<ResponseBody> {

@@ -54,8 +54,9 @@ enum Waiting {
     Head,
 }
 
-pub struct GuardedIo {
-    io: TcpStream,
+/// A client connection (plain TCP, or TLS over it) under the header and idle timeouts.
+pub struct GuardedIo<S = TcpStream> {
+    io: S,
     state: Arc<ConnState>,
     header_timeout: Duration,
     idle_timeout: Duration,
@@ -66,8 +67,8 @@ pub struct GuardedIo {
     http2: Option<bool>,
 }
 
-impl GuardedIo {
-    pub fn new(io: TcpStream, state: Arc<ConnState>, header_timeout: Duration, idle_timeout: Duration) -> GuardedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> GuardedIo<S> {
+    pub fn new(io: S, state: Arc<ConnState>, header_timeout: Duration, idle_timeout: Duration) -> GuardedIo<S> {
         let now = Instant::now();
         GuardedIo {
             io,
@@ -93,7 +94,7 @@ impl GuardedIo {
     }
 }
 
-impl AsyncRead for GuardedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.http2 == Some(true) {
@@ -139,7 +140,7 @@ impl AsyncRead for GuardedIo {
     }
 }
 
-impl AsyncWrite for GuardedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }

@@ -6,8 +6,10 @@
 //! connection pools. Workers share only the [`SnapshotCell`].
 
 mod guard;
+mod tls;
 
 pub(crate) use guard::InFlight;
+pub(crate) use tls::TlsCertificates;
 
 use crate::proxy::{self, RequestLimits};
 use crate::upstream::Pools;
@@ -16,7 +18,7 @@ use guard::{ConnState, GuardedIo};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -24,6 +26,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 /// Settings of the proxy listener.
 #[derive(Debug, Clone)]
@@ -36,6 +39,8 @@ pub struct ProxySettings {
     pub idle_timeout: Duration,
     /// On shutdown, requests in flight get this long to finish.
     pub drain_timeout: Duration,
+    /// The port of the TLS listener, for redirects of `https_only` routes (none: 443).
+    pub https_port: Option<u16>,
 }
 
 impl Default for ProxySettings {
@@ -45,6 +50,7 @@ impl Default for ProxySettings {
             header_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(75),
             drain_timeout: Duration::from_secs(30),
+            https_port: None,
         }
     }
 }
@@ -94,25 +100,36 @@ impl Gateway {
         Gateway { snapshots, settings }
     }
 
-    /// Starts one worker thread per listener. They stop accepting when `shutdown` turns
-    /// true, then let requests in flight finish within the drain timeout.
+    /// Starts one worker thread per listener, each also serving one of `tls_listeners`
+    /// (TLS, with the snapshot's certificates) when there are any. They stop accepting when
+    /// `shutdown` turns true, then let requests in flight finish within the drain timeout.
     pub fn spawn(
         &self,
         listeners: Vec<std::net::TcpListener>,
+        tls_listeners: Vec<std::net::TcpListener>,
         shutdown: watch::Receiver<bool>,
     ) -> io::Result<GatewayHandle> {
+        let acceptor = match tls_listeners.is_empty() {
+            true => None,
+            false => Some(tls::acceptor(self.snapshots.clone()).map_err(io::Error::other)?),
+        };
+        let mut tls_listeners = tls_listeners.into_iter();
         let mut workers = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
+            let tls = tls_listeners.next().zip(acceptor.clone());
             let worker = Arc::new(Worker {
                 snapshots: self.snapshots.clone(),
                 pools: Pools::default(),
-                limits: RequestLimits { max_header_bytes: self.settings.max_header_bytes },
+                limits: RequestLimits {
+                    max_header_bytes: self.settings.max_header_bytes,
+                    https_port: self.settings.https_port,
+                },
             });
             let settings = self.settings.clone();
             let shutdown = shutdown.clone();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let thread = std::thread::Builder::new().name(format!("portico-worker-{i}")).spawn(move || {
-                runtime.block_on(serve(listener, worker, settings, shutdown));
+                runtime.block_on(serve(listener, tls, worker, settings, shutdown));
             })?;
             workers.push(thread);
         }
@@ -136,6 +153,7 @@ impl GatewayHandle {
 
 async fn serve(
     listener: std::net::TcpListener,
+    tls: Option<(std::net::TcpListener, TlsAcceptor)>,
     worker: Arc<Worker>,
     settings: ProxySettings,
     mut shutdown: watch::Receiver<bool>,
@@ -143,6 +161,13 @@ async fn serve(
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(error) => return tracing::error!(%error, "cannot use the proxy listener"),
+    };
+    let (tls_listener, acceptor) = match tls {
+        Some((listener, acceptor)) => match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => (Some(listener), Some(acceptor)),
+            Err(error) => return tracing::error!(%error, "cannot use the TLS listener"),
+        },
+        None => (None, None),
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -154,26 +179,107 @@ async fn serve(
         // Large enough that Portico's own header limit (431 with a JSON body) applies first.
         .max_buf_size((settings.max_header_bytes * 2).max(64 * 1024));
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    let connections = Connections { builder, worker, settings };
     let graceful = GracefulShutdown::new();
 
     while !*shutdown.borrow() {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, secure) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok((stream, peer)) => (stream, peer, false),
                 Err(error) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    backoff(error).await;
+                    continue;
+                }
+            },
+            accepted = accept_from(tls_listener.as_ref()) => match accepted {
+                Ok((stream, peer)) => (stream, peer, true),
+                Err(error) => {
+                    backoff(error).await;
                     continue;
                 }
             },
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
+        match (&acceptor, secure) {
+            (Some(acceptor), true) => connections.serve_tls(&graceful, acceptor.clone(), stream, peer),
+            _ => connections.serve(&graceful, stream, peer),
+        }
+    }
+
+    drop(listener);
+    drop(tls_listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(connections.settings.drain_timeout) => {
+            tracing::warn!("drain timeout reached; closing the remaining connections");
+        }
+    }
+}
+
+/// Usually out of file descriptors: back off instead of spinning.
+async fn backoff(error: io::Error) {
+    tracing::warn!(%error, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+async fn accept_from(listener: Option<&tokio::net::TcpListener>) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What every connection of a worker is served with.
+#[derive(Clone)]
+struct Connections {
+    builder: auto::Builder<TokioExecutor>,
+    worker: Arc<Worker>,
+    settings: ProxySettings,
+}
+
+impl Connections {
+    /// Serves one plain connection on its own task.
+    fn serve(&self, graceful: &GracefulShutdown, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        tokio::spawn(self.connection(graceful.watcher(), stream, peer, false));
+    }
+
+    /// Completes a TLS handshake on the connection's own task, then serves it there. The
+    /// handshake must finish within the header timeout: a client that stalls it is treated
+    /// like one that stalls its request head.
+    fn serve_tls(
+        &self,
+        graceful: &GracefulShutdown,
+        acceptor: TlsAcceptor,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+    ) {
+        let (this, watcher) = (self.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            match tokio::time::timeout(this.settings.header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => this.connection(watcher, stream, peer, true).await,
+                Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        });
+    }
+
+    /// The connection, watched for graceful shutdown, as a future that serves it to the end.
+    fn connection<S>(
+        &self,
+        watcher: Watcher,
+        stream: S,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> impl std::future::Future<Output = ()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let state = Arc::new(ConnState::default());
-        let io = TokioIo::new(GuardedIo::new(stream, state.clone(), settings.header_timeout, settings.idle_timeout));
-        let worker = worker.clone();
-        let client = Arc::new(proxy::Client { ip: peer.ip(), address: proxy::client_address(peer.ip()) });
+        let (header_timeout, idle_timeout) = (self.settings.header_timeout, self.settings.idle_timeout);
+        let io = TokioIo::new(GuardedIo::new(stream, state.clone(), header_timeout, idle_timeout));
+        let worker = self.worker.clone();
+        let client = Arc::new(proxy::Client { ip: peer.ip(), address: proxy::client_address(peer.ip()), tls });
         let service = service_fn(move |request| {
             let in_flight = (request.version() < http::Version::HTTP_2).then(|| InFlight::start(&state));
             let (worker, client) = (worker.clone(), client.clone());
@@ -186,19 +292,11 @@ async fn serve(
                 Ok::<_, Infallible>(response)
             }
         });
-        let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
-        tokio::spawn(async move {
+        let connection = watcher.watch(self.builder.serve_connection(io, service).into_owned());
+        async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
-        });
-    }
-
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(settings.drain_timeout) => {
-            tracing::warn!("drain timeout reached; closing the remaining connections");
         }
     }
 }

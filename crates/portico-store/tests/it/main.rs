@@ -51,6 +51,7 @@ fn route(name: &str, path: &str, service: &str) -> Route {
         headers: BTreeMap::new(),
         strip_prefix: false,
         rewrite: None,
+        https_only: false,
         max_body_bytes: None,
         service: Some(service.into()),
         retry_non_idempotent: false,

@@ -1,6 +1,7 @@
 //! The `portico` binary itself: check, apply, export, tokens, settings, and serve's start and
 //! graceful stop.
 
+use portico_model::MasterKey;
 use portico_testkit::MockUpstream;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -257,4 +258,43 @@ fn credentials_are_stored_and_exported_only_as_hashes() {
     let (ok, out, err) = run(portico(dir.path()).args(["apply", "-f", "exported.yaml"]));
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "no changes");
+}
+
+#[test]
+fn secrets_are_stored_sealed_exported_sealed_and_rotated() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_, key_a, _) = run(portico(dir.path()).args(["secrets", "generate-key"]));
+    let (_, key_b, _) = run(portico(dir.path()).args(["secrets", "generate-key"]));
+    std::fs::write(dir.path().join("b.key"), &key_b).expect("write");
+    let issued = portico_testkit::TestCa::new("CA").issue(&["api.test"]);
+    let yaml = format!(
+        "certificates:\n  - name: api\n    snis: [api.test]\n    cert: |\n{}    key: |\n{}",
+        indent(&issued.cert_pem),
+        indent(&issued.key_pem)
+    );
+    std::fs::write(dir.path().join("certs.yaml"), yaml).expect("write");
+
+    let (ok, _, err) = run(portico(dir.path()).args(["apply", "-f", "certs.yaml"]));
+    assert!(!ok && err.contains("PORTICO_MASTER_KEY"), "{err}");
+    let with_a = |args: &[&str]| run(portico(dir.path()).env("PORTICO_MASTER_KEY", key_a.trim()).args(args));
+    let (ok, out, err) = with_a(&["apply", "-f", "certs.yaml"]);
+    assert!(ok && out.contains("+ certificate api"), "{out}{err}");
+    let (_, out, _) = with_a(&["apply", "-f", "certs.yaml"]);
+    assert_eq!(out.trim(), "no changes", "the same key is not sealed anew");
+
+    let (ok, exported, _) = run(portico(dir.path()).args(["export"]));
+    assert!(ok && exported.contains("key: enc:v1:") && !exported.contains("PRIVATE KEY"), "{exported}");
+
+    let (ok, out, err) = with_a(&["secrets", "rotate-key", "--new-key-file", "b.key"]);
+    assert!(ok && out.contains("re-sealed 1 secret(s)"), "{out}{err}");
+    let (_, exported, _) = run(portico(dir.path()).args(["export"]));
+    let config = portico_model::parse_yaml(&exported).expect("export parses");
+    let sealed = config.certificates[0].key.clone().expect("key");
+    let (a, b) = (MasterKey::parse(&key_a).expect("a"), MasterKey::parse(&key_b).expect("b"));
+    assert!(sealed.reveal(Some(&a)).is_err(), "the old key no longer opens it");
+    assert_eq!(sealed.reveal(Some(&b)).ok(), Some(issued.key_pem));
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("      {l}\n")).collect()
 }

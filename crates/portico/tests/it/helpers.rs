@@ -24,6 +24,8 @@ pub fn settings(store: String) -> Settings {
         admin_listen: "127.0.0.1:0".parse().expect("address"),
         store,
         redis_url: None,
+        master_key: None,
+        tls_listen: None,
         workers: 2,
         proxy: ProxySettings { header_timeout: Duration::from_secs(1), ..ProxySettings::default() },
     }

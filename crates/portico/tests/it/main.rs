@@ -16,4 +16,5 @@ mod proxy;
 mod rate_limits;
 mod reload;
 mod retries;
+mod tls;
 mod traffic;

@@ -1,0 +1,88 @@
+//! TLS certificates: which certificate the TLS listener presents for which server name.
+
+use crate::{validate_name, HostPattern, Problems, Secret};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A certificate chain and its private key, presented to clients whose SNI matches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// Unique name.
+    #[serde(default)]
+    pub name: String,
+    /// Server names this certificate is for: `api.example.com` or `*.example.com`.
+    pub snis: Vec<String>,
+    /// The certificate chain in PEM, leaf first.
+    pub cert: String,
+    /// The private key in PEM. Stored sealed with the master key; never shown after it is
+    /// written (send the certificate back without `key` to keep the stored one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Secret>,
+}
+
+impl Certificate {
+    pub fn validate(&self) -> Result<(), Problems> {
+        let mut problems = Problems::default();
+        if let Err(message) = validate_name(&self.name) {
+            problems.push("name", message);
+        }
+        if self.snis.is_empty() {
+            problems.push("snis", "list the server names this certificate is for");
+        }
+        for (i, sni) in self.snis.iter().enumerate() {
+            match HostPattern::parse(sni) {
+                Ok(HostPattern::Any) | Err(_) => problems.push(
+                    format!("snis[{i}]"),
+                    format!("`{sni}` is not a host name such as api.example.com or *.example.com"),
+                ),
+                Ok(_) => {}
+            }
+        }
+        match parse_chain(&self.cert) {
+            Ok(chain) if chain.is_empty() => problems.push("cert", "no certificate found: give the chain in PEM"),
+            Ok(_) => {}
+            Err(message) => problems.push("cert", message),
+        }
+        match &self.key {
+            None => problems.push("key", "give the private key in PEM"),
+            Some(key) if !key.is_sealed() => {
+                if let Err(message) = parse_key(&key.reveal(None).unwrap_or_default()) {
+                    problems.push("key", message);
+                }
+            }
+            Some(_) => {}
+        }
+        problems.into_result()
+    }
+
+    /// Removes the private key, for showing the certificate through the admin API.
+    pub fn redact(&mut self) {
+        self.key = None;
+    }
+
+    /// Gives a certificate sent back without its key the key it had in `previous`.
+    pub fn keep_secrets(&mut self, previous: &Certificate) {
+        if self.key.is_none() {
+            self.key = previous.key.clone();
+        }
+    }
+
+    pub fn needs_sealing(&self) -> bool {
+        self.key.as_ref().is_some_and(|k| !k.is_sealed())
+    }
+}
+
+/// The certificates in a PEM text.
+pub fn parse_chain(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the certificate chain is not valid PEM: {e}"))
+}
+
+/// The private key in a PEM text (PKCS#8, PKCS#1 or SEC1).
+pub fn parse_key(pem: &str) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| format!("no private key found in the PEM text: {e}"))
+}

@@ -1,0 +1,149 @@
+//! TLS termination: certificates stored sealed, chosen by SNI, replaced without a restart;
+//! HTTP/2 by ALPN; redirects from plain HTTP.
+
+use crate::helpers::Portico;
+use portico_model::MasterKey;
+use portico_testkit::{MockUpstream, TestCa};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+async fn tls_portico() -> (Portico, SocketAddr) {
+    let key = MasterKey::parse(&MasterKey::generate()).expect("key");
+    let portico = Portico::start_with(|s| {
+        s.master_key = Some(Arc::new(key));
+        s.tls_listen = Some("127.0.0.1:0".parse().expect("address"));
+        s.proxy.https_port = None;
+    })
+    .await;
+    let addr = portico.running.tls_addr.expect("a TLS listener");
+    (portico, addr)
+}
+
+/// A client that trusts `ca` and reaches every test host name at `addr`.
+fn client(ca: &TestCa, addr: SocketAddr) -> reqwest::Client {
+    let root = reqwest::Certificate::from_pem(ca.pem().as_bytes()).expect("CA");
+    let mut builder = reqwest::Client::builder().add_root_certificate(root).tls_info(true).use_rustls_tls();
+    for host in ["api.test", "one.apps.test", "other.test"] {
+        builder = builder.resolve(host, addr);
+    }
+    builder.build().expect("client")
+}
+
+fn peer_certificate(response: &reqwest::Response) -> Vec<u8> {
+    let info = response.extensions().get::<reqwest::tls::TlsInfo>();
+    info.and_then(|i| i.peer_certificate()).map(<[u8]>::to_vec).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn certificates_are_chosen_by_sni_and_replaced_without_restart() {
+    let upstream = MockUpstream::start("api").await;
+    let ca = TestCa::new("Portico test CA");
+    let (portico, addr) = tls_portico().await;
+    portico.service("api", &[upstream.addr.to_string()]).await;
+    portico.create("routes", json!({"name": "api", "service": "api"})).await;
+    let api = ca.issue(&["api.test"]);
+    let apps = ca.issue(&["*.apps.test"]);
+    for (name, issued, snis) in [("api", &api, json!(["api.test"])), ("apps", &apps, json!(["*.apps.test"]))] {
+        let created = portico
+            .create("certificates", json!({"name": name, "snis": snis, "cert": issued.cert_pem, "key": issued.key_pem}))
+            .await;
+        assert!(created.get("key").is_none(), "the key is never shown: {created}");
+    }
+
+    // The private key is stored sealed with the master key.
+    let store = portico_store::Store::open(&portico.store_url).await.expect("store");
+    let (_, stored) = store.load().await.expect("load");
+    let key = stored.certificates[0].key.as_ref().expect("a stored key");
+    assert!(key.is_sealed());
+    assert!(!serde_json::to_string(&stored.certificates[0]).unwrap_or_default().contains("PRIVATE KEY"));
+
+    let client = client(&ca, addr);
+    let port = addr.port();
+    let response = client.get(format!("https://api.test:{port}/hello")).send().await.expect("TLS request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_2, "ALPN picks HTTP/2");
+    assert_eq!(peer_certificate(&response), api.der);
+    let echo: Value = response.json().await.expect("json");
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+
+    let wildcard = client.get(format!("https://one.apps.test:{port}/")).send().await.expect("wildcard");
+    assert_eq!(peer_certificate(&wildcard), apps.der);
+    // No certificate for this name: the handshake fails.
+    assert!(client.get(format!("https://other.test:{port}/")).send().await.is_err());
+
+    // A new certificate for api.test is presented from the next handshake on.
+    let renewed = ca.issue(&["api.test"]);
+    let read: Value =
+        portico.admin(Method::GET, "/certificates/api").send().await.expect("admin").json().await.expect("json");
+    let put =
+        json!({"snis": ["api.test"], "cert": renewed.cert_pem, "key": renewed.key_pem, "version": read["version"]});
+    let response = portico.admin(Method::PUT, "/certificates/api").json(&put).send().await.expect("admin");
+    assert_eq!(response.status(), StatusCode::OK);
+    portico.settle().await;
+    let fresh = self::client(&ca, addr);
+    let response = fresh.get(format!("https://api.test:{port}/")).send().await.expect("TLS request");
+    assert_eq!(peer_certificate(&response), renewed.der);
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn bad_certificates_and_missing_master_keys_are_refused() {
+    let ca = TestCa::new("Portico test CA");
+    let issued = ca.issue(&["api.test"]);
+    let other = ca.issue(&["api.test"]);
+
+    // Without a master key, Portico will not store a private key.
+    let plain = Portico::start().await;
+    let certificate = json!({"name": "api", "snis": ["api.test"], "cert": issued.cert_pem, "key": issued.key_pem});
+    let response = plain.admin(Method::POST, "/certificates").json(&certificate).send().await.expect("admin");
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = response.json().await.expect("json");
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains("PORTICO_MASTER_KEY")), "{body}");
+    plain.stop().await;
+
+    let (portico, _) = tls_portico().await;
+    let cases = [
+        (json!({"name": "a", "snis": ["api.test"], "cert": "not pem", "key": issued.key_pem}), "cert"),
+        (json!({"name": "a", "snis": ["bad host"], "cert": issued.cert_pem, "key": issued.key_pem}), "snis[0]"),
+        (json!({"name": "a", "snis": ["api.test"], "cert": issued.cert_pem}), "key"),
+    ];
+    for (certificate, field) in cases {
+        let body: Value = portico
+            .admin(Method::POST, "/certificates")
+            .json(&certificate)
+            .send()
+            .await
+            .expect("a")
+            .json()
+            .await
+            .expect("j");
+        assert_eq!(body["errors"][0]["path"], field, "{body}");
+    }
+    // A key that does not belong to the certificate is caught when the snapshot is compiled:
+    // the gateway keeps serving what it had and says why.
+    let mismatched = json!({"name": "a", "snis": ["api.test"], "cert": issued.cert_pem, "key": other.key_pem});
+    portico.admin(Method::POST, "/certificates").json(&mismatched).send().await.expect("admin");
+    let status = portico.status_with_error().await;
+    assert!(status["last_error"].as_str().is_some_and(|e| e.contains("does not belong")), "{status}");
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn https_only_routes_redirect_plain_requests() {
+    let (portico, addr) = tls_portico().await;
+    let route = json!({"name": "secure", "paths": ["/account/*"], "https_only": true, "mock": {"body": "ok"}});
+    portico.create("routes", route).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let response = http
+        .post(format!("{}/account/1?x=1", portico.proxy))
+        .header("host", "shop.test")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
+    let location = response.headers()["location"].to_str().unwrap_or("").to_owned();
+    assert_eq!(location, format!("https://shop.test:{}/account/1?x=1", addr.port()));
+    portico.stop().await;
+}
