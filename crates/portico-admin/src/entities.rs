@@ -11,7 +11,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use portico_model::{Certificate, Consumer, Global, MasterKey, Problem, Problems, Route, Service};
+use portico_model::{Certificate, Consumer, Global, HoldsSecrets, MasterKey, Problem, Problems, Route, Service};
 use portico_store::{Entity, Kind, Precondition, Stored};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -58,7 +58,6 @@ pub(crate) trait AdminEntity: Entity {
     }
 }
 
-impl AdminEntity for Service {}
 impl AdminEntity for Route {}
 impl AdminEntity for Global {}
 
@@ -76,29 +75,25 @@ impl AdminEntity for Consumer {
     }
 }
 
-impl AdminEntity for Certificate {
-    const HAS_SECRETS: bool = true;
-    fn redact(&mut self) {
-        Certificate::redact(self)
-    }
-    fn restore(&mut self, previous: &Self) {
-        self.keep_secrets(previous);
-    }
-    fn seal(&mut self, _previous: Option<&Self>, key: Option<&MasterKey>) -> Result<(), String> {
-        match (&self.key, key) {
-            (Some(secret), _) if secret.is_sealed() => Ok(()),
-            (Some(secret), Some(key)) => {
-                self.key = Some(secret.seal(key, None).map_err(|e| e.to_string())?);
-                Ok(())
+/// Services (their upstream client key) and certificates (their private key) hold secrets
+/// sealed with the master key.
+macro_rules! holds_secrets {
+    ($($entity:ty),*) => {$(
+        impl AdminEntity for $entity {
+            const HAS_SECRETS: bool = true;
+            fn redact(&mut self) {
+                self.redact_secrets()
             }
-            (Some(_), None) => Err(NO_MASTER_KEY.into()),
-            (None, _) => Ok(()),
+            fn restore(&mut self, previous: &Self) {
+                self.keep_secrets_of(&mut previous.clone());
+            }
+            fn seal(&mut self, previous: Option<&Self>, key: Option<&MasterKey>) -> Result<(), String> {
+                self.seal_secrets(key, previous.cloned().as_mut())
+            }
         }
-    }
+    )*};
 }
-
-/// Why a secret cannot be stored without a master key, and what to do.
-pub(crate) const NO_MASTER_KEY: &str = "Portico has no master key, so it cannot store secrets: start it with PORTICO_MASTER_KEY (or --master-key-file) set to 32 random bytes in base64; `portico secrets generate-key` makes one";
+holds_secrets!(Service, Certificate);
 
 /// Restores kept secrets, checks the entity (plain text is checked before it is hashed away)
 /// and hashes or encrypts its secrets off the async runtime.

@@ -4,7 +4,7 @@ use crate::access::{self, AccessPolicy, AccessShared, Limiters};
 use crate::proxy::{Condition, Fault, Mirror, Share};
 use crate::router::{Precedence, Router, Rule};
 use crate::server::TlsCertificates;
-use crate::upstream::{Discovered, TargetReport, Upstream, UpstreamStates};
+use crate::upstream::{ClientTls, Discovered, TargetReport, Upstream, UpstreamStates};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -157,8 +157,16 @@ pub fn compile(
     let tls = TlsCertificates::compile(&config.certificates, master_key).map_err(|message| {
         Problems(vec![portico_model::Problem { path: "certificates".into(), message, line: None }])
     })?;
-    let upstreams: HashMap<&str, Arc<Upstream>> =
-        config.services.iter().map(|s| (s.name.as_str(), Arc::new(Upstream::new(s, states, discovered)))).collect();
+    let upstreams: HashMap<&str, Arc<Upstream>> = config
+        .services
+        .iter()
+        .map(|s| {
+            let tls = s.tls.as_ref().map(|tls| ClientTls::new(tls, master_key)).transpose().map_err(|message| {
+                Problems(vec![portico_model::Problem { path: format!("services.{}.tls", s.name), message, line: None }])
+            })?;
+            Ok((s.name.as_str(), Arc::new(Upstream::new(s, states, discovered, tls.map(Arc::new)))))
+        })
+        .collect::<Result<_, Problems>>()?;
     let mut routes: Vec<&Route> = config.routes.iter().collect();
     // Route order breaks ties in the router; sorting by name makes it independent of input order.
     routes.sort_by(|a, b| a.name.cmp(&b.name));

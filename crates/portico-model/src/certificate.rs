@@ -1,6 +1,6 @@
 //! TLS certificates: which certificate the TLS listener presents for which server name.
 
-use crate::{validate_name, HostPattern, Problems, Secret};
+use crate::{validate_name, HoldsSecrets, HostPattern, Problems, Secret};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
@@ -57,21 +57,11 @@ impl Certificate {
         }
         problems.into_result()
     }
+}
 
-    /// Removes the private key, for showing the certificate through the admin API.
-    pub fn redact(&mut self) {
-        self.key = None;
-    }
-
-    /// Gives a certificate sent back without its key the key it had in `previous`.
-    pub fn keep_secrets(&mut self, previous: &Certificate) {
-        if self.key.is_none() {
-            self.key = previous.key.clone();
-        }
-    }
-
-    pub fn needs_sealing(&self) -> bool {
-        self.key.as_ref().is_some_and(|k| !k.is_sealed())
+impl HoldsSecrets for Certificate {
+    fn secret_slots(&mut self) -> Vec<&mut Option<Secret>> {
+        vec![&mut self.key]
     }
 }
 

@@ -16,7 +16,7 @@ const SEALED_PREFIX: &str = "enc:v1:";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// A secret value: plain text as written by a user, or sealed for storage.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -120,6 +120,75 @@ impl MasterKey {
         &self.id
     }
 }
+
+/// An entity that holds secrets: certificates (their private key), services (the client key
+/// they present to upstreams). The helpers below seal, redact and keep them uniformly.
+pub trait HoldsSecrets {
+    /// Every secret slot of the entity, always in the same order.
+    fn secret_slots(&mut self) -> Vec<&mut Option<Secret>>;
+
+    /// Removes every secret, for showing the entity.
+    fn redact_secrets(&mut self) {
+        for slot in self.secret_slots() {
+            *slot = None;
+        }
+    }
+
+    /// Gives the slots left empty (sent back as read) the secrets they had in `previous`.
+    fn keep_secrets_of(&mut self, previous: &mut Self)
+    where
+        Self: Sized,
+    {
+        for (slot, old) in self.secret_slots().into_iter().zip(previous.secret_slots()) {
+            if slot.is_none() {
+                *slot = old.clone();
+            }
+        }
+    }
+
+    /// Whether a secret is still in plain text.
+    fn has_plain_secrets(&mut self) -> bool {
+        self.secret_slots().into_iter().any(|s| s.as_ref().is_some_and(|s| !s.is_sealed()))
+    }
+
+    /// Seals every plain-text secret with `key`. A secret `previous` holds sealed with the
+    /// same plain text keeps its sealed form, so writing the same value twice changes nothing.
+    fn seal_secrets(&mut self, key: Option<&MasterKey>, previous: Option<&mut Self>) -> Result<(), String>
+    where
+        Self: Sized,
+    {
+        let mut old: Vec<Option<Secret>> = match previous {
+            Some(previous) => previous.secret_slots().into_iter().map(|s| s.clone()).collect(),
+            None => Vec::new(),
+        };
+        old.resize(self.secret_slots().len(), None);
+        for (slot, old) in self.secret_slots().into_iter().zip(old) {
+            let Some(secret) = slot.as_ref().filter(|s| !s.is_sealed()) else { continue };
+            let key = key.ok_or(NO_MASTER_KEY)?;
+            let plain = secret.reveal(None).map_err(|e| e.to_string())?;
+            *slot = Some(match old {
+                Some(old) if old.reveal(Some(key)).is_ok_and(|p| p == plain) => old,
+                _ => secret.seal(key, None).map_err(|e| e.to_string())?,
+            });
+        }
+        Ok(())
+    }
+
+    /// Re-seals every secret with `new`, opening sealed ones with `old`; returns how many.
+    fn reseal_secrets(&mut self, old: Option<&MasterKey>, new: &MasterKey) -> Result<usize, SecretError> {
+        let mut count = 0;
+        for slot in self.secret_slots() {
+            if let Some(secret) = slot.as_ref() {
+                *slot = Some(secret.seal(new, old)?);
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+}
+
+/// Why a secret cannot be stored without a master key, and what to do.
+pub const NO_MASTER_KEY: &str = "Portico has no master key, so it cannot store secrets: set PORTICO_MASTER_KEY to 32 random bytes in base64 (or use --master-key-file); `portico secrets generate-key` makes one";
 
 #[cfg(test)]
 mod tests {

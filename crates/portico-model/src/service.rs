@@ -1,6 +1,6 @@
 //! Services: the upstreams that routes send traffic to.
 
-use crate::{validate_name, Balance, Bulkhead, CircuitBreaker, Discovery, Health, Policies, Problems, Retries};
+use crate::{validate_name, Balance, Bulkhead, CircuitBreaker, Discovery, Health, Policies, Problems, Retries, Secret};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -52,9 +52,67 @@ pub struct Service {
     /// Which `Host` header the target sees.
     #[serde(default)]
     pub host_header: HostHeader,
+    /// TLS to the targets, when `scheme` is https: which CAs to trust, which client
+    /// certificate to present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
     /// Access policies for every route to this service, unless the route sets the same kind.
     #[serde(default, skip_serializing_if = "Policies::is_empty")]
     pub policies: Policies,
+}
+
+/// How Portico speaks TLS to a service's targets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// CA certificates (PEM) that target certificates must chain to, instead of the public
+    /// roots Portico trusts by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// A certificate chain (PEM) Portico presents to targets that ask for one (mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    /// The private key of `client_cert` (PEM); stored sealed, never shown after it is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<Secret>,
+}
+
+impl UpstreamTls {
+    fn validate(&self, problems: &mut Problems) {
+        if let Some(ca) = &self.ca {
+            match crate::parse_chain(ca) {
+                Ok(certs) if certs.is_empty() => {
+                    problems.push("tls.ca", "no certificate found: give the CA certificates in PEM")
+                }
+                Ok(_) => {}
+                Err(message) => problems.push("tls.ca", message),
+            }
+        }
+        if let Some(cert) = &self.client_cert {
+            if let Err(message) =
+                crate::parse_chain(cert)
+                    .and_then(|c| if c.is_empty() { Err("no certificate found".into()) } else { Ok(c) })
+            {
+                problems.push("tls.client_cert", message);
+            }
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(_), None) => problems.push("tls.client_key", "a client certificate needs its private key"),
+            (None, Some(_)) => problems.push("tls.client_cert", "a client key needs its certificate"),
+            (Some(_), Some(key)) if !key.is_sealed() => {
+                if let Err(message) = crate::parse_key(&key.reveal(None).unwrap_or_default()) {
+                    problems.push("tls.client_key", message);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl crate::HoldsSecrets for Service {
+    fn secret_slots(&mut self) -> Vec<&mut Option<Secret>> {
+        self.tls.iter_mut().map(|tls| &mut tls.client_key).collect()
+    }
 }
 
 mod defaults {
@@ -158,6 +216,12 @@ impl Service {
         self.balance.validate(&mut problems);
         self.health.validate(&mut problems);
         self.policies.validate(&mut problems);
+        if let Some(tls) = &self.tls {
+            if self.scheme != Scheme::Https {
+                problems.push("tls", "TLS settings need `scheme: https`");
+            }
+            tls.validate(&mut problems);
+        }
         problems.into_result()
     }
 }
@@ -198,6 +262,7 @@ mod tests {
             read_timeout_ms: 1,
             write_timeout_ms: 1,
             host_header: HostHeader::Upstream,
+            tls: None,
             policies: Policies::default(),
         }
     }

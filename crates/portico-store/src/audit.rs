@@ -7,7 +7,7 @@
 use crate::registry::now_ms;
 use crate::tokens::{hex, random_bytes};
 use crate::{Kind, Store, StoreError};
-use portico_model::{Certificate, Consumer};
+use portico_model::{Certificate, Consumer, HoldsSecrets, Service};
 use sqlx::Row;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -124,7 +124,8 @@ fn redacted(kind: &str, spec: &str) -> String {
     }
     match kind {
         k if k == Kind::Consumer.as_str() => without::<Consumer>(spec, Consumer::redact),
-        k if k == Kind::Certificate.as_str() => without::<Certificate>(spec, Certificate::redact),
+        k if k == Kind::Certificate.as_str() => without::<Certificate>(spec, Certificate::redact_secrets),
+        k if k == Kind::Service.as_str() => without::<Service>(spec, Service::redact_secrets),
         _ => spec.to_owned(),
     }
 }

@@ -3,7 +3,7 @@
 use crate::audit::{record, Change};
 use crate::store::{load_config, now};
 use crate::{Store, StoreError};
-use portico_model::{Certificate, Config, Consumer, Global, Problems, Route, Service};
+use portico_model::{Certificate, Config, Consumer, Global, HoldsSecrets, Problems, Route, Service};
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::Row;
 use std::collections::HashMap;
@@ -97,6 +97,9 @@ impl Entity for Service {
     fn all_in(config: &Config) -> Vec<&Self> {
         config.services.iter().collect()
     }
+    fn sealed(&self) -> bool {
+        !self.clone().has_plain_secrets()
+    }
     fn place(self, config: &mut Config) -> String {
         format!("services[{}]", place_in(&mut config.services, self))
     }
@@ -184,7 +187,7 @@ impl Entity for Certificate {
         format!("certificates[{}]", place_in(&mut config.certificates, self))
     }
     fn sealed(&self) -> bool {
-        !self.needs_sealing()
+        !self.clone().has_plain_secrets()
     }
 }
 
@@ -329,7 +332,10 @@ impl Store {
     /// Returns the new revision.
     pub async fn replace_all(&self, config: &Config) -> Result<i64, StoreError> {
         config.validate().map_err(StoreError::Invalid)?;
-        if config.consumers.iter().any(|c| !c.sealed()) || config.certificates.iter().any(|c| !c.sealed()) {
+        let unsealed = config.consumers.iter().any(|c| !c.sealed())
+            || config.certificates.iter().any(|c| !c.sealed())
+            || config.services.iter().any(|s| !s.sealed());
+        if unsealed {
             return Err(StoreError::Unsealed);
         }
         let (mut tx, revision) = self.begin_write().await?;

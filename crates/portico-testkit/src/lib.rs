@@ -27,7 +27,7 @@ mod tls;
 pub use dns::Dnsmasq;
 pub use postgres::{fresh_postgres, POSTGRES_URL_VAR};
 pub use redis::{redis_url, REDIS_URL_VAR};
-pub use tls::{Issued, TestCa};
+pub use tls::{Issued, TestCa, TlsUpstream};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};

@@ -2,7 +2,7 @@
 
 use crate::cli::TokenCommand;
 use anyhow::{bail, Context};
-use portico_model::{parse_yaml, Config, MasterKey};
+use portico_model::{parse_yaml, Config, HoldsSecrets, MasterKey};
 use portico_store::{Actor, Role, Store};
 use std::io::Write;
 use std::path::Path;
@@ -39,7 +39,7 @@ pub async fn apply(
 ) -> anyhow::Result<()> {
     let mut wanted = read_config(file)?;
     let (_, current) = store.load().await?;
-    seal_certificates(&mut wanted, &current, master_key)?;
+    seal_secrets(&mut wanted, &current, master_key)?;
     // Plain-text keys and passwords are stored as hashes; a password the store already holds
     // a matching hash for keeps it, so applying the same file twice changes nothing.
     for consumer in &mut wanted.consumers {
@@ -63,25 +63,25 @@ pub async fn apply(
     Ok(())
 }
 
-/// Seals certificate keys written in plain text. A key the store already holds sealed keeps
-/// its sealed text, so applying the same file twice changes nothing.
-fn seal_certificates(wanted: &mut Config, current: &Config, master_key: Option<&MasterKey>) -> anyhow::Result<()> {
-    for certificate in &mut wanted.certificates {
-        let Some(key) = certificate.key.as_ref().filter(|k| !k.is_sealed()) else { continue };
-        let Some(master_key) = master_key else {
-            bail!(
-                "certificate `{}` has a private key, and Portico has no master key to seal it with: set PORTICO_MASTER_KEY or --master-key-file (`portico secrets generate-key` makes a key)",
-                certificate.name
-            );
-        };
-        let stored = current.certificates.iter().find(|c| c.name == certificate.name).and_then(|c| c.key.clone());
-        let plain = key.reveal(None)?;
-        certificate.key = Some(match stored {
-            Some(stored) if stored.reveal(Some(master_key)).is_ok_and(|p| p == plain) => stored,
-            _ => key.seal(master_key, None)?,
-        });
+/// Seals secrets written in plain text (certificate keys, upstream client keys). A secret the
+/// store already holds sealed keeps its sealed text, so applying the same file twice changes
+/// nothing.
+fn seal_secrets(wanted: &mut Config, current: &Config, master_key: Option<&MasterKey>) -> anyhow::Result<()> {
+    fn seal_all<E: HoldsSecrets + Clone>(
+        wanted: &mut [E],
+        current: &[E],
+        name: fn(&E) -> &str,
+        key: Option<&MasterKey>,
+    ) -> anyhow::Result<()> {
+        for entity in wanted {
+            let mut previous = current.iter().find(|c| name(c) == name(entity)).cloned();
+            let label = name(entity).to_owned();
+            entity.seal_secrets(key, previous.as_mut()).map_err(|e| anyhow::anyhow!("`{label}`: {e}"))?;
+        }
+        Ok(())
     }
-    Ok(())
+    seal_all(&mut wanted.certificates, &current.certificates, |c| &c.name, master_key)?;
+    seal_all(&mut wanted.services, &current.services, |s| &s.name, master_key)
 }
 
 /// `portico secrets rotate-key`: re-seals every stored secret with `new`, in one
@@ -90,10 +90,10 @@ pub async fn rotate_key(store: &Store, old: Option<&MasterKey>, new: &MasterKey)
     let (_, mut config) = store.load().await?;
     let mut count = 0;
     for certificate in &mut config.certificates {
-        if let Some(key) = &certificate.key {
-            certificate.key = Some(key.seal(new, old).with_context(|| format!("certificate `{}`", certificate.name))?);
-            count += 1;
-        }
+        count += certificate.reseal_secrets(old, new).with_context(|| format!("certificate `{}`", certificate.name))?;
+    }
+    for service in &mut config.services {
+        count += service.reseal_secrets(old, new).with_context(|| format!("service `{}`", service.name))?;
     }
     store.acting_as(cli_actor("portico secrets rotate-key")).replace_all(&config).await?;
     Ok(count)

@@ -171,7 +171,7 @@ async fn try_once(
     progress: Option<&Progress>,
     deadline: Option<Instant>,
 ) -> Result<(Response<Incoming>, Lease), Failed> {
-    let pool = pools.pool(upstream.connect_timeout);
+    let pool = pools.pool(upstream);
     let sending = pool.send(&upstream.scheme, &target.authority, request);
     let result = match progress {
         None => {

@@ -170,7 +170,7 @@ impl Mirror {
             let target = &members.targets[members.pick(upstream.balancer(), None, &[])];
             let mut request = copy.into_request();
             request.headers_mut().insert(header::HOST, target.host.clone());
-            let pool = pools.pool(upstream.connect_timeout);
+            let pool = pools.pool(&upstream);
             let sending = pool.send(&upstream.scheme, &target.authority, request);
             match tokio::time::timeout(upstream.read_timeout, sending).await {
                 Ok(Ok((response, lease))) => {

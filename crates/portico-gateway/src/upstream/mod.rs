@@ -8,6 +8,7 @@ mod protect;
 mod state;
 mod targets;
 mod tasks;
+mod tls;
 
 pub(crate) use balance::hash as hash_key;
 pub(crate) use pool::{Lease, Pool, SendError};
@@ -16,6 +17,7 @@ pub(crate) use state::{InFlightRequest, PassivePolicy, ServiceState};
 pub use state::{TargetReport, UpstreamStates};
 pub use targets::Discovered;
 pub(crate) use targets::{Balancer, HashKey, TargetSet, UpstreamTarget};
+pub(crate) use tls::ClientTls;
 
 use arc_swap::ArcSwap;
 use http::header;
@@ -49,6 +51,8 @@ pub(crate) struct Upstream {
     /// Limit on the wait for the response head over all tries.
     pub total_timeout: Option<Duration>,
     pub host_header: HostHeader,
+    /// TLS settings other than the defaults (public roots, no client certificate).
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 /// A retry policy, compiled.
@@ -72,7 +76,12 @@ impl RetryPolicy {
 
 impl Upstream {
     /// Compiles a service; discovered services start with what `discovered` knows now.
-    pub fn new(service: &Service, states: &UpstreamStates, discovered: &Discovered) -> Upstream {
+    pub fn new(
+        service: &Service,
+        states: &UpstreamStates,
+        discovered: &Discovered,
+        tls: Option<Arc<ClientTls>>,
+    ) -> Upstream {
         let discovery = service.discovery.as_ref();
         let discovery_source = discovery.and_then(|d| match (&d.registry, &d.dns) {
             (Some(name), _) => Some(format!("registry:{name}")),
@@ -141,6 +150,7 @@ impl Upstream {
             read_timeout: Duration::from_millis(service.read_timeout_ms),
             write_timeout: Duration::from_millis(service.write_timeout_ms),
             host_header: service.host_header,
+            tls,
         }
     }
 
@@ -173,25 +183,27 @@ impl Upstream {
     }
 }
 
-/// The connection pools of one worker, keyed by connect timeout because the timeout is a
-/// property of the connector. Pools are per worker so that a connection is always driven by
-/// the runtime that uses it.
+/// The connection pools of one worker, keyed by connect timeout and TLS settings because
+/// both are properties of the connector. Pools are per worker so that a connection is always
+/// driven by the runtime that uses it.
 #[derive(Clone, Default)]
 pub(crate) struct Pools {
-    by_connect_timeout: Arc<Mutex<Vec<PoolFor>>>,
+    by_connector: Arc<Mutex<Vec<PoolFor>>>,
 }
 
-/// The pool for one connect timeout.
-type PoolFor = (Duration, Arc<Pool>);
+/// The pool for one connect timeout and TLS settings (`None`: the defaults).
+type PoolFor = ((Duration, Option<u64>), Arc<Pool>);
 
 impl Pools {
-    pub fn pool(&self, connect_timeout: Duration) -> Arc<Pool> {
-        let mut pools = self.by_connect_timeout.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((_, pool)) = pools.iter().find(|(t, _)| *t == connect_timeout) {
+    pub fn pool(&self, upstream: &Upstream) -> Arc<Pool> {
+        let key = (upstream.connect_timeout, upstream.tls.as_ref().map(|t| t.id));
+        let mut pools = self.by_connector.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, pool)) = pools.iter().find(|(k, _)| *k == key) {
             return pool.clone();
         }
-        let pool = Arc::new(Pool::new(connect_timeout));
-        pools.push((connect_timeout, pool.clone()));
+        let tls = upstream.tls.as_ref().map(|t| t.config.clone());
+        let pool = Arc::new(Pool::new(upstream.connect_timeout, tls));
+        pools.push((key, pool.clone()));
         pool
     }
 }

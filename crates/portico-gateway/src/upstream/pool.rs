@@ -79,16 +79,19 @@ impl Lease {
 }
 
 impl Pool {
-    pub fn new(connect_timeout: Duration) -> Pool {
+    /// A pool whose connections open within `connect_timeout`, speaking TLS with `tls` (the
+    /// public roots and no client certificate when `None`).
+    pub fn new(connect_timeout: Duration, tls: Option<Arc<rustls::ClientConfig>>) -> Pool {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = match tls {
+            Some(config) => builder.with_tls_config((*config).clone()),
+            None => builder.with_webpki_roots(),
+        };
+        let connector = builder.https_or_http().enable_http1().wrap_connector(http);
         Pool { connector, idle: Mutex::new(FxHashMap::default()) }
     }
 

@@ -37,6 +37,7 @@ fn service(name: &str) -> Service {
         read_timeout_ms: 1_000,
         write_timeout_ms: 1_000,
         host_header: HostHeader::Upstream,
+        tls: None,
         policies: Default::default(),
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::helpers::Portico;
 use portico_model::MasterKey;
-use portico_testkit::{MockUpstream, TestCa};
+use portico_testkit::{MockUpstream, TestCa, TlsUpstream};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -145,5 +145,30 @@ async fn https_only_routes_redirect_plain_requests() {
     assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
     let location = response.headers()["location"].to_str().unwrap_or("").to_owned();
     assert_eq!(location, format!("https://shop.test:{}/account/1?x=1", addr.port()));
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn upstreams_are_verified_with_their_ca_and_get_portico_s_client_certificate() {
+    let upstream_ca = TestCa::new("Upstream CA");
+    let clients_ca = TestCa::new("Clients CA");
+    let upstream = TlsUpstream::start(&upstream_ca.issue(&["127.0.0.1"]), Some(&clients_ca)).await;
+    let client = clients_ca.issue_client("portico-gateway");
+    let (portico, _) = tls_portico().await;
+    let tls = json!({"ca": upstream_ca.pem(), "client_cert": client.cert_pem, "client_key": client.key_pem});
+    let service =
+        json!({"name": "secure", "scheme": "https", "targets": [{"address": upstream.addr.to_string()}], "tls": tls});
+    let created = portico.create("services", service).await;
+    assert!(created["tls"].get("client_key").is_none(), "{created}");
+    portico.create("routes", json!({"name": "secure", "paths": ["/secure"], "service": "secure"})).await;
+    let body: Value = portico.get("/secure").send().await.expect("request").json().await.expect("json");
+    assert_eq!(body["client"], "portico-gateway");
+
+    // Trusting only the public roots, Portico refuses the upstream's certificate: 502.
+    let untrusted =
+        json!({"name": "untrusted", "scheme": "https", "targets": [{"address": upstream.addr.to_string()}]});
+    portico.create("services", untrusted).await;
+    portico.create("routes", json!({"name": "untrusted", "paths": ["/untrusted"], "service": "untrusted"})).await;
+    assert_eq!(portico.get("/untrusted").send().await.expect("request").status(), 502);
     portico.stop().await;
 }
