@@ -154,9 +154,9 @@ pub fn compile(
     master_key: Option<&MasterKey>,
 ) -> Result<Snapshot, Problems> {
     config.validate()?;
-    let tls = TlsCertificates::compile(&config.certificates, master_key).map_err(|message| {
-        Problems(vec![portico_model::Problem { path: "certificates".into(), message, line: None }])
-    })?;
+    let tls = TlsCertificates::compile(&config.certificates, config.global.client_ca.as_deref(), master_key).map_err(
+        |message| Problems(vec![portico_model::Problem { path: "certificates".into(), message, line: None }]),
+    )?;
     let upstreams: HashMap<&str, Arc<Upstream>> = config
         .services
         .iter()

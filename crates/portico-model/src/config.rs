@@ -114,6 +114,7 @@ impl Config {
         let mut names = HashSet::new();
         let mut keys = HashMap::new();
         let mut usernames = HashMap::new();
+        let mut certificates = HashMap::new();
         for (i, consumer) in self.consumers.iter().enumerate() {
             if let Err(found) = consumer.validate() {
                 problems.0.extend(found.nest(&format!("consumers[{i}]")).0);
@@ -129,6 +130,18 @@ impl Config {
                 if let Some(digest) = credential.key_digest() {
                     if let Some(other) = keys.insert(digest, consumer.name.as_str()) {
                         problems.push(format!("{at}.key"), format!("consumer `{other}` already has this key"));
+                    }
+                }
+                let certificate =
+                    match credential {
+                        Credential::Mtls(mtls) => mtls.common_name.clone().map(|cn| format!("cn:{cn}")).or_else(|| {
+                            credential.fingerprint().map(|f| format!("sha256:{}", crate::consumer::hex(&f)))
+                        }),
+                        _ => None,
+                    };
+                if let Some(certificate) = certificate {
+                    if let Some(other) = certificates.insert(certificate, consumer.name.as_str()) {
+                        problems.push(at.clone(), format!("consumer `{other}` already has this certificate"));
                     }
                 }
                 if let Credential::BasicAuth(basic) = credential {

@@ -41,6 +41,23 @@ pub struct Consumer {
 pub enum Credential {
     KeyAuth(KeyCredential),
     BasicAuth(BasicCredential),
+    Mtls(MtlsCredential),
+}
+
+/// A client certificate (verified against `global.client_ca` on the TLS listener), known by
+/// its subject's common name or by its SHA-256 fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsCredential {
+    /// Identifies the credential within its consumer (default: derived from what it matches).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    /// The certificate subject's common name (CN): survives certificate renewals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_name: Option<String>,
+    /// The SHA-256 of the certificate (DER), in hex: exactly one certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint_sha256: Option<String>,
 }
 
 /// An API key.
@@ -82,6 +99,7 @@ impl Credential {
         match self {
             Credential::KeyAuth(key) => &key.id,
             Credential::BasicAuth(basic) => &basic.id,
+            Credential::Mtls(mtls) => &mtls.id,
         }
     }
 
@@ -101,6 +119,18 @@ impl Credential {
                 ),
                 (None, Some(hash)) if parse_sha256(hash).is_none() => {
                     problems.push(format!("{at}.key_sha256"), "must be 64 hexadecimal digits")
+                }
+                _ => {}
+            },
+            Credential::Mtls(mtls) => match (&mtls.common_name, &mtls.fingerprint_sha256) {
+                (Some(_), Some(_)) | (None, None) => {
+                    problems.push(at.to_owned(), "give exactly one of `common_name` and `fingerprint_sha256`")
+                }
+                (Some(name), None) if name.is_empty() || name.len() > 256 => {
+                    problems.push(format!("{at}.common_name"), "must be 1 to 256 characters")
+                }
+                (None, Some(hex)) if parse_sha256(&hex.replace(':', "").to_ascii_lowercase()).is_none() => {
+                    problems.push(format!("{at}.fingerprint_sha256"), "must be 64 hexadecimal digits")
                 }
                 _ => {}
             },
@@ -131,6 +161,16 @@ impl Credential {
         match self {
             Credential::KeyAuth(KeyCredential { key: Some(plain), .. }) => Some(Sha256::digest(plain).into()),
             Credential::KeyAuth(KeyCredential { key_sha256: Some(hex), .. }) => parse_sha256(hex),
+            _ => None,
+        }
+    }
+
+    /// The certificate fingerprint an mTLS credential matches.
+    pub fn fingerprint(&self) -> Option<[u8; 32]> {
+        match self {
+            Credential::Mtls(MtlsCredential { fingerprint_sha256: Some(hex), .. }) => {
+                parse_sha256(&hex.replace(':', "").to_ascii_lowercase())
+            }
             _ => None,
         }
     }
@@ -185,6 +225,12 @@ impl Consumer {
                         key.id = format!("key-{}", &hash[..hash.len().min(12)]);
                     }
                 }
+                Credential::Mtls(mtls) => {
+                    if mtls.id.is_empty() {
+                        let basis = mtls.common_name.clone().or(mtls.fingerprint_sha256.clone()).unwrap_or_default();
+                        mtls.id = format!("mtls-{}", &hex(&Sha256::digest(basis))[..12]);
+                    }
+                }
                 Credential::BasicAuth(basic) => {
                     if let Some(plain) = basic.password.take() {
                         let known = previous.into_iter().flat_map(|p| &p.credentials).find_map(|c| match c {
@@ -214,6 +260,7 @@ impl Consumer {
         self.credentials.iter().any(|c| match c {
             Credential::KeyAuth(key) => key.key.is_some() || key.id.is_empty(),
             Credential::BasicAuth(basic) => basic.password.is_some() || basic.id.is_empty(),
+            Credential::Mtls(mtls) => mtls.id.is_empty(),
         })
     }
 
@@ -223,6 +270,7 @@ impl Consumer {
             match credential {
                 Credential::KeyAuth(key) => (key.key, key.key_sha256) = (None, None),
                 Credential::BasicAuth(basic) => (basic.password, basic.password_hash) = (None, None),
+                Credential::Mtls(_) => {}
             }
         }
     }

@@ -14,6 +14,11 @@ pub struct Global {
     /// address that is not itself a trusted proxy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<String>,
+    /// CA certificates (PEM) the TLS listener verifies client certificates with. When set,
+    /// it asks clients for a certificate (they may still connect without one; routes with
+    /// `mtls_auth` then refuse them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<String>,
     /// Policies for every route.
     #[serde(default, skip_serializing_if = "Policies::is_empty")]
     pub policies: Policies,
@@ -29,6 +34,13 @@ impl Global {
         for (i, block) in self.trusted_proxies.iter().enumerate() {
             if let Err(message) = parse_cidr(block) {
                 problems.push(format!("trusted_proxies[{i}]"), message);
+            }
+        }
+        if let Some(ca) = &self.client_ca {
+            match crate::parse_chain(ca) {
+                Ok(certs) if certs.is_empty() => problems.push("client_ca", "no certificate found: give the CA in PEM"),
+                Ok(_) => {}
+                Err(message) => problems.push("client_ca", message),
             }
         }
         self.policies.validate(&mut problems);

@@ -26,13 +26,14 @@ pub use balance::{ActiveCheck, Algorithm, Balance, HashOn, Health, PassiveCheck,
 pub use certificate::{parse_chain, parse_key, Certificate};
 pub use config::{parse_yaml, Config};
 pub use consumer::{
-    generate_key, hash_password, verify_password, BasicCredential, Consumer, Credential, KeyCredential, MIN_KEY_LEN,
+    generate_key, hash_password, verify_password, BasicCredential, Consumer, Credential, KeyCredential, MtlsCredential,
+    MIN_KEY_LEN,
 };
 pub use discovery::{Discovery, DnsDiscovery};
 pub use global::Global;
 pub use names::validate_name;
 pub use pattern::{HostPattern, Method, MethodSet, PathPattern, Segment};
-pub use policy::{parse_cidr, Acl, BasicAuth, Cors, IpRestriction, KeyAuth, Policies};
+pub use policy::{parse_cidr, Acl, BasicAuth, Cors, IpRestriction, KeyAuth, MtlsAuth, Policies};
 pub use problem::{Problem, Problems, MAX_MS};
 pub use protect::{Bulkhead, CircuitBreaker, Fallback};
 pub use rate_limit::{Limit, LimitBy, RateLimit, Window};

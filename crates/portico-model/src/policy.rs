@@ -21,6 +21,9 @@ pub struct Policies {
     /// Cross-origin requests from browsers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Cors>,
+    /// Callers identify themselves with a client certificate on the TLS listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls_auth: Option<MtlsAuth>,
     /// Callers identify themselves with an API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_auth: Option<KeyAuth>,
@@ -42,7 +45,7 @@ impl Policies {
 
     /// Whether any policy that identifies the caller is set.
     pub fn authenticates(&self) -> bool {
-        self.key_auth.is_some() || self.basic_auth.is_some()
+        self.key_auth.is_some() || self.basic_auth.is_some() || self.mtls_auth.is_some()
     }
 
     /// `self` with every policy it lacks taken from `general` (a less specific place).
@@ -50,6 +53,7 @@ impl Policies {
         Policies {
             ip_restriction: self.ip_restriction.clone().or_else(|| general.ip_restriction.clone()),
             cors: self.cors.clone().or_else(|| general.cors.clone()),
+            mtls_auth: self.mtls_auth.clone().or_else(|| general.mtls_auth.clone()),
             key_auth: self.key_auth.clone().or_else(|| general.key_auth.clone()),
             basic_auth: self.basic_auth.clone().or_else(|| general.basic_auth.clone()),
             acl: self.acl.clone().or_else(|| general.acl.clone()),
@@ -229,6 +233,12 @@ impl KeyAuth {
         }
     }
 }
+
+/// A client certificate, verified by the TLS listener against `global.client_ca`, names the
+/// consumer (by a consumer's `mtls` credential).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsAuth {}
 
 /// User name and password in the `Authorization: Basic` header.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

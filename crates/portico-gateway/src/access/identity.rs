@@ -7,9 +7,10 @@
 
 use super::rate_limit::{Limiters, RateLimiter};
 use crate::proxy::ProxyError;
+use crate::server::ClientCert;
 use base64::Engine;
 use http::{HeaderMap, HeaderValue};
-use portico_model::{Config, Credential};
+use portico_model::{Config, Credential, MtlsCredential};
 use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, RwLock};
@@ -43,6 +44,8 @@ enum Password {
 pub(crate) struct Consumers {
     all: Vec<Consumer>,
     keys: FxHashMap<[u8; 32], usize>,
+    fingerprints: FxHashMap<[u8; 32], usize>,
+    common_names: FxHashMap<Box<str>, usize>,
     users: FxHashMap<Box<str>, (Password, usize)>,
     verdicts: RwLock<FxHashMap<[u8; 32], Option<usize>>>,
     hashing: Option<Arc<Semaphore>>,
@@ -56,6 +59,12 @@ impl Consumers {
             for credential in &consumer.credentials {
                 if let Some(digest) = credential.key_digest() {
                     consumers.keys.insert(digest, index);
+                }
+                if let Some(fingerprint) = credential.fingerprint() {
+                    consumers.fingerprints.insert(fingerprint, index);
+                }
+                if let Credential::Mtls(MtlsCredential { common_name: Some(name), .. }) = credential {
+                    consumers.common_names.insert(name.as_str().into(), index);
                 }
                 if let Credential::BasicAuth(basic) = credential {
                     let password = match (&basic.password_hash, &basic.password) {
@@ -81,6 +90,13 @@ impl Consumers {
             });
         }
         consumers
+    }
+
+    /// The consumer a verified client certificate belongs to: by fingerprint, else by the
+    /// subject's common name.
+    pub fn by_certificate(&self, certificate: &ClientCert) -> Option<&Consumer> {
+        let by_name = || certificate.common_name.as_deref().and_then(|cn| self.common_names.get(cn));
+        self.fingerprints.get(&certificate.fingerprint).or_else(by_name).map(|&i| &self.all[i])
     }
 
     /// The consumer an API key belongs to.

@@ -5,8 +5,9 @@
 //! 1. **client IP**: `ip_restriction` allow/deny, on the address behind trusted proxies;
 //! 2. **CORS**: a preflight is answered here, before authentication, because browsers send
 //!    no credentials with it; actual requests get their CORS headers;
-//! 3. **authentication**: `key_auth`, then `basic_auth`; the first credential presented
-//!    decides; the consumer's name goes upstream in `X-Consumer`;
+//! 3. **authentication**: `mtls_auth` (a client certificate the TLS listener verified), then
+//!    `key_auth`, then `basic_auth`; the first credential presented decides; the consumer's
+//!    name goes upstream in `X-Consumer`;
 //! 4. **authorization**: `acl` by consumer and group;
 //! 5. **rate limits**: the consumer's own `rate_limit`, else the route's.
 //!
@@ -21,14 +22,13 @@ mod rate_limit;
 pub(crate) use cors::preflight_method;
 pub use rate_limit::{Limiters, RedisLimits, RedisReport};
 
-use crate::proxy::{ProxyError, ResponseBody};
+use crate::proxy::{Client, ProxyError, ResponseBody};
 use addresses::{IpRules, TrustedProxies};
 use cors::CorsPolicy;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use identity::{Consumer, Consumers};
 use portico_model::{Acl, Config, KeyAuth, Policies, Route};
 use rate_limit::{Caller, LimitHeaders, RateLimiter};
-use std::net::IpAddr;
 use std::sync::Arc;
 
 static X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
@@ -55,6 +55,8 @@ pub(crate) struct AccessPolicy {
     ip: Option<IpRules>,
     cors: Option<CorsPolicy>,
     key_auth: Option<KeyLookup>,
+    /// Client certificates (verified by the TLS listener) identify consumers.
+    mtls_auth: bool,
     /// `Some(keep_credential)` when Basic authentication is on.
     basic_auth: Option<bool>,
     acl: Option<AclRules>,
@@ -101,6 +103,7 @@ impl AccessPolicy {
             ip: policies.ip_restriction.as_ref().map(IpRules::new),
             cors: policies.cors.as_ref().map(CorsPolicy::new),
             key_auth: policies.key_auth.as_ref().map(KeyLookup::new),
+            mtls_auth: policies.mtls_auth.is_some(),
             basic_auth: policies.basic_auth.as_ref().map(|b| b.keep_credential),
             acl: policies.acl.as_ref().map(AclRules::new),
             rate_limit: policies.rate_limit.as_ref().map(|limit| limiters.compile(limit_scope, limit)),
@@ -166,11 +169,11 @@ pub(crate) async fn check<'s, B>(
     policy: &'s AccessPolicy,
     shared: &'s AccessShared,
     request: &mut Request<B>,
-    peer: IpAddr,
+    client: &Client,
     extras: &mut ResponseExtras<'s>,
 ) -> Result<Option<Response<ResponseBody>>, ProxyError> {
     // 1. client IP
-    let client_ip = shared.trusted.client_ip(peer, request.headers());
+    let client_ip = shared.trusted.client_ip(client.ip, request.headers());
     if let Some(rules) = &policy.ip {
         if !rules.admits(client_ip) {
             return Err(ProxyError::Forbidden { code: "ip_denied", message: "this client address is not allowed" });
@@ -189,9 +192,9 @@ pub(crate) async fn check<'s, B>(
     }
 
     // 3. authentication
-    let consumer = match (&policy.key_auth, policy.basic_auth) {
-        (None, None) => None,
-        _ => Some(authenticate(policy, &shared.consumers, request).await?),
+    let consumer = match (&policy.key_auth, policy.basic_auth, policy.mtls_auth) {
+        (None, None, false) => None,
+        _ => Some(authenticate(policy, &shared.consumers, request, client).await?),
     };
 
     // 4. authorization
@@ -221,9 +224,15 @@ async fn authenticate<'s, B>(
     policy: &AccessPolicy,
     consumers: &'s Consumers,
     request: &mut Request<B>,
+    client: &Client,
 ) -> Result<&'s Consumer, ProxyError> {
     let basic = policy.basic_auth.is_some();
     let consumer = 'found: {
+        if let (true, Some(certificate)) = (policy.mtls_auth, &client.certificate) {
+            let unknown =
+                ProxyError::Unauthenticated { message: "the client certificate belongs to no consumer", basic };
+            break 'found consumers.by_certificate(certificate).ok_or(unknown)?;
+        }
         if let Some(lookup) = &policy.key_auth {
             if let Some(key) = request.headers().get(&lookup.header) {
                 let consumer = consumers.by_key(key.as_bytes()).ok_or(unknown_key(basic))?;
@@ -253,10 +262,12 @@ async fn authenticate<'s, B>(
                 break 'found consumer;
             }
         }
-        let message = match (policy.key_auth.is_some(), basic) {
-            (true, true) => "send an API key or a user name and password (Basic authentication)",
-            (true, false) => "this route needs an API key",
-            _ => "this route needs a user name and password (Basic authentication)",
+        let message = match (policy.mtls_auth, policy.key_auth.is_some(), basic) {
+            (false, true, true) => "send an API key or a user name and password (Basic authentication)",
+            (false, true, false) => "this route needs an API key",
+            (false, false, _) => "this route needs a user name and password (Basic authentication)",
+            (true, false, false) => "this route needs a client certificate (over TLS)",
+            (true, _, _) => "send a client certificate (over TLS) or other credentials this route accepts",
         };
         return Err(ProxyError::Unauthenticated { message, basic });
     };

@@ -53,6 +53,8 @@ pub struct Client {
     pub ip: IpAddr,
     pub address: HeaderValue,
     pub tls: bool,
+    /// The client certificate the TLS listener verified, if any.
+    pub certificate: Option<crate::server::ClientCert>,
 }
 
 /// What the phases of one request need besides the request itself.
@@ -110,7 +112,7 @@ async fn forward<'s>(
 
     // 3. access
     if let Some(policy) = &route.access {
-        if let Some(answer) = access::check(policy, &snapshot.access, &mut request, client.ip, extras).await? {
+        if let Some(answer) = access::check(policy, &snapshot.access, &mut request, client, extras).await? {
             return Ok(answer);
         }
     }

@@ -9,6 +9,7 @@ mod guard;
 mod tls;
 
 pub(crate) use guard::InFlight;
+pub use tls::ClientCert;
 pub(crate) use tls::TlsCertificates;
 
 use crate::proxy::{self, RequestLimits};
@@ -241,7 +242,7 @@ struct Connections {
 impl Connections {
     /// Serves one plain connection on its own task.
     fn serve(&self, graceful: &GracefulShutdown, stream: tokio::net::TcpStream, peer: SocketAddr) {
-        tokio::spawn(self.connection(graceful.watcher(), stream, peer, false));
+        tokio::spawn(self.connection(graceful.watcher(), stream, peer, None));
     }
 
     /// Completes a TLS handshake on the connection's own task, then serves it there. The
@@ -257,7 +258,11 @@ impl Connections {
         let (this, watcher) = (self.clone(), graceful.watcher());
         tokio::spawn(async move {
             match tokio::time::timeout(this.settings.header_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => this.connection(watcher, stream, peer, true).await,
+                Ok(Ok(stream)) => {
+                    let cert =
+                        stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| ClientCert::new(c));
+                    this.connection(watcher, stream, peer, Some(cert)).await
+                }
                 Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -265,12 +270,13 @@ impl Connections {
     }
 
     /// The connection, watched for graceful shutdown, as a future that serves it to the end.
+    /// `tls` is `Some` for TLS connections, with the client's verified certificate if any.
     fn connection<S>(
         &self,
         watcher: Watcher,
         stream: S,
         peer: SocketAddr,
-        tls: bool,
+        tls: Option<Option<ClientCert>>,
     ) -> impl std::future::Future<Output = ()>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -279,7 +285,12 @@ impl Connections {
         let (header_timeout, idle_timeout) = (self.settings.header_timeout, self.settings.idle_timeout);
         let io = TokioIo::new(GuardedIo::new(stream, state.clone(), header_timeout, idle_timeout));
         let worker = self.worker.clone();
-        let client = Arc::new(proxy::Client { ip: peer.ip(), address: proxy::client_address(peer.ip()), tls });
+        let client = Arc::new(proxy::Client {
+            ip: peer.ip(),
+            address: proxy::client_address(peer.ip()),
+            tls: tls.is_some(),
+            certificate: tls.flatten(),
+        });
         let service = service_fn(move |request| {
             let in_flight = (request.version() < http::Version::HTTP_2).then(|| InFlight::start(&state));
             let (worker, client) = (worker.clone(), client.clone());

@@ -172,3 +172,64 @@ async fn upstreams_are_verified_with_their_ca_and_get_portico_s_client_certifica
     assert_eq!(portico.get("/untrusted").send().await.expect("request").status(), 502);
     portico.stop().await;
 }
+
+#[tokio::test]
+async fn client_certificates_identify_consumers() {
+    let upstream = MockUpstream::start("api").await;
+    let server_ca = TestCa::new("Server CA");
+    let clients_ca = TestCa::new("Clients CA");
+    let strangers_ca = TestCa::new("Someone else's CA");
+    let (portico, addr) = tls_portico().await;
+    let server = server_ca.issue(&["api.test"]);
+    portico
+        .create(
+            "certificates",
+            json!({"name": "api", "snis": ["api.test"], "cert": server.cert_pem, "key": server.key_pem}),
+        )
+        .await;
+    let global = json!({"client_ca": clients_ca.pem()});
+    let put = portico.admin(Method::PUT, "/global").header("if-match", "\"0\"").json(&global).send().await;
+    assert_eq!(put.expect("admin").status(), StatusCode::CREATED);
+    let shop = clients_ca.issue_client("shop-client");
+    let other = clients_ca.issue_client("unknown-client");
+    let pinned = clients_ca.issue_client("pinned-client");
+    let fingerprint: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&pinned.der).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    portico
+        .create("consumers", json!({"name": "shop", "credentials": [{"type": "mtls", "common_name": "shop-client"}]}))
+        .await;
+    let by_fingerprint =
+        json!({"name": "pinned", "credentials": [{"type": "mtls", "fingerprint_sha256": fingerprint}]});
+    portico.create("consumers", by_fingerprint).await;
+    portico.service("api", &[upstream.addr.to_string()]).await;
+    portico.create("routes", json!({"name": "api", "service": "api", "policies": {"mtls_auth": {}}})).await;
+
+    let port = addr.port();
+    let with_identity = |issued: Option<&portico_testkit::Issued>| {
+        let root = reqwest::Certificate::from_pem(server_ca.pem().as_bytes()).expect("CA");
+        let mut builder =
+            reqwest::Client::builder().use_rustls_tls().add_root_certificate(root).resolve("api.test", addr);
+        if let Some(issued) = issued {
+            let pem = format!("{}{}", issued.cert_pem, issued.key_pem);
+            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"));
+        }
+        builder.build().expect("client")
+    };
+    let url = format!("https://api.test:{port}/");
+    let echo: Value = with_identity(Some(&shop)).get(&url).send().await.expect("mTLS").json().await.expect("json");
+    assert_eq!(echo["headers"]["x-consumer"], "shop");
+    let echo: Value = with_identity(Some(&pinned)).get(&url).send().await.expect("mTLS").json().await.expect("json");
+    assert_eq!(echo["headers"]["x-consumer"], "pinned");
+
+    let response = with_identity(Some(&other)).get(&url).send().await.expect("request");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["message"], "the client certificate belongs to no consumer");
+    let response = with_identity(None).get(&url).send().await.expect("request");
+    assert_eq!(response.status(), 401);
+    // A certificate from a CA Portico does not trust fails the handshake.
+    let stranger = strangers_ca.issue_client("shop-client");
+    assert!(with_identity(Some(&stranger)).get(&url).send().await.is_err());
+    portico.stop().await;
+}
