@@ -23,26 +23,18 @@ use tokio::sync::watch;
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
-/// One probe loop: which target, and with which check.
+/// One probe loop: which target, with which check, over which TLS settings.
 #[derive(PartialEq, Eq, Hash)]
 struct ProbeKey {
     service: Box<str>,
     url: String,
     check: ActiveCheck,
+    tls: Option<u64>,
 }
 
 /// Runs the active health checks until `shutdown` turns true; every probe stops with it.
 pub async fn run_health_checks(snapshots: SnapshotCell, discovered: Discovered, mut shutdown: watch::Receiver<bool>) {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    // No pooling: a probe must see whether a new connection can be made.
-    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector);
+    let default_client = client(None);
 
     let mut probes = KeyedTasks::new();
     // What the running probes were set up for: a snapshot and a generation of discovered
@@ -57,16 +49,36 @@ pub async fn run_health_checks(snapshots: SnapshotCell, discovered: Discovered, 
                 let Some(check) = &upstream.active_check else { continue };
                 for target in upstream.members().targets.iter() {
                     let url = format!("{}://{}{}", upstream.scheme, target.authority, check.path);
-                    let key = ProbeKey { service: upstream.name.clone(), url, check: check.clone() };
-                    wanted.insert(key, target.state.clone());
+                    let tls = upstream.tls.as_ref();
+                    let key =
+                        ProbeKey { service: upstream.name.clone(), url, check: check.clone(), tls: tls.map(|t| t.id) };
+                    wanted.insert(key, (target.state.clone(), tls.map(|t| t.config.clone())));
                 }
             }
-            probes
-                .reconcile(wanted, |key, state| probe_loop(client.clone(), key.url.clone(), key.check.clone(), state));
+            probes.reconcile(wanted, |key, (state, tls)| {
+                // Probes speak TLS as the service's requests do (its CA, its client certificate).
+                let client = if tls.is_some() { client(tls) } else { default_client.clone() };
+                probe_loop(client, key.url.clone(), key.check.clone(), state)
+            });
         }
         tasks::pause(&mut shutdown).await;
     }
     probes.shutdown().await;
+}
+
+/// A probe client, with the public roots or with a service's own TLS settings.
+fn client(tls: Option<Arc<rustls::ClientConfig>>) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match tls {
+        Some(config) => builder.with_tls_config((*config).clone()),
+        None => builder.with_webpki_roots(),
+    };
+    let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+    // No pooling: a probe must see whether a new connection can be made.
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector)
 }
 
 async fn probe_loop(client: HttpClient, url: String, check: ActiveCheck, state: Arc<TargetState>) {

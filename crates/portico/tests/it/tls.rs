@@ -156,13 +156,23 @@ async fn upstreams_are_verified_with_their_ca_and_get_portico_s_client_certifica
     let client = clients_ca.issue_client("portico-gateway");
     let (portico, _) = tls_portico().await;
     let tls = json!({"ca": upstream_ca.pem(), "client_cert": client.cert_pem, "client_key": client.key_pem});
-    let service =
-        json!({"name": "secure", "scheme": "https", "targets": [{"address": upstream.addr.to_string()}], "tls": tls});
+    let service = json!({"name": "secure", "scheme": "https", "targets": [{"address": upstream.addr.to_string()}], "tls": tls,
+               "health": {"active": {"path": "/health", "interval_ms": 50}}});
     let created = portico.create("services", service).await;
     assert!(created["tls"].get("client_key").is_none(), "{created}");
     portico.create("routes", json!({"name": "secure", "paths": ["/secure"], "service": "secure"})).await;
     let body: Value = portico.get("/secure").send().await.expect("request").json().await.expect("json");
     assert_eq!(body["client"], "portico-gateway");
+    // Health probes speak TLS as requests do: the service's CA and client certificate.
+    let mut probes = Value::Null;
+    for _ in 0..100 {
+        probes = portico.health("secure").await["targets"][0]["active"].clone();
+        if probes["consecutive_successes"].as_u64().is_some_and(|n| n >= 2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(probes["consecutive_successes"].as_u64().is_some_and(|n| n >= 2), "{probes}");
 
     // Trusting only the public roots, Portico refuses the upstream's certificate: 502.
     let untrusted =
