@@ -41,11 +41,7 @@ impl Certificate {
                 Ok(_) => {}
             }
         }
-        match parse_chain(&self.cert) {
-            Ok(chain) if chain.is_empty() => problems.push("cert", "no certificate found: give the chain in PEM"),
-            Ok(_) => {}
-            Err(message) => problems.push("cert", message),
-        }
+        check_chain("cert", &self.cert, &mut problems);
         match &self.key {
             None => problems.push("key", "give the private key in PEM"),
             Some(key) if !key.is_sealed() => {
@@ -62,6 +58,15 @@ impl Certificate {
 impl HoldsSecrets for Certificate {
     fn secret_slots(&mut self) -> Vec<&mut Option<Secret>> {
         vec![&mut self.key]
+    }
+}
+
+/// Reports under `field` a PEM text that holds no certificate or is not PEM.
+pub(crate) fn check_chain(field: &str, pem: &str, problems: &mut Problems) {
+    match parse_chain(pem) {
+        Ok(chain) if chain.is_empty() => problems.push(field, "no certificate found: give the certificates in PEM"),
+        Ok(_) => {}
+        Err(message) => problems.push(field, message),
     }
 }
 

@@ -37,11 +37,7 @@ impl Global {
             }
         }
         if let Some(ca) = &self.client_ca {
-            match crate::parse_chain(ca) {
-                Ok(certs) if certs.is_empty() => problems.push("client_ca", "no certificate found: give the CA in PEM"),
-                Ok(_) => {}
-                Err(message) => problems.push("client_ca", message),
-            }
+            crate::certificate::check_chain("client_ca", ca, &mut problems);
         }
         self.policies.validate(&mut problems);
         problems.into_result()

@@ -80,21 +80,10 @@ pub struct UpstreamTls {
 impl UpstreamTls {
     fn validate(&self, problems: &mut Problems) {
         if let Some(ca) = &self.ca {
-            match crate::parse_chain(ca) {
-                Ok(certs) if certs.is_empty() => {
-                    problems.push("tls.ca", "no certificate found: give the CA certificates in PEM")
-                }
-                Ok(_) => {}
-                Err(message) => problems.push("tls.ca", message),
-            }
+            crate::certificate::check_chain("tls.ca", ca, problems);
         }
         if let Some(cert) = &self.client_cert {
-            if let Err(message) =
-                crate::parse_chain(cert)
-                    .and_then(|c| if c.is_empty() { Err("no certificate found".into()) } else { Ok(c) })
-            {
-                problems.push("tls.client_cert", message);
-            }
+            crate::certificate::check_chain("tls.client_cert", cert, problems);
         }
         match (&self.client_cert, &self.client_key) {
             (Some(_), None) => problems.push("tls.client_key", "a client certificate needs its private key"),
