@@ -19,7 +19,7 @@ mod upstream;
 mod proxy;
 mod server;
 
-pub use access::{Limiters, RedisLimits, RedisReport};
+pub use access::{AccessStates, RedisLimits, RedisReport};
 pub use server::{bind_listeners, Gateway, GatewayHandle, ProxySettings};
 pub use snapshot::{compile, ServiceReport, Snapshot, SnapshotCell};
 pub use upstream::dns::run_dns_discovery;

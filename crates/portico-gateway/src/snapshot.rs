@@ -1,6 +1,6 @@
 //! Compiling a configuration into an immutable snapshot, and the cell that holds the current one.
 
-use crate::access::{self, AccessPolicy, AccessShared, Limiters};
+use crate::access::{self, AccessPolicy, AccessShared, AccessStates};
 use crate::proxy::{Condition, Fault, Mirror, Share};
 use crate::router::{Precedence, Router, Rule};
 use crate::server::TlsCertificates;
@@ -150,7 +150,7 @@ pub fn compile(
     revision: i64,
     states: &UpstreamStates,
     discovered: &Discovered,
-    limiters: &Limiters,
+    limiters: &AccessStates,
     master_key: Option<&MasterKey>,
 ) -> Result<Snapshot, Problems> {
     config.validate()?;

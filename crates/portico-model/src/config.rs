@@ -141,7 +141,7 @@ impl Config {
                     };
                 if let Some(certificate) = certificate {
                     if let Some(other) = certificates.insert(certificate, consumer.name.as_str()) {
-                        problems.push(at.clone(), format!("consumer `{other}` already has this certificate"));
+                        problems.push(at.clone(), format!("consumer `{other}` already has this credential"));
                     }
                 }
                 if let Credential::BasicAuth(basic) = credential {

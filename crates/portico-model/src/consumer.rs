@@ -42,6 +42,18 @@ pub enum Credential {
     KeyAuth(KeyCredential),
     BasicAuth(BasicCredential),
     Mtls(MtlsCredential),
+    Jwt(JwtCredential),
+}
+
+/// A token subject: tokens whose `jwt_auth.consumer_claim` (default `sub`) has this value
+/// belong to the consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtCredential {
+    /// Identifies the credential within its consumer (default: derived from the subject).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    pub subject: String,
 }
 
 /// A client certificate (verified against `global.client_ca` on the TLS listener), known by
@@ -100,6 +112,7 @@ impl Credential {
             Credential::KeyAuth(key) => &key.id,
             Credential::BasicAuth(basic) => &basic.id,
             Credential::Mtls(mtls) => &mtls.id,
+            Credential::Jwt(jwt) => &jwt.id,
         }
     }
 
@@ -122,6 +135,11 @@ impl Credential {
                 }
                 _ => {}
             },
+            Credential::Jwt(jwt) => {
+                if jwt.subject.is_empty() || jwt.subject.len() > 512 {
+                    problems.push(format!("{at}.subject"), "must be 1 to 512 characters");
+                }
+            }
             Credential::Mtls(mtls) => match (&mtls.common_name, &mtls.fingerprint_sha256) {
                 (Some(_), Some(_)) | (None, None) => {
                     problems.push(at.to_owned(), "give exactly one of `common_name` and `fingerprint_sha256`")
@@ -225,6 +243,11 @@ impl Consumer {
                         key.id = format!("key-{}", &hash[..hash.len().min(12)]);
                     }
                 }
+                Credential::Jwt(jwt) => {
+                    if jwt.id.is_empty() {
+                        jwt.id = format!("jwt-{}", &hex(&Sha256::digest(&jwt.subject))[..12]);
+                    }
+                }
                 Credential::Mtls(mtls) => {
                     if mtls.id.is_empty() {
                         let basis = mtls.common_name.clone().or(mtls.fingerprint_sha256.clone()).unwrap_or_default();
@@ -261,6 +284,7 @@ impl Consumer {
             Credential::KeyAuth(key) => key.key.is_some() || key.id.is_empty(),
             Credential::BasicAuth(basic) => basic.password.is_some() || basic.id.is_empty(),
             Credential::Mtls(mtls) => mtls.id.is_empty(),
+            Credential::Jwt(jwt) => jwt.id.is_empty(),
         })
     }
 
@@ -270,7 +294,7 @@ impl Consumer {
             match credential {
                 Credential::KeyAuth(key) => (key.key, key.key_sha256) = (None, None),
                 Credential::BasicAuth(basic) => (basic.password, basic.password_hash) = (None, None),
-                Credential::Mtls(_) => {}
+                Credential::Mtls(_) | Credential::Jwt(_) => {}
             }
         }
     }

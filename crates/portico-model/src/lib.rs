@@ -33,7 +33,9 @@ pub use discovery::{Discovery, DnsDiscovery};
 pub use global::Global;
 pub use names::validate_name;
 pub use pattern::{HostPattern, Method, MethodSet, PathPattern, Segment};
-pub use policy::{parse_cidr, Acl, BasicAuth, Cors, IpRestriction, KeyAuth, MtlsAuth, Policies};
+pub use policy::{
+    parse_cidr, Acl, BasicAuth, Cors, IpRestriction, JwtAuth, KeyAuth, MtlsAuth, Policies, JWT_ALGORITHMS,
+};
 pub use problem::{Problem, Problems, MAX_MS};
 pub use protect::{Bulkhead, CircuitBreaker, Fallback};
 pub use rate_limit::{Limit, LimitBy, RateLimit, Window};

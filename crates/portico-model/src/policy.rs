@@ -24,6 +24,10 @@ pub struct Policies {
     /// Callers identify themselves with a client certificate on the TLS listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls_auth: Option<MtlsAuth>,
+    /// Callers present a JSON Web Token (`Authorization: Bearer`), from an OpenID provider
+    /// or any issuer whose keys Portico knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_auth: Option<JwtAuth>,
     /// Callers identify themselves with an API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_auth: Option<KeyAuth>,
@@ -45,7 +49,7 @@ impl Policies {
 
     /// Whether any policy that identifies the caller is set.
     pub fn authenticates(&self) -> bool {
-        self.key_auth.is_some() || self.basic_auth.is_some() || self.mtls_auth.is_some()
+        self.key_auth.is_some() || self.basic_auth.is_some() || self.mtls_auth.is_some() || self.jwt_auth.is_some()
     }
 
     /// `self` with every policy it lacks taken from `general` (a less specific place).
@@ -54,6 +58,7 @@ impl Policies {
             ip_restriction: self.ip_restriction.clone().or_else(|| general.ip_restriction.clone()),
             cors: self.cors.clone().or_else(|| general.cors.clone()),
             mtls_auth: self.mtls_auth.clone().or_else(|| general.mtls_auth.clone()),
+            jwt_auth: self.jwt_auth.clone().or_else(|| general.jwt_auth.clone()),
             key_auth: self.key_auth.clone().or_else(|| general.key_auth.clone()),
             basic_auth: self.basic_auth.clone().or_else(|| general.basic_auth.clone()),
             acl: self.acl.clone().or_else(|| general.acl.clone()),
@@ -70,6 +75,9 @@ impl Policies {
         }
         if let Some(key_auth) = &self.key_auth {
             key_auth.validate(problems);
+        }
+        if let Some(jwt) = &self.jwt_auth {
+            jwt.validate(problems);
         }
         if let Some(acl) = &self.acl {
             if acl.allow_consumers.is_empty()
@@ -229,6 +237,111 @@ impl KeyAuth {
             let valid = !query.is_empty() && query.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
             if !valid {
                 problems.push("policies.key_auth.query", "use letters, digits, '-', '_', '.' or '~'");
+            }
+        }
+    }
+}
+
+/// Verification of JSON Web Tokens: signature, `exp`, `nbf`, `iss`, `aud`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtAuth {
+    /// The `iss` a token must carry; with `discovery`, also where the keys are found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// When set, the token's `aud` must include one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// Accepted signature algorithms (default: every asymmetric one: RS256/384/512,
+    /// PS256/384/512, ES256/384, EdDSA).
+    #[serde(default = "default_jwt_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Fetch the issuer's keys from this JWKS URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// Find the JWKS URL through OpenID Connect discovery (`issuer` +
+    /// `/.well-known/openid-configuration`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub discovery: bool,
+    /// Public keys in PEM, instead of fetched ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_keys: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway_secs")]
+    pub leeway_secs: u64,
+    /// The claim whose value names the consumer, through a consumer's `jwt` credential.
+    #[serde(default = "default_consumer_claim")]
+    pub consumer_claim: String,
+    /// Claims sent upstream as headers: `{email: x-user-email}`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub claims_to_headers: std::collections::BTreeMap<String, String>,
+    /// Send the token on to the upstream (default: `Authorization` is removed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_credential: bool,
+}
+
+/// The algorithms `jwt_auth` accepts: asymmetric only, so that a public key can never be
+/// used as an HMAC secret.
+pub const JWT_ALGORITHMS: [&str; 9] = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
+
+fn default_jwt_algorithms() -> Vec<String> {
+    JWT_ALGORITHMS.map(String::from).to_vec()
+}
+
+fn default_leeway_secs() -> u64 {
+    30
+}
+
+fn default_consumer_claim() -> String {
+    "sub".into()
+}
+
+impl JwtAuth {
+    fn validate(&self, problems: &mut Problems) {
+        let at = "policies.jwt_auth";
+        let sources = [self.jwks_uri.is_some(), self.discovery, !self.public_keys.is_empty()];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            problems.push(at, "give exactly one source of keys: `jwks_uri`, `discovery` or `public_keys`");
+        }
+        if self.discovery && self.issuer.is_none() {
+            problems.push(format!("{at}.issuer"), "discovery needs the issuer's URL");
+        }
+        for (field, url) in [("jwks_uri", &self.jwks_uri), ("issuer", &self.issuer)] {
+            let needs_url = field == "jwks_uri" || self.discovery;
+            if let Some(url) = url.as_ref().filter(|_| needs_url) {
+                let valid = url
+                    .parse::<http::Uri>()
+                    .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some());
+                if !valid {
+                    problems.push(format!("{at}.{field}"), format!("`{url}` is not an http(s) URL"));
+                }
+            }
+        }
+        if self.algorithms.is_empty() {
+            problems.push(format!("{at}.algorithms"), "list at least one algorithm");
+        }
+        for (i, alg) in self.algorithms.iter().enumerate() {
+            if !JWT_ALGORITHMS.contains(&alg.as_str()) {
+                problems.push(
+                    format!("{at}.algorithms[{i}]"),
+                    format!("`{alg}` is not accepted: use {}", JWT_ALGORITHMS.join(", ")),
+                );
+            }
+        }
+        for (i, pem) in self.public_keys.iter().enumerate() {
+            if !pem.contains("-----BEGIN PUBLIC KEY-----") && !pem.contains("-----BEGIN RSA PUBLIC KEY-----") {
+                problems.push(format!("{at}.public_keys[{i}]"), "must be a public key in PEM");
+            }
+        }
+        if self.leeway_secs > 600 {
+            problems.push(format!("{at}.leeway_secs"), "must be at most 600");
+        }
+        if self.consumer_claim.is_empty() {
+            problems.push(format!("{at}.consumer_claim"), "name the claim that names the consumer");
+        }
+        for header in self.claims_to_headers.values() {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                problems.push(format!("{at}.claims_to_headers"), format!("`{header}` is not a valid header name"));
             }
         }
     }

@@ -6,8 +6,8 @@ use crate::settings::Settings;
 use anyhow::Context;
 use portico_admin::{AdminState, ConfigSource, RuntimeStatus};
 use portico_gateway::{
-    bind_listeners, run_dns_discovery, run_health_checks, Discovered, Gateway, GatewayHandle, Limiters, RedisLimits,
-    Snapshot, SnapshotCell, UpstreamStates,
+    bind_listeners, run_dns_discovery, run_health_checks, AccessStates, Discovered, Gateway, GatewayHandle,
+    RedisLimits, Snapshot, SnapshotCell, UpstreamStates,
 };
 use portico_store::{Actor, Role, Store};
 use std::net::SocketAddr;
@@ -49,7 +49,7 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         snapshots: snapshots.clone(),
         upstreams: upstreams.clone(),
         discovered: discovered.clone(),
-        limiters: Arc::new(Limiters::new(redis.clone())),
+        limiters: Arc::new(AccessStates::new(redis.clone())),
         master_key: settings.master_key.clone(),
         status: status.clone(),
     };

@@ -9,7 +9,7 @@
 
 use arc_swap::ArcSwap;
 use portico_admin::RuntimeStatus;
-use portico_gateway::{compile, Discovered, Limiters, SnapshotCell, UpstreamStates};
+use portico_gateway::{compile, AccessStates, Discovered, SnapshotCell, UpstreamStates};
 use portico_model::{Config, MasterKey};
 use portico_store::Store;
 use std::path::PathBuf;
@@ -30,7 +30,7 @@ pub struct Control {
     /// Targets found by discovery; compiles start from them.
     pub discovered: Discovered,
     /// Rate-limit counters; every compile takes them over.
-    pub limiters: Arc<Limiters>,
+    pub limiters: Arc<AccessStates>,
     /// Opens sealed secrets.
     pub master_key: Option<Arc<MasterKey>>,
     pub status: Arc<RuntimeStatus>,

@@ -5,7 +5,7 @@
 //! (by a SHA-256 of user and password, for the life of the snapshot) and each Argon2 check
 //! runs on a blocking thread, at most [`HASHING_AT_ONCE`] at a time, never on a worker.
 
-use super::rate_limit::{Limiters, RateLimiter};
+use super::rate_limit::{AccessStates, RateLimiter};
 use crate::proxy::ProxyError;
 use crate::server::ClientCert;
 use base64::Engine;
@@ -46,13 +46,14 @@ pub(crate) struct Consumers {
     keys: FxHashMap<[u8; 32], usize>,
     fingerprints: FxHashMap<[u8; 32], usize>,
     common_names: FxHashMap<Box<str>, usize>,
+    subjects: FxHashMap<Box<str>, usize>,
     users: FxHashMap<Box<str>, (Password, usize)>,
     verdicts: RwLock<FxHashMap<[u8; 32], Option<usize>>>,
     hashing: Option<Arc<Semaphore>>,
 }
 
 impl Consumers {
-    pub fn compile(config: &Config, limiters: &Limiters) -> Consumers {
+    pub fn compile(config: &Config, limiters: &AccessStates) -> Consumers {
         let mut consumers =
             Consumers { hashing: Some(Arc::new(Semaphore::new(HASHING_AT_ONCE))), ..Default::default() };
         for (index, consumer) in config.consumers.iter().enumerate() {
@@ -65,6 +66,9 @@ impl Consumers {
                 }
                 if let Credential::Mtls(MtlsCredential { common_name: Some(name), .. }) = credential {
                     consumers.common_names.insert(name.as_str().into(), index);
+                }
+                if let Credential::Jwt(jwt) = credential {
+                    consumers.subjects.insert(jwt.subject.as_str().into(), index);
                 }
                 if let Credential::BasicAuth(basic) = credential {
                     let password = match (&basic.password_hash, &basic.password) {
@@ -97,6 +101,11 @@ impl Consumers {
     pub fn by_certificate(&self, certificate: &ClientCert) -> Option<&Consumer> {
         let by_name = || certificate.common_name.as_deref().and_then(|cn| self.common_names.get(cn));
         self.fingerprints.get(&certificate.fingerprint).or_else(by_name).map(|&i| &self.all[i])
+    }
+
+    /// The consumer a token subject (the value of a policy's `consumer_claim`) belongs to.
+    pub fn by_subject(&self, subject: &str) -> Option<&Consumer> {
+        self.subjects.get(subject).map(|&i| &self.all[i])
     }
 
     /// The consumer an API key belongs to.

@@ -6,8 +6,8 @@
 //! 2. **CORS**: a preflight is answered here, before authentication, because browsers send
 //!    no credentials with it; actual requests get their CORS headers;
 //! 3. **authentication**: `mtls_auth` (a client certificate the TLS listener verified), then
-//!    `key_auth`, then `basic_auth`; the first credential presented decides; the consumer's
-//!    name goes upstream in `X-Consumer`;
+//!    `jwt_auth` (a bearer token), then `key_auth`, then `basic_auth`; the first credential
+//!    presented decides; the consumer's name goes upstream in `X-Consumer`;
 //! 4. **authorization**: `acl` by consumer and group;
 //! 5. **rate limits**: the consumer's own `rate_limit`, else the route's.
 //!
@@ -17,16 +17,18 @@
 mod addresses;
 mod cors;
 mod identity;
+mod jwt;
 mod rate_limit;
 
 pub(crate) use cors::preflight_method;
-pub use rate_limit::{Limiters, RedisLimits, RedisReport};
+pub use rate_limit::{AccessStates, RedisLimits, RedisReport};
 
 use crate::proxy::{Client, ProxyError, ResponseBody};
 use addresses::{IpRules, TrustedProxies};
 use cors::CorsPolicy;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use identity::{Consumer, Consumers};
+use jwt::JwtPolicy;
 use portico_model::{Acl, Config, KeyAuth, Policies, Route};
 use rate_limit::{Caller, LimitHeaders, RateLimiter};
 use std::sync::Arc;
@@ -42,7 +44,7 @@ pub(crate) struct AccessShared {
 }
 
 impl AccessShared {
-    pub fn compile(config: &Config, limiters: &Limiters) -> AccessShared {
+    pub fn compile(config: &Config, limiters: &AccessStates) -> AccessShared {
         AccessShared {
             consumers: Consumers::compile(config, limiters),
             trusted: TrustedProxies::new(&config.global.trusted_proxies),
@@ -57,6 +59,7 @@ pub(crate) struct AccessPolicy {
     key_auth: Option<KeyLookup>,
     /// Client certificates (verified by the TLS listener) identify consumers.
     mtls_auth: bool,
+    jwt_auth: Option<JwtPolicy>,
     /// `Some(keep_credential)` when Basic authentication is on.
     basic_auth: Option<bool>,
     acl: Option<AclRules>,
@@ -78,7 +81,7 @@ struct AclRules {
 
 /// Compiles the policies that apply to `route`: its own, then its service's, then the global
 /// ones. `None` when there are none, so that such routes skip the phase entirely.
-pub(crate) fn compile_route(route: &Route, config: &Config, limiters: &Limiters) -> Option<Box<AccessPolicy>> {
+pub(crate) fn compile_route(route: &Route, config: &Config, limiters: &AccessStates) -> Option<Box<AccessPolicy>> {
     let service = route.service.as_deref().and_then(|name| config.service(name));
     let service_policies = service.map(|s| &s.policies);
     let effective = route.policies.over(&service_policies.cloned().unwrap_or_default()).over(&config.global.policies);
@@ -98,12 +101,13 @@ pub(crate) fn compile_route(route: &Route, config: &Config, limiters: &Limiters)
 }
 
 impl AccessPolicy {
-    fn new(policies: &Policies, limit_scope: &str, limiters: &Limiters) -> AccessPolicy {
+    fn new(policies: &Policies, limit_scope: &str, limiters: &AccessStates) -> AccessPolicy {
         AccessPolicy {
             ip: policies.ip_restriction.as_ref().map(IpRules::new),
             cors: policies.cors.as_ref().map(CorsPolicy::new),
             key_auth: policies.key_auth.as_ref().map(KeyLookup::new),
             mtls_auth: policies.mtls_auth.is_some(),
+            jwt_auth: policies.jwt_auth.as_ref().map(|jwt| JwtPolicy::new(jwt, &limiters.key_sets)),
             basic_auth: policies.basic_auth.as_ref().map(|b| b.keep_credential),
             acl: policies.acl.as_ref().map(AclRules::new),
             rate_limit: policies.rate_limit.as_ref().map(|limit| limiters.compile(limit_scope, limit)),
@@ -192,9 +196,10 @@ pub(crate) async fn check<'s, B>(
     }
 
     // 3. authentication
-    let consumer = match (&policy.key_auth, policy.basic_auth, policy.mtls_auth) {
-        (None, None, false) => None,
-        _ => Some(authenticate(policy, &shared.consumers, request, client).await?),
+    let authenticates = policy.key_auth.is_some() || policy.basic_auth.is_some() || policy.mtls_auth;
+    let consumer = match authenticates || policy.jwt_auth.is_some() {
+        false => None,
+        true => authenticate(policy, &shared.consumers, request, client).await?,
     };
 
     // 4. authorization
@@ -219,19 +224,38 @@ pub(crate) async fn check<'s, B>(
 }
 
 /// Finds the consumer behind the request's credentials, removes the credentials unless the
-/// policy keeps them, and tells the upstream who it is.
+/// policy keeps them, and tells the upstream who it is. A valid token whose subject is no
+/// consumer's authenticates the request without a consumer.
 async fn authenticate<'s, B>(
     policy: &AccessPolicy,
     consumers: &'s Consumers,
     request: &mut Request<B>,
     client: &Client,
-) -> Result<&'s Consumer, ProxyError> {
+) -> Result<Option<&'s Consumer>, ProxyError> {
     let basic = policy.basic_auth.is_some();
     let consumer = 'found: {
         if let (true, Some(certificate)) = (policy.mtls_auth, &client.certificate) {
             let unknown =
                 ProxyError::Unauthenticated { message: "the client certificate belongs to no consumer", basic };
-            break 'found consumers.by_certificate(certificate).ok_or(unknown)?;
+            break 'found Some(consumers.by_certificate(certificate).ok_or(unknown)?);
+        }
+        if let (Some(jwt), Some(token)) = (&policy.jwt_auth, bearer_token(request.headers())) {
+            let claims = jwt.verify(token).await.map_err(|message| ProxyError::Unauthenticated { message, basic })?;
+            let subject = claims.get(&*jwt.consumer_claim).and_then(claim_text);
+            let consumer = subject.as_deref().and_then(|s| consumers.by_subject(s));
+            let headers = request.headers_mut();
+            for (claim, header) in &jwt.claims_to_headers {
+                // What the client sent under these names must not pass for a verified claim.
+                headers.remove(header);
+                let value = claims.get(&**claim).and_then(claim_text);
+                if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                    headers.insert(header.clone(), value);
+                }
+            }
+            if !jwt.keep_credential {
+                headers.remove(http::header::AUTHORIZATION);
+            }
+            break 'found consumer;
         }
         if let Some(lookup) = &policy.key_auth {
             if let Some(key) = request.headers().get(&lookup.header) {
@@ -239,7 +263,7 @@ async fn authenticate<'s, B>(
                 if !lookup.keep_credential {
                     request.headers_mut().remove(&lookup.header);
                 }
-                break 'found consumer;
+                break 'found Some(consumer);
             }
             let in_query = lookup.query.as_deref().and_then(|name| {
                 let key = identity::query_param(request.uri().query()?, name)?;
@@ -250,7 +274,7 @@ async fn authenticate<'s, B>(
                 if !lookup.keep_credential {
                     remove_query_param(request, name);
                 }
-                break 'found consumer;
+                break 'found Some(consumer);
             }
         }
         if let Some(keep) = policy.basic_auth {
@@ -259,25 +283,51 @@ async fn authenticate<'s, B>(
                 if !keep {
                     request.headers_mut().remove(http::header::AUTHORIZATION);
                 }
-                break 'found consumer;
+                break 'found Some(consumer);
             }
         }
-        let message = match (policy.mtls_auth, policy.key_auth.is_some(), basic) {
-            (false, true, true) => "send an API key or a user name and password (Basic authentication)",
-            (false, true, false) => "this route needs an API key",
-            (false, false, _) => "this route needs a user name and password (Basic authentication)",
-            (true, false, false) => "this route needs a client certificate (over TLS)",
-            (true, _, _) => "send a client certificate (over TLS) or other credentials this route accepts",
+        let ways = [policy.mtls_auth, policy.jwt_auth.is_some(), policy.key_auth.is_some(), basic];
+        let message = match ways {
+            [true, false, false, false] => "this route needs a client certificate (over TLS)",
+            [false, true, false, false] => "this route needs a token (Authorization: Bearer)",
+            [false, false, true, false] => "this route needs an API key",
+            [false, false, false, true] => "this route needs a user name and password (Basic authentication)",
+            _ => "this route needs credentials: see which kinds it accepts",
         };
         return Err(ProxyError::Unauthenticated { message, basic });
     };
     let headers = request.headers_mut();
-    headers.insert(X_CONSUMER.clone(), consumer.name_header.clone());
-    match &consumer.groups_header {
-        Some(groups) => headers.insert(X_CONSUMER_GROUPS.clone(), groups.clone()),
-        None => headers.remove(&X_CONSUMER_GROUPS),
-    };
+    match consumer {
+        Some(consumer) => {
+            headers.insert(X_CONSUMER.clone(), consumer.name_header.clone());
+            match &consumer.groups_header {
+                Some(groups) => headers.insert(X_CONSUMER_GROUPS.clone(), groups.clone()),
+                None => headers.remove(&X_CONSUMER_GROUPS),
+            };
+        }
+        None => {
+            headers.remove(&X_CONSUMER);
+            headers.remove(&X_CONSUMER_GROUPS);
+        }
+    }
     Ok(consumer)
+}
+
+/// The token in `Authorization: Bearer <token>`.
+fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// A claim as header text: strings as they are, numbers and booleans written out.
+fn claim_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(text) => Some(text.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
 }
 
 fn unknown_key(basic: bool) -> ProxyError {

@@ -11,6 +11,7 @@ mod discovery;
 mod errors;
 mod health;
 mod helpers;
+mod jwt;
 mod protect;
 mod proxy;
 mod rate_limits;

@@ -21,18 +21,20 @@ static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 /// Where a policy is attached, and its limits: what identifies its counters.
 type CountersKey = (String, Box<[LimitSpec]>);
 
-/// The counters of every rate-limit policy, kept across reloads: a policy whose place and
-/// limits did not change keeps counting where it was.
+/// What the access phase keeps across reloads: the counters of every rate-limit policy (a
+/// policy whose place and limits did not change keeps counting where it was), the Redis
+/// connection, and the JWT verification keys fetched from issuers.
 #[derive(Default)]
-pub struct Limiters {
+pub struct AccessStates {
     counters: Mutex<HashMap<CountersKey, Weak<LocalCounters>>>,
     redis: Option<Arc<RedisLimits>>,
+    pub(crate) key_sets: super::jwt::KeySets,
 }
 
-impl Limiters {
+impl AccessStates {
     /// Counters for this node, and through `redis` for the cluster when a policy asks.
-    pub fn new(redis: Option<Arc<RedisLimits>>) -> Limiters {
-        Limiters { counters: Mutex::default(), redis }
+    pub fn new(redis: Option<Arc<RedisLimits>>) -> AccessStates {
+        AccessStates { counters: Mutex::default(), redis, key_sets: Default::default() }
     }
 
     pub fn redis(&self) -> Option<&Arc<RedisLimits>> {
