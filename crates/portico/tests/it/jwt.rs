@@ -230,3 +230,88 @@ fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+/// A running `oidc-provider` (tests/oidc/provider.mjs), killed when dropped.
+struct OpenIdProvider(std::process::Child);
+
+impl Drop for OpenIdProvider {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl OpenIdProvider {
+    /// Starts the provider on `port`, signing with a new key called `kid`; `None` (saying
+    /// so) when Node.js or the provider's packages are not installed.
+    fn start(port: u16, kid: &str) -> Option<OpenIdProvider> {
+        use std::io::BufRead;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/oidc");
+        if !dir.join("node_modules/oidc-provider").exists() {
+            eprintln!("skipped: the oidc-provider test (run `npm ci --prefix tests/oidc`, as .ci/run does)");
+            return None;
+        }
+        let mut child = std::process::Command::new("node")
+            .arg("provider.mjs")
+            .arg(port.to_string())
+            .arg(kid)
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| eprintln!("skipped: the oidc-provider test (cannot run node: {e})"))
+            .ok()?;
+        let stdout = child.stdout.take().expect("stdout");
+        let ready = std::io::BufReader::new(stdout).lines().map_while(Result::ok).any(|line| line == "ready");
+        assert!(ready, "the OpenID provider did not start");
+        Some(OpenIdProvider(child))
+    }
+
+    /// A client-credentials access token (a JWT) for client `shop`.
+    async fn token(port: u16) -> String {
+        let response = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/token"))
+            .basic_auth("shop", Some("shop-secret"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("grant_type=client_credentials&scope=orders:read")
+            .send()
+            .await
+            .expect("token request");
+        let body: Value = response.json().await.expect("token response");
+        body["access_token"].as_str().expect("an access token").to_owned()
+    }
+}
+
+#[tokio::test]
+async fn a_real_openid_provider_s_tokens_pass_and_its_key_rotation_is_followed() {
+    let port = crate::cli::free_port();
+    let Some(provider) = OpenIdProvider::start(port, "key-1") else { return };
+    let upstream = MockUpstream::start("api").await;
+    let portico = Portico::start().await;
+    portico.service("api", &[upstream.addr.to_string()]).await;
+    let issuer = format!("http://127.0.0.1:{port}");
+    let jwt = json!({"issuer": issuer, "discovery": true, "audiences": ["orders"], "consumer_claim": "client_id",
+                     "claims_to_headers": {"scope": "x-scope"}});
+    portico.create("routes", json!({"name": "api", "service": "api", "policies": {"jwt_auth": jwt}})).await;
+    portico.create("consumers", json!({"name": "shop-app", "credentials": [{"type": "jwt", "subject": "shop"}]})).await;
+
+    let old_token = OpenIdProvider::token(port).await;
+    let (status, echo) = call(&portico, &old_token).await;
+    assert_eq!(status, 200, "{echo}");
+    assert_eq!(
+        (echo["headers"]["x-consumer"].as_str(), echo["headers"]["x-scope"].as_str()),
+        (Some("shop-app"), Some("orders:read"))
+    );
+
+    // The provider rotates its key: it restarts on the same address with a new one.
+    drop(provider);
+    tokio::time::sleep(jwt_refresh_interval()).await;
+    let Some(_provider) = OpenIdProvider::start(port, "key-2") else { return };
+    let new_token = OpenIdProvider::token(port).await;
+    let (status, echo) = call(&portico, &new_token).await;
+    assert_eq!((status, echo["headers"]["x-consumer"].as_str()), (200, Some("shop-app")), "{echo}");
+    // Tokens signed with the retired key are refused now.
+    let (status, body) = call(&portico, &old_token).await;
+    assert_eq!((status, body["message"].as_str()), (401, Some("the token is signed with an unknown key")));
+    portico.stop().await;
+}
