@@ -197,10 +197,13 @@ async fn sighup_rereads_the_configuration_file() {
     };
     assert_eq!(get().await, "aaa");
 
-    // Same size and modification time: only the signal can make Portico notice.
+    // Same size and modification time: only the signal can make Portico notice. The new
+    // text gets the old time before it replaces the file, so that no poll can see it early.
     let before = std::fs::metadata(&file).and_then(|m| m.modified()).expect("mtime");
-    std::fs::write(&file, yaml("bbb")).expect("edit");
-    std::fs::File::options().write(true).open(&file).and_then(|f| f.set_modified(before)).expect("reset mtime");
+    let edited = dir.path().join("edited.yaml");
+    std::fs::write(&edited, yaml("bbb")).expect("edit");
+    std::fs::File::options().write(true).open(&edited).and_then(|f| f.set_modified(before)).expect("set mtime");
+    std::fs::rename(&edited, &file).expect("replace");
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(get().await, "aaa");
     assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().expect("kill").success());
