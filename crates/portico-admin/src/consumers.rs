@@ -12,7 +12,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use portico_model::{generate_key, Consumer, Credential, Global, KeyCredential, Problem, Problems};
+use portico_model::{generate_key, Consumer, Credential, Global, KeyCredential};
 use portico_store::{Precondition, StoreError, Stored, GLOBAL};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -79,7 +79,7 @@ pub(crate) async fn list_credentials(
     State(state): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<Credential>>, ApiError> {
-    let mut consumer = read_consumer(&state, &name).await?.value;
+    let mut consumer = entities::find::<Consumer>(&state, &name).await?.value;
     consumer.redact();
     Ok(Json(consumer.credentials))
 }
@@ -106,14 +106,7 @@ pub(crate) async fn create_credential(
 ) -> Result<Response, ApiError> {
     entities::writable(&state)?;
     let mut credential: Credential = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
-        .map_err(|e| {
-            let path = e.path().to_string();
-            ApiError::invalid(Problems(vec![Problem {
-                path: if path == "." { String::new() } else { path },
-                message: e.into_inner().to_string(),
-                line: None,
-            }]))
-        })?;
+        .map_err(entities::shape_error)?;
     let mut issued = None;
     if let Credential::KeyAuth(KeyCredential { key: key @ None, key_sha256: None, .. }) = &mut credential {
         let new_key = generate_key();
@@ -126,7 +119,7 @@ pub(crate) async fn create_credential(
     alone.validate().map_err(|problems| ApiError::invalid(problems.relative_to("credentials[0]")))?;
     // Another writer may change the consumer between our read and write; try again then.
     for _ in 0..5 {
-        let stored = read_consumer(&state, &name).await?;
+        let stored = entities::find::<Consumer>(&state, &name).await?;
         let mut consumer = stored.value.clone();
         consumer.credentials.push(credential.clone());
         let index = consumer.credentials.len() - 1;
@@ -157,7 +150,7 @@ pub(crate) async fn delete_credential(
 ) -> Result<StatusCode, ApiError> {
     entities::writable(&state)?;
     for _ in 0..5 {
-        let stored = read_consumer(&state, &name).await?;
+        let stored = entities::find::<Consumer>(&state, &name).await?;
         let mut consumer = stored.value;
         let before = consumer.credentials.len();
         consumer.credentials.retain(|c| c.id() != id);
@@ -171,19 +164,6 @@ pub(crate) async fn delete_credential(
         }
     }
     Err(ApiError::new(StatusCode::CONFLICT, "conflict", "Busy", "the consumer kept changing; try again"))
-}
-
-async fn read_consumer(state: &AdminState, name: &str) -> Result<Stored<Consumer>, ApiError> {
-    let found = match &state.source {
-        crate::ConfigSource::Store => state.store.get::<Consumer>(name).await?,
-        crate::ConfigSource::File(config) => config.load().consumers.iter().find(|c| c.name == name).map(|c| Stored {
-            value: c.clone(),
-            version: 1,
-            created_at: 0,
-            updated_at: 0,
-        }),
-    };
-    found.ok_or_else(|| StoreError::NotFound { kind: "consumer", name: name.to_owned() }.into())
 }
 
 /// Read the global settings: trusted proxies and the policies every route gets.

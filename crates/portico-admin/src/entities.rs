@@ -198,15 +198,29 @@ fn from_file<E>(value: E) -> Stored<E> {
     Stored { value, version: 1, created_at: 0, updated_at: 0 }
 }
 
-pub(crate) async fn get_one<E: AdminEntity>(state: AdminState, name: String) -> Result<Response, ApiError> {
+/// The entity called `name`, from the store or the configuration file.
+pub(crate) async fn find<E: AdminEntity>(state: &AdminState, name: &str) -> Result<Stored<E>, ApiError> {
     let found = match &state.source {
-        ConfigSource::Store => state.store.get::<E>(&name).await?,
+        ConfigSource::Store => state.store.get::<E>(name).await?,
         ConfigSource::File(config) => {
             E::all_in(&config.load()).into_iter().find(|e| e.name() == name).cloned().map(from_file)
         }
     };
-    let stored = found.ok_or_else(|| portico_store::StoreError::NotFound { kind: E::KIND.as_str(), name })?;
-    Ok(with_etag(StatusCode::OK, stored, None))
+    found.ok_or_else(|| portico_store::StoreError::NotFound { kind: E::KIND.as_str(), name: name.to_owned() }.into())
+}
+
+pub(crate) async fn get_one<E: AdminEntity>(state: AdminState, name: String) -> Result<Response, ApiError> {
+    Ok(with_etag(StatusCode::OK, find::<E>(&state, &name).await?, None))
+}
+
+/// A body of the wrong shape: 422 with the path of the offending field.
+pub(crate) fn shape_error<T: std::fmt::Display>(error: serde_path_to_error::Error<T>) -> ApiError {
+    let path = error.path().to_string();
+    ApiError::invalid(Problems(vec![Problem {
+        path: if path == "." { String::new() } else { path },
+        message: error.into_inner().to_string(),
+        line: None,
+    }]))
 }
 
 /// Parses a request body into an entity. Syntax errors are 400; a document of the wrong
@@ -229,14 +243,7 @@ pub(crate) fn parse_body<E: Entity>(body: &Bytes) -> Result<(E, Option<i64>), Ap
     for field in &METADATA_FIELDS[1..] {
         object.remove(*field);
     }
-    let entity = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::invalid(Problems(vec![Problem {
-            path: if path == "." { String::new() } else { path },
-            message: e.into_inner().to_string(),
-            line: None,
-        }]))
-    })?;
+    let entity = serde_path_to_error::deserialize(value).map_err(shape_error)?;
     Ok((entity, version))
 }
 
