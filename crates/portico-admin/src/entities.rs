@@ -58,9 +58,6 @@ pub(crate) trait AdminEntity: Entity {
     }
 }
 
-impl AdminEntity for Route {}
-impl AdminEntity for Global {}
-
 impl AdminEntity for Consumer {
     const HAS_SECRETS: bool = true;
     fn redact(&mut self) {
@@ -75,8 +72,9 @@ impl AdminEntity for Consumer {
     }
 }
 
-/// Services (their upstream client key) and certificates (their private key) hold secrets
-/// sealed with the master key.
+/// Services (their upstream client key), certificates (their private key), and routes and the
+/// global settings (the HMAC secrets of their `jwt_auth` policy) hold secrets sealed with the
+/// master key.
 macro_rules! holds_secrets {
     ($($entity:ty),*) => {$(
         impl AdminEntity for $entity {
@@ -93,7 +91,7 @@ macro_rules! holds_secrets {
         }
     )*};
 }
-holds_secrets!(Service, Certificate);
+holds_secrets!(Service, Certificate, Route, Global);
 
 /// Restores kept secrets, checks the entity (plain text is checked before it is hashed away)
 /// and hashes or encrypts its secrets off the async runtime.

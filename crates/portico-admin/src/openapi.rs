@@ -86,4 +86,29 @@ mod tests {
         }
         assert!(doc["components"]["schemas"].get("Route").is_some());
     }
+
+    /// A client generated from the document must find every schema it refers to.
+    #[test]
+    fn every_schema_reference_resolves() {
+        fn refs(value: &serde_json::Value, out: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::String(r)) = map.get("$ref") {
+                        out.push(r.clone());
+                    }
+                    map.values().for_each(|v| refs(v, out));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let doc = serde_json::to_value(<super::AdminApi as utoipa::OpenApi>::openapi()).unwrap_or_default();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.iter().any(|r| r.ends_with("/JwtSecret")), "the JWT secret schema is referenced");
+        for reference in found {
+            let name = reference.trim_start_matches("#/components/schemas/");
+            assert!(doc["components"]["schemas"].get(name).is_some(), "{reference} does not resolve");
+        }
+    }
 }

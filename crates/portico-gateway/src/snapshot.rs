@@ -214,7 +214,7 @@ pub fn compile(
             shares,
             mirror,
             fault: route.fault.as_ref().map(Fault::new),
-            access: access::compile_route(route, config, limiters),
+            access: access::compile_route(route, config, limiters, master_key).map_err(invalid)?,
         });
     }
     let live: rustc_hash::FxHashSet<(&str, &str)> =

@@ -56,8 +56,8 @@ impl Certificate {
 }
 
 impl HoldsSecrets for Certificate {
-    fn secret_slots(&mut self) -> Vec<&mut Option<Secret>> {
-        vec![&mut self.key]
+    fn secret_slots(&mut self) -> Vec<(String, &mut Option<Secret>)> {
+        vec![("key".into(), &mut self.key)]
     }
 }
 

@@ -24,6 +24,12 @@ pub struct Global {
     pub policies: Policies,
 }
 
+impl crate::HoldsSecrets for Global {
+    fn secret_slots(&mut self) -> Vec<(String, &mut Option<crate::Secret>)> {
+        self.policies.secret_slots()
+    }
+}
+
 impl Global {
     pub fn is_default(&self) -> bool {
         self == &Global::default()

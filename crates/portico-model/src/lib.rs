@@ -34,7 +34,8 @@ pub use global::Global;
 pub use names::validate_name;
 pub use pattern::{HostPattern, Method, MethodSet, PathPattern, Segment};
 pub use policy::{
-    parse_cidr, Acl, BasicAuth, Cors, IpRestriction, JwtAuth, KeyAuth, MtlsAuth, Policies, JWT_ALGORITHMS,
+    parse_cidr, Acl, BasicAuth, Cors, IpRestriction, JwtAuth, JwtSecret, KeyAuth, MtlsAuth, Policies,
+    JWT_PUBLIC_KEY_ALGORITHMS, JWT_SECRET_ALGORITHMS, MIN_JWT_SECRET_BYTES,
 };
 pub use problem::{Problem, Problems, MAX_MS};
 pub use protect::{Bulkhead, CircuitBreaker, Fallback};

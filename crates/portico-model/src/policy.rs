@@ -5,7 +5,7 @@
 //! service, then global). They run in the fixed order of the access phase (see
 //! ARCHITECTURE.md): client IP, CORS preflight, authentication, authorization, rate limits.
 
-use crate::{Problems, RateLimit};
+use crate::{Problems, RateLimit, Secret};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -64,6 +64,16 @@ impl Policies {
             acl: self.acl.clone().or_else(|| general.acl.clone()),
             rate_limit: self.rate_limit.clone().or_else(|| general.rate_limit.clone()),
         }
+    }
+
+    /// The secret slots of the policies (the HMAC secrets of `jwt_auth`), for
+    /// [`crate::HoldsSecrets`].
+    pub fn secret_slots(&mut self) -> Vec<(String, &mut Option<Secret>)> {
+        let Some(jwt) = &mut self.jwt_auth else { return Vec::new() };
+        jwt.secrets
+            .iter_mut()
+            .map(|s| (format!("policies.jwt_auth.secrets.{}", s.kid.as_deref().unwrap_or("")), &mut s.secret))
+            .collect()
     }
 
     pub(crate) fn validate(&self, problems: &mut Problems) {
@@ -252,9 +262,10 @@ pub struct JwtAuth {
     /// When set, the token's `aud` must include one of these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audiences: Vec<String>,
-    /// Accepted signature algorithms (default: every asymmetric one: RS256/384/512,
-    /// PS256/384/512, ES256/384, EdDSA).
-    #[serde(default = "default_jwt_algorithms")]
+    /// Accepted signature algorithms. By default, every algorithm of the kind of keys given:
+    /// HS256/384/512 with `secrets`, otherwise RS256/384/512, PS256/384/512, ES256/384 and
+    /// EdDSA. The two kinds never mix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub algorithms: Vec<String>,
     /// Fetch the issuer's keys from this JWKS URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,6 +277,10 @@ pub struct JwtAuth {
     /// Public keys in PEM, instead of fetched ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub public_keys: Vec<String>,
+    /// Shared secrets for HMAC-signed tokens (HS256/384/512), stored sealed with the master
+    /// key and never shown again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<JwtSecret>,
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway_secs")]
     pub leeway_secs: u64,
@@ -280,13 +295,46 @@ pub struct JwtAuth {
     pub keep_credential: bool,
 }
 
-/// The algorithms `jwt_auth` accepts: asymmetric only, so that a public key can never be
-/// used as an HMAC secret.
-pub const JWT_ALGORITHMS: [&str; 9] = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
-
-fn default_jwt_algorithms() -> Vec<String> {
-    JWT_ALGORITHMS.map(String::from).to_vec()
+/// A shared secret that verifies HMAC-signed tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSecret {
+    /// The `kid` of the tokens signed with this secret; required when there are several
+    /// secrets (during a rotation), and matched exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// The secret, at least 32 bytes. Written in plain text, stored sealed; reads leave it
+    /// out, and a write that leaves it out keeps the stored one (matched by `kid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    /// The secret is written in base64 and its bytes are the decoded ones.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub base64: bool,
 }
+
+/// The shortest HMAC secret accepted: the output size of SHA-256 (RFC 7518, section 3.2).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+impl JwtSecret {
+    /// The secret's bytes, from its plain text.
+    pub fn bytes(&self, plain: &str) -> Result<Vec<u8>, &'static str> {
+        if self.base64 {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(plain.trim())
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(plain.trim()))
+                .map_err(|_| "is not valid base64")
+        } else {
+            Ok(plain.as_bytes().to_vec())
+        }
+    }
+}
+
+/// The asymmetric algorithms `jwt_auth` accepts, the default with public keys.
+pub const JWT_PUBLIC_KEY_ALGORITHMS: [&str; 9] =
+    ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
+/// The HMAC algorithms `jwt_auth` accepts, the default with `secrets`.
+pub const JWT_SECRET_ALGORITHMS: [&str; 3] = ["HS256", "HS384", "HS512"];
 
 fn default_leeway_secs() -> u64 {
     30
@@ -297,11 +345,20 @@ fn default_consumer_claim() -> String {
 }
 
 impl JwtAuth {
+    /// The algorithms accepted: the ones listed, or every one of the keys' kind.
+    pub fn effective_algorithms(&self) -> Vec<&str> {
+        match (self.algorithms.is_empty(), self.secrets.is_empty()) {
+            (false, _) => self.algorithms.iter().map(String::as_str).collect(),
+            (true, true) => JWT_PUBLIC_KEY_ALGORITHMS.to_vec(),
+            (true, false) => JWT_SECRET_ALGORITHMS.to_vec(),
+        }
+    }
+
     fn validate(&self, problems: &mut Problems) {
         let at = "policies.jwt_auth";
-        let sources = [self.jwks_uri.is_some(), self.discovery, !self.public_keys.is_empty()];
+        let sources = [self.jwks_uri.is_some(), self.discovery, !self.public_keys.is_empty(), !self.secrets.is_empty()];
         if sources.iter().filter(|s| **s).count() != 1 {
-            problems.push(at, "give exactly one source of keys: `jwks_uri`, `discovery` or `public_keys`");
+            problems.push(at, "give exactly one source of keys: `jwks_uri`, `discovery`, `public_keys` or `secrets`");
         }
         if self.discovery && self.issuer.is_none() {
             problems.push(format!("{at}.issuer"), "discovery needs the issuer's URL");
@@ -317,14 +374,18 @@ impl JwtAuth {
                 }
             }
         }
-        if self.algorithms.is_empty() {
-            problems.push(format!("{at}.algorithms"), "list at least one algorithm");
-        }
+        // Secrets verify only HMAC algorithms and public keys only asymmetric ones, so that
+        // a public key can never be used as an HMAC secret.
+        let (kind, allowed) = if self.secrets.is_empty() {
+            ("public keys", &JWT_PUBLIC_KEY_ALGORITHMS[..])
+        } else {
+            ("secrets", &JWT_SECRET_ALGORITHMS[..])
+        };
         for (i, alg) in self.algorithms.iter().enumerate() {
-            if !JWT_ALGORITHMS.contains(&alg.as_str()) {
+            if !allowed.contains(&alg.as_str()) {
                 problems.push(
                     format!("{at}.algorithms[{i}]"),
-                    format!("`{alg}` is not accepted: use {}", JWT_ALGORITHMS.join(", ")),
+                    format!("`{alg}` is not accepted with {kind}: use {}", allowed.join(", ")),
                 );
             }
         }
@@ -333,6 +394,7 @@ impl JwtAuth {
                 problems.push(format!("{at}.public_keys[{i}]"), "must be a public key in PEM");
             }
         }
+        self.validate_secrets(problems);
         if self.leeway_secs > 600 {
             problems.push(format!("{at}.leeway_secs"), "must be at most 600");
         }
@@ -342,6 +404,36 @@ impl JwtAuth {
         for header in self.claims_to_headers.values() {
             if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
                 problems.push(format!("{at}.claims_to_headers"), format!("`{header}` is not a valid header name"));
+            }
+        }
+    }
+
+    fn validate_secrets(&self, problems: &mut Problems) {
+        let several = self.secrets.len() > 1;
+        for (i, entry) in self.secrets.iter().enumerate() {
+            let at = format!("policies.jwt_auth.secrets[{i}]");
+            match &entry.kid {
+                None if several => problems.push(format!("{at}.kid"), "with several secrets, give each a `kid`"),
+                Some(kid) if self.secrets[..i].iter().any(|e| e.kid.as_ref() == Some(kid)) => {
+                    problems.push(format!("{at}.kid"), format!("`{kid}` is given twice"))
+                }
+                _ => {}
+            }
+            let Some(secret) = &entry.secret else {
+                problems.push(format!("{at}.secret"), "give the secret");
+                continue;
+            };
+            // A sealed secret was checked when it was written.
+            if secret.is_sealed() {
+                continue;
+            }
+            match entry.bytes(&secret.reveal(None).unwrap_or_default()) {
+                Err(message) => problems.push(format!("{at}.secret"), message),
+                Ok(bytes) if bytes.len() < MIN_JWT_SECRET_BYTES => problems.push(
+                    format!("{at}.secret"),
+                    format!("is {} bytes; an HMAC secret needs at least {MIN_JWT_SECRET_BYTES}", bytes.len()),
+                ),
+                Ok(_) => {}
             }
         }
     }

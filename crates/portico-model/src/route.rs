@@ -89,6 +89,12 @@ pub struct HeaderMatch {
     pub values: Vec<String>,
 }
 
+impl crate::HoldsSecrets for Route {
+    fn secret_slots(&mut self) -> Vec<(String, &mut Option<crate::Secret>)> {
+        self.policies.secret_slots()
+    }
+}
+
 impl Route {
     /// The path patterns, with an empty list meaning `/*`.
     pub fn path_patterns(&self) -> Vec<Result<PathPattern, String>> {

@@ -122,14 +122,17 @@ impl MasterKey {
 }
 
 /// An entity that holds secrets: certificates (their private key), services (the client key
-/// they present to upstreams). The helpers below seal, redact and keep them uniformly.
+/// they present to upstreams), and anything with policies (HMAC secrets of `jwt_auth`). The
+/// helpers below seal, redact and keep them uniformly.
 pub trait HoldsSecrets {
-    /// Every secret slot of the entity, always in the same order.
-    fn secret_slots(&mut self) -> Vec<&mut Option<Secret>>;
+    /// Every secret slot of the entity, each named by a path that stays the same while the
+    /// entity is edited: an entry of a list is named by its key id, not by its position, so
+    /// that removing one entry cannot hand its secret to the next.
+    fn secret_slots(&mut self) -> Vec<(String, &mut Option<Secret>)>;
 
     /// Removes every secret, for showing the entity.
     fn redact_secrets(&mut self) {
-        for slot in self.secret_slots() {
+        for (_, slot) in self.secret_slots() {
             *slot = None;
         }
     }
@@ -139,16 +142,19 @@ pub trait HoldsSecrets {
     where
         Self: Sized,
     {
-        for (slot, old) in self.secret_slots().into_iter().zip(previous.secret_slots()) {
+        let mut old = previous.secret_slots();
+        for (name, slot) in self.secret_slots() {
             if slot.is_none() {
-                *slot = old.clone();
+                if let Some((_, kept)) = old.iter_mut().find(|(n, _)| *n == name) {
+                    *slot = kept.clone();
+                }
             }
         }
     }
 
     /// Whether a secret is still in plain text.
     fn has_plain_secrets(&mut self) -> bool {
-        self.secret_slots().into_iter().any(|s| s.as_ref().is_some_and(|s| !s.is_sealed()))
+        self.secret_slots().into_iter().any(|(_, s)| s.as_ref().is_some_and(|s| !s.is_sealed()))
     }
 
     /// Seals every plain-text secret with `key`. A secret `previous` holds sealed with the
@@ -157,17 +163,17 @@ pub trait HoldsSecrets {
     where
         Self: Sized,
     {
-        let mut old: Vec<Option<Secret>> = match previous {
-            Some(previous) => previous.secret_slots().into_iter().map(|s| s.clone()).collect(),
+        let old: Vec<(String, Option<Secret>)> = match previous {
+            Some(previous) => previous.secret_slots().into_iter().map(|(n, s)| (n, s.clone())).collect(),
             None => Vec::new(),
         };
-        old.resize(self.secret_slots().len(), None);
-        for (slot, old) in self.secret_slots().into_iter().zip(old) {
+        for (name, slot) in self.secret_slots() {
             let Some(secret) = slot.as_ref().filter(|s| !s.is_sealed()) else { continue };
             let key = key.ok_or(NO_MASTER_KEY)?;
             let plain = secret.reveal(None).map_err(|e| e.to_string())?;
-            *slot = Some(match old {
-                Some(old) if old.reveal(Some(key)).is_ok_and(|p| p == plain) => old,
+            let kept = old.iter().find(|(n, _)| *n == name).and_then(|(_, s)| s.as_ref());
+            *slot = Some(match kept {
+                Some(old) if old.reveal(Some(key)).is_ok_and(|p| p == plain) => old.clone(),
                 _ => secret.seal(key, None).map_err(|e| e.to_string())?,
             });
         }
@@ -177,7 +183,7 @@ pub trait HoldsSecrets {
     /// Re-seals every secret with `new`, opening sealed ones with `old`; returns how many.
     fn reseal_secrets(&mut self, old: Option<&MasterKey>, new: &MasterKey) -> Result<usize, SecretError> {
         let mut count = 0;
-        for slot in self.secret_slots() {
+        for (_, slot) in self.secret_slots() {
             if let Some(secret) = slot.as_ref() {
                 *slot = Some(secret.seal(new, old)?);
                 count += 1;

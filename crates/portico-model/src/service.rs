@@ -99,8 +99,10 @@ impl UpstreamTls {
 }
 
 impl crate::HoldsSecrets for Service {
-    fn secret_slots(&mut self) -> Vec<&mut Option<Secret>> {
-        self.tls.iter_mut().map(|tls| &mut tls.client_key).collect()
+    fn secret_slots(&mut self) -> Vec<(String, &mut Option<Secret>)> {
+        let mut slots: Vec<_> = self.tls.iter_mut().map(|tls| ("tls.client_key".into(), &mut tls.client_key)).collect();
+        slots.extend(self.policies.secret_slots());
+        slots
     }
 }
 

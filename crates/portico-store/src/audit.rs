@@ -2,12 +2,12 @@
 //!
 //! Records are written in the same transaction as the change they describe, so the log and
 //! the configuration never disagree. Secrets never reach it: consumers are recorded without
-//! their credentials' secrets or hashes.
+//! their credentials' secrets or hashes, and every other entity without its sealed secrets.
 
 use crate::registry::now_ms;
 use crate::tokens::{hex, random_bytes};
 use crate::{Kind, Store, StoreError};
-use portico_model::{Certificate, Consumer, HoldsSecrets, Service};
+use portico_model::{Certificate, Consumer, Global, HoldsSecrets, Route, Service};
 use sqlx::Row;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -126,6 +126,8 @@ fn redacted(kind: &str, spec: &str) -> String {
         k if k == Kind::Consumer.as_str() => without::<Consumer>(spec, Consumer::redact),
         k if k == Kind::Certificate.as_str() => without::<Certificate>(spec, Certificate::redact_secrets),
         k if k == Kind::Service.as_str() => without::<Service>(spec, Service::redact_secrets),
+        k if k == Kind::Route.as_str() => without::<Route>(spec, Route::redact_secrets),
+        k if k == Kind::Global.as_str() => without::<Global>(spec, Global::redact_secrets),
         _ => spec.to_owned(),
     }
 }

@@ -137,6 +137,9 @@ impl Entity for Route {
     fn all_in(config: &Config) -> Vec<&Self> {
         config.routes.iter().collect()
     }
+    fn sealed(&self) -> bool {
+        !self.clone().has_plain_secrets()
+    }
     fn place(self, config: &mut Config) -> String {
         format!("routes[{}]", place_in(&mut config.routes, self))
     }
@@ -203,6 +206,9 @@ impl Entity for Global {
     fn set_name(&mut self, _name: String) {}
     fn all_in(config: &Config) -> Vec<&Self> {
         vec![&config.global]
+    }
+    fn sealed(&self) -> bool {
+        !self.clone().has_plain_secrets()
     }
     fn place(self, config: &mut Config) -> String {
         config.global = self;
@@ -334,7 +340,9 @@ impl Store {
         config.validate().map_err(StoreError::Invalid)?;
         let unsealed = config.consumers.iter().any(|c| !c.sealed())
             || config.certificates.iter().any(|c| !c.sealed())
-            || config.services.iter().any(|s| !s.sealed());
+            || config.services.iter().any(|s| !s.sealed())
+            || config.routes.iter().any(|r| !r.sealed())
+            || !config.global.sealed();
         if unsealed {
             return Err(StoreError::Unsealed);
         }

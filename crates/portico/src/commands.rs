@@ -63,7 +63,7 @@ pub async fn apply(
     Ok(())
 }
 
-/// Seals secrets written in plain text (certificate keys, upstream client keys). A secret the
+/// Seals secrets written in plain text (certificate keys, upstream client keys, JWT secrets). A secret the
 /// store already holds sealed keeps its sealed text, so applying the same file twice changes
 /// nothing.
 fn seal_secrets(wanted: &mut Config, current: &Config, master_key: Option<&MasterKey>) -> anyhow::Result<()> {
@@ -81,7 +81,9 @@ fn seal_secrets(wanted: &mut Config, current: &Config, master_key: Option<&Maste
         Ok(())
     }
     seal_all(&mut wanted.certificates, &current.certificates, |c| &c.name, master_key)?;
-    seal_all(&mut wanted.services, &current.services, |s| &s.name, master_key)
+    seal_all(&mut wanted.services, &current.services, |s| &s.name, master_key)?;
+    seal_all(&mut wanted.routes, &current.routes, |r| &r.name, master_key)?;
+    seal_all(std::slice::from_mut(&mut wanted.global), std::slice::from_ref(&current.global), |_| "global", master_key)
 }
 
 /// `portico secrets rotate-key`: re-seals every stored secret with `new`, in one
@@ -95,6 +97,10 @@ pub async fn rotate_key(store: &Store, old: Option<&MasterKey>, new: &MasterKey)
     for service in &mut config.services {
         count += service.reseal_secrets(old, new).with_context(|| format!("service `{}`", service.name))?;
     }
+    for route in &mut config.routes {
+        count += route.reseal_secrets(old, new).with_context(|| format!("route `{}`", route.name))?;
+    }
+    count += config.global.reseal_secrets(old, new).context("the global settings")?;
     store.acting_as(cli_actor("portico secrets rotate-key")).replace_all(&config).await?;
     Ok(count)
 }

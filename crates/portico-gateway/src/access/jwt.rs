@@ -1,11 +1,13 @@
-//! JSON Web Tokens: signature, time and issuer checks, with keys given inline or fetched
-//! from a JWKS URL (directly, or found by OpenID Connect discovery).
+//! JSON Web Tokens: signature, time and issuer checks, with public keys given inline or
+//! fetched from a JWKS URL (directly, or found by OpenID Connect discovery), or with HMAC
+//! secrets stored sealed.
 //!
 //! Fetched keys are cached. A token signed with a key the cache does not know triggers one
 //! refresh (single-flight, and at most one every [`MIN_REFRESH`]), so that an issuer's key
 //! rotation is picked up at its first token while a flood of made-up key ids cannot make
-//! Portico hammer the issuer. Only asymmetric algorithms are accepted, and a key is only used
-//! with algorithms of its own family, which rules out `alg: none` and HS/RS confusion.
+//! Portico hammer the issuer. A policy accepts either HMAC or asymmetric algorithms, never
+//! both, and a key is only used with algorithms of its own family, which rules out
+//! `alg: none` and HS/RS confusion.
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -16,7 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use portico_model::JwtAuth;
+use portico_model::{JwtAuth, MasterKey};
 use serde_json::{Map, Value};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -42,21 +44,23 @@ pub(crate) struct JwtPolicy {
 }
 
 impl JwtPolicy {
-    pub fn new(policy: &JwtAuth, registry: &KeySets) -> JwtPolicy {
+    /// Compiles `policy`; fails when a secret cannot be opened with `master_key`.
+    pub fn new(policy: &JwtAuth, registry: &KeySets, master_key: Option<&MasterKey>) -> Result<JwtPolicy, String> {
         let source = match (&policy.jwks_uri, policy.discovery, &policy.issuer) {
             (Some(uri), _, _) => Source::Jwks(uri.clone()),
             (None, true, Some(issuer)) => Source::Discovery(issuer.clone()),
             _ => Source::Inline,
         };
         let keys = match source {
+            Source::Inline if !policy.secrets.is_empty() => Arc::new(KeySet::fixed(secret_keys(policy, master_key)?)),
             Source::Inline => {
                 let keys = policy.public_keys.iter().filter_map(|pem| inline_key(pem)).collect();
                 Arc::new(KeySet::fixed(keys))
             }
             remote => registry.get(remote),
         };
-        JwtPolicy {
-            algorithms: policy.algorithms.iter().filter_map(|a| Algorithm::from_str(a).ok()).collect(),
+        Ok(JwtPolicy {
+            algorithms: policy.effective_algorithms().into_iter().filter_map(|a| Algorithm::from_str(a).ok()).collect(),
             issuer: policy.issuer.clone(),
             audiences: policy.audiences.clone(),
             leeway: policy.leeway_secs,
@@ -70,7 +74,7 @@ impl JwtPolicy {
                 })
                 .collect(),
             keep_credential: policy.keep_credential,
-        }
+        })
     }
 
     /// The token's claims, when it is valid; otherwise why not, for the client.
@@ -137,6 +141,18 @@ fn inline_key(pem: &str) -> Option<Key> {
         .or_else(|_| DecodingKey::from_ed_pem(bytes))
         .ok()?;
     Some(Key { kid: None, key })
+}
+
+/// The HMAC keys of a policy's `secrets`, opened with the master key.
+fn secret_keys(policy: &JwtAuth, master_key: Option<&MasterKey>) -> Result<Vec<Key>, String> {
+    let mut keys = Vec::with_capacity(policy.secrets.len());
+    for entry in &policy.secrets {
+        let Some(secret) = &entry.secret else { return Err("a `jwt_auth` secret is missing".into()) };
+        let plain = secret.reveal(master_key).map_err(|e| format!("a `jwt_auth` secret cannot be read: {e}"))?;
+        let bytes = entry.bytes(&plain).map_err(|e| format!("a `jwt_auth` secret {e}"))?;
+        keys.push(Key { kid: entry.kid.clone(), key: DecodingKey::from_secret(&bytes) });
+    }
+    Ok(keys)
 }
 
 /// Where a key set comes from.

@@ -29,7 +29,7 @@ use cors::CorsPolicy;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use identity::{Consumer, Consumers};
 use jwt::JwtPolicy;
-use portico_model::{Acl, Config, KeyAuth, Policies, Route};
+use portico_model::{Acl, Config, KeyAuth, MasterKey, Policies, Route};
 use rate_limit::{Caller, LimitHeaders, RateLimiter};
 use std::sync::Arc;
 
@@ -80,13 +80,19 @@ struct AclRules {
 }
 
 /// Compiles the policies that apply to `route`: its own, then its service's, then the global
-/// ones. `None` when there are none, so that such routes skip the phase entirely.
-pub(crate) fn compile_route(route: &Route, config: &Config, limiters: &AccessStates) -> Option<Box<AccessPolicy>> {
+/// ones. `None` when there are none, so that such routes skip the phase entirely. Fails when
+/// a secret cannot be opened with `master_key`.
+pub(crate) fn compile_route(
+    route: &Route,
+    config: &Config,
+    limiters: &AccessStates,
+    master_key: Option<&MasterKey>,
+) -> Result<Option<Box<AccessPolicy>>, String> {
     let service = route.service.as_deref().and_then(|name| config.service(name));
     let service_policies = service.map(|s| &s.policies);
     let effective = route.policies.over(&service_policies.cloned().unwrap_or_default()).over(&config.global.policies);
     if effective.is_empty() {
-        return None;
+        return Ok(None);
     }
     // A rate limit counts per place it is attached to: a service's limit is shared by all
     // of the service's routes.
@@ -97,21 +103,30 @@ pub(crate) fn compile_route(route: &Route, config: &Config, limiters: &AccessSta
     } else {
         "global".to_owned()
     };
-    Some(Box::new(AccessPolicy::new(&effective, &limit_scope, limiters)))
+    Ok(Some(Box::new(AccessPolicy::new(&effective, &limit_scope, limiters, master_key)?)))
 }
 
 impl AccessPolicy {
-    fn new(policies: &Policies, limit_scope: &str, limiters: &AccessStates) -> AccessPolicy {
-        AccessPolicy {
+    fn new(
+        policies: &Policies,
+        limit_scope: &str,
+        limiters: &AccessStates,
+        master_key: Option<&MasterKey>,
+    ) -> Result<AccessPolicy, String> {
+        let jwt_auth = match &policies.jwt_auth {
+            Some(jwt) => Some(JwtPolicy::new(jwt, &limiters.key_sets, master_key)?),
+            None => None,
+        };
+        Ok(AccessPolicy {
             ip: policies.ip_restriction.as_ref().map(IpRules::new),
             cors: policies.cors.as_ref().map(CorsPolicy::new),
             key_auth: policies.key_auth.as_ref().map(KeyLookup::new),
             mtls_auth: policies.mtls_auth.is_some(),
-            jwt_auth: policies.jwt_auth.as_ref().map(|jwt| JwtPolicy::new(jwt, &limiters.key_sets)),
+            jwt_auth,
             basic_auth: policies.basic_auth.as_ref().map(|b| b.keep_credential),
             acl: policies.acl.as_ref().map(AclRules::new),
             rate_limit: policies.rate_limit.as_ref().map(|limit| limiters.compile(limit_scope, limit)),
-        }
+        })
     }
 }
 

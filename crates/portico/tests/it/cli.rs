@@ -270,8 +270,11 @@ fn secrets_are_stored_sealed_exported_sealed_and_rotated() {
     let (_, key_b, _) = run(portico(dir.path()).args(["secrets", "generate-key"]));
     std::fs::write(dir.path().join("b.key"), &key_b).expect("write");
     let issued = portico_testkit::TestCa::new("CA").issue(&["api.test"]);
+    // A certificate's private key and a route's JWT secret.
     let yaml = format!(
-        "certificates:\n  - name: api\n    snis: [api.test]\n    cert: |\n{}    key: |\n{}",
+        "certificates:\n  - name: api\n    snis: [api.test]\n    cert: |\n{}    key: |\n{}\
+         routes:\n  - name: signed\n    paths: [/signed]\n    mock: {{status: 200}}\n    policies:\n      jwt_auth:\n        \
+         secrets: [{{kid: k1, secret: {JWT_SECRET}}}]\n",
         indent(&issued.cert_pem),
         indent(&issued.key_pem)
     );
@@ -281,22 +284,28 @@ fn secrets_are_stored_sealed_exported_sealed_and_rotated() {
     assert!(!ok && err.contains("PORTICO_MASTER_KEY"), "{err}");
     let with_a = |args: &[&str]| run(portico(dir.path()).env("PORTICO_MASTER_KEY", key_a.trim()).args(args));
     let (ok, out, err) = with_a(&["apply", "-f", "certs.yaml"]);
-    assert!(ok && out.contains("+ certificate api"), "{out}{err}");
+    assert!(ok && out.contains("+ certificate api") && out.contains("+ route signed"), "{out}{err}");
     let (_, out, _) = with_a(&["apply", "-f", "certs.yaml"]);
-    assert_eq!(out.trim(), "no changes", "the same key is not sealed anew");
+    assert_eq!(out.trim(), "no changes", "the same secrets are not sealed anew");
 
     let (ok, exported, _) = run(portico(dir.path()).args(["export"]));
     assert!(ok && exported.contains("key: enc:v1:") && !exported.contains("PRIVATE KEY"), "{exported}");
+    assert!(exported.contains("secret: enc:v1:") && !exported.contains(JWT_SECRET), "{exported}");
 
     let (ok, out, err) = with_a(&["secrets", "rotate-key", "--new-key-file", "b.key"]);
-    assert!(ok && out.contains("re-sealed 1 secret(s)"), "{out}{err}");
+    assert!(ok && out.contains("re-sealed 2 secret(s)"), "{out}{err}");
     let (_, exported, _) = run(portico(dir.path()).args(["export"]));
     let config = portico_model::parse_yaml(&exported).expect("export parses");
     let sealed = config.certificates[0].key.clone().expect("key");
     let (a, b) = (MasterKey::parse(&key_a).expect("a"), MasterKey::parse(&key_b).expect("b"));
     assert!(sealed.reveal(Some(&a)).is_err(), "the old key no longer opens it");
     assert_eq!(sealed.reveal(Some(&b)).ok(), Some(issued.key_pem));
+    let jwt = config.routes[0].policies.jwt_auth.as_ref().expect("jwt_auth");
+    let secret = jwt.secrets[0].secret.clone().expect("secret");
+    assert_eq!(secret.reveal(Some(&b)).ok().as_deref(), Some(JWT_SECRET));
 }
+
+const JWT_SECRET: &str = "a-shared-secret-of-at-least-32-bytes";
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("      {l}\n")).collect()

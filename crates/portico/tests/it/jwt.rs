@@ -226,6 +226,106 @@ async fn bad_tokens_get_401_with_the_reason() {
     portico.stop().await;
 }
 
+fn hmac_token(alg: Algorithm, kid: Option<&str>, secret: &[u8], claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).expect("token")
+}
+
+#[tokio::test]
+async fn hmac_secrets_verify_tokens_are_stored_sealed_and_never_shown() {
+    const OLD: &[u8] = b"the-retiring-secret-of-2026-october!";
+    const NEW: &str = "the-current-secret-of-2026-november";
+    use base64::Engine;
+    let old_b64 = base64::engine::general_purpose::STANDARD.encode(OLD);
+
+    // Without a master key, Portico refuses to store a secret and says how to set one.
+    let plain = Portico::start().await;
+    let global = json!({"policies": {"jwt_auth": {"secrets": [{"secret": NEW}]}}});
+    let response = plain.admin(reqwest::Method::PUT, "/global").json(&global).send().await.expect("admin");
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.expect("json");
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains("PORTICO_MASTER_KEY")), "{body}");
+    plain.stop().await;
+
+    let upstream = MockUpstream::start("api").await;
+    let key = portico_model::MasterKey::parse(&portico_model::MasterKey::generate()).expect("key");
+    let portico = Portico::start_with(|s| s.master_key = Some(Arc::new(key))).await;
+    portico.service("api", &[upstream.addr.to_string()]).await;
+
+    // Bad secrets and algorithms of the wrong kind are refused by field path.
+    let refused = [
+        (json!({"secrets": [{"secret": "short"}]}), "policies.jwt_auth.secrets[0].secret"),
+        (json!({"secrets": [{"secret": "%%%", "base64": true}]}), "policies.jwt_auth.secrets[0].secret"),
+        (json!({"secrets": [{"secret": NEW}, {"kid": "b", "secret": NEW}]}), "policies.jwt_auth.secrets[0].kid"),
+        (json!({"secrets": [{"secret": NEW}], "algorithms": ["RS256"]}), "policies.jwt_auth.algorithms[0]"),
+        (
+            json!({"public_keys": [SigningKey::new("k", Algorithm::ES256).public_pem], "algorithms": ["HS256"]}),
+            "policies.jwt_auth.algorithms[0]",
+        ),
+        (json!({"secrets": [{"kid": "a"}]}), "policies.jwt_auth.secrets[0].secret"),
+    ];
+    for (jwt, path) in refused {
+        let route = json!({"name": "api", "service": "api", "policies": {"jwt_auth": jwt}});
+        let response = portico.admin(reqwest::Method::POST, "/routes").json(&route).send().await.expect("admin");
+        assert_eq!(response.status(), 422, "{jwt}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["errors"][0]["path"], path, "{body}");
+    }
+
+    // Two secrets during a rotation, told apart by `kid`; the old one written in base64.
+    let jwt = json!({"issuer": "https://id.example.com", "secrets": [
+        {"kid": "2026-10", "secret": old_b64, "base64": true}, {"kid": "2026-11", "secret": NEW}]});
+    let created =
+        portico.create("routes", json!({"name": "api", "service": "api", "policies": {"jwt_auth": jwt}})).await;
+    let good = claims("https://id.example.com", "ann");
+    let old_token = hmac_token(Algorithm::HS512, Some("2026-10"), OLD, &good);
+    let new_token = hmac_token(Algorithm::HS256, Some("2026-11"), NEW.as_bytes(), &good);
+    assert_eq!(call(&portico, &old_token).await.0, 200);
+    assert_eq!(call(&portico, &new_token).await.0, 200);
+    let cases = [
+        (
+            hmac_token(Algorithm::HS256, Some("2026-11"), b"a-guessed-secret-that-is-long-enough", &good),
+            "the token's signature is not valid",
+        ),
+        (
+            hmac_token(Algorithm::HS256, Some("2027-01"), NEW.as_bytes(), &good),
+            "the token is signed with an unknown key",
+        ),
+        (SigningKey::new("2026-11", Algorithm::ES256).sign(&good), "the token's signature algorithm is not accepted"),
+    ];
+    for (token, reason) in cases {
+        let (status, body) = call(&portico, &token).await;
+        assert_eq!((status, body["message"].as_str()), (401, Some(reason)), "{reason}: {body}");
+    }
+
+    // Reads show the key ids but never the secrets, nor does the audit log or the store.
+    let shown = created.to_string();
+    assert!(shown.contains("2026-10") && !shown.contains(NEW) && !shown.contains("secret\":"), "{shown}");
+    let read: Value =
+        portico.admin(reqwest::Method::GET, "/routes/api").send().await.expect("a").json().await.expect("j");
+    assert!(read["policies"]["jwt_auth"]["secrets"][1]["secret"].is_null(), "{read}");
+    let audit =
+        portico.admin(reqwest::Method::GET, "/audit?kind=route").send().await.expect("a").text().await.expect("t");
+    assert!(audit.contains("2026-11") && !audit.contains(NEW) && !audit.contains("enc:v1:"), "{audit}");
+    let stored = std::fs::read(portico.dir.path().join("portico.db")).expect("database");
+    assert!(!String::from_utf8_lossy(&stored).contains(NEW), "the database holds the secret in plain text");
+
+    // The rotation ends: the route is written back as read, without the old entry. The
+    // remaining secret is kept by its key id, not by its position.
+    let mut back = read.clone();
+    let secrets = back["policies"]["jwt_auth"]["secrets"].as_array_mut().expect("secrets");
+    secrets.remove(0);
+    let response = portico.admin(reqwest::Method::PUT, "/routes/api").json(&back).send().await.expect("admin");
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+    portico.settle().await;
+    assert_eq!(call(&portico, &new_token).await.0, 200);
+    let (status, body) = call(&portico, &old_token).await;
+    assert_eq!((status, body["message"].as_str()), (401, Some("the token is signed with an unknown key")));
+    assert_eq!(upstream.hits(), 3);
+    portico.stop().await;
+}
+
 fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
