@@ -36,6 +36,7 @@ pub const PUBLIC_PATHS: &[&str] = &["/api/v1/health", "/api/v1/ready"];
 pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/api/v1/status", get(system::status))
+        .route("/metrics", get(system::metrics))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/services", get(entities::list_services).post(entities::create_service))
         .route(

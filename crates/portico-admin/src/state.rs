@@ -78,6 +78,8 @@ pub struct AdminState {
     pub(crate) snapshots: SnapshotCell,
     /// Seals secrets before they are stored; without it, secrets are refused.
     pub(crate) master_key: Option<Arc<MasterKey>>,
+    /// Metrics and the access log's counters.
+    pub(crate) telemetry: Arc<portico_gateway::Telemetry>,
 }
 
 impl AdminState {
@@ -90,7 +92,21 @@ impl AdminState {
     }
 
     pub fn new(store: Store, source: ConfigSource, status: Arc<RuntimeStatus>, snapshots: SnapshotCell) -> AdminState {
-        AdminState { store, source, status, verified: Arc::default(), snapshots, master_key: None }
+        AdminState {
+            store,
+            source,
+            status,
+            verified: Arc::default(),
+            snapshots,
+            master_key: None,
+            telemetry: portico_gateway::Telemetry::disabled(),
+        }
+    }
+
+    /// Serves the metrics and counters of `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: Arc<portico_gateway::Telemetry>) -> AdminState {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Lets the admin API store secrets, sealed with `key`.

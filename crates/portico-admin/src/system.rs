@@ -46,6 +46,11 @@ pub(crate) struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     redis: Option<portico_gateway::RedisReport>,
+    /// The access log, when one is configured: events written, dropped because the writer
+    /// could not keep up, and lost because the sink failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    access_log: Option<portico_gateway::AccessLogReport>,
 }
 
 /// What the gateway serves, and whether it is up to date.
@@ -66,5 +71,16 @@ pub(crate) async fn status(State(state): State<AdminState>) -> Json<Status> {
         store_revision,
         last_error: state.status.last_error(),
         redis: state.status.redis().map(|r| r.report()),
+        access_log: state.telemetry.access_log_report(),
     })
+}
+
+/// Metrics in the Prometheus text format: requests, latencies and bytes by route; upstream
+/// responses, latencies, retries, target health and circuit breakers by service; connections,
+/// configuration reloads and the access log.
+#[utoipa::path(get, path = "/metrics", tag = "system",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+pub(crate) async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoResponse {
+    let text = portico_gateway::render_metrics(&state.snapshots, &state.telemetry);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }

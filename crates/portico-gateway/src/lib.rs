@@ -10,8 +10,10 @@
 //! - [`access`]: client IP rules, CORS, authentication, authorization and rate limits.
 //! - [`proxy`]: the request pipeline, phase by phase.
 //! - [`server`]: listeners, one single-threaded runtime per worker, connection limits, drain.
+//! - [`observe`]: metrics, the access log, trace context and `Server-Timing`.
 
 mod access;
+mod observe;
 mod router;
 mod snapshot;
 mod upstream;
@@ -20,8 +22,14 @@ mod proxy;
 mod server;
 
 pub use access::{AccessStates, RedisLimits, RedisReport};
+pub use observe::{AccessLogReport, AccessLogSettings, AccessLogSink, Telemetry, TelemetrySettings};
 pub use server::{bind_listeners, Gateway, GatewayHandle, ProxySettings};
 pub use snapshot::{compile, ServiceReport, Snapshot, SnapshotCell};
 pub use upstream::dns::run_dns_discovery;
 pub use upstream::health::run_health_checks;
 pub use upstream::{Discovered, TargetReport, UpstreamStates};
+
+/// The Prometheus exposition of the snapshot being served and of the process.
+pub fn render_metrics(snapshots: &SnapshotCell, telemetry: &Telemetry) -> String {
+    observe::render(&snapshots.load(), telemetry)
+}

@@ -1,6 +1,7 @@
 //! Compiling a configuration into an immutable snapshot, and the cell that holds the current one.
 
 use crate::access::{self, AccessPolicy, AccessShared, AccessStates};
+use crate::observe::{RouteCounters, Telemetry};
 use crate::proxy::{Condition, Fault, Mirror, Share};
 use crate::router::{Precedence, Router, Rule};
 use crate::server::TlsCertificates;
@@ -44,6 +45,10 @@ pub(crate) struct CompiledRoute {
     pub fault: Option<Fault>,
     /// The access policies that apply; `None` when there are none.
     pub access: Option<Box<AccessPolicy>>,
+    /// The route's metrics, kept across reloads.
+    pub counters: Arc<RouteCounters>,
+    /// The text of each path pattern, for the access log.
+    pub templates: Box<[Arc<str>]>,
 }
 
 /// How the path sent upstream is derived from the request path.
@@ -151,6 +156,7 @@ pub fn compile(
     states: &UpstreamStates,
     discovered: &Discovered,
     limiters: &AccessStates,
+    telemetry: &Telemetry,
     master_key: Option<&MasterKey>,
 ) -> Result<Snapshot, Problems> {
     config.validate()?;
@@ -203,9 +209,12 @@ pub fn compile(
             Some(m) => Some(Mirror { upstream: upstream(&m.service)?, percent: m.percent }),
             None => None,
         };
+        let patterns: Vec<PathPattern> =
+            route.path_patterns().into_iter().collect::<Result<_, _>>().map_err(invalid)?;
         compiled.push(CompiledRoute {
             name: route.name.as_str().into(),
-            patterns: route.path_patterns().into_iter().collect::<Result<_, _>>().map_err(invalid)?,
+            templates: patterns.iter().map(|p| p.to_string().into()).collect(),
+            patterns,
             rewrite,
             max_body_bytes: route.max_body_bytes,
             https_only: route.https_only,
@@ -215,6 +224,7 @@ pub fn compile(
             mirror,
             fault: route.fault.as_ref().map(Fault::new),
             access: access::compile_route(route, config, limiters, master_key).map_err(invalid)?,
+            counters: telemetry.route(&route.name),
         });
     }
     let live: rustc_hash::FxHashSet<(&str, &str)> =
@@ -228,6 +238,8 @@ pub fn compile(
     );
     let mut upstreams: Vec<Arc<Upstream>> = upstreams.into_values().collect();
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+    let live_routes: rustc_hash::FxHashSet<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+    telemetry.retain_routes(|name| live_routes.contains(name));
     let access = AccessShared::compile(config, limiters);
     Ok(Snapshot { revision, router: Router::new(rules), routes: compiled, upstreams, access, tls })
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use portico_admin::{AdminState, ConfigSource, RuntimeStatus};
 use portico_gateway::{
     bind_listeners, run_dns_discovery, run_health_checks, AccessStates, Discovered, Gateway, GatewayHandle,
-    RedisLimits, Snapshot, SnapshotCell, UpstreamStates,
+    RedisLimits, Snapshot, SnapshotCell, Telemetry, UpstreamStates,
 };
 use portico_store::{Actor, Role, Store};
 use std::net::SocketAddr;
@@ -29,6 +29,7 @@ pub struct Running {
     gateway: GatewayHandle,
     tasks: Vec<JoinHandle<()>>,
     store: Store,
+    telemetry: Arc<Telemetry>,
 }
 
 /// Starts Portico: opens (and migrates) the store, loads the configuration, binds the
@@ -42,6 +43,7 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         Some(url) => Some(RedisLimits::new(url).map_err(anyhow::Error::msg)?),
         None => None,
     };
+    let telemetry = Telemetry::start(settings.telemetry.clone()).context("cannot open the access log")?;
     let snapshots = SnapshotCell::new(Snapshot::empty());
     let status = Arc::new(RuntimeStatus::new(redis.clone()));
     let (upstreams, discovered) = (UpstreamStates::default(), Discovered::default());
@@ -52,6 +54,7 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         limiters: Arc::new(AccessStates::new(redis.clone())),
         master_key: settings.master_key.clone(),
         status: status.clone(),
+        telemetry: telemetry.clone(),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let reload = Arc::new(Notify::new());
@@ -99,8 +102,11 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         .await
         .with_context(|| format!("cannot listen on {} for the admin API", settings.admin_listen))?;
     let admin_addr = admin.local_addr()?;
-    let gateway =
-        Gateway::new(snapshots.clone(), proxy_settings).spawn(listeners, tls_listeners, shutdown_rx.clone())?;
+    let gateway = Gateway::new(snapshots.clone(), proxy_settings, telemetry.clone()).spawn(
+        listeners,
+        tls_listeners,
+        shutdown_rx.clone(),
+    )?;
 
     tasks.push(tokio::spawn(run_health_checks(snapshots.clone(), discovered.clone(), shutdown_rx.clone())));
     tasks.push(tokio::spawn(run_dns_discovery(
@@ -116,8 +122,9 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         upstreams,
         shutdown_rx.clone(),
     )));
-    let admin_state =
-        AdminState::new(store.clone(), source, status, snapshots).with_master_key(settings.master_key.clone());
+    let admin_state = AdminState::new(store.clone(), source, status, snapshots)
+        .with_master_key(settings.master_key.clone())
+        .with_telemetry(telemetry.clone());
     let router = portico_admin::router(admin_state);
     let mut admin_shutdown = shutdown_rx;
     tasks.push(tokio::spawn(async move {
@@ -129,7 +136,7 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         }
     }));
 
-    Ok(Running { proxy_addr, admin_addr, tls_addr, initial_token, shutdown, reload, gateway, tasks, store })
+    Ok(Running { proxy_addr, admin_addr, tls_addr, initial_token, shutdown, reload, gateway, tasks, store, telemetry })
 }
 
 /// The admin token a fresh store gets, recorded in the audit log as made by the first start.
@@ -152,6 +159,9 @@ impl Running {
         for task in self.tasks {
             let _ = task.await;
         }
+        // Every request has finished: what the access log holds is complete.
+        let telemetry = self.telemetry.clone();
+        let _ = tokio::task::spawn_blocking(move || telemetry.stop()).await;
         self.store.close().await;
         tracing::info!("Portico stopped");
     }

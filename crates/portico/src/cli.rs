@@ -140,4 +140,19 @@ pub struct SettingsArgs {
     /// Largest request head in bytes [default: 32768].
     #[arg(long, global = true, env = "PORTICO_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
+    /// Access log: `stdout`, or a file to write JSON lines to [default: none].
+    #[arg(long, global = true, env = "PORTICO_ACCESS_LOG")]
+    pub access_log: Option<String>,
+    /// Rotate the access log file when it reaches this many MiB [default: 100].
+    #[arg(long, global = true, env = "PORTICO_ACCESS_LOG_MAX_MB")]
+    pub access_log_max_mb: Option<u64>,
+    /// Rotated access log files to keep [default: 5].
+    #[arg(long, global = true, env = "PORTICO_ACCESS_LOG_KEEP")]
+    pub access_log_keep: Option<u32>,
+    /// Share of new traces marked sampled in `traceparent`, 0 to 1 [default: 0.01].
+    #[arg(long, global = true, env = "PORTICO_TRACE_SAMPLE_RATIO")]
+    pub trace_sample_ratio: Option<f64>,
+    /// Send `Server-Timing` (gateway and upstream durations) to clients [default: true].
+    #[arg(long, global = true, env = "PORTICO_SERVER_TIMING")]
+    pub server_timing: Option<bool>,
 }

@@ -9,7 +9,7 @@
 
 use arc_swap::ArcSwap;
 use portico_admin::RuntimeStatus;
-use portico_gateway::{compile, AccessStates, Discovered, SnapshotCell, UpstreamStates};
+use portico_gateway::{compile, AccessStates, Discovered, SnapshotCell, Telemetry, UpstreamStates};
 use portico_model::{Config, MasterKey};
 use portico_store::Store;
 use std::path::PathBuf;
@@ -34,6 +34,8 @@ pub struct Control {
     /// Opens sealed secrets.
     pub master_key: Option<Arc<MasterKey>>,
     pub status: Arc<RuntimeStatus>,
+    /// Route metrics (kept across compiles) and reload timings.
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl Control {
@@ -41,11 +43,17 @@ impl Control {
     /// it runs on a blocking thread rather than stall the control runtime.
     async fn install(&self, config: Config, revision: i64) -> Result<(), String> {
         let started = Instant::now();
-        let (upstreams, discovered, limiters) =
-            (self.upstreams.clone(), self.discovered.clone(), self.limiters.clone());
+        let result = self.swap_in(config, revision, started).await;
+        self.telemetry.record_reload(started.elapsed(), result.is_ok());
+        result
+    }
+
+    async fn swap_in(&self, config: Config, revision: i64, started: Instant) -> Result<(), String> {
+        let (upstreams, discovered, limiters, telemetry) =
+            (self.upstreams.clone(), self.discovered.clone(), self.limiters.clone(), self.telemetry.clone());
         let key = self.master_key.clone();
         let snapshot = tokio::task::spawn_blocking(move || {
-            compile(&config, revision, &upstreams, &discovered, &limiters, key.as_deref())
+            compile(&config, revision, &upstreams, &discovered, &limiters, &telemetry, key.as_deref())
         })
         .await
         .map_err(|e| format!("compiler stopped: {e}"))?

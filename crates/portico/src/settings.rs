@@ -6,7 +6,7 @@
 //! ([`crate::cli::SettingsArgs`]); this module merges them with the file.
 
 use anyhow::Context;
-use portico_gateway::ProxySettings;
+use portico_gateway::{AccessLogSettings, AccessLogSink, ProxySettings, TelemetrySettings};
 use portico_model::MasterKey;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -30,6 +30,11 @@ pub struct SettingsFile {
     pub header_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub max_header_bytes: Option<usize>,
+    pub access_log: Option<String>,
+    pub access_log_max_mb: Option<u64>,
+    pub access_log_keep: Option<u32>,
+    pub trace_sample_ratio: Option<f64>,
+    pub server_timing: Option<bool>,
 }
 
 /// Settings after merging every source.
@@ -47,6 +52,8 @@ pub struct Settings {
     pub tls_listen: Option<SocketAddr>,
     pub workers: usize,
     pub proxy: ProxySettings,
+    /// Access log, trace sampling, `Server-Timing`.
+    pub telemetry: TelemetrySettings,
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -60,6 +67,7 @@ impl Settings {
             Some(path) => read_file(path)?,
             None => SettingsFile::default(),
         };
+        let telemetry = telemetry(flags, &file)?;
         let data_dir = flags.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let store = flags
             .store
@@ -92,9 +100,37 @@ impl Settings {
                 drain_timeout: secs(flags.drain_timeout_secs, file.drain_timeout_secs, defaults.drain_timeout),
                 https_port: flags.tls_listen.or(file.tls_listen).map(|a| a.port()),
             },
+            telemetry,
         })
     }
 }
+
+/// Where the access log goes, how traces are sampled, and whether `Server-Timing` is sent.
+fn telemetry(flags: &crate::cli::SettingsArgs, file: &SettingsFile) -> anyhow::Result<TelemetrySettings> {
+    let defaults = TelemetrySettings::default();
+    let ratio = flags.trace_sample_ratio.or(file.trace_sample_ratio).unwrap_or(defaults.trace_sample_ratio);
+    if !(0.0..=1.0).contains(&ratio) {
+        anyhow::bail!("the trace sample ratio must be between 0 and 1 (got {ratio})");
+    }
+    let sink = match flags.access_log.clone().or(file.access_log.clone()).as_deref() {
+        None | Some("") | Some("off") => None,
+        Some("stdout") => Some(AccessLogSink::Stdout),
+        Some(path) => Some(AccessLogSink::File {
+            path: PathBuf::from(path),
+            max_bytes: flags.access_log_max_mb.or(file.access_log_max_mb).unwrap_or(100).max(1) * 1024 * 1024,
+            keep: flags.access_log_keep.or(file.access_log_keep).unwrap_or(5),
+        }),
+    };
+    Ok(TelemetrySettings {
+        server_timing: flags.server_timing.or(file.server_timing).unwrap_or(defaults.server_timing),
+        trace_sample_ratio: ratio,
+        access_log: sink.map(|sink| AccessLogSettings { sink, queue: ACCESS_LOG_QUEUE }),
+    })
+}
+
+/// Access events that may wait for the writer: about 0.7 s of traffic at 100k requests/s,
+/// 1 MiB of slots.
+const ACCESS_LOG_QUEUE: usize = 65_536;
 
 /// The master key: `PORTICO_MASTER_KEY` holds the key itself; otherwise a key file.
 fn master_key(file: Option<PathBuf>) -> anyhow::Result<Option<Arc<MasterKey>>> {

@@ -167,6 +167,8 @@ impl AclRules {
 /// (errors included): kept as values and written once the response exists.
 #[derive(Default)]
 pub(crate) struct ResponseExtras<'s> {
+    /// The consumer the request was authenticated as, for the access log.
+    pub consumer: Option<Arc<str>>,
     limit: Option<LimitHeaders>,
     cors: Option<(&'s CorsPolicy, HeaderValue)>,
 }
@@ -216,6 +218,8 @@ pub(crate) async fn check<'s, B>(
         false => None,
         true => authenticate(policy, &shared.consumers, request, client).await?,
     };
+
+    extras.consumer = consumer.map(|c| c.name.clone());
 
     // 4. authorization
     if let Some(acl) = &policy.acl {

@@ -4,6 +4,7 @@
 //! recording progress for the write timeout. [`ResponseBody`] is either a small body Portico
 //! made (errors, mocks) or the upstream's body with a read-idle timeout.
 
+use crate::observe::Trail;
 use crate::server::InFlight;
 use crate::upstream::{InFlightRequest, Lease};
 use bytes::Bytes;
@@ -39,6 +40,8 @@ pub struct Progress {
     /// The body is waiting for the client, not for the upstream to take more.
     waiting_on_client: AtomicBool,
     too_large: AtomicBool,
+    /// Body bytes read from the client so far.
+    received: AtomicU64,
     /// A copy of the body for a retry, while it stays under the replay limit.
     kept: Option<Mutex<Kept>>,
 }
@@ -58,6 +61,7 @@ impl Progress {
             done: AtomicBool::new(false),
             waiting_on_client: AtomicBool::new(false),
             too_large: AtomicBool::new(false),
+            received: AtomicU64::new(0),
             kept: keep.map(|limit| Mutex::new(Kept { chunks: Vec::new(), size: 0, limit, overflowed: false })),
         }
     }
@@ -107,6 +111,11 @@ impl Progress {
 
     pub fn too_large(&self) -> bool {
         self.too_large.load(Ordering::Relaxed)
+    }
+
+    /// Body bytes read from the client so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 }
 
@@ -173,6 +182,7 @@ impl Body for RequestBody {
                 }
                 if let Some(p) = progress {
                     if let Some(data) = frame.data_ref() {
+                        p.received.store(this.received, Ordering::Relaxed);
                         p.keep(data);
                     }
                     p.touch();
@@ -210,6 +220,10 @@ impl Body for RequestBody {
 /// A response body for the client.
 pub struct ResponseBody {
     kind: Kind,
+    /// What the request leaves behind, finished when the body is dropped.
+    trail: Option<Box<Trail>>,
+    /// Body bytes sent so far.
+    sent: u64,
     /// Dropped together with the body, i.e. when the response is finished or abandoned.
     on_drop: Option<InFlight>,
     /// The request's place in its service's bulkhead, freed with the body.
@@ -231,7 +245,13 @@ enum Kind {
 
 impl ResponseBody {
     pub fn full(bytes: Bytes) -> ResponseBody {
-        ResponseBody { kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())), on_drop: None, permit: None }
+        ResponseBody {
+            kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())),
+            trail: None,
+            sent: 0,
+            on_drop: None,
+            permit: None,
+        }
     }
 
     /// The upstream's body; it fails if no data arrives for `idle`.
@@ -250,6 +270,8 @@ impl ResponseBody {
         };
         ResponseBody {
             kind: Kind::Upstream { inner, idle, timer: None, lease, _in_flight: in_flight },
+            trail: None,
+            sent: 0,
             on_drop: None,
             permit: None,
         }
@@ -264,6 +286,19 @@ impl ResponseBody {
     pub(crate) fn drop_with(&mut self, in_flight: InFlight) {
         self.on_drop = Some(in_flight);
     }
+
+    /// Finishes `trail` when the body is done with.
+    pub(crate) fn finish_with(&mut self, trail: Box<Trail>) {
+        self.trail = Some(trail);
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(trail) = self.trail.take() {
+            trail.finish(self.sent);
+        }
+    }
 }
 
 impl Body for ResponseBody {
@@ -271,6 +306,30 @@ impl Body for ResponseBody {
     type Error = BodyError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let polled = self.as_mut().poll_inner(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            self.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+impl ResponseBody {
+    fn poll_inner(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream { inner, idle, timer, lease, .. } => match Pin::new(&mut *inner).poll_frame(cx) {
@@ -293,20 +352,6 @@ impl Body for ResponseBody {
                     Poll::Ready(Some(Err(BodyError::ReadTimeout)))
                 }
             },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Full(bytes) => bytes.is_none(),
-            Kind::Upstream { inner, .. } => inner.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream { inner, .. } => inner.size_hint(),
         }
     }
 }

@@ -103,6 +103,11 @@ impl ProxyError {
         }
     }
 
+    /// The code clients see in the error body (`upstream_timeout`, `rate_limited`, ...).
+    pub fn code(self) -> &'static str {
+        self.parts().1
+    }
+
     pub fn status(self) -> StatusCode {
         self.parts().0
     }

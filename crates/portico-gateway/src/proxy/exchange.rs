@@ -12,6 +12,7 @@ use super::error::ProxyError;
 use super::headers::{self, X_REQUEST_ID};
 use super::traffic::{Copy, MIRROR_BODY_BYTES};
 use super::{Client, RequestContext};
+use crate::observe::{Trail, TRACEPARENT};
 use crate::snapshot::CompiledRoute;
 use crate::upstream::{
     hash_key, HashKey, InFlightRequest, Lease, Pools, RetryPolicy, SendError, Upstream, UpstreamTarget,
@@ -56,6 +57,7 @@ pub(super) async fn send_upstream(
     path: Option<String>,
     cx: &RequestContext<'_>,
     mirror: bool,
+    trail: &mut Trail,
 ) -> Result<Exchanged, ProxyError> {
     let RequestContext { client, pools, request_id } = *cx;
     let (mut parts, body) = request.into_parts();
@@ -83,6 +85,7 @@ pub(super) async fn send_upstream(
     headers::remove_hop_by_hop(&mut parts.headers);
     headers::set_forwarded(&mut parts.headers, &client.address, client.tls, client_host.as_ref());
     parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    parts.headers.insert(TRACEPARENT.clone(), trail.trace.header());
 
     let policy = upstream.retries.as_ref().filter(|_| route.retry_non_idempotent || parts.method.is_idempotent());
     if let Some(policy) = policy {
@@ -93,6 +96,7 @@ pub(super) async fn send_upstream(
         (a, b) => a.or(b),
     };
     let (body, progress) = RequestBody::new(body, route.max_body_bytes, keep);
+    trail.bytes_in = progress.clone();
     // What a retry or a mirror needs to send the request again, kept only when needed.
     let head = (policy.is_some() || mirror).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
     let mut request = Request::from_parts(parts, body);
@@ -116,18 +120,21 @@ pub(super) async fn send_upstream(
         request.headers_mut().insert(header::HOST, host);
 
         let in_flight = upstream.counts_requests().then(|| target.state.start_request());
-        // Latency is measured only for the balancer that uses it: reading the clock has a cost.
-        let started = in_flight.is_some().then(Instant::now);
+        trail.set_target(&target.authority);
+        let started = Instant::now();
         // Only the first try streams the client's body and watches its progress.
         let progress_now = if tries == 1 { progress.as_deref() } else { None };
         let mut outcome = try_once(request, upstream, target, pools, progress_now, deadline).await;
+        let took = started.elapsed();
+        trail.add_upstream_time(took);
+        upstream.state.counters.duration.observe(took);
         match &outcome {
             Ok((response, _)) => {
                 if let Some(passive) = &upstream.passive_check {
                     target.state.record_outcome(passive, passive.statuses.contains(response.status().as_u16()));
                 }
-                if let Some(started) = started {
-                    target.state.observe_latency(started.elapsed());
+                if in_flight.is_some() {
+                    target.state.observe_latency(took);
                 }
             }
             Err(failed) => {
@@ -147,6 +154,10 @@ pub(super) async fn send_upstream(
                 let wait = policy.backoff(tries as u32);
                 let wait = deadline.map_or(wait, |d| wait.min(d.saturating_duration_since(Instant::now())));
                 tracing::debug!(upstream = %upstream.name, retry = tries, wait_ms = wait.as_millis() as u64, "retrying");
+                upstream.state.counters.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(event) = trail.event() {
+                    event.retries += 1;
+                }
                 tokio::time::sleep(wait).await;
                 request = next;
                 continue;
@@ -154,10 +165,14 @@ pub(super) async fn send_upstream(
         }
         return match outcome {
             Ok((response, lease)) => {
+                upstream.state.counters.responses.count(response.status().as_u16());
                 let copy = if mirror { copy_of(head.as_ref(), progress.as_deref()) } else { None };
                 Ok(Exchanged { response, lease, in_flight, copy })
             }
-            Err(failed) => Err(failed.error),
+            Err(failed) => {
+                upstream.state.counters.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(failed.error)
+            }
         };
     }
 }

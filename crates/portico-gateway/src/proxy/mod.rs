@@ -13,7 +13,9 @@
 //!    pick an available target, send from the pool with timeouts, retry (`exchange`); a copy
 //!    goes to the mirror, if any (`traffic`).
 //! 6. **response**: strip hop-by-hop headers, stream the body back with a read timeout.
-//! 7. **log**: the request id goes back to the client (access logs come later).
+//! 7. **log**: the request id and `Server-Timing` go back to the client; when the body is
+//!    done, the request's [`Trail`] updates the metrics and queues the access log event
+//!    (`crate::observe`).
 
 mod body;
 mod error;
@@ -22,12 +24,13 @@ mod headers;
 mod rewrite;
 mod traffic;
 
-pub(crate) use body::{RequestBody, ResponseBody};
+pub(crate) use body::{Progress, RequestBody, ResponseBody};
 pub(crate) use error::ProxyError;
 pub(crate) use headers::client_address;
 pub(crate) use traffic::{Condition, Fault, Mirror, Share};
 
 use crate::access;
+use crate::observe::{Telemetry, Trail, SERVER_TIMING};
 use crate::snapshot::{Action, CompiledRoute, MockResponse, Snapshot};
 use crate::upstream::{Admission, Fallback, Pools, Upstream};
 use headers::X_REQUEST_ID;
@@ -65,37 +68,71 @@ pub(crate) struct RequestContext<'a> {
     pub request_id: &'a HeaderValue,
 }
 
+/// What a worker serves every request with.
+pub(crate) struct Serving<'a> {
+    pub client: &'a Client,
+    pub pools: &'a Pools,
+    pub limits: &'a RequestLimits,
+    pub telemetry: &'a Telemetry,
+}
+
 /// Proxies one request and always produces a response, carrying the request id.
-pub async fn handle(
+pub(crate) async fn handle(
     request: Request<Incoming>,
     snapshot: &Snapshot,
-    client: &Client,
-    pools: &Pools,
-    limits: &RequestLimits,
+    serving: &Serving<'_>,
 ) -> Response<ResponseBody> {
     let request_id = headers::request_id(request.headers());
+    let mut trail = Trail::start(serving.telemetry, request.headers());
+    if let Some(event) = trail.event() {
+        describe(event, &request, serving.client, &request_id);
+    }
+    let cx = RequestContext { client: serving.client, pools: serving.pools, request_id: &request_id };
     // What the access phase adds to whatever the response turns out to be (rate-limit
     // state, CORS).
     let mut extras = access::ResponseExtras::default();
-    let mut response = match forward(request, snapshot, client, pools, limits, &request_id, &mut extras).await {
+    let mut response = match forward(request, snapshot, &cx, serving.limits, &mut extras, &mut trail).await {
         Ok(response) => response,
-        Err(error) => error.to_response(&request_id),
+        Err(error) => {
+            if let (ProxyError::RateLimited { .. }, Some(route)) = (error, &trail.route) {
+                route.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            if let Some(event) = trail.event() {
+                event.error = Some(error.code());
+            }
+            error.to_response(&request_id)
+        }
     };
+    if let Some(event) = trail.event() {
+        event.consumer = extras.consumer.take();
+    }
     extras.write(response.headers_mut());
+    if let Some(timing) = trail.head_ready(response.status().as_u16(), serving.telemetry.settings.server_timing) {
+        response.headers_mut().insert(SERVER_TIMING.clone(), timing);
+    }
     response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+    response.body_mut().finish_with(Box::new(trail));
     response
+}
+
+/// What the access log records of the request itself.
+fn describe(event: &mut crate::observe::AccessEvent, request: &Request<Incoming>, client: &Client, id: &HeaderValue) {
+    event.request_id = String::from_utf8_lossy(id.as_bytes()).into_owned();
+    event.client_ip = client.ip.to_string();
+    event.method = request.method().as_str().to_owned();
+    event.host = request_host(request).to_owned();
+    event.path = request.uri().path().to_owned();
 }
 
 async fn forward<'s>(
     mut request: Request<Incoming>,
     snapshot: &'s Snapshot,
-    client: &Client,
-    pools: &Pools,
+    cx: &RequestContext<'_>,
     limits: &RequestLimits,
-    request_id: &HeaderValue,
     extras: &mut access::ResponseExtras<'s>,
+    trail: &mut Trail,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let cx = RequestContext { client, pools, request_id };
+    let client = cx.client;
     // 1. accept
     if headers::head_size(request.headers()) > limits.max_header_bytes {
         return Err(ProxyError::HeadersTooLarge);
@@ -106,6 +143,11 @@ async fn forward<'s>(
 
     // 2. route
     let (route, pattern) = find_route(snapshot, &request)?;
+    trail.route = Some(route.counters.clone());
+    if let Some(event) = trail.event() {
+        event.route = Some(route.name.clone());
+        event.path_template = Some(route.templates[pattern].clone());
+    }
     if route.https_only && !client.tls {
         return Ok(redirect_to_https(&request, limits.https_port));
     }
@@ -143,7 +185,7 @@ async fn forward<'s>(
             None => None,
         };
         return match other {
-            Some(other) => forward_to(request, route, other, path, &cx, None, None).await,
+            Some(other) => forward_to(request, route, other, path, cx, None, None, trail).await,
             None => Err(ProxyError::CircuitOpen { retry_after_secs: wait_ms.div_ceil(1000) }),
         };
     }
@@ -152,7 +194,7 @@ async fn forward<'s>(
         None => None,
     };
     let mirror = route.mirror.as_ref().filter(|m| m.wanted());
-    let result = forward_to(request, route, upstream, path, &cx, permit, mirror).await;
+    let result = forward_to(request, route, upstream, path, cx, permit, mirror, trail).await;
     if let Some((policy, admission)) = admission {
         let failed = match &result {
             Ok(response) => Some(policy.statuses.contains(response.status().as_u16())),
@@ -165,6 +207,7 @@ async fn forward<'s>(
 }
 
 /// Sends the request to `upstream` and turns its answer into the client's response.
+#[allow(clippy::too_many_arguments)]
 async fn forward_to(
     request: Request<Incoming>,
     route: &CompiledRoute,
@@ -173,8 +216,12 @@ async fn forward_to(
     cx: &RequestContext<'_>,
     permit: Option<OwnedSemaphorePermit>,
     mirror: Option<&Mirror>,
+    trail: &mut Trail,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let exchanged = exchange::send_upstream(request, route, upstream, path, cx, mirror.is_some()).await?;
+    if let Some(event) = trail.event() {
+        event.service = Some(upstream.name.clone());
+    }
+    let exchanged = exchange::send_upstream(request, route, upstream, path, cx, mirror.is_some(), trail).await?;
     if let (Some(mirror), Some(copy)) = (mirror, exchanged.copy) {
         mirror.send(copy, cx.pools);
     }

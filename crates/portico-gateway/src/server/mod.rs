@@ -12,7 +12,8 @@ pub(crate) use guard::InFlight;
 pub use tls::ClientCert;
 pub(crate) use tls::TlsCertificates;
 
-use crate::proxy::{self, RequestLimits};
+use crate::observe::Telemetry;
+use crate::proxy::{self, RequestLimits, Serving};
 use crate::upstream::Pools;
 use crate::SnapshotCell;
 use guard::{ConnState, GuardedIo};
@@ -83,6 +84,7 @@ fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 pub struct Gateway {
     snapshots: SnapshotCell,
     settings: ProxySettings,
+    telemetry: Arc<Telemetry>,
 }
 
 /// Running workers; [`GatewayHandle::join`] waits until they have drained.
@@ -94,11 +96,12 @@ struct Worker {
     snapshots: SnapshotCell,
     pools: Pools,
     limits: RequestLimits,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Gateway {
-    pub fn new(snapshots: SnapshotCell, settings: ProxySettings) -> Gateway {
-        Gateway { snapshots, settings }
+    pub fn new(snapshots: SnapshotCell, settings: ProxySettings, telemetry: Arc<Telemetry>) -> Gateway {
+        Gateway { snapshots, settings, telemetry }
     }
 
     /// Starts one worker thread per listener, each also serving one of `tls_listeners`
@@ -125,6 +128,7 @@ impl Gateway {
                     max_header_bytes: self.settings.max_header_bytes,
                     https_port: self.settings.https_port,
                 },
+                telemetry: self.telemetry.clone(),
             });
             let settings = self.settings.clone();
             let shutdown = shutdown.clone();
@@ -291,12 +295,19 @@ impl Connections {
             tls: tls.is_some(),
             certificate: tls.flatten(),
         });
+        let open = OpenConnection::new(&worker.telemetry);
         let service = service_fn(move |request| {
             let in_flight = (request.version() < http::Version::HTTP_2).then(|| InFlight::start(&state));
             let (worker, client) = (worker.clone(), client.clone());
             async move {
                 let snapshot = worker.snapshots.load();
-                let mut response = proxy::handle(request, &snapshot, &client, &worker.pools, &worker.limits).await;
+                let serving = Serving {
+                    client: &client,
+                    pools: &worker.pools,
+                    limits: &worker.limits,
+                    telemetry: &worker.telemetry,
+                };
+                let mut response = proxy::handle(request, &snapshot, &serving).await;
                 if let Some(in_flight) = in_flight {
                     response.body_mut().drop_with(in_flight);
                 }
@@ -305,9 +316,26 @@ impl Connections {
         });
         let connection = watcher.watch(self.builder.serve_connection(io, service).into_owned());
         async move {
+            let _open = open;
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
         }
+    }
+}
+
+/// Counts a client connection in `portico_connections_active` while it is open.
+struct OpenConnection(Arc<Telemetry>);
+
+impl OpenConnection {
+    fn new(telemetry: &Arc<Telemetry>) -> OpenConnection {
+        telemetry.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenConnection(telemetry.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

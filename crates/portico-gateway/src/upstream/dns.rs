@@ -31,8 +31,11 @@ pub async fn run_dns_discovery(
         let snapshot = snapshots.load();
         if revision != Some(snapshot.revision) {
             revision = Some(snapshot.revision);
-            let wanted: HashMap<(Box<str>, DnsDiscovery), ()> =
-                snapshot.upstreams.iter().filter_map(|u| Some(((u.name.clone(), u.dns.clone()?), ()))).collect();
+            let wanted: HashMap<(Box<str>, DnsDiscovery), ()> = snapshot
+                .upstreams
+                .iter()
+                .filter_map(|u| Some(((u.name.as_ref().into(), u.dns.clone()?), ())))
+                .collect();
             loops.reconcile(wanted, |(service, dns), ()| {
                 resolve_loop(service.clone(), dns.clone(), discovered.clone(), snapshots.clone(), states.clone())
             });

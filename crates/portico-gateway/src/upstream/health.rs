@@ -50,8 +50,12 @@ pub async fn run_health_checks(snapshots: SnapshotCell, discovered: Discovered, 
                 for target in upstream.members().targets.iter() {
                     let url = format!("{}://{}{}", upstream.scheme, target.authority, check.path);
                     let tls = upstream.tls.as_ref();
-                    let key =
-                        ProbeKey { service: upstream.name.clone(), url, check: check.clone(), tls: tls.map(|t| t.id) };
+                    let key = ProbeKey {
+                        service: upstream.name.as_ref().into(),
+                        url,
+                        check: check.clone(),
+                        tls: tls.map(|t| t.id),
+                    };
                     wanted.insert(key, (target.state.clone(), tls.map(|t| t.config.clone())));
                 }
             }

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 /// A compiled service.
 pub(crate) struct Upstream {
-    pub name: Box<str>,
+    pub name: Arc<str>,
     pub scheme: Scheme,
     /// The targets now; swapped when discovery finds new ones.
     members: ArcSwap<TargetSet>,

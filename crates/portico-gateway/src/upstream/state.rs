@@ -232,6 +232,8 @@ pub struct ServiceState {
     pub breaker: Breaker,
     /// Made for the configured limits; replaced when they change.
     bulkhead: Mutex<Option<Arc<Bulkhead>>>,
+    /// What its upstream exchanges add up to, for `/metrics`.
+    pub counters: crate::observe::ServiceCounters,
 }
 
 /// A token bucket for retries: every request a retry policy covers puts in a share of a

@@ -28,6 +28,7 @@ pub fn settings(store: String) -> Settings {
         tls_listen: None,
         workers: 2,
         proxy: ProxySettings { header_timeout: Duration::from_secs(1), ..ProxySettings::default() },
+        telemetry: portico_gateway::TelemetrySettings::default(),
     }
 }
 

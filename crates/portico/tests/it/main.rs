@@ -12,6 +12,7 @@ mod errors;
 mod health;
 mod helpers;
 mod jwt;
+mod observe;
 mod protect;
 mod proxy;
 mod rate_limits;

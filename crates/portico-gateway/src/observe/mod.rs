@@ -1,0 +1,231 @@
+//! What Portico tells about the traffic it carries: metrics, the access log, trace context
+//! and `Server-Timing`.
+//!
+//! Each request carries a [`Trail`] through the pipeline, filled in as the phases learn
+//! things (route, consumer, target, upstream time). It is finished when the response body
+//! has gone out or was abandoned: then the route's counters are updated and, when the access
+//! log is on, an event is queued for it. Nothing here waits or locks on the request path.
+
+mod access_log;
+mod exposition;
+pub(crate) mod metrics;
+mod trace;
+
+pub use access_log::{AccessEvent, AccessLog, AccessLogReport, AccessLogSettings, AccessLogSink};
+pub(crate) use exposition::render;
+pub(crate) use metrics::{RouteCounters, ServiceCounters};
+pub(crate) use trace::{TraceContext, TRACEPARENT};
+
+use crate::proxy::Progress;
+use http::uri::Authority;
+use http::{HeaderName, HeaderValue};
+use rustc_hash::FxHashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+pub(crate) static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// Settings of what Portico reports about requests.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    /// Add `Server-Timing: gateway;dur=…, upstream;dur=…` to responses.
+    pub server_timing: bool,
+    /// The share of new traces (those a client did not start) that are marked sampled.
+    pub trace_sample_ratio: f64,
+    pub access_log: Option<AccessLogSettings>,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> TelemetrySettings {
+        TelemetrySettings { server_timing: true, trace_sample_ratio: 0.01, access_log: None }
+    }
+}
+
+/// The process-wide state behind metrics and the access log, shared by every worker and
+/// kept across reloads.
+pub struct Telemetry {
+    pub(crate) settings: TelemetrySettings,
+    pub(crate) access_log: Option<Arc<AccessLog>>,
+    /// Counters of each route by name, so that a reload keeps them.
+    routes: Mutex<FxHashMap<Box<str>, Arc<RouteCounters>>>,
+    /// Client connections open now.
+    pub(crate) connections: AtomicI64,
+    /// Compiling and swapping in the last configuration took this long (µs).
+    reload_micros: AtomicU64,
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
+}
+
+impl Telemetry {
+    /// Starts the access log writer when one is configured.
+    pub fn start(settings: TelemetrySettings) -> std::io::Result<Arc<Telemetry>> {
+        let access_log = settings.access_log.as_ref().map(AccessLog::start).transpose()?;
+        Ok(Arc::new(Telemetry {
+            settings,
+            access_log,
+            routes: Mutex::default(),
+            connections: AtomicI64::new(0),
+            reload_micros: AtomicU64::new(0),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+        }))
+    }
+
+    /// Telemetry with the defaults and no access log, for tests and tools.
+    pub fn disabled() -> Arc<Telemetry> {
+        Telemetry::start(TelemetrySettings::default()).unwrap_or_else(|_| unreachable!("no file to open"))
+    }
+
+    /// The counters of route `name`, the same ones across reloads.
+    pub(crate) fn route(&self, name: &str) -> Arc<RouteCounters> {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        routes.entry(name.into()).or_default().clone()
+    }
+
+    /// Forgets the counters of routes that are gone.
+    pub(crate) fn retain_routes(&self, live: impl Fn(&str) -> bool) {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).retain(|name, _| live(name));
+    }
+
+    /// Records how a configuration change went.
+    pub fn record_reload(&self, took: Duration, ok: bool) {
+        if ok {
+            self.reloads.fetch_add(1, Ordering::Relaxed);
+            self.reload_micros.store(took.as_micros() as u64, Ordering::Relaxed);
+        } else {
+            self.reload_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn access_log_report(&self) -> Option<AccessLogReport> {
+        self.access_log.as_ref().map(|log| log.report())
+    }
+
+    /// Writes what the access log has queued and stops its writer.
+    pub fn stop(&self) {
+        if let Some(log) = &self.access_log {
+            log.stop();
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What one request leaves behind, filled in phase by phase.
+pub(crate) struct Trail {
+    started: Instant,
+    pub trace: TraceContext,
+    pub route: Option<Arc<RouteCounters>>,
+    /// Time waiting for upstream response heads, over all tries.
+    pub upstream: Option<Duration>,
+    /// When the response head was ready, after `started`.
+    head: Duration,
+    status: u16,
+    pub bytes_in: Option<Arc<Progress>>,
+    /// The access event, begun at the start when the access log is on.
+    event: Option<(Box<AccessEvent>, Arc<AccessLog>)>,
+}
+
+impl Trail {
+    pub fn start(telemetry: &Telemetry, headers: &http::HeaderMap) -> Trail {
+        let started = Instant::now();
+        let trace = TraceContext::from_request(headers, telemetry.settings.trace_sample_ratio);
+        let event = telemetry.access_log.as_ref().map(|log| {
+            let event = AccessEvent {
+                time: SystemTime::now(),
+                request_id: String::new(),
+                trace_id: trace.trace_id_hex(),
+                client_ip: String::new(),
+                method: String::new(),
+                host: String::new(),
+                path: String::new(),
+                path_template: None,
+                route: None,
+                service: None,
+                target: None,
+                consumer: None,
+                status: 0,
+                bytes_in: 0,
+                bytes_out: 0,
+                duration_ms: 0.0,
+                upstream_ms: None,
+                gateway_ms: 0.0,
+                retries: 0,
+                error: None,
+            };
+            (Box::new(event), log.clone())
+        });
+        Trail { started, trace, route: None, upstream: None, head: Duration::ZERO, status: 0, bytes_in: None, event }
+    }
+
+    /// The access event being filled in, when the access log is on.
+    pub fn event(&mut self) -> Option<&mut AccessEvent> {
+        self.event.as_mut().map(|(event, _)| &mut **event)
+    }
+
+    pub fn add_upstream_time(&mut self, took: Duration) {
+        *self.upstream.get_or_insert(Duration::ZERO) += took;
+    }
+
+    pub fn set_target(&mut self, target: &Authority) {
+        if let Some(event) = self.event() {
+            event.target = Some(target.as_str().to_owned());
+        }
+    }
+
+    /// The response head is ready with `status`: returns `Server-Timing` when wanted.
+    pub fn head_ready(&mut self, status: u16, server_timing: bool) -> Option<HeaderValue> {
+        self.head = self.started.elapsed();
+        self.status = status;
+        if !server_timing {
+            return None;
+        }
+        let upstream = self.upstream.unwrap_or_default();
+        let gateway = self.head.saturating_sub(upstream);
+        let text = match self.upstream {
+            Some(_) => format!("gateway;dur={}, upstream;dur={}", Millis(gateway), Millis(upstream)),
+            None => format!("gateway;dur={}", Millis(gateway)),
+        };
+        HeaderValue::from_str(&text).ok()
+    }
+
+    /// The response is done (sent or abandoned) after `bytes_out` body bytes.
+    pub fn finish(self, bytes_out: u64) {
+        let duration = self.started.elapsed();
+        let bytes_in = self.bytes_in.as_ref().map_or(0, |p| p.received());
+        if let Some(route) = &self.route {
+            route.requests.count(self.status);
+            route.duration.observe(duration);
+            route.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+            route.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+        }
+        if let Some((mut event, log)) = self.event {
+            event.status = self.status;
+            event.bytes_in = bytes_in;
+            event.bytes_out = bytes_out;
+            event.duration_ms = as_ms(duration);
+            event.upstream_ms = self.upstream.map(as_ms);
+            event.gateway_ms = as_ms(self.head.saturating_sub(self.upstream.unwrap_or_default()));
+            log.push(event);
+        }
+    }
+}
+
+fn as_ms(duration: Duration) -> f64 {
+    (duration.as_micros() as f64) / 1000.0
+}
+
+/// A duration as milliseconds with three decimals.
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = self.0.as_micros();
+        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
+    }
+}

@@ -1,0 +1,279 @@
+//! Observability: the access log, trace context, `Server-Timing`, and `/metrics`, checked
+//! with Prometheus's own `promtool` and scraped by a real Prometheus server.
+
+use crate::helpers::Portico;
+use portico_gateway::{AccessLogSettings, AccessLogSink};
+use portico_testkit::MockUpstream;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const KEY: &str = "shop-key-0123456789";
+
+/// The access log's lines once there are `count` of them (or what there is after a few
+/// seconds).
+async fn log_lines(path: &Path, count: usize) -> Vec<Value> {
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        lines = text.lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
+        if lines.len() >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    lines
+}
+
+#[tokio::test]
+async fn every_request_is_logged_with_its_route_target_consumer_and_timings() {
+    let logs = tempfile::tempdir().expect("dir");
+    let path = logs.path().join("access.log");
+    let sink = AccessLogSink::File { path: path.clone(), max_bytes: 1 << 20, keep: 1 };
+    let portico = Portico::start_with(|s| s.telemetry.access_log = Some(AccessLogSettings { sink, queue: 1024 })).await;
+    let upstream = MockUpstream::start("users").await;
+    portico.service("users", &[upstream.addr.to_string()]).await;
+    portico.create("consumers", json!({"name": "shop", "credentials": [{"type": "key_auth", "key": KEY}]})).await;
+    let route = json!({"name": "users", "paths": ["/users/{id}"], "service": "users", "policies": {"key_auth": {}}});
+    portico.create("routes", route).await;
+
+    // A client that started a trace: Portico continues it, as the upstream's parent.
+    let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let response = portico
+        .get("/users/42")
+        .header("x-api-key", KEY)
+        .header("traceparent", parent)
+        .header("x-request-id", "req-42")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    let timing = response.headers()["server-timing"].to_str().expect("text").to_owned();
+    let parts: Vec<&str> = timing.split(", ").collect();
+    assert!(
+        parts.len() == 2 && parts[0].starts_with("gateway;dur=") && parts[1].starts_with("upstream;dur="),
+        "{timing}"
+    );
+    let body = response.bytes().await.expect("body");
+    let echo: Value = serde_json::from_slice(&body).expect("echo");
+    let sent = echo["headers"]["traceparent"].as_str().expect("traceparent upstream");
+    assert!(sent.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && sent.ends_with("-01"), "{sent}");
+    assert!(!sent.contains("b7ad6b7169203331"), "Portico's own span is the parent: {sent}");
+
+    // A client without one: Portico starts a trace.
+    let response = portico.get("/users/7").header("x-api-key", KEY).send().await.expect("request");
+    let echo: Value = response.json().await.expect("echo");
+    let started = echo["headers"]["traceparent"].as_str().expect("traceparent upstream").to_owned();
+    assert!(started.len() == 55 && started.starts_with("00-") && !started.contains(&"0".repeat(32)), "{started}");
+
+    // Refused, and matching no route.
+    assert_eq!(portico.get("/users/1").send().await.expect("request").status(), 401);
+    assert_eq!(portico.get("/nowhere").send().await.expect("request").status(), 404);
+
+    let lines = log_lines(&path, 4).await;
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let line = |status: u64| lines.iter().find(|l| l["status"] == status).cloned().expect("a line");
+    let ok = lines.iter().find(|l| l["request_id"] == "req-42").expect("the traced request");
+    for (field, wanted) in [
+        ("route", json!("users")),
+        ("service", json!("users")),
+        ("target", json!(upstream.addr.to_string())),
+        ("consumer", json!("shop")),
+        ("method", json!("GET")),
+        ("path", json!("/users/42")),
+        ("path_template", json!("/users/{id}")),
+        ("status", json!(200)),
+        ("bytes_out", json!(body.len())),
+        ("trace_id", json!("0af7651916cd43dd8448eb211c80319c")),
+        ("client_ip", json!("127.0.0.1")),
+        ("retries", json!(0)),
+        ("error", Value::Null),
+    ] {
+        assert_eq!(ok[field], wanted, "{field}: {ok}");
+    }
+    let (total, upstream_ms) = (ok["duration_ms"].as_f64().unwrap_or(-1.0), ok["upstream_ms"].as_f64().unwrap_or(-1.0));
+    assert!(upstream_ms > 0.0 && total >= upstream_ms && ok["gateway_ms"].as_f64() >= Some(0.0), "{ok}");
+    assert!(ok["time"].as_str().is_some_and(|t| t.ends_with('Z') && t.contains('T')), "{ok}");
+    let started_trace = &started[3..35];
+    assert!(lines.iter().any(|l| l["trace_id"] == started_trace), "the started trace is logged");
+
+    let refused = line(401);
+    assert_eq!((refused["error"].as_str(), refused["route"].as_str()), (Some("unauthorized"), Some("users")));
+    assert!(refused["consumer"].is_null() && refused["target"].is_null() && refused["upstream_ms"].is_null());
+    let unrouted = line(404);
+    assert_eq!((unrouted["error"].as_str(), unrouted["path"].as_str()), (Some("no_route"), Some("/nowhere")));
+    assert!(unrouted["route"].is_null() && unrouted["path_template"].is_null());
+
+    let status: Value = portico.admin(Method::GET, "/status").send().await.expect("a").json().await.expect("j");
+    assert_eq!(
+        (status["access_log"]["written"].as_u64(), status["access_log"]["dropped"].as_u64()),
+        (Some(4), Some(0))
+    );
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn server_timing_can_be_switched_off() {
+    let portico = Portico::start_with(|s| s.telemetry.server_timing = false).await;
+    portico.create("routes", json!({"name": "hello", "paths": ["/hello"], "mock": {"body": "hi"}})).await;
+    let response = portico.get("/hello").send().await.expect("request");
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("server-timing").is_none());
+    portico.stop().await;
+}
+
+/// `/metrics` once the request counter of route `api` reaches `requests`.
+async fn metrics_after(portico: &Portico, requests: u64) -> String {
+    let mut text = String::new();
+    for _ in 0..100 {
+        // `/metrics` is at the root of the admin listener, where Prometheus looks.
+        let response = portico.http.get(format!("{}/metrics", portico.admin)).bearer_auth(&portico.token).send();
+        let response = response.await.expect("metrics");
+        assert_eq!(response.status(), 200);
+        text = response.text().await.expect("text");
+        let counted: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("portico_http_requests_total{route=\"api\""))
+            .filter_map(|l| l.rsplit(" ").next()?.parse::<u64>().ok())
+            .sum();
+        if counted >= requests {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    text
+}
+
+async fn traffic(portico: &Portico, upstream: &MockUpstream) {
+    portico.service("api", &[upstream.addr.to_string()]).await;
+    portico.create("routes", json!({"name": "api", "paths": ["/api/*"], "strip_prefix": true, "service": "api"})).await;
+    portico.create("routes", json!({"name": "hello", "paths": ["/hello"], "mock": {"body": "hi"}})).await;
+    for path in ["/api/a", "/api/b", "/api/status/503", "/hello"] {
+        portico.get(path).send().await.expect("request").bytes().await.expect("body");
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_by_route_and_service_and_pass_promtool() {
+    let portico = Portico::start().await;
+    let upstream = MockUpstream::start("api").await;
+    traffic(&portico, &upstream).await;
+
+    let anonymous = portico.http.get(format!("{}/metrics", portico.admin)).send().await.expect("metrics");
+    assert_eq!(anonymous.status(), 401, "metrics need a token, like the rest of the admin API");
+    let text = metrics_after(&portico, 3).await;
+    let target = upstream.addr.to_string();
+    for wanted in [
+        "portico_http_requests_total{route=\"api\",service=\"api\",code=\"2xx\"} 2".to_owned(),
+        "portico_http_requests_total{route=\"api\",service=\"api\",code=\"5xx\"} 1".into(),
+        "portico_http_requests_total{route=\"hello\",service=\"\",code=\"2xx\"} 1".into(),
+        "portico_http_request_duration_seconds_count{route=\"api\",service=\"api\"} 3".into(),
+        "portico_upstream_responses_total{service=\"api\",code=\"5xx\"} 1".into(),
+        "portico_upstream_duration_seconds_count{service=\"api\"} 3".into(),
+        format!("portico_upstream_target_available{{service=\"api\",target=\"{target}\"}} 1"),
+        "portico_config_reloads_total".into(),
+        "portico_connections_active".into(),
+    ] {
+        assert!(text.contains(&wanted), "missing `{wanted}` in:\n{text}");
+    }
+    // Bytes: the mock's 2-byte body.
+    assert!(text.contains("portico_http_response_body_bytes_total{route=\"hello\",service=\"\"} 2"), "{text}");
+    // Label values come from the configuration, never from the request: no raw path.
+    assert!(!text.contains("/api/a") && !text.contains("status/503"), "{text}");
+
+    let Some(promtool) = find_tool("promtool") else {
+        eprintln!("skipped: promtool check metrics (install Debian's `prometheus` package; .ci/run does)");
+        return portico.stop().await;
+    };
+    let mut check = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    use std::io::Write;
+    check.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+    let output = check.wait_with_output().expect("promtool runs");
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success() && said.trim().is_empty(), "promtool check metrics: {said}");
+    portico.stop().await;
+}
+
+fn find_tool(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(name)).find(|p| p.is_file())
+}
+
+/// A Prometheus server scraping Portico's admin listener every second; killed when dropped.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start(binary: &Path, portico: &Portico) -> Prometheus {
+        let dir = tempfile::tempdir().expect("dir");
+        let target = portico.admin.trim_start_matches("http://");
+        let config = format!(
+            "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: portico\n    \
+             authorization: {{credentials: {}}}\n    static_configs: [{{targets: ['{target}']}}]\n",
+            portico.token
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).expect("config");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let child = std::process::Command::new(binary)
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus starts");
+        Prometheus { child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
+    }
+
+    /// The value of an instant query, once it has one (or `None` after 30 s).
+    async fn value(&self, query: &str) -> Option<f64> {
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            let response = client.get(format!("{}/api/v1/query", self.url)).query(&[("query", query)]).send().await;
+            if let Ok(body) = response {
+                let body: Value = body.json().await.unwrap_or(Value::Null);
+                if let Some(value) = body["data"]["result"][0]["value"][1].as_str() {
+                    return value.parse().ok();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+}
+
+#[tokio::test]
+async fn a_prometheus_server_scrapes_portico() {
+    let Some(binary) = find_tool("prometheus") else {
+        eprintln!("skipped: scraping by a Prometheus server (install Debian's `prometheus` package; .ci/run does)");
+        return;
+    };
+    let portico = Portico::start().await;
+    let upstream = MockUpstream::start("api").await;
+    traffic(&portico, &upstream).await;
+    metrics_after(&portico, 3).await;
+
+    let prometheus = Prometheus::start(&binary, &portico);
+    assert_eq!(prometheus.value("up{job=\"portico\"}").await, Some(1.0), "Prometheus scrapes Portico");
+    let errors = "sum(portico_http_requests_total{route=\"api\",code=\"5xx\"})";
+    assert_eq!(prometheus.value(errors).await, Some(1.0));
+    let all = "sum by (route) (portico_http_requests_total{route=\"api\"})";
+    assert_eq!(prometheus.value(all).await, Some(3.0));
+    portico.stop().await;
+}
