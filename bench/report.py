@@ -21,7 +21,8 @@ import sys
 FILE_RE = re.compile(r"^wrk_(?P<target>[a-z0-9-]+)_c(?P<conns>\d+)_r(?P<rep>\d+)\.txt$")
 # wrk prints durations with these units (see wrk's units.c).
 UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-KNOWN_ORDER = ["direct", "nginx", "nginx-fwd", "haproxy", "portico", "nginx-2", "portico-2", "portico-auth"]
+KNOWN_ORDER = ["direct", "nginx", "nginx-fwd", "haproxy", "portico", "nginx-2", "portico-2", "portico-auth",
+               "portico-observe"]
 
 
 def to_ms(text):
@@ -210,6 +211,11 @@ def main(argv):
             print(f"portico-auth/nginx requests/s ratio at c{c}: {ratio(c, 'nginx', 'portico-auth')}"
                   f"; portico-auth/portico: {ratio(c, 'portico', 'portico-auth') or 'n/a'}"
                   " (API key + local rate limit on the route)")
+    for c in conns_levels:
+        if ratio(c, "nginx", "portico-observe"):
+            print(f"portico-observe/nginx requests/s ratio at c{c}: {ratio(c, 'nginx', 'portico-observe')}"
+                  f"; portico-observe/portico: {ratio(c, 'portico', 'portico-observe') or 'n/a'}"
+                  " (access log to a file)")
     for c in conns_levels:
         if ratio(c, "nginx-fwd"):
             print(f"portico/nginx-fwd requests/s ratio at c{c}: {ratio(c, 'nginx-fwd')}"

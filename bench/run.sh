@@ -16,7 +16,7 @@
 #   REPS         repetitions per concurrency level               (default 3)
 #   CONNS        wrk connection counts, space-separated          (default "64 256")
 #   TARGETS      subset of "direct nginx nginx-fwd haproxy portico nginx-2 portico-2
-#                portico-auth",
+#                portico-auth portico-observe",
 #                in this order. nginx-fwd is nginx doing what Portico does on every
 #                request: X-Forwarded-For/Proto/Host and an X-Request-Id sent upstream
 #                and returned to the client. nginx-2 and portico-2 balance over two
@@ -25,7 +25,9 @@
 #                circuit breakers); Portico's active probes, passive ejection and a
 #                circuit breaker. portico-auth is plain Portico with an API key
 #                (key_auth) and a local per-consumer rate limit on the route; wrk
-#                sends the key (default: all). Without a portico target, no cargo
+#                sends the key. portico-observe is plain Portico writing an access
+#                log file (metrics, traceparent at 1% sampling and Server-Timing are
+#                always on) (default: all). Without a portico target, no cargo
 #                build happens.
 #   MODE         pinned-w1 (default): wrk on CPU 0, backend + proxy on CPU 1,
 #                1 worker each. unpinned-w1 / unpinned-w2: no CPU affinity,
@@ -56,7 +58,7 @@ REPO_ROOT=$(cd "$BENCH_DIR/.." && pwd)
 DURATION=${DURATION:-10}
 REPS=${REPS:-3}
 CONNS=${CONNS:-64 256}
-TARGETS=${TARGETS:-direct nginx nginx-fwd haproxy portico nginx-2 portico-2 portico-auth}
+TARGETS=${TARGETS:-direct nginx nginx-fwd haproxy portico nginx-2 portico-2 portico-auth portico-observe}
 MODE=${MODE:-pinned-w1}
 WARMUP=${WARMUP:-2}
 COOLDOWN=${COOLDOWN:-3}
@@ -70,12 +72,14 @@ BACKEND_PORT2=${BACKEND_PORT2:-9002}
 ADMIN_PORT=${ADMIN_PORT:-9085}
 ADMIN_PORT2=${ADMIN_PORT2:-9087}
 ADMIN_PORT_AUTH=${ADMIN_PORT_AUTH:-9089}
+ADMIN_PORT_OBSERVE=${ADMIN_PORT_OBSERVE:-9091}
 declare -A PORT=([direct]=$BACKEND_PORT [nginx]=${NGINX_PORT:-8081}
                  [nginx-fwd]=${NGINX_FWD_PORT:-8083}
                  [haproxy]=${HAPROXY_PORT:-8082} [portico]=${PORTICO_PORT:-8085}
                  [nginx-2]=${NGINX2_PORT:-8086} [portico-2]=${PORTICO2_PORT:-8088}
-                 [portico-auth]=${PORTICO_AUTH_PORT:-8089})
-ALL_TARGETS="direct nginx nginx-fwd haproxy portico nginx-2 portico-2 portico-auth"
+                 [portico-auth]=${PORTICO_AUTH_PORT:-8089}
+                 [portico-observe]=${PORTICO_OBSERVE_PORT:-8090})
+ALL_TARGETS="direct nginx nginx-fwd haproxy portico nginx-2 portico-2 portico-auth portico-observe"
 # The API key wrk and the checks send to portico-auth (its consumer is in its config).
 API_KEY=bench-key-0123456789abcdef
 # Extra request headers per target.
@@ -133,7 +137,7 @@ validate_settings() {
 }
 
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
-has_portico() { has_target portico || has_target portico-2 || has_target portico-auth; }
+has_portico() { has_target portico || has_target portico-2 || has_target portico-auth || has_target portico-observe; }
 
 # ---------------------------------------------------------------------------
 # Packages
@@ -290,7 +294,7 @@ EOF
 write_configs() {
   local d
   mkdir -p "$SCRATCH"/{backend,nginx-proxy,nginx-fwd,nginx-2,haproxy,portico,portico-data,portico-2,portico-2-data}
-  mkdir -p "$SCRATCH"/{portico-auth,portico-auth-data}
+  mkdir -p "$SCRATCH"/{portico-auth,portico-auth-data,portico-observe,portico-observe-data}
 
   d=$SCRATCH/backend
   {
@@ -561,6 +565,7 @@ start_servers() {
   has_target portico && assert_port_free "$ADMIN_PORT"
   has_target portico-2 && assert_port_free "$ADMIN_PORT2"
   has_target portico-auth && assert_port_free "$ADMIN_PORT_AUTH"
+  has_target portico-observe && assert_port_free "$ADMIN_PORT_OBSERVE"
   assert_port_free "$BACKEND_PORT2"
 
   # The backend always runs with 1 worker, in every mode.
@@ -610,6 +615,17 @@ start_servers() {
           --admin-listen "127.0.0.1:$ADMIN_PORT_AUTH" \
           --workers "$WORKERS" \
           --data-dir "$SCRATCH/portico-auth-data"
+        ;;
+      portico-observe)
+        logf=$SCRATCH/portico-observe/portico.log
+        start_server portico-observe "$logf" "$PORTICO" serve \
+          --config "$SCRATCH/portico/portico.yaml" \
+          --listen "127.0.0.1:${PORT[portico-observe]}" \
+          --admin-listen "127.0.0.1:$ADMIN_PORT_OBSERVE" \
+          --workers "$WORKERS" \
+          --data-dir "$SCRATCH/portico-observe-data" \
+          --access-log "$SCRATCH/portico-observe/access.log" --access-log-max-mb 50 --access-log-keep 1 \
+          --trace-sample-ratio 0.01
         ;;
     esac
     wait_ready "$t" "${PORT[$t]}" "$logf"

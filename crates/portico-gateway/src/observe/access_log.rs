@@ -6,10 +6,14 @@
 //! full the event is dropped, never the request slowed, and the drop is counted (exposed on
 //! `/metrics` and in `/api/v1/status`). On shutdown the writer drains what is queued.
 
+use super::Text;
 use crossbeam_queue::ArrayQueue;
+use http::uri::Authority;
+use http::{HeaderValue, Method, Uri};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,45 +41,153 @@ pub struct AccessLogSettings {
     pub queue: usize,
 }
 
-/// One request, as the access log records it.
-#[derive(Debug, Serialize)]
+/// One request, as the access log records it. Values are kept as the request path has them
+/// (shared buffers, numbers); the writer thread turns them into text.
+#[derive(Debug)]
 pub struct AccessEvent {
-    /// When the request head arrived (RFC 3339, UTC, milliseconds).
-    #[serde(serialize_with = "rfc3339")]
+    /// When the request head arrived.
     pub time: SystemTime,
-    pub request_id: String,
-    pub trace_id: String,
-    pub client_ip: String,
-    pub method: String,
-    pub host: String,
-    pub path: String,
-    /// The route's path pattern that matched (`/users/{id}`), bounded unlike `path`.
+    pub request_id: HeaderValue,
+    pub trace_id: u128,
+    pub client_ip: IpAddr,
+    pub method: Method,
+    /// The `Host` header (or the authority of an HTTP/2 request), as sent.
+    pub host: Option<HeaderValue>,
+    /// The request path, without the query (which may carry credentials).
+    pub uri: Uri,
+    /// The route's path pattern that matched (`/users/{id}`), bounded unlike the path.
     pub path_template: Option<Arc<str>>,
     pub route: Option<Arc<str>>,
     pub service: Option<Arc<str>>,
     /// The upstream target (`host:port`) that answered, after retries.
-    pub target: Option<String>,
+    pub target: Option<Authority>,
     pub consumer: Option<Arc<str>>,
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// From the request head to the last byte of the response.
-    pub duration_ms: f64,
+    pub duration: Duration,
     /// Waiting for upstream response heads, over all tries.
-    pub upstream_ms: Option<f64>,
-    /// Portico's own time before the response head: `duration` to the head minus `upstream`.
-    pub gateway_ms: f64,
+    pub upstream: Option<Duration>,
+    /// Portico's own time before the response head: the time to the head minus `upstream`.
+    pub gateway: Duration,
     pub retries: u32,
     /// Why Portico answered itself with an error (`upstream_timeout`, `rate_limited`, ...).
     pub error: Option<&'static str>,
 }
 
-fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-    let at = time::OffsetDateTime::from(*time);
-    let millis = at.millisecond();
-    let at = at.replace_nanosecond(u32::from(millis) * 1_000_000).unwrap_or(at);
-    let text = at.format(&time::format_description::well_known::Rfc3339).map_err(serde::ser::Error::custom)?;
-    serializer.serialize_str(&text)
+impl AccessEvent {
+    /// Appends the event as one JSON line.
+    fn write_json(&self, out: &mut Vec<u8>, clock: &mut Clock) {
+        out.extend_from_slice(b"{\"time\":\"");
+        clock.write(self.time, out);
+        out.extend_from_slice(b"\",\"request_id\":");
+        string(out, self.request_id.as_bytes());
+        out.extend_from_slice(b",\"trace_id\":\"");
+        let _ = write!(out, "{:032x}", self.trace_id);
+        out.extend_from_slice(b"\",\"client_ip\":\"");
+        let _ = write!(out, "{}", self.client_ip);
+        out.extend_from_slice(b"\",\"method\":");
+        string(out, self.method.as_str().as_bytes());
+        out.extend_from_slice(b",\"host\":");
+        optional(out, self.host.as_ref().map(HeaderValue::as_bytes));
+        out.extend_from_slice(b",\"path\":");
+        string(out, self.uri.path().as_bytes());
+        out.extend_from_slice(b",\"path_template\":");
+        optional(out, self.path_template.as_deref().map(str::as_bytes));
+        out.extend_from_slice(b",\"route\":");
+        optional(out, self.route.as_deref().map(str::as_bytes));
+        out.extend_from_slice(b",\"service\":");
+        optional(out, self.service.as_deref().map(str::as_bytes));
+        out.extend_from_slice(b",\"target\":");
+        optional(out, self.target.as_ref().map(|t| t.as_str().as_bytes()));
+        out.extend_from_slice(b",\"consumer\":");
+        optional(out, self.consumer.as_deref().map(str::as_bytes));
+        let mut numbers = Text::default();
+        numbers.push(b",\"status\":");
+        numbers.number(u64::from(self.status));
+        numbers.push(b",\"bytes_in\":");
+        numbers.number(self.bytes_in);
+        numbers.push(b",\"bytes_out\":");
+        numbers.number(self.bytes_out);
+        numbers.push(b",\"duration_ms\":");
+        numbers.millis(self.duration);
+        out.extend_from_slice(numbers.as_bytes());
+        let mut numbers = Text::default();
+        numbers.push(b",\"upstream_ms\":");
+        match self.upstream {
+            Some(upstream) => numbers.millis(upstream),
+            None => numbers.push(b"null"),
+        }
+        numbers.push(b",\"gateway_ms\":");
+        numbers.millis(self.gateway);
+        numbers.push(b",\"retries\":");
+        numbers.number(u64::from(self.retries));
+        numbers.push(b",\"error\":");
+        out.extend_from_slice(numbers.as_bytes());
+        optional(out, self.error.map(str::as_bytes));
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// A JSON string; bytes that are not UTF-8 become U+FFFD.
+fn string(out: &mut Vec<u8>, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    out.push(b'"');
+    for c in text.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+fn optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => string(out, bytes),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Formats timestamps as RFC 3339 (UTC, milliseconds), reusing the text of the current
+/// second: most events of a batch share it.
+#[derive(Default)]
+struct Clock {
+    second: u64,
+    /// `2026-11-26T17:20:00`
+    prefix: Vec<u8>,
+}
+
+impl Clock {
+    fn write(&mut self, time: SystemTime, out: &mut Vec<u8>) {
+        let since = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        if self.prefix.is_empty() || since.as_secs() != self.second {
+            self.second = since.as_secs();
+            let at = time::OffsetDateTime::from(SystemTime::UNIX_EPOCH + Duration::from_secs(self.second));
+            let (date, clock) = (at.date(), at.time());
+            self.prefix.clear();
+            let _ = write!(
+                self.prefix,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                date.year(),
+                u8::from(date.month()),
+                date.day(),
+                clock.hour(),
+                clock.minute(),
+                clock.second()
+            );
+        }
+        out.extend_from_slice(&self.prefix);
+        let _ = write!(out, ".{:03}Z", since.subsec_millis());
+    }
 }
 
 /// The queue between the request path and the writer, with its counters.
@@ -112,9 +224,10 @@ impl AccessLog {
             writer: Mutex::new(None),
         });
         let writer = log.clone();
+        let mut clock = Clock::default();
         let handle = std::thread::Builder::new().name("portico-access-log".into()).spawn(move || loop {
             let stopping = writer.stopping.load(Ordering::Acquire);
-            writer.drain(&mut sink);
+            writer.drain(&mut sink, &mut clock);
             if stopping {
                 return;
             }
@@ -149,16 +262,12 @@ impl AccessLog {
         }
     }
 
-    fn drain(&self, sink: &mut Sink) {
+    fn drain(&self, sink: &mut Sink, clock: &mut Clock) {
         let mut line = Vec::with_capacity(512);
         let (mut written, mut failed) = (0, 0);
         while let Some(event) = self.queue.pop() {
             line.clear();
-            if serde_json::to_writer(&mut line, &*event).is_err() {
-                failed += 1;
-                continue;
-            }
-            line.push(b'\n');
+            event.write_json(&mut line, clock);
             match sink.write(&line) {
                 Ok(()) => written += 1,
                 Err(_) => failed += 1,
@@ -243,23 +352,23 @@ mod tests {
     fn event(path: &str) -> Box<AccessEvent> {
         Box::new(AccessEvent {
             time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_000_000_123),
-            request_id: "r1".into(),
-            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
-            client_ip: "127.0.0.1".into(),
-            method: "GET".into(),
-            host: "api.test".into(),
-            path: path.into(),
+            request_id: HeaderValue::from_static("r1"),
+            trace_id: 0x0af7651916cd43dd8448eb211c80319c,
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            method: Method::GET,
+            host: Some(HeaderValue::from_static("api.test")),
+            uri: path.parse().expect("path"),
             path_template: Some("/users/{id}".into()),
             route: Some("users".into()),
             service: Some("users".into()),
-            target: Some("127.0.0.1:9001".into()),
+            target: Some(Authority::from_static("127.0.0.1:9001")),
             consumer: None,
             status: 200,
             bytes_in: 0,
             bytes_out: 12,
-            duration_ms: 1.5,
-            upstream_ms: Some(1.0),
-            gateway_ms: 0.25,
+            duration: Duration::from_micros(1_500),
+            upstream: Some(Duration::from_millis(1)),
+            gateway: Duration::from_micros(250),
             retries: 0,
             error: None,
         })
@@ -280,7 +389,13 @@ mod tests {
         let first: serde_json::Value = serde_json::from_str(current.lines().next().expect("a line")).expect("JSON");
         assert_eq!(first["path_template"], "/users/{id}");
         assert_eq!(first["time"], "2025-11-24T16:00:00.123Z");
-        // Each line is about 400 bytes: two per file, the oldest rotated away.
+        assert_eq!(first["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!((first["duration_ms"].as_f64(), first["upstream_ms"].as_f64()), (Some(1.5), Some(1.0)));
+        assert_eq!(
+            (first["consumer"].clone(), first["error"].clone()),
+            (serde_json::Value::Null, serde_json::Value::Null)
+        );
+        // Each line is about 380 bytes: two per file, the oldest rotated away.
         let rotated = |n| dir.path().join(format!("access.log.{n}"));
         assert!(rotated(1).exists() && rotated(2).exists() && !rotated(3).exists());
         for file in [path, rotated(1), rotated(2)] {
@@ -289,6 +404,15 @@ mod tests {
         }
         let last = current.lines().last().expect("a line");
         assert!(last.contains("\"/users/11\""), "{last}");
+    }
+
+    #[test]
+    fn strings_are_escaped_and_made_valid_utf8() {
+        let mut out = Vec::new();
+        string(&mut out, b"a\"b\\c\n\x01d\xffe");
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert_eq!(text, "\"a\\\"b\\\\c\\u000a\\u0001d\u{fffd}e\"");
+        assert_eq!(serde_json::from_str::<String>(&text).ok().as_deref(), Some("a\"b\\c\n\u{1}d\u{fffd}e"));
     }
 
     #[test]

@@ -138,12 +138,12 @@ impl Trail {
         let event = telemetry.access_log.as_ref().map(|log| {
             let event = AccessEvent {
                 time: SystemTime::now(),
-                request_id: String::new(),
-                trace_id: trace.trace_id_hex(),
-                client_ip: String::new(),
-                method: String::new(),
-                host: String::new(),
-                path: String::new(),
+                request_id: HeaderValue::from_static(""),
+                trace_id: trace.trace_id,
+                client_ip: std::net::IpAddr::from([0, 0, 0, 0]),
+                method: http::Method::GET,
+                host: None,
+                uri: http::Uri::default(),
                 path_template: None,
                 route: None,
                 service: None,
@@ -152,9 +152,9 @@ impl Trail {
                 status: 0,
                 bytes_in: 0,
                 bytes_out: 0,
-                duration_ms: 0.0,
-                upstream_ms: None,
-                gateway_ms: 0.0,
+                duration: Duration::ZERO,
+                upstream: None,
+                gateway: Duration::ZERO,
                 retries: 0,
                 error: None,
             };
@@ -174,7 +174,7 @@ impl Trail {
 
     pub fn set_target(&mut self, target: &Authority) {
         if let Some(event) = self.event() {
-            event.target = Some(target.as_str().to_owned());
+            event.target = Some(target.clone());
         }
     }
 
@@ -187,11 +187,15 @@ impl Trail {
         }
         let upstream = self.upstream.unwrap_or_default();
         let gateway = self.head.saturating_sub(upstream);
-        let text = match self.upstream {
-            Some(_) => format!("gateway;dur={}, upstream;dur={}", Millis(gateway), Millis(upstream)),
-            None => format!("gateway;dur={}", Millis(gateway)),
-        };
-        HeaderValue::from_str(&text).ok()
+        // Written by hand into a stack buffer: this runs on every response.
+        let mut text = Text::default();
+        text.push(b"gateway;dur=");
+        text.millis(gateway);
+        if self.upstream.is_some() {
+            text.push(b", upstream;dur=");
+            text.millis(upstream);
+        }
+        HeaderValue::from_bytes(text.as_bytes()).ok()
     }
 
     /// The response is done (sent or abandoned) after `bytes_out` body bytes.
@@ -208,24 +212,77 @@ impl Trail {
             event.status = self.status;
             event.bytes_in = bytes_in;
             event.bytes_out = bytes_out;
-            event.duration_ms = as_ms(duration);
-            event.upstream_ms = self.upstream.map(as_ms);
-            event.gateway_ms = as_ms(self.head.saturating_sub(self.upstream.unwrap_or_default()));
+            event.duration = duration;
+            event.upstream = self.upstream;
+            event.gateway = self.head.saturating_sub(self.upstream.unwrap_or_default());
             log.push(event);
         }
     }
 }
 
-fn as_ms(duration: Duration) -> f64 {
-    (duration.as_micros() as f64) / 1000.0
+/// A short text built without allocating.
+pub(crate) struct Text {
+    bytes: [u8; 64],
+    len: usize,
 }
 
-/// A duration as milliseconds with three decimals.
-struct Millis(Duration);
+impl Default for Text {
+    fn default() -> Text {
+        Text { bytes: [0; 64], len: 0 }
+    }
+}
 
-impl std::fmt::Display for Millis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let micros = self.0.as_micros();
-        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
+impl Text {
+    /// Appends `more`, or as much of it as fits.
+    pub fn push(&mut self, more: &[u8]) {
+        let n = more.len().min(self.bytes.len() - self.len);
+        self.bytes[self.len..self.len + n].copy_from_slice(&more[..n]);
+        self.len += n;
+    }
+
+    /// Appends a duration in milliseconds with three decimals (`12.034`).
+    pub fn millis(&mut self, duration: Duration) {
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        self.number(micros / 1000);
+        let fraction = micros % 1000;
+        self.push(&[
+            b'.',
+            b'0' + (fraction / 100) as u8,
+            b'0' + (fraction / 10 % 10) as u8,
+            b'0' + (fraction % 10) as u8,
+        ]);
+    }
+
+    /// Appends a whole number.
+    pub fn number(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[at..]);
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_written_as_milliseconds() {
+        for (micros, text) in [(0, "0.000"), (7, "0.007"), (1_234, "1.234"), (12_345_678, "12345.678")] {
+            let mut out = Text::default();
+            out.millis(Duration::from_micros(micros));
+            assert_eq!(out.as_bytes(), text.as_bytes());
+        }
     }
 }

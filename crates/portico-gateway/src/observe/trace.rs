@@ -49,12 +49,6 @@ impl TraceContext {
         text[52..].copy_from_slice(if self.sampled { b"-01" } else { b"-00" });
         HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
-
-    pub fn trace_id_hex(&self) -> String {
-        let mut text = [0u8; 32];
-        hex(&self.trace_id.to_be_bytes(), &mut text);
-        String::from_utf8_lossy(&text).into_owned()
-    }
 }
 
 fn nonzero_u64() -> u64 {
@@ -103,7 +97,7 @@ mod tests {
     fn a_client_trace_is_continued_with_a_new_span() {
         let sent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         let trace = TraceContext::from_request(&with(sent), 0.0);
-        assert_eq!(trace.trace_id_hex(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(trace.trace_id, 0x0af7651916cd43dd8448eb211c80319c);
         assert_eq!(trace.parent_id, Some(0xb7ad6b7169203331));
         assert!(trace.sampled, "the client's sampling decision is kept");
         let upstream = trace.header();

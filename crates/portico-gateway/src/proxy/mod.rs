@@ -117,11 +117,14 @@ pub(crate) async fn handle(
 
 /// What the access log records of the request itself.
 fn describe(event: &mut crate::observe::AccessEvent, request: &Request<Incoming>, client: &Client, id: &HeaderValue) {
-    event.request_id = String::from_utf8_lossy(id.as_bytes()).into_owned();
-    event.client_ip = client.ip.to_string();
-    event.method = request.method().as_str().to_owned();
-    event.host = request_host(request).to_owned();
-    event.path = request.uri().path().to_owned();
+    event.request_id = id.clone();
+    event.client_ip = client.ip;
+    event.method = request.method().clone();
+    event.host = match request.uri().authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => request.headers().get(header::HOST).cloned(),
+    };
+    event.uri = request.uri().clone();
 }
 
 async fn forward<'s>(
