@@ -84,9 +84,25 @@ impl AccessEvent {
         out.extend_from_slice(b"\",\"request_id\":");
         string(out, self.request_id.as_bytes());
         out.extend_from_slice(b",\"trace_id\":\"");
-        let _ = write!(out, "{:032x}", self.trace_id);
+        let mut hex = [0u8; 32];
+        super::trace::hex(&self.trace_id.to_be_bytes(), &mut hex);
+        out.extend_from_slice(&hex);
         out.extend_from_slice(b"\",\"client_ip\":\"");
-        let _ = write!(out, "{}", self.client_ip);
+        match self.client_ip {
+            IpAddr::V4(ip) => {
+                let mut text = Text::default();
+                for (i, octet) in ip.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b".");
+                    }
+                    text.number(u64::from(octet));
+                }
+                out.extend_from_slice(text.as_bytes());
+            }
+            IpAddr::V6(ip) => {
+                let _ = write!(out, "{ip}");
+            }
+        }
         out.extend_from_slice(b"\",\"method\":");
         string(out, self.method.as_str().as_bytes());
         out.extend_from_slice(b",\"host\":");
@@ -132,6 +148,13 @@ impl AccessEvent {
 
 /// A JSON string; bytes that are not UTF-8 become U+FFFD.
 fn string(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Names, paths and ids are plain ASCII nearly always: copied as they are.
+    if bytes.iter().all(|b| (0x20..0x7f).contains(b) && *b != b'"' && *b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let text = String::from_utf8_lossy(bytes);
     out.push(b'"');
     for c in text.chars() {
@@ -186,7 +209,14 @@ impl Clock {
             );
         }
         out.extend_from_slice(&self.prefix);
-        let _ = write!(out, ".{:03}Z", since.subsec_millis());
+        let millis = since.subsec_millis();
+        out.extend_from_slice(&[
+            b'.',
+            b'0' + (millis / 100) as u8,
+            b'0' + (millis / 10 % 10) as u8,
+            b'0' + (millis % 10) as u8,
+            b'Z',
+        ]);
     }
 }
 

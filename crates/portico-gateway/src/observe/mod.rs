@@ -9,7 +9,7 @@
 mod access_log;
 mod exposition;
 pub(crate) mod metrics;
-mod trace;
+pub(crate) mod trace;
 
 pub use access_log::{AccessEvent, AccessLog, AccessLogReport, AccessLogSettings, AccessLogSink};
 pub(crate) use exposition::render;

@@ -55,7 +55,7 @@ fn nonzero_u64() -> u64 {
     fastrand::u64(1..)
 }
 
-fn hex(bytes: &[u8], out: &mut [u8]) {
+pub(crate) fn hex(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (i, byte) in bytes.iter().enumerate() {
         out[2 * i] = DIGITS[usize::from(byte >> 4)];
