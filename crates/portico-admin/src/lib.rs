@@ -12,6 +12,7 @@ mod auth;
 mod certificates;
 mod consumers;
 mod entities;
+mod logging;
 mod openapi;
 mod problem;
 mod registry;
@@ -20,6 +21,7 @@ mod system;
 mod targets;
 mod tokens;
 
+pub use logging::LogFilter;
 pub use problem::ApiError;
 pub use state::{AdminState, ConfigSource, RuntimeStatus};
 
@@ -37,6 +39,7 @@ pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/api/v1/status", get(system::status))
         .route("/metrics", get(system::metrics))
+        .route("/api/v1/logging", get(logging::get).put(logging::put))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/services", get(entities::list_services).post(entities::create_service))
         .route(

@@ -3,6 +3,7 @@
 use crate::certificates;
 use crate::consumers;
 use crate::entities::{self, Page, Versioned};
+use crate::logging;
 use crate::problem::ProblemBody;
 use crate::registry;
 use crate::system;
@@ -22,7 +23,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "Portico admin API", description = "Manage Portico's services, routes, consumers and global settings. Every endpoint but health and readiness needs `Authorization: Bearer <admin token>`."),
     paths(
-        system::health, system::ready, system::status, system::metrics,
+        system::health, system::ready, system::status, system::metrics, logging::get, logging::put,
         entities::list_services, entities::create_service, entities::get_service, entities::put_service, entities::delete_service,
         targets::service_health,
         registry::register, registry::heartbeat, registry::deregister, registry::list,

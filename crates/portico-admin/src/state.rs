@@ -80,6 +80,8 @@ pub struct AdminState {
     pub(crate) master_key: Option<Arc<MasterKey>>,
     /// Metrics and the access log's counters.
     pub(crate) telemetry: Arc<portico_gateway::Telemetry>,
+    /// The filter of Portico's own log, when Portico installed the log.
+    pub(crate) log_filter: Option<Arc<dyn crate::LogFilter>>,
 }
 
 impl AdminState {
@@ -100,7 +102,14 @@ impl AdminState {
             snapshots,
             master_key: None,
             telemetry: portico_gateway::Telemetry::disabled(),
+            log_filter: None,
         }
+    }
+
+    /// Lets the admin API change the filter of Portico's own log.
+    pub fn with_log_filter(mut self, filter: Option<Arc<dyn crate::LogFilter>>) -> AdminState {
+        self.log_filter = filter;
+        self
     }
 
     /// Serves the metrics and counters of `telemetry`.

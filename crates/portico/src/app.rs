@@ -124,7 +124,8 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
     )));
     let admin_state = AdminState::new(store.clone(), source, status, snapshots)
         .with_master_key(settings.master_key.clone())
-        .with_telemetry(telemetry.clone());
+        .with_telemetry(telemetry.clone())
+        .with_log_filter(crate::logging::filter());
     let router = portico_admin::router(admin_state);
     let mut admin_shutdown = shutdown_rx;
     tasks.push(tokio::spawn(async move {

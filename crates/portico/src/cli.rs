@@ -152,6 +152,9 @@ pub struct SettingsArgs {
     /// Share of new traces marked sampled in `traceparent`, 0 to 1 [default: 0.01].
     #[arg(long, global = true, env = "PORTICO_TRACE_SAMPLE_RATIO")]
     pub trace_sample_ratio: Option<f64>,
+    /// Portico's own log on stderr: `text` or `json` lines [default: text].
+    #[arg(long, global = true, env = "PORTICO_LOG_FORMAT")]
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Send `Server-Timing` (gateway and upstream durations) to clients [default: true].
     #[arg(long, global = true, env = "PORTICO_SERVER_TIMING")]
     pub server_timing: Option<bool>,

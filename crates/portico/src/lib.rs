@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod control;
+pub mod logging;
 pub mod registry;
 pub mod settings;
 

@@ -35,6 +35,7 @@ pub struct SettingsFile {
     pub access_log_keep: Option<u32>,
     pub trace_sample_ratio: Option<f64>,
     pub server_timing: Option<bool>,
+    pub log_format: Option<crate::logging::LogFormat>,
 }
 
 /// Settings after merging every source.
@@ -54,6 +55,7 @@ pub struct Settings {
     pub proxy: ProxySettings,
     /// Access log, trace sampling, `Server-Timing`.
     pub telemetry: TelemetrySettings,
+    pub log_format: crate::logging::LogFormat,
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -101,6 +103,7 @@ impl Settings {
                 https_port: flags.tls_listen.or(file.tls_listen).map(|a| a.port()),
             },
             telemetry,
+            log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
 }

@@ -3,6 +3,7 @@
 
 use portico_model::MasterKey;
 use portico_testkit::MockUpstream;
+use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -309,4 +310,90 @@ const JWT_SECRET: &str = "a-shared-secret-of-at-least-32-bytes";
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("      {l}\n")).collect()
+}
+
+#[tokio::test]
+async fn the_log_filter_changes_at_run_time_and_lines_can_be_json() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("portico.yaml"), "routes:\n  - name: dead\n    service: dead\nservices:\n  - name: dead\n    targets: [{address: \"127.0.0.1:9\"}]\n").expect("write");
+    let (proxy, admin) = (free_port(), free_port());
+    let mut child = Killed(
+        portico(dir.path())
+            .args(["serve", "--config", "portico.yaml", "--log-format", "json"])
+            .args(["--listen", &format!("127.0.0.1:{proxy}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+            .env("PORTICO_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve"),
+    );
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (seen, stderr) = (lines.clone(), child.0.stderr.take().expect("stderr"));
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            seen.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
+    });
+    let wait_for = |wanted: &'static str| {
+        let lines = lines.clone();
+        async move {
+            for _ in 0..200 {
+                let found =
+                    lines.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|l| l.contains(wanted)).cloned();
+                if let Some(line) = found {
+                    return line;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("no log line with `{wanted}` in {:?}", lines.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    };
+    wait_for("Created the first admin token").await;
+    let token = lines
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with("portico_"))
+        .expect("the token line")
+        .to_owned();
+    let serving: Value = serde_json::from_str(&wait_for("Portico is serving").await).expect("a JSON log line");
+    assert_eq!(serving["level"], "INFO", "{serving}");
+
+    let http = reqwest::Client::new();
+    let logging = format!("http://127.0.0.1:{admin}/api/v1/logging");
+    let now: Value = http.get(&logging).bearer_auth(&token).send().await.expect("get").json().await.expect("json");
+    assert_eq!(now["filter"], "info");
+    // Debug lines are not written yet: a failing upstream try is logged at debug.
+    http.get(format!("http://127.0.0.1:{proxy}/")).send().await.expect("request");
+    let bad = http
+        .put(&logging)
+        .bearer_auth(&token)
+        .json(&json!({"filter": "portico_gateway=[{"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(bad.status(), 422);
+    let body: Value = bad.json().await.expect("json");
+    assert_eq!(body["errors"][0]["path"], "filter", "{body}");
+    let changed = http.put(&logging).bearer_auth(&token).json(&json!({"filter": "info,portico_gateway=debug"})).send();
+    let changed: Value = changed.await.expect("put").json().await.expect("json");
+    let mut directives: Vec<&str> = changed["filter"].as_str().unwrap_or("").split(',').collect();
+    directives.sort_unstable();
+    assert_eq!(directives, ["info", "portico_gateway=debug"], "{changed}");
+    http.get(format!("http://127.0.0.1:{proxy}/")).send().await.expect("request");
+    let debug: Value = serde_json::from_str(&wait_for("upstream try failed").await).expect("JSON");
+    assert_eq!(debug["level"], "DEBUG", "{debug}");
+    let tries =
+        lines.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|l| l.contains("upstream try failed")).count();
+    assert_eq!(tries, 1, "only the request after the change is logged at debug");
+}
+
+/// A child process, killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -29,6 +29,7 @@ pub fn settings(store: String) -> Settings {
         workers: 2,
         proxy: ProxySettings { header_timeout: Duration::from_secs(1), ..ProxySettings::default() },
         telemetry: portico_gateway::TelemetrySettings::default(),
+        log_format: portico::logging::LogFormat::Text,
     }
 }
 
