@@ -140,9 +140,10 @@ pub struct SettingsArgs {
     /// Largest request head in bytes [default: 32768].
     #[arg(long, global = true, env = "PORTICO_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
-    /// Access log: `stdout`, or a file to write JSON lines to [default: none].
-    #[arg(long, global = true, env = "PORTICO_ACCESS_LOG")]
-    pub access_log: Option<String>,
+    /// Access log sinks: `stdout`, a file, or an `http(s)://` collector; repeat the flag (or
+    /// separate with commas) for several [default: none].
+    #[arg(long, global = true, env = "PORTICO_ACCESS_LOG", value_delimiter = ',')]
+    pub access_log: Vec<String>,
     /// Rotate the access log file when it reaches this many MiB [default: 100].
     #[arg(long, global = true, env = "PORTICO_ACCESS_LOG_MAX_MB")]
     pub access_log_max_mb: Option<u64>,

@@ -30,12 +30,21 @@ pub struct SettingsFile {
     pub header_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub max_header_bytes: Option<usize>,
-    pub access_log: Option<String>,
+    /// One sink, or a list of them.
+    pub access_log: Option<OneOrMany>,
     pub access_log_max_mb: Option<u64>,
     pub access_log_keep: Option<u32>,
     pub trace_sample_ratio: Option<f64>,
     pub server_timing: Option<bool>,
     pub log_format: Option<crate::logging::LogFormat>,
+}
+
+/// A settings file value written as one item or as a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Settings after merging every source.
@@ -115,19 +124,28 @@ fn telemetry(flags: &crate::cli::SettingsArgs, file: &SettingsFile) -> anyhow::R
     if !(0.0..=1.0).contains(&ratio) {
         anyhow::bail!("the trace sample ratio must be between 0 and 1 (got {ratio})");
     }
-    let sink = match flags.access_log.clone().or(file.access_log.clone()).as_deref() {
-        None | Some("") | Some("off") => None,
-        Some("stdout") => Some(AccessLogSink::Stdout),
-        Some(path) => Some(AccessLogSink::File {
-            path: PathBuf::from(path),
-            max_bytes: flags.access_log_max_mb.or(file.access_log_max_mb).unwrap_or(100).max(1) * 1024 * 1024,
-            keep: flags.access_log_keep.or(file.access_log_keep).unwrap_or(5),
-        }),
+    let max_bytes = flags.access_log_max_mb.or(file.access_log_max_mb).unwrap_or(100).max(1) * 1024 * 1024;
+    let keep = flags.access_log_keep.or(file.access_log_keep).unwrap_or(5);
+    let named = match (&flags.access_log, &file.access_log) {
+        (flags, _) if !flags.is_empty() => flags.clone(),
+        (_, Some(OneOrMany::One(name))) => vec![name.clone()],
+        (_, Some(OneOrMany::Many(names))) => names.clone(),
+        (_, None) => Vec::new(),
     };
+    let mut sinks = Vec::new();
+    for name in named.iter().map(|n| n.trim()).filter(|n| !n.is_empty() && *n != "off") {
+        sinks.push(match name {
+            "stdout" => AccessLogSink::Stdout,
+            url if url.starts_with("http://") || url.starts_with("https://") => AccessLogSink::Http {
+                url: url.parse().with_context(|| format!("the access log URL `{url}` is not valid"))?,
+            },
+            path => AccessLogSink::File { path: PathBuf::from(path), max_bytes, keep },
+        });
+    }
     Ok(TelemetrySettings {
         server_timing: flags.server_timing.or(file.server_timing).unwrap_or(defaults.server_timing),
         trace_sample_ratio: ratio,
-        access_log: sink.map(|sink| AccessLogSettings { sink, queue: ACCESS_LOG_QUEUE }),
+        access_log: (!sinks.is_empty()).then_some(AccessLogSettings { sinks, queue: ACCESS_LOG_QUEUE }),
     })
 }
 
@@ -156,4 +174,38 @@ fn read_file(path: &Path) -> anyhow::Result<SettingsFile> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read settings file {}", path.display()))?;
     yaml_serde::from_str(&text).with_context(|| format!("invalid settings file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn resolve(args: &[&str]) -> anyhow::Result<Settings> {
+        let cli = crate::cli::Cli::try_parse_from(args.iter().copied().chain(["migrate"]))?;
+        Settings::resolve(&cli.settings)
+    }
+
+    #[test]
+    fn access_log_sinks_come_from_flags_or_the_settings_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("settings.yaml");
+        std::fs::write(&file, "access_log: [stdout, 'https://logs.example.com/in?key=x', access.log]\n")
+            .expect("write");
+        let settings = resolve(&["portico", "--settings", file.to_str().unwrap_or_default()]).expect("settings");
+        let sinks = settings.telemetry.access_log.expect("an access log").sinks;
+        let names: Vec<String> = sinks.iter().map(AccessLogSink::name).collect();
+        assert_eq!(names, ["stdout", "https://logs.example.com/in", "access.log"]);
+
+        std::fs::write(&file, "access_log: stdout\n").expect("write");
+        let settings = resolve(&["portico", "--settings", file.to_str().unwrap_or_default()]).expect("settings");
+        assert_eq!(settings.telemetry.access_log.map(|l| l.sinks), Some(vec![AccessLogSink::Stdout]));
+        // Flags win over the file, and may name several sinks.
+        let settings =
+            resolve(&["portico", "--settings", file.to_str().unwrap_or_default(), "--access-log", "a.log,b.log"])
+                .expect("settings");
+        assert_eq!(settings.telemetry.access_log.map(|l| l.sinks.len()), Some(2));
+        assert!(resolve(&["portico", "--trace-sample-ratio", "1.5"]).is_err());
+        assert!(resolve(&["portico"]).expect("defaults").telemetry.access_log.is_none());
+    }
 }

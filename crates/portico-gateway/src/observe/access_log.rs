@@ -2,9 +2,11 @@
 //!
 //! A finished request pushes its event into a bounded lock-free queue: a few atomic
 //! operations, no lock, no system call, no wake-up. A writer thread drains the queue in
-//! batches every [`FLUSH_INTERVAL`] and writes JSON lines to the sink. When the queue is
-//! full the event is dropped, never the request slowed, and the drop is counted (exposed on
-//! `/metrics` and in `/api/v1/status`). On shutdown the writer drains what is queued.
+//! batches every [`FLUSH_INTERVAL`] and writes them as JSON lines to each sink: standard
+//! output, a file (rotated by size), or an HTTP collector (one POST per batch, retried). When
+//! the queue is full the event is dropped, never the request slowed, and the drop is counted
+//! (exposed on `/metrics` and in `/api/v1/status`), as are events a sink failed to take. On
+//! shutdown the writer drains what is queued.
 
 use super::Text;
 use crossbeam_queue::ArrayQueue;
@@ -20,8 +22,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-/// How often the writer drains the queue.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the writer drains the queue. Short, so that each batch is small work: the
+/// writer shares the machine with the proxy, and a large batch shows as latency.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+/// An HTTP collector gets this many tries per batch.
+const HTTP_TRIES: u32 = 3;
+/// Longest wait for an HTTP collector per try.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where access events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,12 +38,30 @@ pub enum AccessLogSink {
     /// JSON lines in a file, rotated when it reaches `max_bytes`: the full file is renamed
     /// `<path>.1` (older ones shift to `.2` ... `.<keep>`) and a new one is started.
     File { path: PathBuf, max_bytes: u64, keep: u32 },
+    /// Batches of JSON lines POSTed to an HTTP(S) collector (`application/x-ndjson`); a batch
+    /// is tried again after a connection failure, a 429 or a 5xx.
+    Http { url: http::Uri },
+}
+
+impl AccessLogSink {
+    /// How the sink is named in reports: `stdout`, the file's path, or the URL without
+    /// credentials or query.
+    pub fn name(&self) -> String {
+        match self {
+            AccessLogSink::Stdout => "stdout".into(),
+            AccessLogSink::File { path, .. } => path.display().to_string(),
+            AccessLogSink::Http { url } => {
+                let host = url.authority().map_or("", |a| a.as_str().rsplit('@').next().unwrap_or(""));
+                format!("{}://{host}{}", url.scheme_str().unwrap_or("http"), url.path())
+            }
+        }
+    }
 }
 
 /// Settings of the access log.
 #[derive(Debug, Clone)]
 pub struct AccessLogSettings {
-    pub sink: AccessLogSink,
+    pub sinks: Vec<AccessLogSink>,
     /// Events that may wait for the writer; more are dropped and counted.
     pub queue: usize,
 }
@@ -225,31 +250,37 @@ pub struct AccessLog {
     queue: ArrayQueue<Box<AccessEvent>>,
     /// Events dropped because the queue was full.
     dropped: AtomicU64,
-    /// Events written to the sink.
-    written: AtomicU64,
-    /// Events lost because the sink failed (a full disk, a closed stdout).
-    failed: AtomicU64,
+    /// Per sink, in the order configured: events written, and events lost because the sink
+    /// failed (a full disk, a collector that kept failing).
+    counts: Box<[(String, AtomicU64, AtomicU64)]>,
     stopping: AtomicBool,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// The access log's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AccessLogReport {
-    pub written: u64,
+    /// Events dropped because the writer could not keep up.
     pub dropped: u64,
+    pub sinks: Vec<SinkReport>,
+}
+
+/// What one sink took.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SinkReport {
+    pub sink: String,
+    pub written: u64,
     pub failed: u64,
 }
 
 impl AccessLog {
-    /// Opens the sink and starts the writer thread.
+    /// Opens the sinks and starts the writer thread.
     pub fn start(settings: &AccessLogSettings) -> io::Result<Arc<AccessLog>> {
-        let mut sink = Sink::open(&settings.sink)?;
+        let mut sinks = settings.sinks.iter().map(Sink::open).collect::<io::Result<Vec<_>>>()?;
         let log = Arc::new(AccessLog {
             queue: ArrayQueue::new(settings.queue.max(1)),
             dropped: AtomicU64::new(0),
-            written: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
+            counts: settings.sinks.iter().map(|s| (s.name(), AtomicU64::new(0), AtomicU64::new(0))).collect(),
             stopping: AtomicBool::new(false),
             writer: Mutex::new(None),
         });
@@ -257,7 +288,7 @@ impl AccessLog {
         let mut clock = Clock::default();
         let handle = std::thread::Builder::new().name("portico-access-log".into()).spawn(move || loop {
             let stopping = writer.stopping.load(Ordering::Acquire);
-            writer.drain(&mut sink, &mut clock);
+            writer.drain(&mut sinks, &mut clock);
             if stopping {
                 return;
             }
@@ -276,9 +307,16 @@ impl AccessLog {
 
     pub fn report(&self) -> AccessLogReport {
         AccessLogReport {
-            written: self.written.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
+            sinks: self
+                .counts
+                .iter()
+                .map(|(sink, written, failed)| SinkReport {
+                    sink: sink.clone(),
+                    written: written.load(Ordering::Relaxed),
+                    failed: failed.load(Ordering::Relaxed),
+                })
+                .collect(),
         }
     }
 
@@ -292,65 +330,179 @@ impl AccessLog {
         }
     }
 
-    fn drain(&self, sink: &mut Sink, clock: &mut Clock) {
-        let mut line = Vec::with_capacity(512);
-        let (mut written, mut failed) = (0, 0);
+    /// Writes what is queued to every sink, as one batch of JSON lines.
+    fn drain(&self, sinks: &mut [Sink], clock: &mut Clock) {
+        let mut batch = Batch::default();
         while let Some(event) = self.queue.pop() {
-            line.clear();
-            event.write_json(&mut line, clock);
-            match sink.write(&line) {
-                Ok(()) => written += 1,
-                Err(_) => failed += 1,
+            event.write_json(&mut batch.text, clock);
+            batch.ends.push(batch.text.len());
+        }
+        if batch.ends.is_empty() {
+            return;
+        }
+        for (sink, (name, written, failed)) in sinks.iter_mut().zip(self.counts.iter()) {
+            let (ok, lost) = sink.write(&batch);
+            if lost > 0 {
+                tracing::warn!(sink = %name, lost, "the access log sink failed; events were lost");
             }
+            written.fetch_add(ok, Ordering::Relaxed);
+            failed.fetch_add(lost, Ordering::Relaxed);
         }
-        if let Err(error) = sink.flush() {
-            tracing::warn!(%error, "cannot write the access log");
-        }
-        self.written.fetch_add(written, Ordering::Relaxed);
-        self.failed.fetch_add(failed, Ordering::Relaxed);
+    }
+}
+
+/// Events as JSON lines, one after the other, with where each ends.
+#[derive(Default)]
+struct Batch {
+    text: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    fn lines(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter().copied()).map(|(start, end)| &self.text[start..end])
+    }
+
+    fn len(&self) -> u64 {
+        self.ends.len() as u64
     }
 }
 
 /// An open sink.
 enum Sink {
     Stdout(io::Stdout),
-    File { out: BufWriter<File>, path: PathBuf, size: u64, max_bytes: u64, keep: u32 },
+    File(FileSink),
+    Http(Box<HttpSink>),
 }
 
 impl Sink {
     fn open(sink: &AccessLogSink) -> io::Result<Sink> {
         Ok(match sink {
             AccessLogSink::Stdout => Sink::Stdout(io::stdout()),
-            AccessLogSink::File { path, max_bytes, keep } => {
-                let file = OpenOptions::new().create(true).append(true).open(path)?;
-                let size = file.metadata()?.len();
-                Sink::File { out: BufWriter::new(file), path: path.clone(), size, max_bytes: *max_bytes, keep: *keep }
-            }
+            AccessLogSink::File { path, max_bytes, keep } => Sink::File(FileSink::open(path, *max_bytes, *keep)?),
+            AccessLogSink::Http { url } => Sink::Http(Box::new(HttpSink::new(url.clone())?)),
         })
     }
 
-    fn write(&mut self, line: &[u8]) -> io::Result<()> {
-        match self {
-            Sink::Stdout(out) => out.lock().write_all(line),
-            Sink::File { out, path, size, max_bytes, keep } => {
-                if *size > 0 && *size + line.len() as u64 > *max_bytes {
-                    out.flush()?;
-                    rotate(path, *keep)?;
-                    *out = BufWriter::new(OpenOptions::new().create(true).append(true).open(&*path)?);
-                    *size = 0;
-                }
-                out.write_all(line)?;
-                *size += line.len() as u64;
-                Ok(())
+    /// Writes `batch`: returns how many events were written and how many were lost.
+    fn write(&mut self, batch: &Batch) -> (u64, u64) {
+        let result = match self {
+            Sink::Stdout(out) => {
+                let mut out = out.lock();
+                out.write_all(&batch.text).and_then(|()| out.flush())
+            }
+            Sink::File(file) => return file.write(batch),
+            Sink::Http(http) => http.post(&batch.text),
+        };
+        match result {
+            Ok(()) => (batch.len(), 0),
+            Err(error) => {
+                tracing::debug!(%error, "access log sink error");
+                (0, batch.len())
             }
         }
     }
+}
 
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Sink::Stdout(out) => out.lock().flush(),
-            Sink::File { out, .. } => out.flush(),
+/// A file, rotated when it would grow past `max_bytes`.
+struct FileSink {
+    out: BufWriter<File>,
+    path: PathBuf,
+    size: u64,
+    max_bytes: u64,
+    keep: u32,
+}
+
+impl FileSink {
+    fn open(path: &std::path::Path, max_bytes: u64, keep: u32) -> io::Result<FileSink> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(FileSink { out: BufWriter::with_capacity(64 * 1024, file), path: path.to_owned(), size, max_bytes, keep })
+    }
+
+    fn write(&mut self, batch: &Batch) -> (u64, u64) {
+        let (mut written, mut lost) = (0, 0);
+        for line in batch.lines() {
+            match self.write_line(line) {
+                Ok(()) => written += 1,
+                Err(_) => lost += 1,
+            }
         }
+        if self.out.flush().is_err() {
+            // What sat in the buffer is gone with the error; count the batch as lost.
+            return (0, batch.len());
+        }
+        (written, lost)
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
+            self.out.flush()?;
+            rotate(&self.path, self.keep)?;
+            let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            self.out = BufWriter::with_capacity(64 * 1024, file);
+            self.size = 0;
+        }
+        self.out.write_all(line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+}
+
+/// An HTTP collector, reached from the writer thread through its own small runtime.
+struct HttpSink {
+    url: http::Uri,
+    runtime: tokio::runtime::Runtime,
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+}
+
+impl HttpSink {
+    fn new(url: http::Uri) -> io::Result<HttpSink> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        Ok(HttpSink { url, runtime, client })
+    }
+
+    /// POSTs `body`, trying again after a connection failure, a 429 or a 5xx.
+    fn post(&self, body: &[u8]) -> io::Result<()> {
+        let body = bytes::Bytes::copy_from_slice(body);
+        let mut last = String::new();
+        for attempt in 0..HTTP_TRIES {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(100 << attempt));
+            }
+            let request = http::Request::post(self.url.clone())
+                .header(http::header::CONTENT_TYPE, "application/x-ndjson")
+                .body(http_body_util::Full::new(body.clone()))
+                .map_err(io::Error::other)?;
+            let sent =
+                self.runtime.block_on(async { tokio::time::timeout(HTTP_TIMEOUT, self.client.request(request)).await });
+            match sent {
+                Ok(Ok(response)) if response.status().is_success() => return Ok(()),
+                Ok(Ok(response)) => {
+                    last = format!("the collector answered {}", response.status());
+                    let retry =
+                        response.status() == http::StatusCode::TOO_MANY_REQUESTS || response.status().is_server_error();
+                    if !retry {
+                        break;
+                    }
+                }
+                Ok(Err(error)) => last = error.to_string(),
+                Err(_) => last = "the collector did not answer in time".into(),
+            }
+        }
+        Err(io::Error::other(last))
     }
 }
 
@@ -409,12 +561,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("access.log");
         let sink = AccessLogSink::File { path: path.clone(), max_bytes: 1_000, keep: 2 };
-        let log = AccessLog::start(&AccessLogSettings { sink, queue: 100 }).expect("start");
+        let log = AccessLog::start(&AccessLogSettings { sinks: vec![sink], queue: 100 }).expect("start");
         for i in 0..12 {
             log.push(event(&format!("/users/{i}")));
         }
         log.stop();
-        assert_eq!(log.report().written, 12);
+        assert_eq!(log.report().sinks[0].written, 12);
         let current = std::fs::read_to_string(&path).expect("current file");
         let first: serde_json::Value = serde_json::from_str(current.lines().next().expect("a line")).expect("JSON");
         assert_eq!(first["path_template"], "/users/{id}");
@@ -449,14 +601,81 @@ mod tests {
     fn a_full_queue_drops_and_counts() {
         let dir = tempfile::tempdir().expect("dir");
         let sink = AccessLogSink::File { path: dir.path().join("a.log"), max_bytes: u64::MAX, keep: 1 };
-        let log = AccessLog::start(&AccessLogSettings { sink, queue: 4 }).expect("start");
+        let log = AccessLog::start(&AccessLogSettings { sinks: vec![sink], queue: 4 }).expect("start");
         // Faster than the writer drains (it sleeps between batches).
         for _ in 0..1_000 {
             log.push(event("/"));
         }
         log.stop();
         let report = log.report();
-        assert_eq!(report.written + report.dropped, 1_000, "{report:?}");
+        assert_eq!(report.sinks[0].written + report.dropped, 1_000, "{report:?}");
         assert!(report.dropped > 0, "{report:?}");
+    }
+
+    /// A collector that answers the first POST with 503 and takes the rest.
+    async fn collector() -> (String, Arc<Mutex<Vec<String>>>, Arc<AtomicU64>) {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/ingest", listener.local_addr().expect("address"));
+        let (received, posts) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicU64::new(0)));
+        let (kept, counted) = (received.clone(), posts.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (kept, counted) = (kept.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                        let (kept, counted) = (kept.clone(), counted.clone());
+                        async move {
+                            let kind = request.headers().get("content-type").cloned();
+                            let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let status = if counted.fetch_add(1, Ordering::SeqCst) == 0 { 503 } else { 200 };
+                            if status == 200 && kind.as_ref().is_some_and(|k| k == "application/x-ndjson") {
+                                kept.lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .push(String::from_utf8_lossy(&body).into_owned());
+                            }
+                            let response = http::Response::builder()
+                                .status(status)
+                                .body(http_body_util::Empty::<bytes::Bytes>::new());
+                            Ok::<_, std::convert::Infallible>(response.unwrap_or_default())
+                        }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                });
+            }
+        });
+        (url, received, posts)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_are_posted_to_a_collector_and_retried() {
+        let (url, received, posts) = collector().await;
+        let sink = AccessLogSink::Http { url: url.parse().expect("URL") };
+        assert_eq!(sink.name(), url);
+        let log = AccessLog::start(&AccessLogSettings { sinks: vec![sink], queue: 100 }).expect("start");
+        for i in 0..5 {
+            log.push(event(&format!("/users/{i}")));
+        }
+        let stopping = log.clone();
+        tokio::task::spawn_blocking(move || stopping.stop()).await.expect("stop");
+        let bodies = received.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let lines: Vec<serde_json::Value> =
+            bodies.iter().flat_map(|b| b.lines()).map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+        let paths: Vec<&str> = lines.iter().filter_map(|l| l["path"].as_str()).collect();
+        assert_eq!(paths, ["/users/0", "/users/1", "/users/2", "/users/3", "/users/4"], "each event once, in order");
+        assert!(posts.load(Ordering::SeqCst) >= 2, "the refused batch was sent again");
+        assert_eq!((log.report().sinks[0].written, log.report().sinks[0].failed), (5, 0));
+    }
+
+    #[test]
+    fn a_collector_that_keeps_failing_loses_the_batch_and_says_so() {
+        // Nothing listens on port 9 (discard) here: every try is refused.
+        let sink = AccessLogSink::Http { url: "http://127.0.0.1:9/ingest".parse().expect("URL") };
+        let log = AccessLog::start(&AccessLogSettings { sinks: vec![sink], queue: 100 }).expect("start");
+        log.push(event("/"));
+        log.stop();
+        assert_eq!((log.report().sinks[0].written, log.report().sinks[0].failed), (0, 1));
     }
 }

@@ -119,18 +119,18 @@ pub(crate) fn render(snapshot: &Snapshot, telemetry: &Telemetry) -> String {
     if let Some(report) = telemetry.access_log_report() {
         out.counters(
             "portico_access_log_events_written_total",
-            "Access log events written.",
-            [(Vec::new(), report.written)],
+            "Access log events written, by sink.",
+            report.sinks.iter().map(|s| (vec![("sink", s.sink.as_str())], s.written)),
+        );
+        out.counters(
+            "portico_access_log_events_failed_total",
+            "Access log events a sink failed to take (after retries), by sink.",
+            report.sinks.iter().map(|s| (vec![("sink", s.sink.as_str())], s.failed)),
         );
         out.counters(
             "portico_access_log_events_dropped_total",
             "Access log events dropped because the writer could not keep up.",
             [(Vec::new(), report.dropped)],
-        );
-        out.counters(
-            "portico_access_log_events_failed_total",
-            "Access log events lost because the sink failed to write them.",
-            [(Vec::new(), report.failed)],
         );
     }
     out.into_text()

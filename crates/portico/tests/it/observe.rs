@@ -31,7 +31,9 @@ async fn every_request_is_logged_with_its_route_target_consumer_and_timings() {
     let logs = tempfile::tempdir().expect("dir");
     let path = logs.path().join("access.log");
     let sink = AccessLogSink::File { path: path.clone(), max_bytes: 1 << 20, keep: 1 };
-    let portico = Portico::start_with(|s| s.telemetry.access_log = Some(AccessLogSettings { sink, queue: 1024 })).await;
+    let portico =
+        Portico::start_with(|s| s.telemetry.access_log = Some(AccessLogSettings { sinks: vec![sink], queue: 1024 }))
+            .await;
     let upstream = MockUpstream::start("users").await;
     portico.service("users", &[upstream.addr.to_string()]).await;
     portico.create("consumers", json!({"name": "shop", "credentials": [{"type": "key_auth", "key": KEY}]})).await;
