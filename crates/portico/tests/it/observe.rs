@@ -108,10 +108,9 @@ async fn every_request_is_logged_with_its_route_target_consumer_and_timings() {
     assert!(unrouted["route"].is_null() && unrouted["path_template"].is_null());
 
     let status: Value = portico.admin(Method::GET, "/status").send().await.expect("a").json().await.expect("j");
-    assert_eq!(
-        (status["access_log"]["written"].as_u64(), status["access_log"]["dropped"].as_u64()),
-        (Some(4), Some(0))
-    );
+    let log = &status["access_log"];
+    assert_eq!((log["sinks"][0]["written"].as_u64(), log["dropped"].as_u64()), (Some(4), Some(0)), "{status}");
+    assert_eq!(log["sinks"][0]["sink"], path.display().to_string());
     portico.stop().await;
 }
 
