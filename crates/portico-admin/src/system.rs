@@ -51,6 +51,11 @@ pub(crate) struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     access_log: Option<portico_gateway::AccessLogReport>,
+    /// Trace export, when an OTLP endpoint is configured: spans exported, dropped because
+    /// the exporter could not keep up, and lost because the collector failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    traces: Option<portico_gateway::ExporterReport>,
 }
 
 /// What the gateway serves, and whether it is up to date.
@@ -72,6 +77,7 @@ pub(crate) async fn status(State(state): State<AdminState>) -> Json<Status> {
         last_error: state.status.last_error(),
         redis: state.status.redis().map(|r| r.report()),
         access_log: state.telemetry.access_log_report(),
+        traces: state.telemetry.exporter_report(),
     })
 }
 

@@ -150,6 +150,10 @@ pub struct SettingsArgs {
     /// Rotated access log files to keep [default: 5].
     #[arg(long, global = true, env = "PORTICO_ACCESS_LOG_KEEP")]
     pub access_log_keep: Option<u32>,
+    /// Export the spans of sampled requests to this OTLP/HTTP collector, e.g.
+    /// `http://127.0.0.1:4318` [default: none].
+    #[arg(long, global = true, env = "PORTICO_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Share of new traces marked sampled in `traceparent`, 0 to 1 [default: 0.01].
     #[arg(long, global = true, env = "PORTICO_TRACE_SAMPLE_RATIO")]
     pub trace_sample_ratio: Option<f64>,

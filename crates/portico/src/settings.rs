@@ -35,6 +35,7 @@ pub struct SettingsFile {
     pub access_log_max_mb: Option<u64>,
     pub access_log_keep: Option<u32>,
     pub trace_sample_ratio: Option<f64>,
+    pub otlp_endpoint: Option<String>,
     pub server_timing: Option<bool>,
     pub log_format: Option<crate::logging::LogFormat>,
 }
@@ -142,7 +143,19 @@ fn telemetry(flags: &crate::cli::SettingsArgs, file: &SettingsFile) -> anyhow::R
             path => AccessLogSink::File { path: PathBuf::from(path), max_bytes, keep },
         });
     }
+    let otlp_endpoint = match flags.otlp_endpoint.clone().or(file.otlp_endpoint.clone()).filter(|e| !e.is_empty()) {
+        Some(url) => {
+            let parsed: axum::http::Uri =
+                url.parse().with_context(|| format!("the OTLP endpoint `{url}` is not a URL"))?;
+            if !matches!(parsed.scheme_str(), Some("http" | "https")) {
+                anyhow::bail!("the OTLP endpoint `{url}` must be an http(s) URL");
+            }
+            Some(parsed)
+        }
+        None => None,
+    };
     Ok(TelemetrySettings {
+        otlp_endpoint,
         server_timing: flags.server_timing.or(file.server_timing).unwrap_or(defaults.server_timing),
         trace_sample_ratio: ratio,
         access_log: (!sinks.is_empty()).then_some(AccessLogSettings { sinks, queue: ACCESS_LOG_QUEUE }),

@@ -8,6 +8,7 @@
 //! (exposed on `/metrics` and in `/api/v1/status`), as are events a sink failed to take. On
 //! shutdown the writer drains what is queued.
 
+use super::http_out::Poster;
 use super::Text;
 use crossbeam_queue::ArrayQueue;
 use http::uri::Authority;
@@ -25,10 +26,6 @@ use std::time::{Duration, SystemTime};
 /// How often the writer drains the queue. Short, so that each batch is small work: the
 /// writer shares the machine with the proxy, and a large batch shows as latency.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
-/// An HTTP collector gets this many tries per batch.
-const HTTP_TRIES: u32 = 3;
-/// Longest wait for an HTTP collector per try.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where access events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +65,7 @@ pub struct AccessLogSettings {
 
 /// One request, as the access log records it. Values are kept as the request path has them
 /// (shared buffers, numbers); the writer thread turns them into text.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AccessEvent {
     /// When the request head arrived.
     pub time: SystemTime,
@@ -373,7 +370,7 @@ impl Batch {
 enum Sink {
     Stdout(io::Stdout),
     File(FileSink),
-    Http(Box<HttpSink>),
+    Http(Box<Poster>),
 }
 
 impl Sink {
@@ -381,7 +378,7 @@ impl Sink {
         Ok(match sink {
             AccessLogSink::Stdout => Sink::Stdout(io::stdout()),
             AccessLogSink::File { path, max_bytes, keep } => Sink::File(FileSink::open(path, *max_bytes, *keep)?),
-            AccessLogSink::Http { url } => Sink::Http(Box::new(HttpSink::new(url.clone())?)),
+            AccessLogSink::Http { url } => Sink::Http(Box::new(Poster::new(url.clone(), "application/x-ndjson")?)),
         })
     }
 
@@ -393,7 +390,7 @@ impl Sink {
                 out.write_all(&batch.text).and_then(|()| out.flush())
             }
             Sink::File(file) => return file.write(batch),
-            Sink::Http(http) => http.post(&batch.text),
+            Sink::Http(http) => http.post(batch.text.clone()),
         };
         match result {
             Ok(()) => (batch.len(), 0),
@@ -447,62 +444,6 @@ impl FileSink {
         self.out.write_all(line)?;
         self.size += line.len() as u64;
         Ok(())
-    }
-}
-
-/// An HTTP collector, reached from the writer thread through its own small runtime.
-struct HttpSink {
-    url: http::Uri,
-    runtime: tokio::runtime::Runtime,
-    client: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        http_body_util::Full<bytes::Bytes>,
-    >,
-}
-
-impl HttpSink {
-    fn new(url: http::Uri) -> io::Result<HttpSink> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-        Ok(HttpSink { url, runtime, client })
-    }
-
-    /// POSTs `body`, trying again after a connection failure, a 429 or a 5xx.
-    fn post(&self, body: &[u8]) -> io::Result<()> {
-        let body = bytes::Bytes::copy_from_slice(body);
-        let mut last = String::new();
-        for attempt in 0..HTTP_TRIES {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(100 << attempt));
-            }
-            let request = http::Request::post(self.url.clone())
-                .header(http::header::CONTENT_TYPE, "application/x-ndjson")
-                .body(http_body_util::Full::new(body.clone()))
-                .map_err(io::Error::other)?;
-            let sent =
-                self.runtime.block_on(async { tokio::time::timeout(HTTP_TIMEOUT, self.client.request(request)).await });
-            match sent {
-                Ok(Ok(response)) if response.status().is_success() => return Ok(()),
-                Ok(Ok(response)) => {
-                    last = format!("the collector answered {}", response.status());
-                    let retry =
-                        response.status() == http::StatusCode::TOO_MANY_REQUESTS || response.status().is_server_error();
-                    if !retry {
-                        break;
-                    }
-                }
-                Ok(Err(error)) => last = error.to_string(),
-                Err(_) => last = "the collector did not answer in time".into(),
-            }
-        }
-        Err(io::Error::other(last))
     }
 }
 

@@ -133,5 +133,22 @@ pub(crate) fn render(snapshot: &Snapshot, telemetry: &Telemetry) -> String {
             [(Vec::new(), report.dropped)],
         );
     }
+    if let Some(report) = telemetry.exporter_report() {
+        out.counters(
+            "portico_trace_spans_exported_total",
+            "Spans sent to the OTLP collector.",
+            [(Vec::new(), report.exported)],
+        );
+        out.counters(
+            "portico_trace_spans_dropped_total",
+            "Spans dropped because the exporter could not keep up.",
+            [(Vec::new(), report.dropped)],
+        );
+        out.counters(
+            "portico_trace_spans_failed_total",
+            "Spans lost because the collector failed to take them (after retries).",
+            [(Vec::new(), report.failed)],
+        );
+    }
     out.into_text()
 }

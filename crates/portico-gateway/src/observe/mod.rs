@@ -8,12 +8,15 @@
 
 mod access_log;
 mod exposition;
+mod http_out;
 pub(crate) mod metrics;
+mod otlp;
 pub(crate) mod trace;
 
 pub use access_log::{AccessEvent, AccessLog, AccessLogReport, AccessLogSettings, AccessLogSink};
 pub(crate) use exposition::render;
 pub(crate) use metrics::{RouteCounters, ServiceCounters};
+pub use otlp::{Exporter, ExporterReport};
 pub(crate) use trace::{TraceContext, TRACEPARENT};
 
 use crate::proxy::Progress;
@@ -34,11 +37,13 @@ pub struct TelemetrySettings {
     /// The share of new traces (those a client did not start) that are marked sampled.
     pub trace_sample_ratio: f64,
     pub access_log: Option<AccessLogSettings>,
+    /// Export the spans of sampled requests to this OTLP/HTTP collector (`http://host:4318`).
+    pub otlp_endpoint: Option<http::Uri>,
 }
 
 impl Default for TelemetrySettings {
     fn default() -> TelemetrySettings {
-        TelemetrySettings { server_timing: true, trace_sample_ratio: 0.01, access_log: None }
+        TelemetrySettings { server_timing: true, trace_sample_ratio: 0.01, access_log: None, otlp_endpoint: None }
     }
 }
 
@@ -47,6 +52,7 @@ impl Default for TelemetrySettings {
 pub struct Telemetry {
     pub(crate) settings: TelemetrySettings,
     pub(crate) access_log: Option<Arc<AccessLog>>,
+    pub(crate) exporter: Option<Arc<Exporter>>,
     /// Counters of each route by name, so that a reload keeps them.
     routes: Mutex<FxHashMap<Box<str>, Arc<RouteCounters>>>,
     /// Client connections open now.
@@ -61,9 +67,11 @@ impl Telemetry {
     /// Starts the access log writer when one is configured.
     pub fn start(settings: TelemetrySettings) -> std::io::Result<Arc<Telemetry>> {
         let access_log = settings.access_log.as_ref().map(AccessLog::start).transpose()?;
+        let exporter = settings.otlp_endpoint.as_ref().map(Exporter::start).transpose()?;
         Ok(Arc::new(Telemetry {
             settings,
             access_log,
+            exporter,
             routes: Mutex::default(),
             connections: AtomicI64::new(0),
             reload_micros: AtomicU64::new(0),
@@ -102,10 +110,17 @@ impl Telemetry {
         self.access_log.as_ref().map(|log| log.report())
     }
 
-    /// Writes what the access log has queued and stops its writer.
+    pub fn exporter_report(&self) -> Option<ExporterReport> {
+        self.exporter.as_ref().map(|exporter| exporter.report())
+    }
+
+    /// Writes what the access log has queued, exports the spans waiting, and stops both.
     pub fn stop(&self) {
         if let Some(log) = &self.access_log {
             log.stop();
+        }
+        if let Some(exporter) = &self.exporter {
+            exporter.stop();
         }
     }
 }
@@ -127,15 +142,23 @@ pub(crate) struct Trail {
     head: Duration,
     status: u16,
     pub bytes_in: Option<Arc<Progress>>,
-    /// The access event, begun at the start when the access log is on.
-    event: Option<(Box<AccessEvent>, Arc<AccessLog>)>,
+    /// The first upstream try's start and the last one's end.
+    upstream_span: Option<(Instant, Instant)>,
+    https: bool,
+    /// The request's record, begun at the start when the access log is on or the trace is
+    /// exported; it goes to both when both want it.
+    event: Option<Box<AccessEvent>>,
+    log: Option<Arc<AccessLog>>,
+    exporter: Option<Arc<Exporter>>,
 }
 
 impl Trail {
-    pub fn start(telemetry: &Telemetry, headers: &http::HeaderMap) -> Trail {
+    pub fn start(telemetry: &Telemetry, headers: &http::HeaderMap, https: bool) -> Trail {
         let started = Instant::now();
         let trace = TraceContext::from_request(headers, telemetry.settings.trace_sample_ratio);
-        let event = telemetry.access_log.as_ref().map(|log| {
+        let exporter = telemetry.exporter.clone().filter(|_| trace.sampled);
+        let log = telemetry.access_log.clone();
+        let event = (log.is_some() || exporter.is_some()).then(|| {
             let event = AccessEvent {
                 time: SystemTime::now(),
                 request_id: HeaderValue::from_static(""),
@@ -158,18 +181,34 @@ impl Trail {
                 retries: 0,
                 error: None,
             };
-            (Box::new(event), log.clone())
+            Box::new(event)
         });
-        Trail { started, trace, route: None, upstream: None, head: Duration::ZERO, status: 0, bytes_in: None, event }
+        Trail {
+            started,
+            trace,
+            route: None,
+            upstream: None,
+            head: Duration::ZERO,
+            status: 0,
+            bytes_in: None,
+            upstream_span: None,
+            https,
+            event,
+            log,
+            exporter,
+        }
     }
 
-    /// The access event being filled in, when the access log is on.
+    /// The request's record being filled in, when the access log or the trace wants it.
     pub fn event(&mut self) -> Option<&mut AccessEvent> {
-        self.event.as_mut().map(|(event, _)| &mut **event)
+        self.event.as_deref_mut()
     }
 
-    pub fn add_upstream_time(&mut self, took: Duration) {
+    /// One upstream try, begun at `started`, took `took`.
+    pub fn record_try(&mut self, started: Instant, took: Duration) {
         *self.upstream.get_or_insert(Duration::ZERO) += took;
+        let first = self.upstream_span.map_or(started, |(first, _)| first);
+        self.upstream_span = Some((first, started + took));
     }
 
     pub fn set_target(&mut self, target: &Authority) {
@@ -208,13 +247,28 @@ impl Trail {
             route.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
             route.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
         }
-        if let Some((mut event, log)) = self.event {
-            event.status = self.status;
-            event.bytes_in = bytes_in;
-            event.bytes_out = bytes_out;
-            event.duration = duration;
-            event.upstream = self.upstream;
-            event.gateway = self.head.saturating_sub(self.upstream.unwrap_or_default());
+        let Some(mut event) = self.event else { return };
+        event.status = self.status;
+        event.bytes_in = bytes_in;
+        event.bytes_out = bytes_out;
+        event.duration = duration;
+        event.upstream = self.upstream;
+        event.gateway = self.head.saturating_sub(self.upstream.unwrap_or_default());
+        if let Some(exporter) = &self.exporter {
+            let upstream = self.upstream_span.map(|(first, last)| {
+                (first.saturating_duration_since(self.started), last.saturating_duration_since(first))
+            });
+            let event = if self.log.is_some() { Box::new((*event).clone()) } else { event.clone() };
+            exporter.push(otlp::Finished {
+                event,
+                span_id: self.trace.span_id,
+                parent_id: self.trace.parent_id,
+                upstream_span_id: self.trace.upstream_span_id,
+                upstream,
+                scheme: if self.https { "https" } else { "http" },
+            });
+        }
+        if let Some(log) = &self.log {
             log.push(event);
         }
     }

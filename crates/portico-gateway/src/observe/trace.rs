@@ -11,8 +11,10 @@ pub struct TraceContext {
     pub trace_id: u128,
     /// The client's span (the caller of Portico), when it sent one.
     pub parent_id: Option<u64>,
-    /// Portico's span for this request: the parent of the upstream call.
+    /// Portico's span for this request.
     pub span_id: u64,
+    /// The span of the call to the upstream, a child of `span_id`: the upstream's parent.
+    pub upstream_span_id: u64,
     pub sampled: bool,
 }
 
@@ -20,11 +22,15 @@ impl TraceContext {
     /// The client's trace, continued with a new span; or a new trace, sampled with
     /// probability `ratio`. A malformed `traceparent` is ignored, as the specification says.
     pub fn from_request(headers: &HeaderMap, ratio: f64) -> TraceContext {
-        let span_id = nonzero_u64();
+        let (span_id, upstream_span_id) = (nonzero_u64(), nonzero_u64());
         match headers.get(&TRACEPARENT).and_then(|v| parse(v.as_bytes())) {
-            Some((trace_id, parent_id, flags)) => {
-                TraceContext { trace_id, parent_id: Some(parent_id), span_id, sampled: flags & 1 == 1 }
-            }
+            Some((trace_id, parent_id, flags)) => TraceContext {
+                trace_id,
+                parent_id: Some(parent_id),
+                span_id,
+                upstream_span_id,
+                sampled: flags & 1 == 1,
+            },
             None => TraceContext {
                 trace_id: loop {
                     let id = fastrand::u128(..);
@@ -34,18 +40,19 @@ impl TraceContext {
                 },
                 parent_id: None,
                 span_id,
+                upstream_span_id,
                 sampled: ratio > 0.0 && fastrand::f64() < ratio,
             },
         }
     }
 
-    /// `traceparent` for the upstream: same trace, Portico's span as the parent.
+    /// `traceparent` for the upstream: same trace, Portico's upstream-call span as the parent.
     pub fn header(&self) -> HeaderValue {
         let mut text = [0u8; 55];
         text[..3].copy_from_slice(b"00-");
         hex(&self.trace_id.to_be_bytes(), &mut text[3..35]);
         text[35] = b'-';
-        hex(&self.span_id.to_be_bytes(), &mut text[36..52]);
+        hex(&self.upstream_span_id.to_be_bytes(), &mut text[36..52]);
         text[52..].copy_from_slice(if self.sampled { b"-01" } else { b"-00" });
         HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }

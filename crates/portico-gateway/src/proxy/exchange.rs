@@ -126,7 +126,7 @@ pub(super) async fn send_upstream(
         let progress_now = if tries == 1 { progress.as_deref() } else { None };
         let mut outcome = try_once(request, upstream, target, pools, progress_now, deadline).await;
         let took = started.elapsed();
-        trail.add_upstream_time(took);
+        trail.record_try(started.into_std(), took);
         upstream.state.counters.duration.observe(took);
         match &outcome {
             Ok((response, _)) => {

@@ -83,7 +83,7 @@ pub(crate) async fn handle(
     serving: &Serving<'_>,
 ) -> Response<ResponseBody> {
     let request_id = headers::request_id(request.headers());
-    let mut trail = Trail::start(serving.telemetry, request.headers());
+    let mut trail = Trail::start(serving.telemetry, request.headers(), serving.client.tls);
     if let Some(event) = trail.event() {
         describe(event, &request, serving.client, &request_id);
     }

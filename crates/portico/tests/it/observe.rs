@@ -278,3 +278,137 @@ async fn a_prometheus_server_scrapes_portico() {
     assert_eq!(prometheus.value(all).await, Some(3.0));
     portico.stop().await;
 }
+
+/// An OTLP/HTTP collector: keeps the body of every POST to `/v1/traces`.
+async fn otlp_collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<bytes::Bytes>>>) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+    let bodies: std::sync::Arc<std::sync::Mutex<Vec<bytes::Bytes>>> = std::sync::Arc::default();
+    let kept = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let kept = kept.clone();
+                    async move {
+                        let protobuf =
+                            request.headers().get("content-type").is_some_and(|t| t == "application/x-protobuf");
+                        let path_ok = request.uri().path() == "/v1/traces";
+                        let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        if protobuf && path_ok {
+                            kept.lock().unwrap_or_else(|p| p.into_inner()).push(body);
+                        }
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Empty::<bytes::Bytes>::new(),
+                        ))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    (endpoint, bodies)
+}
+
+fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<Value> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    let value = span.attributes.iter().find(|a| a.key == key)?.value.as_ref()?.value.as_ref()?;
+    Some(match value {
+        Any::StringValue(text) => json!(text),
+        Any::IntValue(n) => json!(n),
+        _ => Value::Null,
+    })
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len()).step_by(2).filter_map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[tokio::test]
+async fn sampled_requests_are_exported_as_otlp_spans_with_their_parents() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    let (endpoint, bodies) = otlp_collector().await;
+    let portico = Portico::start_with(|s| {
+        s.telemetry.otlp_endpoint = Some(endpoint.parse().expect("URL"));
+        s.telemetry.trace_sample_ratio = 0.0;
+    })
+    .await;
+    let upstream = MockUpstream::start("users").await;
+    portico.service("users", &[upstream.addr.to_string()]).await;
+    portico.create("routes", json!({"name": "users", "paths": ["/users/{id}"], "service": "users"})).await;
+
+    // Sampled by the client; then one the client did not sample, and a new trace at ratio 0.
+    let sampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let response = portico.get("/users/42").header("traceparent", sampled).send().await.expect("request");
+    let echo: Value = response.json().await.expect("echo");
+    let upstream_parent = echo["headers"]["traceparent"].as_str().expect("traceparent")[36..52].to_owned();
+    let unsampled = "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    portico.get("/users/7").header("traceparent", unsampled).send().await.expect("request");
+    portico.get("/users/8").send().await.expect("request");
+
+    let decode = || -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+        let bodies = bodies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        bodies
+            .iter()
+            .map(|b| ExportTraceServiceRequest::decode(b.as_ref()).expect("an OTLP export request"))
+            .flat_map(|r| r.resource_spans)
+            .inspect(|r| {
+                let name = r.resource.as_ref().and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"));
+                assert!(name.is_some(), "the resource names the service");
+            })
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans)
+            .collect()
+    };
+    for _ in 0..100 {
+        if decode().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Whatever else would come has come after one more export interval.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let spans = decode();
+    assert_eq!(spans.len(), 2, "one server and one client span of the sampled request only: {spans:?}");
+    let server = spans.iter().find(|s| s.kind == 2).expect("a server span");
+    let client = spans.iter().find(|s| s.kind == 3).expect("a client span");
+
+    assert_eq!(server.trace_id, unhex("0af7651916cd43dd8448eb211c80319c"));
+    assert_eq!(server.parent_span_id, unhex("b7ad6b7169203331"), "the client's span is the parent");
+    assert_eq!(server.name, "GET /users/{id}");
+    assert_eq!(client.trace_id, server.trace_id);
+    assert_eq!(client.parent_span_id, server.span_id, "the upstream call is a child of Portico's span");
+    assert_eq!(client.span_id, unhex(&upstream_parent), "the upstream's parent is the client span");
+    for (key, wanted) in [
+        ("http.request.method", json!("GET")),
+        ("http.route", json!("/users/{id}")),
+        ("url.path", json!("/users/42")),
+        ("url.scheme", json!("http")),
+        ("http.response.status_code", json!(200)),
+        ("client.address", json!("127.0.0.1")),
+    ] {
+        assert_eq!(attribute(server, key), Some(wanted), "server span {key}");
+    }
+    for (key, wanted) in [
+        ("server.address", json!("127.0.0.1")),
+        ("server.port", json!(upstream.addr.port())),
+        ("http.response.status_code", json!(200)),
+        ("http.request.resend_count", json!(0)),
+    ] {
+        assert_eq!(attribute(client, key), Some(wanted), "client span {key}");
+    }
+    assert!(server.start_time_unix_nano <= client.start_time_unix_nano, "{server:?} {client:?}");
+    assert!(
+        client.end_time_unix_nano <= server.end_time_unix_nano
+            && client.start_time_unix_nano < client.end_time_unix_nano
+    );
+
+    let status: Value = portico.admin(Method::GET, "/status").send().await.expect("a").json().await.expect("j");
+    assert_eq!(status["traces"]["exported"], 2, "{status}");
+    portico.stop().await;
+}
