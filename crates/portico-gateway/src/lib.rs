@@ -22,7 +22,10 @@ mod proxy;
 mod server;
 
 pub use access::{AccessStates, RedisLimits, RedisReport};
-pub use observe::{AccessLogReport, AccessLogSettings, AccessLogSink, ExporterReport, Telemetry, TelemetrySettings};
+pub use observe::{
+    AccessEvent, AccessLogReport, AccessLogSettings, AccessLogSink, EventSink, ExporterReport, Telemetry,
+    TelemetrySettings,
+};
 pub use server::{bind_listeners, Gateway, GatewayHandle, ProxySettings};
 pub use snapshot::{compile, ServiceReport, Snapshot, SnapshotCell};
 pub use upstream::dns::run_dns_discovery;

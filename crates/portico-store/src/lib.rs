@@ -12,6 +12,7 @@
 //! - SQL lives only in this crate, always with bind parameters;
 //! - every configuration change writes an audit record in its own transaction.
 
+mod access_log;
 mod audit;
 mod entities;
 mod error;
@@ -19,6 +20,7 @@ mod registry;
 mod store;
 mod tokens;
 
+pub use access_log::AccessRecord;
 pub use audit::{Actor, AuditEntry, AuditQuery};
 pub use entities::{Entity, Kind, Precondition, Stored, GLOBAL};
 pub use error::StoreError;

@@ -6,8 +6,8 @@ use crate::settings::Settings;
 use anyhow::Context;
 use portico_admin::{AdminState, ConfigSource, RuntimeStatus};
 use portico_gateway::{
-    bind_listeners, run_dns_discovery, run_health_checks, AccessStates, Discovered, Gateway, GatewayHandle,
-    RedisLimits, Snapshot, SnapshotCell, Telemetry, UpstreamStates,
+    bind_listeners, run_dns_discovery, run_health_checks, AccessLogSink, AccessStates, Discovered, Gateway,
+    GatewayHandle, RedisLimits, Snapshot, SnapshotCell, Telemetry, UpstreamStates,
 };
 use portico_store::{Actor, Role, Store};
 use std::net::SocketAddr;
@@ -43,7 +43,12 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         Some(url) => Some(RedisLimits::new(url).map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let telemetry = Telemetry::start(settings.telemetry.clone()).context("cannot open the access log")?;
+    let to_store = settings.telemetry.access_log.as_ref().is_some_and(|l| l.sinks.contains(&AccessLogSink::Store));
+    let store_sink = to_store.then(|| {
+        let sink = crate::access_store::StoreSink::new(store.clone(), tokio::runtime::Handle::current());
+        Box::new(sink) as Box<dyn portico_gateway::EventSink>
+    });
+    let telemetry = Telemetry::start(settings.telemetry.clone(), store_sink).context("cannot open the access log")?;
     let snapshots = SnapshotCell::new(Snapshot::empty());
     let status = Arc::new(RuntimeStatus::new(redis.clone()));
     let (upstreams, discovered) = (UpstreamStates::default(), Discovered::default());

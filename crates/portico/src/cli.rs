@@ -140,8 +140,9 @@ pub struct SettingsArgs {
     /// Largest request head in bytes [default: 32768].
     #[arg(long, global = true, env = "PORTICO_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
-    /// Access log sinks: `stdout`, a file, or an `http(s)://` collector; repeat the flag (or
-    /// separate with commas) for several [default: none].
+    /// Access log sinks: `stdout`, `store` (a table in Portico's store), a file, or an
+    /// `http(s)://` collector; repeat the flag (or separate with commas) for several
+    /// [default: none].
     #[arg(long, global = true, env = "PORTICO_ACCESS_LOG", value_delimiter = ',')]
     pub access_log: Vec<String>,
     /// Rotate the access log file when it reaches this many MiB [default: 100].

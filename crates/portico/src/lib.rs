@@ -1,6 +1,7 @@
 //! The `portico` binary's library half: command line, settings, and the wiring of the
 //! store, control loop, gateway and admin API. `main.rs` only parses and dispatches.
 
+pub mod access_store;
 pub mod app;
 pub mod cli;
 pub mod commands;

@@ -137,6 +137,7 @@ fn telemetry(flags: &crate::cli::SettingsArgs, file: &SettingsFile) -> anyhow::R
     for name in named.iter().map(|n| n.trim()).filter(|n| !n.is_empty() && *n != "off") {
         sinks.push(match name {
             "stdout" => AccessLogSink::Stdout,
+            "store" => AccessLogSink::Store,
             url if url.starts_with("http://") || url.starts_with("https://") => AccessLogSink::Http {
                 url: url.parse().with_context(|| format!("the access log URL `{url}` is not valid"))?,
             },

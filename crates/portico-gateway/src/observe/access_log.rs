@@ -38,6 +38,15 @@ pub enum AccessLogSink {
     /// Batches of JSON lines POSTed to an HTTP(S) collector (`application/x-ndjson`); a batch
     /// is tried again after a connection failure, a 429 or a 5xx.
     Http { url: http::Uri },
+    /// Rows in Portico's store (SQLite or PostgreSQL), written through the [`EventSink`] the
+    /// program running the gateway provides.
+    Store,
+}
+
+/// A sink the program running the gateway provides, such as its store.
+pub trait EventSink: Send {
+    /// Writes a batch of events; an error loses the batch, and it is counted as failed.
+    fn write(&mut self, events: &[AccessEvent]) -> io::Result<()>;
 }
 
 impl AccessLogSink {
@@ -46,6 +55,7 @@ impl AccessLogSink {
     pub fn name(&self) -> String {
         match self {
             AccessLogSink::Stdout => "stdout".into(),
+            AccessLogSink::Store => "store".into(),
             AccessLogSink::File { path, .. } => path.display().to_string(),
             AccessLogSink::Http { url } => {
                 let host = url.authority().map_or("", |a| a.as_str().rsplit('@').next().unwrap_or(""));
@@ -271,9 +281,20 @@ pub struct SinkReport {
 }
 
 impl AccessLog {
-    /// Opens the sinks and starts the writer thread.
-    pub fn start(settings: &AccessLogSettings) -> io::Result<Arc<AccessLog>> {
-        let mut sinks = settings.sinks.iter().map(Sink::open).collect::<io::Result<Vec<_>>>()?;
+    /// Opens the sinks and starts the writer thread. `store` writes the `store` sink.
+    pub fn start(settings: &AccessLogSettings, store: Option<Box<dyn EventSink>>) -> io::Result<Arc<AccessLog>> {
+        let mut store = store;
+        let mut sinks = Vec::new();
+        for sink in &settings.sinks {
+            sinks.push(match sink {
+                AccessLogSink::Store => Sink::Events(
+                    store
+                        .take()
+                        .ok_or_else(|| io::Error::other("the `store` access log sink needs Portico's store"))?,
+                ),
+                other => Sink::open(other)?,
+            });
+        }
         let log = Arc::new(AccessLog {
             queue: ArrayQueue::new(settings.queue.max(1)),
             dropped: AtomicU64::new(0),
@@ -327,12 +348,17 @@ impl AccessLog {
         }
     }
 
-    /// Writes what is queued to every sink, as one batch of JSON lines.
+    /// Writes what is queued to every sink, as one batch of JSON lines (and the events
+    /// themselves for sinks that want them).
     fn drain(&self, sinks: &mut [Sink], clock: &mut Clock) {
         let mut batch = Batch::default();
+        let wants_text = sinks.iter().any(|s| !matches!(s, Sink::Events(_)));
         while let Some(event) = self.queue.pop() {
-            event.write_json(&mut batch.text, clock);
+            if wants_text {
+                event.write_json(&mut batch.text, clock);
+            }
             batch.ends.push(batch.text.len());
+            batch.events.push(*event);
         }
         if batch.ends.is_empty() {
             return;
@@ -348,11 +374,12 @@ impl AccessLog {
     }
 }
 
-/// Events as JSON lines, one after the other, with where each ends.
+/// Events as JSON lines, one after the other, with where each ends; and the events.
 #[derive(Default)]
 struct Batch {
     text: Vec<u8>,
     ends: Vec<usize>,
+    events: Vec<AccessEvent>,
 }
 
 impl Batch {
@@ -371,6 +398,7 @@ enum Sink {
     Stdout(io::Stdout),
     File(FileSink),
     Http(Box<Poster>),
+    Events(Box<dyn EventSink>),
 }
 
 impl Sink {
@@ -379,6 +407,7 @@ impl Sink {
             AccessLogSink::Stdout => Sink::Stdout(io::stdout()),
             AccessLogSink::File { path, max_bytes, keep } => Sink::File(FileSink::open(path, *max_bytes, *keep)?),
             AccessLogSink::Http { url } => Sink::Http(Box::new(Poster::new(url.clone(), "application/x-ndjson")?)),
+            AccessLogSink::Store => return Err(io::Error::other("the `store` sink is opened by its provider")),
         })
     }
 
@@ -391,6 +420,7 @@ impl Sink {
             }
             Sink::File(file) => return file.write(batch),
             Sink::Http(http) => http.post(batch.text.clone()),
+            Sink::Events(sink) => sink.write(&batch.events),
         };
         match result {
             Ok(()) => (batch.len(), 0),
@@ -502,7 +532,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("access.log");
         let sink = AccessLogSink::File { path: path.clone(), max_bytes: 1_000, keep: 2 };
-        let log = AccessLog::start(&AccessLogSettings { sinks: vec![sink], queue: 100 }).expect("start");
+        let log = AccessLog::start(&AccessLogSettings { sinks: vec![sink], queue: 100 }, None).expect("start");
         for i in 0..12 {
             log.push(event(&format!("/users/{i}")));
         }
@@ -542,7 +572,7 @@ mod tests {
     fn a_full_queue_drops_and_counts() {
         let dir = tempfile::tempdir().expect("dir");
         let sink = AccessLogSink::File { path: dir.path().join("a.log"), max_bytes: u64::MAX, keep: 1 };
-        let log = AccessLog::start(&AccessLogSettings { sinks: vec![sink], queue: 4 }).expect("start");
+        let log = AccessLog::start(&AccessLogSettings { sinks: vec![sink], queue: 4 }, None).expect("start");
         // Faster than the writer drains (it sleeps between batches).
         for _ in 0..1_000 {
             log.push(event("/"));
@@ -595,7 +625,7 @@ mod tests {
         let (url, received, posts) = collector().await;
         let sink = AccessLogSink::Http { url: url.parse().expect("URL") };
         assert_eq!(sink.name(), url);
-        let log = AccessLog::start(&AccessLogSettings { sinks: vec![sink], queue: 100 }).expect("start");
+        let log = AccessLog::start(&AccessLogSettings { sinks: vec![sink], queue: 100 }, None).expect("start");
         for i in 0..5 {
             log.push(event(&format!("/users/{i}")));
         }
@@ -614,7 +644,7 @@ mod tests {
     fn a_collector_that_keeps_failing_loses_the_batch_and_says_so() {
         // Nothing listens on port 9 (discard) here: every try is refused.
         let sink = AccessLogSink::Http { url: "http://127.0.0.1:9/ingest".parse().expect("URL") };
-        let log = AccessLog::start(&AccessLogSettings { sinks: vec![sink], queue: 100 }).expect("start");
+        let log = AccessLog::start(&AccessLogSettings { sinks: vec![sink], queue: 100 }, None).expect("start");
         log.push(event("/"));
         log.stop();
         assert_eq!((log.report().sinks[0].written, log.report().sinks[0].failed), (0, 1));

@@ -13,7 +13,7 @@ pub(crate) mod metrics;
 mod otlp;
 pub(crate) mod trace;
 
-pub use access_log::{AccessEvent, AccessLog, AccessLogReport, AccessLogSettings, AccessLogSink};
+pub use access_log::{AccessEvent, AccessLog, AccessLogReport, AccessLogSettings, AccessLogSink, EventSink};
 pub(crate) use exposition::render;
 pub(crate) use metrics::{RouteCounters, ServiceCounters};
 pub use otlp::{Exporter, ExporterReport};
@@ -64,9 +64,10 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Starts the access log writer when one is configured.
-    pub fn start(settings: TelemetrySettings) -> std::io::Result<Arc<Telemetry>> {
-        let access_log = settings.access_log.as_ref().map(AccessLog::start).transpose()?;
+    /// Starts the access log writer and the trace exporter when they are configured; `store`
+    /// writes the access log's `store` sink.
+    pub fn start(settings: TelemetrySettings, store: Option<Box<dyn EventSink>>) -> std::io::Result<Arc<Telemetry>> {
+        let access_log = settings.access_log.as_ref().map(|log| AccessLog::start(log, store)).transpose()?;
         let exporter = settings.otlp_endpoint.as_ref().map(Exporter::start).transpose()?;
         Ok(Arc::new(Telemetry {
             settings,
@@ -82,7 +83,7 @@ impl Telemetry {
 
     /// Telemetry with the defaults and no access log, for tests and tools.
     pub fn disabled() -> Arc<Telemetry> {
-        Telemetry::start(TelemetrySettings::default()).unwrap_or_else(|_| unreachable!("no file to open"))
+        Telemetry::start(TelemetrySettings::default(), None).unwrap_or_else(|_| unreachable!("no file to open"))
     }
 
     /// The counters of route `name`, the same ones across reloads.

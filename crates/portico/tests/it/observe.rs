@@ -412,3 +412,68 @@ async fn sampled_requests_are_exported_as_otlp_spans_with_their_parents() {
     assert_eq!(status["traces"]["exported"], 2, "{status}");
     portico.stop().await;
 }
+
+/// Sends three requests through a Portico whose access log goes to its store (and a file),
+/// stops it, and reads the rows back.
+async fn logged_to_the_store(store: Option<String>) -> Vec<portico_store::AccessRecord> {
+    let files = tempfile::tempdir().expect("dir");
+    let file = files.path().join("access.log");
+    let sinks = vec![AccessLogSink::Store, AccessLogSink::File { path: file.clone(), max_bytes: 1 << 20, keep: 1 }];
+    let mut portico = Portico::start_with(|s| {
+        if let Some(url) = store {
+            s.store = url;
+        }
+        s.telemetry.access_log = Some(AccessLogSettings { sinks, queue: 1024 });
+    })
+    .await;
+    let upstream = MockUpstream::start("users").await;
+    portico.service("users", &[upstream.addr.to_string()]).await;
+    portico.create("routes", json!({"name": "users", "paths": ["/users/{id}"], "service": "users"})).await;
+    for path in ["/users/1", "/users/2", "/nowhere"] {
+        portico.get(path).header("x-request-id", format!("req{path}")).send().await.expect("request");
+    }
+    let url = portico.store_url.clone();
+    // The SQLite file lives in the instance's directory: keep it past the stop.
+    let kept = std::mem::replace(&mut portico.dir, tempfile::tempdir().expect("dir"));
+    // Stopping writes what is queued before the store closes.
+    portico.stop().await;
+    let lines = std::fs::read_to_string(&file).expect("the file sink");
+    assert_eq!(lines.lines().count(), 3, "both sinks get every event: {lines}");
+    let store = portico_store::Store::open(&url).await.expect("store");
+    let records = store.access_records(0, 100).await.expect("records");
+    store.close().await;
+    drop(kept);
+    records
+}
+
+fn check_stored(mut records: Vec<portico_store::AccessRecord>) {
+    records.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+    let ids: Vec<&str> = records.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids, ["req/nowhere", "req/users/1", "req/users/2"], "{records:?}");
+    let found = &records[1];
+    assert_eq!(
+        (found.status, found.route.as_deref(), found.path_template.as_deref()),
+        (200, Some("users"), Some("/users/{id}"))
+    );
+    assert_eq!(
+        (found.method.as_str(), found.path.as_str(), found.client_ip.as_str()),
+        ("GET", "/users/1", "127.0.0.1")
+    );
+    assert!(
+        found.target.is_some() && found.upstream_us.is_some_and(|u| u > 0) && found.duration_us >= found.gateway_us
+    );
+    assert!(found.at > 1_700_000_000_000 && found.trace_id.len() == 32, "{found:?}");
+    let missed = &records[0];
+    assert_eq!((missed.status, missed.error.as_deref(), missed.route.as_deref()), (404, Some("no_route"), None));
+}
+
+#[tokio::test]
+async fn the_access_log_can_go_to_the_store_sqlite() {
+    check_stored(logged_to_the_store(None).await);
+}
+
+#[tokio::test]
+async fn the_access_log_can_go_to_the_store_postgres() {
+    let Some(url) = portico_testkit::fresh_postgres().await else { return };
+    check_stored(logged_to_the_store(Some(url)).await);
+}

@@ -1,0 +1,115 @@
+//! The access log's rows, written in batches by the gateway's access-log writer.
+
+use crate::{Store, StoreError};
+
+/// One request, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessRecord {
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    pub request_id: String,
+    pub trace_id: String,
+    pub client_ip: String,
+    pub method: String,
+    pub host: Option<String>,
+    pub path: String,
+    pub path_template: Option<String>,
+    pub route: Option<String>,
+    pub service: Option<String>,
+    pub target: Option<String>,
+    pub consumer: Option<String>,
+    pub status: i32,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+    pub duration_us: i64,
+    pub upstream_us: Option<i64>,
+    pub gateway_us: i64,
+    pub retries: i32,
+    pub error: Option<String>,
+}
+
+const COLUMNS: &str = "at, request_id, trace_id, client_ip, method, host, path, path_template, route, service, \
+                       target, consumer, status, bytes_in, bytes_out, duration_us, upstream_us, gateway_us, retries, error";
+const PER_ROW: usize = 20;
+/// Rows per statement: well under SQLite's and PostgreSQL's limits on bound values.
+const ROWS_PER_INSERT: usize = 400;
+
+impl Store {
+    /// Appends `records` in one transaction, several rows per statement.
+    pub async fn insert_access_records(&self, records: &[AccessRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        for chunk in records.chunks(ROWS_PER_INSERT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|row| {
+                    let marks: Vec<String> = (1..=PER_ROW).map(|i| format!("${}", row * PER_ROW + i)).collect();
+                    format!("({})", marks.join(", "))
+                })
+                .collect();
+            let sql = format!("INSERT INTO access_events ({COLUMNS}) VALUES {}", rows.join(", "));
+            let mut query = sqlx::query(&sql);
+            for r in chunk {
+                query = query
+                    .bind(r.at)
+                    .bind(r.request_id.clone())
+                    .bind(r.trace_id.clone())
+                    .bind(r.client_ip.clone())
+                    .bind(r.method.clone())
+                    .bind(r.host.clone())
+                    .bind(r.path.clone())
+                    .bind(r.path_template.clone())
+                    .bind(r.route.clone())
+                    .bind(r.service.clone())
+                    .bind(r.target.clone())
+                    .bind(r.consumer.clone())
+                    .bind(r.status)
+                    .bind(r.bytes_in)
+                    .bind(r.bytes_out)
+                    .bind(r.duration_us)
+                    .bind(r.upstream_us)
+                    .bind(r.gateway_us)
+                    .bind(r.retries)
+                    .bind(r.error.clone());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The newest `limit` records at or after `since` (milliseconds), newest first.
+    pub async fn access_records(&self, since: i64, limit: i64) -> Result<Vec<AccessRecord>, StoreError> {
+        use sqlx::Row;
+        let rows =
+            sqlx::query(&format!("SELECT {COLUMNS} FROM access_events WHERE at >= $1 ORDER BY at DESC LIMIT $2"))
+                .bind(since)
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AccessRecord {
+                    at: row.try_get("at")?,
+                    request_id: row.try_get("request_id")?,
+                    trace_id: row.try_get("trace_id")?,
+                    client_ip: row.try_get("client_ip")?,
+                    method: row.try_get("method")?,
+                    host: row.try_get("host")?,
+                    path: row.try_get("path")?,
+                    path_template: row.try_get("path_template")?,
+                    route: row.try_get("route")?,
+                    service: row.try_get("service")?,
+                    target: row.try_get("target")?,
+                    consumer: row.try_get("consumer")?,
+                    status: row.try_get("status")?,
+                    bytes_in: row.try_get("bytes_in")?,
+                    bytes_out: row.try_get("bytes_out")?,
+                    duration_us: row.try_get("duration_us")?,
+                    upstream_us: row.try_get("upstream_us")?,
+                    gateway_us: row.try_get("gateway_us")?,
+                    retries: row.try_get("retries")?,
+                    error: row.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,60 @@
+//! The access log's `store` sink: batches of events become rows of the store's
+//! `access_events` table.
+
+use portico_gateway::{AccessEvent, EventSink};
+use portico_store::{AccessRecord, Store};
+use std::io;
+use std::time::{Duration, SystemTime};
+
+/// Writes events to the store from the access log's writer thread, on the control runtime.
+pub struct StoreSink {
+    store: Store,
+    runtime: tokio::runtime::Handle,
+}
+
+impl StoreSink {
+    pub fn new(store: Store, runtime: tokio::runtime::Handle) -> StoreSink {
+        StoreSink { store, runtime }
+    }
+}
+
+impl EventSink for StoreSink {
+    fn write(&mut self, events: &[AccessEvent]) -> io::Result<()> {
+        let records: Vec<AccessRecord> = events.iter().map(record).collect();
+        self.runtime.block_on(self.store.insert_access_records(&records)).map_err(io::Error::other)
+    }
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn record(event: &AccessEvent) -> AccessRecord {
+    let at = event.time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    AccessRecord {
+        at: i64::try_from(at).unwrap_or(i64::MAX),
+        request_id: text(event.request_id.as_bytes()),
+        trace_id: format!("{:032x}", event.trace_id),
+        client_ip: event.client_ip.to_string(),
+        method: event.method.to_string(),
+        host: event.host.as_ref().map(|h| text(h.as_bytes())),
+        path: event.uri.path().to_owned(),
+        path_template: event.path_template.as_deref().map(str::to_owned),
+        route: event.route.as_deref().map(str::to_owned),
+        service: event.service.as_deref().map(str::to_owned),
+        target: event.target.as_ref().map(|t| t.as_str().to_owned()),
+        consumer: event.consumer.as_deref().map(str::to_owned),
+        status: i32::from(event.status),
+        bytes_in: i64::try_from(event.bytes_in).unwrap_or(i64::MAX),
+        bytes_out: i64::try_from(event.bytes_out).unwrap_or(i64::MAX),
+        duration_us: micros(event.duration),
+        upstream_us: event.upstream.map(micros),
+        gateway_us: micros(event.gateway),
+        retries: i32::try_from(event.retries).unwrap_or(i32::MAX),
+        error: event.error.map(str::to_owned),
+    }
+}
