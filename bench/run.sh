@@ -26,8 +26,9 @@
 #                circuit breaker. portico-auth is plain Portico with an API key
 #                (key_auth) and a local per-consumer rate limit on the route; wrk
 #                sends the key. portico-observe is plain Portico writing an access
-#                log file (metrics, traceparent at 1% sampling and Server-Timing are
-#                always on) (default: all). Without a portico target, no cargo
+#                log file and exporting the spans of 1% of requests over OTLP (to the
+#                backend nginx, which answers 200); metrics, traceparent and
+#                Server-Timing are always on (default: all). Without a portico target, no cargo
 #                build happens.
 #   MODE         pinned-w1 (default): wrk on CPU 0, backend + proxy on CPU 1,
 #                1 worker each. unpinned-w1 / unpinned-w2: no CPU affinity,
@@ -625,7 +626,7 @@ start_servers() {
           --workers "$WORKERS" \
           --data-dir "$SCRATCH/portico-observe-data" \
           --access-log "$SCRATCH/portico-observe/access.log" --access-log-max-mb 50 --access-log-keep 1 \
-          --trace-sample-ratio 0.01
+          --trace-sample-ratio 0.01 --otlp-endpoint "http://127.0.0.1:$BACKEND_PORT"
         ;;
     esac
     wait_ready "$t" "${PORT[$t]}" "$logf"
