@@ -76,6 +76,12 @@ impl Store {
         Ok(())
     }
 
+    /// Removes the records from before `before` (milliseconds); returns how many.
+    pub async fn prune_access_records(&self, before: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM access_events WHERE at < $1").bind(before).execute(self.pool()).await?;
+        Ok(done.rows_affected())
+    }
+
     /// The newest `limit` records at or after `since` (milliseconds), newest first.
     pub async fn access_records(&self, since: i64, limit: i64) -> Result<Vec<AccessRecord>, StoreError> {
         use sqlx::Row;

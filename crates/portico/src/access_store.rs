@@ -25,6 +25,26 @@ impl EventSink for StoreSink {
     }
 }
 
+/// How often rows past the retention period are removed.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Removes access-log rows older than `retention`, at start and every ten minutes, until
+/// `shutdown` turns true.
+pub async fn prune(store: Store, retention: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let cutoff = portico_store::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        match store.prune_access_records(cutoff).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed access-log rows past their retention"),
+            Err(error) => tracing::warn!(%error, "cannot remove old access-log rows"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
 fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }

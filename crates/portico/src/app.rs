@@ -120,6 +120,10 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         upstreams.clone(),
         shutdown_rx.clone(),
     )));
+    if to_store {
+        let retention = settings.access_log_retention;
+        tasks.push(tokio::spawn(crate::access_store::prune(store.clone(), retention, shutdown_rx.clone())));
+    }
     tasks.push(tokio::spawn(crate::registry::follow_registry(
         store.clone(),
         discovered,

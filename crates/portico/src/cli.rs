@@ -148,6 +148,9 @@ pub struct SettingsArgs {
     /// Rotate the access log file when it reaches this many MiB [default: 100].
     #[arg(long, global = true, env = "PORTICO_ACCESS_LOG_MAX_MB")]
     pub access_log_max_mb: Option<u64>,
+    /// Days the `store` access log sink keeps rows [default: 7].
+    #[arg(long, global = true, env = "PORTICO_ACCESS_LOG_RETENTION_DAYS")]
+    pub access_log_retention_days: Option<u64>,
     /// Rotated access log files to keep [default: 5].
     #[arg(long, global = true, env = "PORTICO_ACCESS_LOG_KEEP")]
     pub access_log_keep: Option<u32>,

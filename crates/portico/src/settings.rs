@@ -34,6 +34,7 @@ pub struct SettingsFile {
     pub access_log: Option<OneOrMany>,
     pub access_log_max_mb: Option<u64>,
     pub access_log_keep: Option<u32>,
+    pub access_log_retention_days: Option<u64>,
     pub trace_sample_ratio: Option<f64>,
     pub otlp_endpoint: Option<String>,
     pub server_timing: Option<bool>,
@@ -66,6 +67,8 @@ pub struct Settings {
     /// Access log, trace sampling, `Server-Timing`.
     pub telemetry: TelemetrySettings,
     pub log_format: crate::logging::LogFormat,
+    /// How long the `store` access log sink keeps rows.
+    pub access_log_retention: Duration,
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -114,6 +117,9 @@ impl Settings {
             },
             telemetry,
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
+            access_log_retention: Duration::from_secs(
+                flags.access_log_retention_days.or(file.access_log_retention_days).unwrap_or(7).max(1) * 86_400,
+            ),
         })
     }
 }

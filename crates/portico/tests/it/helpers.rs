@@ -30,6 +30,7 @@ pub fn settings(store: String) -> Settings {
         proxy: ProxySettings { header_timeout: Duration::from_secs(1), ..ProxySettings::default() },
         telemetry: portico_gateway::TelemetrySettings::default(),
         log_format: portico::logging::LogFormat::Text,
+        access_log_retention: Duration::from_secs(7 * 86_400),
     }
 }
 

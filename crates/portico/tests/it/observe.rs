@@ -477,3 +477,37 @@ async fn the_access_log_can_go_to_the_store_postgres() {
     let Some(url) = portico_testkit::fresh_postgres().await else { return };
     check_stored(logged_to_the_store(Some(url)).await);
 }
+
+#[tokio::test]
+async fn stored_access_log_rows_are_removed_past_their_retention() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("portico.db").display());
+    let store = portico_store::Store::open(&url).await.expect("store");
+    let now = portico_store::now_ms();
+    let row = |id: &str, age_ms: i64| portico_store::AccessRecord {
+        at: now - age_ms,
+        request_id: id.into(),
+        path: "/".into(),
+        method: "GET".into(),
+        status: 200,
+        ..Default::default()
+    };
+    let day = 86_400_000;
+    store.insert_access_records(&[row("old", 3 * day), row("recent", day / 24)]).await.expect("insert");
+
+    let mut settings = crate::helpers::settings(url);
+    settings.telemetry.access_log = Some(AccessLogSettings { sinks: vec![AccessLogSink::Store], queue: 64 });
+    settings.access_log_retention = Duration::from_secs(2 * 86_400);
+    let portico = Portico::launch(settings, None, dir).await;
+    let mut kept = Vec::new();
+    for _ in 0..100 {
+        kept = store.access_records(0, 10).await.expect("records").into_iter().map(|r| r.request_id).collect();
+        if kept.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(kept, ["recent"], "rows older than two days are gone, newer ones stay");
+    store.close().await;
+    portico.stop().await;
+}
