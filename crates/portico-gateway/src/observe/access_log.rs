@@ -338,6 +338,14 @@ impl AccessLog {
         }
     }
 
+    /// Tells the writer to write what is queued and end, without waiting for it.
+    pub fn request_stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        if let Some(handle) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            handle.thread().unpark();
+        }
+    }
+
     /// Writes what is queued and stops the writer.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);

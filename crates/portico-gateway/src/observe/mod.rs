@@ -127,8 +127,15 @@ impl Telemetry {
 }
 
 impl Drop for Telemetry {
+    /// Asks the writer and exporter threads to finish on their own, without waiting: the
+    /// last owner may be a runtime thread that a sink needs (`stop` is the orderly way).
     fn drop(&mut self) {
-        self.stop();
+        if let Some(log) = &self.access_log {
+            log.request_stop();
+        }
+        if let Some(exporter) = &self.exporter {
+            exporter.request_stop();
+        }
     }
 }
 
@@ -157,7 +164,7 @@ impl Trail {
     pub fn start(telemetry: &Telemetry, headers: &http::HeaderMap, https: bool) -> Trail {
         let started = Instant::now();
         let trace = TraceContext::from_request(headers, telemetry.settings.trace_sample_ratio);
-        let exporter = telemetry.exporter.clone().filter(|_| trace.sampled);
+        let exporter = if trace.sampled { telemetry.exporter.clone() } else { None };
         let log = telemetry.access_log.clone();
         let event = (log.is_some() || exporter.is_some()).then(|| {
             let event = AccessEvent {

@@ -94,6 +94,14 @@ impl Exporter {
         }
     }
 
+    /// Tells the exporter to send what is queued and end, without waiting for it.
+    pub fn request_stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        if let Some(handle) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            handle.thread().unpark();
+        }
+    }
+
     /// Sends what is queued and stops the exporter.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
