@@ -168,7 +168,7 @@ impl AclRules {
 #[derive(Default)]
 pub(crate) struct ResponseExtras<'s> {
     /// The consumer the request was authenticated as, for the access log.
-    pub consumer: Option<Arc<str>>,
+    pub consumer: Option<&'s Consumer>,
     limit: Option<LimitHeaders>,
     cors: Option<(&'s CorsPolicy, HeaderValue)>,
 }
@@ -219,7 +219,7 @@ pub(crate) async fn check<'s, B>(
         true => authenticate(policy, &shared.consumers, request, client).await?,
     };
 
-    extras.consumer = consumer.map(|c| c.name.clone());
+    extras.consumer = consumer;
 
     // 4. authorization
     if let Some(acl) = &policy.acl {

@@ -8,6 +8,7 @@
 //! (exposed on `/metrics` and in `/api/v1/status`), as are events a sink failed to take. On
 //! shutdown the writer drains what is queued.
 
+use super::drainer::Drainer;
 use super::http_out::Poster;
 use super::Text;
 use crossbeam_queue::ArrayQueue;
@@ -18,9 +19,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// How often the writer drains the queue. Short, so that each batch is small work: the
@@ -260,8 +260,7 @@ pub struct AccessLog {
     /// Per sink, in the order configured: events written, and events lost because the sink
     /// failed (a full disk, a collector that kept failing).
     counts: Box<[(String, AtomicU64, AtomicU64)]>,
-    stopping: AtomicBool,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    writer: Drainer,
 }
 
 /// The access log's counters.
@@ -299,20 +298,10 @@ impl AccessLog {
             queue: ArrayQueue::new(settings.queue.max(1)),
             dropped: AtomicU64::new(0),
             counts: settings.sinks.iter().map(|s| (s.name(), AtomicU64::new(0), AtomicU64::new(0))).collect(),
-            stopping: AtomicBool::new(false),
-            writer: Mutex::new(None),
+            writer: Drainer::default(),
         });
-        let writer = log.clone();
-        let mut clock = Clock::default();
-        let handle = std::thread::Builder::new().name("portico-access-log".into()).spawn(move || loop {
-            let stopping = writer.stopping.load(Ordering::Acquire);
-            writer.drain(&mut sinks, &mut clock);
-            if stopping {
-                return;
-            }
-            std::thread::park_timeout(FLUSH_INTERVAL);
-        })?;
-        *log.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        let (writer, mut clock) = (log.clone(), Clock::default());
+        log.writer.start("portico-access-log", FLUSH_INTERVAL, move || writer.drain(&mut sinks, &mut clock))?;
         Ok(log)
     }
 
@@ -340,20 +329,12 @@ impl AccessLog {
 
     /// Tells the writer to write what is queued and end, without waiting for it.
     pub fn request_stop(&self) {
-        self.stopping.store(true, Ordering::Release);
-        if let Some(handle) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            handle.thread().unpark();
-        }
+        self.writer.request_stop();
     }
 
     /// Writes what is queued and stops the writer.
     pub fn stop(&self) {
-        self.stopping.store(true, Ordering::Release);
-        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(handle) = handle {
-            handle.thread().unpark();
-            let _ = handle.join();
-        }
+        self.writer.stop();
     }
 
     /// Writes what is queued to every sink, as one batch of JSON lines (and the events
@@ -509,6 +490,7 @@ fn rotate(path: &std::path::Path, keep: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     fn event(path: &str) -> Box<AccessEvent> {
         Box::new(AccessEvent {

@@ -7,6 +7,7 @@
 //! log is on, an event is queued for it. Nothing here waits or locks on the request path.
 
 mod access_log;
+mod drainer;
 mod exposition;
 mod http_out;
 pub(crate) mod metrics;

@@ -7,12 +7,12 @@
 //! the trace and counts it.
 
 use super::access_log::AccessEvent;
+use super::drainer::Drainer;
 use super::http_out::Poster;
 use crossbeam_queue::ArrayQueue;
 use prost::Message;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// How often the exporter sends what has finished.
@@ -39,8 +39,7 @@ pub struct Exporter {
     exported: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
-    stopping: AtomicBool,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Drainer,
 }
 
 /// The exporter's counters, in spans.
@@ -63,19 +62,10 @@ impl Exporter {
             exported: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-            stopping: AtomicBool::new(false),
-            thread: Mutex::new(None),
+            thread: Drainer::default(),
         });
         let worker = exporter.clone();
-        let handle = std::thread::Builder::new().name("portico-traces".into()).spawn(move || loop {
-            let stopping = worker.stopping.load(Ordering::Acquire);
-            while worker.send(&poster) {}
-            if stopping {
-                return;
-            }
-            std::thread::park_timeout(EXPORT_INTERVAL);
-        })?;
-        *exporter.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        exporter.thread.start("portico-traces", EXPORT_INTERVAL, move || while worker.send(&poster) {})?;
         Ok(exporter)
     }
 
@@ -96,20 +86,12 @@ impl Exporter {
 
     /// Tells the exporter to send what is queued and end, without waiting for it.
     pub fn request_stop(&self) {
-        self.stopping.store(true, Ordering::Release);
-        if let Some(handle) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            handle.thread().unpark();
-        }
+        self.thread.request_stop();
     }
 
     /// Sends what is queued and stops the exporter.
     pub fn stop(&self) {
-        self.stopping.store(true, Ordering::Release);
-        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(handle) = handle {
-            handle.thread().unpark();
-            let _ = handle.join();
-        }
+        self.thread.stop();
     }
 
     /// Sends one batch; whether there may be more.
