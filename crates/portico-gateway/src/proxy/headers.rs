@@ -91,12 +91,8 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 /// 128 random bits as 32 hex digits. Ids only need to be unique, not secret, so a fast
 /// non-cryptographic generator is enough.
 fn new_request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bits = fastrand::u128(..);
     let mut text = [0u8; 32];
-    for (i, byte) in text.iter_mut().enumerate() {
-        *byte = HEX[((bits >> (i * 4)) & 0xf) as usize];
-    }
+    crate::observe::trace::hex(&fastrand::u128(..).to_be_bytes(), &mut text);
     HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
