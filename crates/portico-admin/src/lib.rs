@@ -8,6 +8,7 @@
 //! depends on its role (see `auth`). Every change is recorded in the audit log as the
 //! token's.
 
+mod analytics;
 mod auth;
 mod certificates;
 mod consumers;
@@ -40,6 +41,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/status", get(system::status))
         .route("/metrics", get(system::metrics))
         .route("/api/v1/logging", get(logging::get).put(logging::put))
+        .route("/api/v1/analytics/series", get(analytics::series))
+        .route("/api/v1/analytics/top", get(analytics::top))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/services", get(entities::list_services).post(entities::create_service))
         .route(

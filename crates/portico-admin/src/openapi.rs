@@ -1,5 +1,6 @@
 //! The OpenAPI 3.1 document of the admin API, generated from the handlers' annotations.
 
+use crate::analytics;
 use crate::certificates;
 use crate::consumers;
 use crate::entities::{self, Page, Versioned};
@@ -24,6 +25,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "Portico admin API", description = "Manage Portico's services, routes, consumers and global settings. Every endpoint but health and readiness needs `Authorization: Bearer <admin token>`."),
     paths(
         system::health, system::ready, system::status, system::metrics, logging::get, logging::put,
+        analytics::series, analytics::top,
         entities::list_services, entities::create_service, entities::get_service, entities::put_service, entities::delete_service,
         targets::service_health,
         registry::register, registry::heartbeat, registry::deregister, registry::list,
@@ -42,7 +44,9 @@ use utoipa::{Modify, OpenApi};
                        Page<portico_model::Certificate>,
                        Page<Service>, Page<Route>, Page<Consumer>,
                        portico_store::AdminToken, portico_store::Role, portico_store::AuditEntry,
-                       tokens::NewTokenRequest, tokens::CreatedToken, tokens::AuditPage)),
+                       tokens::NewTokenRequest, tokens::CreatedToken, tokens::AuditPage,
+                       analytics::Series, analytics::Top, analytics::Point, analytics::Ranked, analytics::Traffic,
+                       analytics::Percentiles)),
     modifiers(&BearerToken),
     security(("admin_token" = [])),
 )]

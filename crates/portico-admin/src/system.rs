@@ -56,6 +56,11 @@ pub(crate) struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     traces: Option<portico_gateway::ExporterReport>,
+    /// Traffic analytics, when on: this node's name in the rollups, and rollup rows
+    /// written, failed (tried again) and given up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    analytics: Option<portico_gateway::AnalyticsReport>,
 }
 
 /// What the gateway serves, and whether it is up to date.
@@ -78,6 +83,7 @@ pub(crate) async fn status(State(state): State<AdminState>) -> Json<Status> {
         redis: state.status.redis().map(|r| r.report()),
         access_log: state.telemetry.access_log_report(),
         traces: state.telemetry.exporter_report(),
+        analytics: state.telemetry.analytics_report(),
     })
 }
 

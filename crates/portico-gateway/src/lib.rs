@@ -23,8 +23,8 @@ mod server;
 
 pub use access::{AccessStates, RedisLimits, RedisReport};
 pub use observe::{
-    AccessEvent, AccessLogReport, AccessLogSettings, AccessLogSink, EventSink, ExporterReport, Telemetry,
-    TelemetrySettings,
+    AccessEvent, AccessLogReport, AccessLogSettings, AccessLogSink, AnalyticsReport, AnalyticsSettings, EventSink,
+    ExporterReport, RollupSink, StoreSinks, Telemetry, TelemetrySettings, DEFAULT_QUEUE,
 };
 pub use server::{bind_listeners, Gateway, GatewayHandle, ProxySettings};
 pub use snapshot::{compile, ServiceReport, Snapshot, SnapshotCell};

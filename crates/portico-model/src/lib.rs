@@ -4,6 +4,7 @@
 //! store share, and the rules that decide whether a configuration is acceptable. Nothing
 //! in this crate does I/O, so every other crate can rely on it.
 
+mod analytics;
 mod balance;
 mod certificate;
 mod config;
@@ -22,6 +23,7 @@ mod secret;
 mod service;
 mod traffic;
 
+pub use analytics::{Dimension, Interval, LatencySketch, Rollup, Tally};
 pub use balance::{ActiveCheck, Algorithm, Balance, HashOn, Health, PassiveCheck, StatusSet};
 pub use certificate::{parse_chain, parse_key, Certificate};
 pub use config::{parse_yaml, Config};

@@ -13,6 +13,7 @@
 //! - every configuration change writes an audit record in its own transaction.
 
 mod access_log;
+mod analytics;
 mod audit;
 mod entities;
 mod error;
@@ -21,6 +22,7 @@ mod store;
 mod tokens;
 
 pub use access_log::AccessRecord;
+pub use analytics::TopBy;
 pub use audit::{Actor, AuditEntry, AuditQuery};
 pub use entities::{Entity, Kind, Precondition, Stored, GLOBAL};
 pub use error::StoreError;

@@ -3,11 +3,12 @@
 
 use crate::control::{ConfigFile, Control};
 use crate::settings::Settings;
+use crate::traffic_store::{Retention, StoreSink};
 use anyhow::Context;
 use portico_admin::{AdminState, ConfigSource, RuntimeStatus};
 use portico_gateway::{
     bind_listeners, run_dns_discovery, run_health_checks, AccessLogSink, AccessStates, Discovered, Gateway,
-    GatewayHandle, RedisLimits, Snapshot, SnapshotCell, Telemetry, UpstreamStates,
+    GatewayHandle, RedisLimits, Snapshot, SnapshotCell, StoreSinks, Telemetry, UpstreamStates,
 };
 use portico_store::{Actor, Role, Store};
 use std::net::SocketAddr;
@@ -44,11 +45,13 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         None => None,
     };
     let to_store = settings.telemetry.access_log.as_ref().is_some_and(|l| l.sinks.contains(&AccessLogSink::Store));
-    let store_sink = to_store.then(|| {
-        let sink = crate::access_store::StoreSink::new(store.clone(), tokio::runtime::Handle::current());
-        Box::new(sink) as Box<dyn portico_gateway::EventSink>
-    });
-    let telemetry = Telemetry::start(settings.telemetry.clone(), store_sink).context("cannot open the access log")?;
+    let analytics = settings.telemetry.analytics.is_some();
+    let sink = || StoreSink::new(store.clone(), tokio::runtime::Handle::current());
+    let sinks = StoreSinks {
+        events: to_store.then(|| Box::new(sink()) as Box<dyn portico_gateway::EventSink>),
+        rollups: analytics.then(|| Box::new(sink()) as Box<dyn portico_gateway::RollupSink>),
+    };
+    let telemetry = Telemetry::start(settings.telemetry.clone(), sinks).context("cannot open the access log")?;
     let snapshots = SnapshotCell::new(Snapshot::empty());
     let status = Arc::new(RuntimeStatus::new(redis.clone()));
     let (upstreams, discovered) = (UpstreamStates::default(), Discovered::default());
@@ -120,9 +123,12 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         upstreams.clone(),
         shutdown_rx.clone(),
     )));
-    if to_store {
-        let retention = settings.access_log_retention;
-        tasks.push(tokio::spawn(crate::access_store::prune(store.clone(), retention, shutdown_rx.clone())));
+    if to_store || analytics {
+        let retention = Retention {
+            access_log: to_store.then_some(settings.access_log_retention),
+            rollups: analytics.then_some(settings.analytics_retention),
+        };
+        tasks.push(tokio::spawn(crate::traffic_store::prune(store.clone(), retention, shutdown_rx.clone())));
     }
     tasks.push(tokio::spawn(crate::registry::follow_registry(
         store.clone(),

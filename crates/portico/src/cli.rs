@@ -167,4 +167,19 @@ pub struct SettingsArgs {
     /// Send `Server-Timing` (gateway and upstream durations) to clients [default: true].
     #[arg(long, global = true, env = "PORTICO_SERVER_TIMING")]
     pub server_timing: Option<bool>,
+    /// Count traffic per minute, hour and day for `/api/v1/analytics` [default: true].
+    #[arg(long, global = true, env = "PORTICO_ANALYTICS")]
+    pub analytics: Option<bool>,
+    /// Milliseconds between writes of the analytics rollups to the store [default: 10000].
+    #[arg(long, global = true, env = "PORTICO_ANALYTICS_FLUSH_MS")]
+    pub analytics_flush_ms: Option<u64>,
+    /// Days per-minute analytics rollups are kept [default: 2].
+    #[arg(long, global = true, env = "PORTICO_ANALYTICS_MINUTE_RETENTION_DAYS")]
+    pub analytics_minute_retention_days: Option<u64>,
+    /// Days per-hour analytics rollups are kept [default: 35].
+    #[arg(long, global = true, env = "PORTICO_ANALYTICS_HOUR_RETENTION_DAYS")]
+    pub analytics_hour_retention_days: Option<u64>,
+    /// Days per-day analytics rollups are kept [default: 730].
+    #[arg(long, global = true, env = "PORTICO_ANALYTICS_DAY_RETENTION_DAYS")]
+    pub analytics_day_retention_days: Option<u64>,
 }

@@ -1,7 +1,6 @@
 //! The `portico` binary's library half: command line, settings, and the wiring of the
 //! store, control loop, gateway and admin API. `main.rs` only parses and dispatches.
 
-pub mod access_store;
 pub mod app;
 pub mod cli;
 pub mod commands;
@@ -9,6 +8,7 @@ pub mod control;
 pub mod logging;
 pub mod registry;
 pub mod settings;
+pub mod traffic_store;
 
 pub use app::{start, Running};
 pub use settings::Settings;

@@ -6,8 +6,8 @@
 //! ([`crate::cli::SettingsArgs`]); this module merges them with the file.
 
 use anyhow::Context;
-use portico_gateway::{AccessLogSettings, AccessLogSink, ProxySettings, TelemetrySettings};
-use portico_model::MasterKey;
+use portico_gateway::{AccessLogSettings, AccessLogSink, AnalyticsSettings, ProxySettings, TelemetrySettings};
+use portico_model::{Interval, MasterKey};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,11 @@ pub struct SettingsFile {
     pub otlp_endpoint: Option<String>,
     pub server_timing: Option<bool>,
     pub log_format: Option<crate::logging::LogFormat>,
+    pub analytics: Option<bool>,
+    pub analytics_flush_ms: Option<u64>,
+    pub analytics_minute_retention_days: Option<u64>,
+    pub analytics_hour_retention_days: Option<u64>,
+    pub analytics_day_retention_days: Option<u64>,
 }
 
 /// A settings file value written as one item or as a list.
@@ -69,6 +74,8 @@ pub struct Settings {
     pub log_format: crate::logging::LogFormat,
     /// How long the `store` access log sink keeps rows.
     pub access_log_retention: Duration,
+    /// How long analytics rollups of each interval are kept.
+    pub analytics_retention: [(Interval, Duration); 3],
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -90,6 +97,14 @@ impl Settings {
             .or(file.store)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("portico.db").display()));
         let defaults = ProxySettings::default();
+        let days = |flag: Option<u64>, file: Option<u64>, default: u64| {
+            Duration::from_secs(flag.or(file).unwrap_or(default).max(1) * 86_400)
+        };
+        let analytics_retention = [
+            (Interval::Minute, days(flags.analytics_minute_retention_days, file.analytics_minute_retention_days, 2)),
+            (Interval::Hour, days(flags.analytics_hour_retention_days, file.analytics_hour_retention_days, 35)),
+            (Interval::Day, days(flags.analytics_day_retention_days, file.analytics_day_retention_days, 730)),
+        ];
         let secs = |flag: Option<u64>, file: Option<u64>, default: Duration| {
             flag.or(file).map(Duration::from_secs).unwrap_or(default)
         };
@@ -117,9 +132,8 @@ impl Settings {
             },
             telemetry,
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
-            access_log_retention: Duration::from_secs(
-                flags.access_log_retention_days.or(file.access_log_retention_days).unwrap_or(7).max(1) * 86_400,
-            ),
+            access_log_retention: days(flags.access_log_retention_days, file.access_log_retention_days, 7),
+            analytics_retention,
         })
     }
 }
@@ -161,17 +175,19 @@ fn telemetry(flags: &crate::cli::SettingsArgs, file: &SettingsFile) -> anyhow::R
         }
         None => None,
     };
+    let analytics = flags.analytics.or(file.analytics).unwrap_or(true).then(|| AnalyticsSettings {
+        flush_interval: Duration::from_millis(
+            flags.analytics_flush_ms.or(file.analytics_flush_ms).unwrap_or(10_000).max(10),
+        ),
+    });
     Ok(TelemetrySettings {
+        analytics,
         otlp_endpoint,
         server_timing: flags.server_timing.or(file.server_timing).unwrap_or(defaults.server_timing),
         trace_sample_ratio: ratio,
-        access_log: (!sinks.is_empty()).then_some(AccessLogSettings { sinks, queue: ACCESS_LOG_QUEUE }),
+        access_log: (!sinks.is_empty()).then_some(AccessLogSettings { sinks, queue: portico_gateway::DEFAULT_QUEUE }),
     })
 }
-
-/// Access events that may wait for the writer: about 0.7 s of traffic at 100k requests/s,
-/// 1 MiB of slots.
-const ACCESS_LOG_QUEUE: usize = 65_536;
 
 /// The master key: `PORTICO_MASTER_KEY` holds the key itself; otherwise a key file.
 fn master_key(file: Option<PathBuf>) -> anyhow::Result<Option<Arc<MasterKey>>> {
@@ -227,5 +243,23 @@ mod tests {
         assert_eq!(settings.telemetry.access_log.map(|l| l.sinks.len()), Some(2));
         assert!(resolve(&["portico", "--trace-sample-ratio", "1.5"]).is_err());
         assert!(resolve(&["portico"]).expect("defaults").telemetry.access_log.is_none());
+    }
+
+    #[test]
+    fn analytics_is_on_by_default_and_its_retention_is_set_per_interval() {
+        let defaults = resolve(&["portico"]).expect("defaults");
+        let analytics = defaults.telemetry.analytics.expect("analytics on by default");
+        assert_eq!(analytics.flush_interval, Duration::from_secs(10));
+        let days: Vec<u64> = defaults.analytics_retention.iter().map(|(_, d)| d.as_secs() / 86_400).collect();
+        assert_eq!(days, [2, 35, 730]);
+
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("settings.yaml");
+        std::fs::write(&file, "analytics_flush_ms: 500\nanalytics_hour_retention_days: 90\n").expect("write");
+        let settings = resolve(&["portico", "--settings", file.to_str().unwrap_or_default()]).expect("settings");
+        assert_eq!(settings.telemetry.analytics.map(|a| a.flush_interval), Some(Duration::from_millis(500)));
+        assert_eq!(settings.analytics_retention[1], (Interval::Hour, Duration::from_secs(90 * 86_400)));
+        let off = resolve(&["portico", "--analytics", "false"]).expect("settings");
+        assert!(off.telemetry.analytics.is_none());
     }
 }

@@ -13,18 +13,19 @@ pub(crate) struct Drainer {
 }
 
 impl Drainer {
-    /// Starts the thread `name`, calling `drain` every `interval` until stopped.
+    /// Starts the thread `name`, calling `drain` every `interval` until stopped; its
+    /// argument is true for the last call.
     pub fn start(
         &self,
         name: &str,
         interval: Duration,
-        mut drain: impl FnMut() + Send + 'static,
+        mut drain: impl FnMut(bool) + Send + 'static,
     ) -> std::io::Result<()> {
         let stopping = self.stopping.clone();
         let handle = std::thread::Builder::new().name(name.into()).spawn(move || loop {
             // Read before draining: what was queued before the stop is always drained.
             let stop = stopping.load(Ordering::Acquire);
-            drain();
+            drain(stop);
             if stop {
                 return;
             }

@@ -133,6 +133,18 @@ pub(crate) fn render(snapshot: &Snapshot, telemetry: &Telemetry) -> String {
             [(Vec::new(), report.dropped)],
         );
     }
+    if let Some(report) = telemetry.analytics_report() {
+        out.counters(
+            "portico_analytics_rollups_written_total",
+            "Analytics rollup rows written to the store.",
+            [(Vec::new(), report.written)],
+        );
+        out.counters(
+            "portico_analytics_rollups_failed_total",
+            "Analytics rollup rows the store did not take (tried again at the next flush).",
+            [(Vec::new(), report.failed)],
+        );
+    }
     if let Some(report) = telemetry.exporter_report() {
         out.counters(
             "portico_trace_spans_exported_total",

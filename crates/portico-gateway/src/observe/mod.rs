@@ -4,9 +4,11 @@
 //! Each request carries a [`Trail`] through the pipeline, filled in as the phases learn
 //! things (route, consumer, target, upstream time). It is finished when the response body
 //! has gone out or was abandoned: then the route's counters are updated and, when the access
-//! log is on, an event is queued for it. Nothing here waits or locks on the request path.
+//! log or analytics is on, an event is queued for it. Nothing here waits or locks on the
+//! request path.
 
 mod access_log;
+mod analytics;
 mod drainer;
 mod exposition;
 mod http_out;
@@ -14,7 +16,10 @@ pub(crate) mod metrics;
 mod otlp;
 pub(crate) mod trace;
 
-pub use access_log::{AccessEvent, AccessLog, AccessLogReport, AccessLogSettings, AccessLogSink, EventSink};
+pub use access_log::{
+    AccessEvent, AccessLog, AccessLogReport, AccessLogSettings, AccessLogSink, EventSink, DEFAULT_QUEUE,
+};
+pub use analytics::{AnalyticsReport, AnalyticsSettings, RollupSink};
 pub(crate) use exposition::render;
 pub(crate) use metrics::{RouteCounters, ServiceCounters};
 pub use otlp::{Exporter, ExporterReport};
@@ -40,12 +45,28 @@ pub struct TelemetrySettings {
     pub access_log: Option<AccessLogSettings>,
     /// Export the spans of sampled requests to this OTLP/HTTP collector (`http://host:4318`).
     pub otlp_endpoint: Option<http::Uri>,
+    /// Count traffic into rollups for analytics (written through [`StoreSinks::rollups`]).
+    pub analytics: Option<AnalyticsSettings>,
 }
 
 impl Default for TelemetrySettings {
     fn default() -> TelemetrySettings {
-        TelemetrySettings { server_timing: true, trace_sample_ratio: 0.01, access_log: None, otlp_endpoint: None }
+        TelemetrySettings {
+            server_timing: true,
+            trace_sample_ratio: 0.01,
+            access_log: None,
+            otlp_endpoint: None,
+            analytics: None,
+        }
     }
+}
+
+/// What the program running the gateway writes to its store: the access log's `store`
+/// sink and the analytics rollups.
+#[derive(Default)]
+pub struct StoreSinks {
+    pub events: Option<Box<dyn EventSink>>,
+    pub rollups: Option<Box<dyn RollupSink>>,
 }
 
 /// The process-wide state behind metrics and the access log, shared by every worker and
@@ -54,6 +75,8 @@ pub struct Telemetry {
     pub(crate) settings: TelemetrySettings,
     pub(crate) access_log: Option<Arc<AccessLog>>,
     pub(crate) exporter: Option<Arc<Exporter>>,
+    /// This node's name in the rollups, and the analytics counters.
+    analytics: Option<(String, Arc<analytics::AnalyticsCounts>)>,
     /// Counters of each route by name, so that a reload keeps them.
     routes: Mutex<FxHashMap<Box<str>, Arc<RouteCounters>>>,
     /// Client connections open now.
@@ -65,15 +88,31 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Starts the access log writer and the trace exporter when they are configured; `store`
-    /// writes the access log's `store` sink.
-    pub fn start(settings: TelemetrySettings, store: Option<Box<dyn EventSink>>) -> std::io::Result<Arc<Telemetry>> {
-        let access_log = settings.access_log.as_ref().map(|log| AccessLog::start(log, store)).transpose()?;
+    /// Starts the access log writer (which also counts analytics) and the trace exporter
+    /// when they are configured.
+    pub fn start(settings: TelemetrySettings, store: StoreSinks) -> std::io::Result<Arc<Telemetry>> {
+        let mut counts = None;
+        let counter = match (&settings.analytics, store.rollups) {
+            (Some(wanted), Some(sink)) => {
+                let node = format!("{:012x}", fastrand::u64(..) >> 16);
+                let shared = Arc::new(analytics::AnalyticsCounts::default());
+                counts = Some((node.clone(), shared.clone()));
+                Some(analytics::Counter::new(node, wanted, sink, shared))
+            }
+            (Some(_), None) => return Err(std::io::Error::other("analytics needs Portico's store")),
+            (None, _) => None,
+        };
+        let no_sinks = AccessLogSettings { sinks: Vec::new(), queue: DEFAULT_QUEUE };
+        let access_log = match (&settings.access_log, counter) {
+            (None, None) => None,
+            (log, counter) => Some(AccessLog::start(log.as_ref().unwrap_or(&no_sinks), store.events, counter)?),
+        };
         let exporter = settings.otlp_endpoint.as_ref().map(Exporter::start).transpose()?;
         Ok(Arc::new(Telemetry {
             settings,
             access_log,
             exporter,
+            analytics: counts,
             routes: Mutex::default(),
             connections: AtomicI64::new(0),
             reload_micros: AtomicU64::new(0),
@@ -84,7 +123,8 @@ impl Telemetry {
 
     /// Telemetry with the defaults and no access log, for tests and tools.
     pub fn disabled() -> Arc<Telemetry> {
-        Telemetry::start(TelemetrySettings::default(), None).unwrap_or_else(|_| unreachable!("no file to open"))
+        Telemetry::start(TelemetrySettings::default(), StoreSinks::default())
+            .unwrap_or_else(|_| unreachable!("no file to open"))
     }
 
     /// The counters of route `name`, the same ones across reloads.
@@ -108,8 +148,14 @@ impl Telemetry {
         }
     }
 
+    /// The counters of the event queue and the access log's sinks (none when only
+    /// analytics reads the events).
     pub fn access_log_report(&self) -> Option<AccessLogReport> {
         self.access_log.as_ref().map(|log| log.report())
+    }
+
+    pub fn analytics_report(&self) -> Option<AnalyticsReport> {
+        self.analytics.as_ref().map(|(node, counts)| counts.report(node))
     }
 
     pub fn exporter_report(&self) -> Option<ExporterReport> {

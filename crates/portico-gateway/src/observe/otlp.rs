@@ -65,7 +65,7 @@ impl Exporter {
             thread: Drainer::default(),
         });
         let worker = exporter.clone();
-        exporter.thread.start("portico-traces", EXPORT_INTERVAL, move || while worker.send(&poster) {})?;
+        exporter.thread.start("portico-traces", EXPORT_INTERVAL, move |_| while worker.send(&poster) {})?;
         Ok(exporter)
     }
 

@@ -259,3 +259,4 @@ async fn changes_are_audited_in_their_own_transaction() {
         assert_eq!(store.audit(&page).await.expect(backend)[0].id, all[2].id, "{backend}");
     }
 }
+mod analytics;

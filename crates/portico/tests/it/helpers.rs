@@ -31,6 +31,11 @@ pub fn settings(store: String) -> Settings {
         telemetry: portico_gateway::TelemetrySettings::default(),
         log_format: portico::logging::LogFormat::Text,
         access_log_retention: Duration::from_secs(7 * 86_400),
+        analytics_retention: [
+            (portico_model::Interval::Minute, Duration::from_secs(2 * 86_400)),
+            (portico_model::Interval::Hour, Duration::from_secs(35 * 86_400)),
+            (portico_model::Interval::Day, Duration::from_secs(730 * 86_400)),
+        ],
     }
 }
 

@@ -2,6 +2,7 @@
 //! real upstreams and a real store.
 
 mod admin;
+mod analytics;
 mod audit;
 mod auth;
 mod balancing;

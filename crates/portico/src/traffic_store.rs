@@ -1,12 +1,14 @@
-//! The access log's `store` sink: batches of events become rows of the store's
-//! `access_events` table.
+//! Traffic in the store: the access log's `store` sink (rows of `access_events`), the
+//! analytics rollups (rows of `traffic_rollups`), and the removal of both past their
+//! retention.
 
-use portico_gateway::{AccessEvent, EventSink};
+use portico_gateway::{AccessEvent, EventSink, RollupSink};
+use portico_model::{Interval, Rollup};
 use portico_store::{AccessRecord, Store};
 use std::io;
 use std::time::{Duration, SystemTime};
 
-/// Writes events to the store from the access log's writer thread, on the control runtime.
+/// Writes to the store from the access log's writer thread, on the control runtime.
 pub struct StoreSink {
     store: Store,
     runtime: tokio::runtime::Handle,
@@ -25,18 +27,43 @@ impl EventSink for StoreSink {
     }
 }
 
+impl RollupSink for StoreSink {
+    fn write(&mut self, rollups: &[Rollup]) -> io::Result<()> {
+        self.runtime.block_on(self.store.write_rollups(rollups)).map_err(io::Error::other)
+    }
+}
+
+/// How long traffic rows are kept; `None` where Portico does not write them.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    pub access_log: Option<Duration>,
+    pub rollups: Option<[(Interval, Duration); 3]>,
+}
+
 /// How often rows past the retention period are removed.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
-/// Removes access-log rows older than `retention`, at start and every ten minutes, until
-/// `shutdown` turns true.
-pub async fn prune(store: Store, retention: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+fn before(retention: Duration) -> i64 {
+    portico_store::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Removes access-log rows and rollups past their retention, at start and every ten
+/// minutes, until `shutdown` turns true.
+pub async fn prune(store: Store, retention: Retention, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
-        let cutoff = portico_store::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        match store.prune_access_records(cutoff).await {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "removed access-log rows past their retention"),
-            Err(error) => tracing::warn!(%error, "cannot remove old access-log rows"),
+        if let Some(keep) = retention.access_log {
+            match store.prune_access_records(before(keep)).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "removed access-log rows past their retention"),
+                Err(error) => tracing::warn!(%error, "cannot remove old access-log rows"),
+            }
+        }
+        for (interval, keep) in retention.rollups.iter().flatten() {
+            match store.prune_rollups(*interval, before(*keep) / 1_000).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, interval = interval.as_str(), "removed old analytics rollups"),
+                Err(error) => tracing::warn!(%error, "cannot remove old analytics rollups"),
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(PRUNE_EVERY) => {}

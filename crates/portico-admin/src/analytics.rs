@@ -1,0 +1,337 @@
+//! `GET /api/v1/analytics/series` and `GET /api/v1/analytics/top`: traffic over time, and
+//! the routes, services, consumers, statuses and errors with the most of it. Both read the
+//! rollups (per minute, hour or day), never the access log's rows, so a week of traffic
+//! answers as fast as an hour.
+
+use crate::{AdminState, ApiError};
+use axum::extract::{RawQuery, State};
+use axum::Json;
+use portico_model::{Dimension, Interval, Tally};
+use portico_store::TopBy;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The most points a series may have; past it, a coarser interval is needed.
+const MAX_POINTS: i64 = 1_500;
+const MAX_TOP: usize = 100;
+
+/// The traffic of one bucket, or of a whole range.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Traffic {
+    requests: u64,
+    /// Responses with a 4xx status.
+    client_errors: u64,
+    /// Responses with a 5xx status.
+    server_errors: u64,
+    /// `server_errors / requests`, 0 without requests.
+    error_rate: f64,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// Time from the request head to the last response byte, within 1%.
+    latency_ms: Percentiles,
+}
+
+/// Latency percentiles in milliseconds; null without requests.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Percentiles {
+    p50: Option<f64>,
+    p95: Option<f64>,
+    p99: Option<f64>,
+}
+
+impl From<&Tally> for Traffic {
+    fn from(tally: &Tally) -> Traffic {
+        let percentile = |q| tally.latency.quantile(q).map(|ms| (ms * 1_000.0).round() / 1_000.0);
+        Traffic {
+            requests: tally.requests,
+            client_errors: tally.client_errors,
+            server_errors: tally.server_errors,
+            error_rate: if tally.requests == 0 { 0.0 } else { tally.server_errors as f64 / tally.requests as f64 },
+            bytes_in: tally.bytes_in,
+            bytes_out: tally.bytes_out,
+            latency_ms: Percentiles { p50: percentile(0.5), p95: percentile(0.95), p99: percentile(0.99) },
+        }
+    }
+}
+
+/// One bucket of a series.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Point {
+    /// The bucket's start, in milliseconds since the epoch.
+    time: i64,
+    #[serde(flatten)]
+    traffic: Traffic,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Series {
+    /// `minute`, `hour` or `day`.
+    interval: &'static str,
+    /// The range, in milliseconds since the epoch: the first bucket's start, and the end.
+    from: i64,
+    to: i64,
+    dimension: &'static str,
+    key: String,
+    /// One point per bucket, buckets without traffic included.
+    points: Vec<Point>,
+    /// The whole range.
+    total: Traffic,
+}
+
+/// One key of a top list.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Ranked {
+    key: String,
+    #[serde(flatten)]
+    traffic: Traffic,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Top {
+    interval: &'static str,
+    from: i64,
+    to: i64,
+    dimension: &'static str,
+    /// What the keys are ranked by: `requests`, `errors`, `client_errors`, `bytes` or `latency` (p95).
+    by: &'static str,
+    items: Vec<Ranked>,
+}
+
+/// The query parameters both endpoints share, and those of each.
+struct Query {
+    /// Seconds since the epoch; `to` is exclusive.
+    from: i64,
+    to: i64,
+    interval: Interval,
+    dimension: Option<Dimension>,
+    key: Option<String>,
+    by: (&'static str, TopBy),
+    limit: usize,
+}
+
+/// `15m`, `6h`, `7d`: a span in seconds.
+fn span(text: &str) -> Option<i64> {
+    let split = text.len().checked_sub(1)?;
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number.parse().ok().filter(|n| *n > 0)?;
+    let unit = match unit {
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+/// The interval that gives a chart a useful number of points over `seconds`.
+fn interval_for(seconds: i64) -> Interval {
+    match seconds {
+        s if s <= 6 * 3_600 => Interval::Minute,
+        s if s <= 8 * 86_400 => Interval::Hour,
+        _ => Interval::Day,
+    }
+}
+
+fn parse(query: Option<&str>, now_ms: i64) -> Result<Query, ApiError> {
+    let (mut range, mut from, mut to, mut interval) = (None, None, None, None);
+    let mut q = Query {
+        from: 0,
+        to: 0,
+        interval: Interval::Hour,
+        dimension: None,
+        key: None,
+        by: ("requests", TopBy::Requests),
+        limit: 10,
+    };
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let millis = || {
+            value.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(format!("`{name}` must be a time in milliseconds since the epoch, not `{value}`"))
+            })
+        };
+        match name {
+            "range" => {
+                range = Some(span(value).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "`range` must be minutes, hours or days such as 15m, 6h or 7d, not `{value}`"
+                    ))
+                })?)
+            }
+            "from" => from = Some(millis()?),
+            "to" => to = Some(millis()?),
+            "interval" => {
+                interval = Some(Interval::parse(value).ok_or_else(|| {
+                    ApiError::bad_request(format!("`interval` must be minute, hour or day, not `{value}`"))
+                })?)
+            }
+            "dimension" => {
+                q.dimension = Some(Dimension::parse(value).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "`dimension` must be all, route, service, consumer, status or error, not `{value}`"
+                    ))
+                })?)
+            }
+            "key" => q.key = Some(value.to_owned()),
+            "by" => {
+                let by = TopBy::EVERY.iter().find(|(text, _)| *text == value).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "`by` must be requests, errors, client_errors, bytes or latency, not `{value}`"
+                    ))
+                })?;
+                q.by = *by;
+            }
+            "limit" => {
+                q.limit = value.parse().ok().filter(|n| (1..=MAX_TOP).contains(n)).ok_or_else(|| {
+                    ApiError::bad_request(format!("`limit` must be from 1 to {MAX_TOP}, not `{value}`"))
+                })?
+            }
+            other => return Err(ApiError::bad_request(format!("unknown query parameter `{other}`"))),
+        }
+    }
+    let to_ms = to.unwrap_or(now_ms);
+    let from_ms = match (from, range) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("give `range` or `from`, not both")),
+        (Some(from), None) => from,
+        (None, range) => to_ms - range.unwrap_or(86_400) * 1_000,
+    };
+    if from_ms >= to_ms {
+        return Err(ApiError::bad_request("`from` must be before `to`"));
+    }
+    q.from = from_ms.div_euclid(1_000);
+    q.to = (to_ms + 999).div_euclid(1_000);
+    q.interval = interval.unwrap_or_else(|| interval_for(q.to - q.from));
+    Ok(q)
+}
+
+fn now_ms() -> i64 {
+    portico_store::now_ms()
+}
+
+/// Traffic per minute, hour or day over a range: of everything, or of one route, service,
+/// consumer, status code or error kind.
+#[utoipa::path(get, path = "/api/v1/analytics/series", tag = "analytics",
+    params(("range" = Option<String>, Query, description = "How far back from `to`: 15m, 6h, 7d... (default 24h)"),
+           ("from" = Option<i64>, Query, description = "The range's start in ms since the epoch, instead of `range`"),
+           ("to" = Option<i64>, Query, description = "The range's end in ms since the epoch (default now)"),
+           ("interval" = Option<String>, Query, description = "minute, hour or day (default: minute up to 6 hours, hour up to 8 days, else day)"),
+           ("dimension" = Option<String>, Query, description = "all (default), route, service, consumer, status or error"),
+           ("key" = Option<String>, Query, description = "The route, service or consumer name, status code or error kind; required unless the dimension is all")),
+    responses((status = 200, body = Series), (status = 400, body = crate::problem::ProblemBody)))]
+pub(crate) async fn series(
+    State(state): State<AdminState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Series>, ApiError> {
+    let q = parse(query.as_deref(), now_ms())?;
+    let dimension = q.dimension.unwrap_or(Dimension::All);
+    let key = match (dimension, q.key) {
+        (Dimension::All, None) => String::new(),
+        (Dimension::All, Some(_)) => return Err(ApiError::bad_request("`key` needs a `dimension` other than all")),
+        (_, Some(key)) if !key.is_empty() => key,
+        (dimension, _) => return Err(ApiError::bad_request(format!("give the `key` of the {dimension} to chart"))),
+    };
+    let first = q.interval.floor(q.from);
+    let points = (q.to - first + q.interval.seconds() - 1) / q.interval.seconds();
+    if points > MAX_POINTS {
+        return Err(ApiError::bad_request(format!(
+            "{points} {}s is more than {MAX_POINTS} points; ask for a coarser interval or a shorter range",
+            q.interval.as_str()
+        )));
+    }
+    let rows = state.store.traffic_series(q.interval, dimension, &key, q.from, q.to).await?;
+    let mut total = Tally::default();
+    let mut rows = rows.into_iter().peekable();
+    let mut out = Vec::with_capacity(usize::try_from(points).unwrap_or(0));
+    let mut bucket = first;
+    while bucket < q.to {
+        let tally = match rows.next_if(|(b, _)| *b == bucket) {
+            Some((_, tally)) => tally,
+            None => Tally::default(),
+        };
+        total.merge(&tally);
+        out.push(Point { time: bucket * 1_000, traffic: Traffic::from(&tally) });
+        bucket += q.interval.seconds();
+    }
+    Ok(Json(Series {
+        interval: q.interval.as_str(),
+        from: first * 1_000,
+        to: q.to * 1_000,
+        dimension: dimension.as_str(),
+        key,
+        points: out,
+        total: Traffic::from(&total),
+    }))
+}
+
+/// The routes, services, consumers, status codes or error kinds with the most requests,
+/// errors, bytes or latency over a range.
+#[utoipa::path(get, path = "/api/v1/analytics/top", tag = "analytics",
+    params(("dimension" = String, Query, description = "route, service, consumer, status or error"),
+           ("by" = Option<String>, Query, description = "requests (default), errors (5xx), client_errors (4xx), bytes or latency (p95)"),
+           ("limit" = Option<usize>, Query, description = "How many, 1 to 100 (default 10)"),
+           ("range" = Option<String>, Query, description = "How far back from `to`: 15m, 6h, 7d... (default 24h)"),
+           ("from" = Option<i64>, Query, description = "The range's start in ms since the epoch, instead of `range`"),
+           ("to" = Option<i64>, Query, description = "The range's end in ms since the epoch (default now)"),
+           ("interval" = Option<String>, Query, description = "The rollups to read: minute, hour or day (default as for series)")),
+    responses((status = 200, body = Top), (status = 400, body = crate::problem::ProblemBody)))]
+pub(crate) async fn top(State(state): State<AdminState>, RawQuery(query): RawQuery) -> Result<Json<Top>, ApiError> {
+    let q = parse(query.as_deref(), now_ms())?;
+    let dimension = match q.dimension {
+        Some(Dimension::All) | None => {
+            return Err(ApiError::bad_request(
+                "give the `dimension` to rank: route, service, consumer, status or error",
+            ))
+        }
+        Some(dimension) => dimension,
+    };
+    if q.key.is_some() {
+        return Err(ApiError::bad_request("`key` is for series; top lists every key"));
+    }
+    let items = state.store.traffic_top(q.interval, dimension, q.from, q.to, q.by.1, q.limit).await?;
+    Ok(Json(Top {
+        interval: q.interval.as_str(),
+        from: q.interval.floor(q.from) * 1_000,
+        to: q.to * 1_000,
+        dimension: dimension.as_str(),
+        by: q.by.0,
+        items: items.iter().map(|(key, tally)| Ranked { key: key.clone(), traffic: Traffic::from(tally) }).collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn ranges_pick_an_interval_that_charts_well() {
+        let q = parse(Some("range=7d"), NOW).expect("valid");
+        assert_eq!((q.to - q.from, q.interval), (7 * 86_400, Interval::Hour));
+        assert_eq!(parse(Some("range=30m"), NOW).expect("valid").interval, Interval::Minute);
+        assert_eq!(parse(Some("range=90d"), NOW).expect("valid").interval, Interval::Day);
+        assert_eq!(parse(None, NOW).expect("valid").interval, Interval::Hour, "24 hours by default");
+        let q = parse(Some("from=1000&to=61000&interval=day"), NOW).expect("valid");
+        assert_eq!((q.from, q.to, q.interval), (1, 61, Interval::Day));
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        for (query, named) in [
+            ("range=7w", "`range`"),
+            ("range=0d", "`range`"),
+            ("interval=week", "`interval`"),
+            ("dimension=path", "`dimension`"),
+            ("by=speed", "`by`"),
+            ("limit=0", "`limit`"),
+            ("from=yesterday", "`from`"),
+            ("colour=red", "`colour`"),
+            ("from=5000&to=1000", "`from`"),
+            ("range=1h&from=1", "`range`"),
+        ] {
+            let Err(error) = parse(Some(query), NOW) else { panic!("{query} was accepted") };
+            assert_eq!(error.status(), axum::http::StatusCode::BAD_REQUEST);
+            assert!(format!("{error:?}").contains(named), "{query}: {error:?}");
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Traffic analytics, counted off the request path.
+//!
+//! The access-log writer hands every event to a [`Counter`], which tallies it by minute
+//! and by dimension (the whole traffic, route, service, consumer, status, error kind).
+//! Every flush interval the minutes counted are folded into the minute, hour and day
+//! buckets still open, and the buckets that changed are written to a [`RollupSink`] (the
+//! store), each as this node's whole tally so far: rewriting a row is idempotent, and a
+//! failed write is simply tried again at the next flush. A bucket is forgotten once it has
+//! ended and its row is written. Requests are counted in the bucket in which they ended.
+
+use portico_model::{Dimension, Interval, Rollup, Tally};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::AccessEvent;
+
+/// Where rollups go: the program running the gateway provides it (Portico's store).
+pub trait RollupSink: Send {
+    /// Writes the rows, each replacing this node's row of the same bucket and key.
+    fn write(&mut self, rollups: &[Rollup]) -> io::Result<()>;
+}
+
+/// Settings of traffic analytics.
+#[derive(Debug, Clone)]
+pub struct AnalyticsSettings {
+    /// How often the open buckets are written: how fresh the store's figures are.
+    pub flush_interval: Duration,
+}
+
+impl Default for AnalyticsSettings {
+    fn default() -> AnalyticsSettings {
+        AnalyticsSettings { flush_interval: Duration::from_secs(10) }
+    }
+}
+
+/// A bucket is closed this long after it ended (requests are counted when they end, so
+/// only the writer's own delay makes an event late).
+const GRACE: i64 = 5;
+/// An unwritten bucket (the store is down) is given up this long after it ended.
+const GIVE_UP: i64 = 3_600;
+
+/// The analytics counters that `/api/v1/status` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AnalyticsReport {
+    /// This process's name in the rollups it writes.
+    pub node: String,
+    /// Rows written to the store.
+    pub written: u64,
+    /// Rows whose write failed (they are tried again at the next flush).
+    pub failed: u64,
+    /// Rows given up after failing for an hour.
+    pub lost: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct AnalyticsCounts {
+    written: AtomicU64,
+    failed: AtomicU64,
+    lost: AtomicU64,
+}
+
+impl AnalyticsCounts {
+    pub fn report(&self, node: &str) -> AnalyticsReport {
+        AnalyticsReport {
+            node: node.to_owned(),
+            written: self.written.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A bucket's identity: interval, start, dimension, key.
+type BucketKey = (Interval, i64, Dimension, Arc<str>);
+
+struct Open {
+    tally: Tally,
+    /// Changed since it was last written.
+    dirty: bool,
+}
+
+/// Tallies events and writes rollups; owned by the access-log writer thread.
+pub(crate) struct Counter {
+    node: String,
+    sink: Box<dyn RollupSink>,
+    flush_interval: Duration,
+    last_flush: Instant,
+    /// Counted since the last flush, by (minute, dimension, key).
+    fresh: FxHashMap<(i64, Dimension, Arc<str>), Tally>,
+    open: BTreeMap<BucketKey, Open>,
+    /// Per interval: buckets starting before this are closed; a late request goes to the
+    /// bucket open now instead of reopening (and overwriting) a written one.
+    closed_before: [i64; 3],
+    /// Keys made once: the empty key of `all`, status codes and error kinds.
+    all: Arc<str>,
+    statuses: FxHashMap<u16, Arc<str>>,
+    errors: FxHashMap<&'static str, Arc<str>>,
+    counts: Arc<AnalyticsCounts>,
+}
+
+fn unix_seconds(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Counter {
+    pub fn new(
+        node: String,
+        settings: &AnalyticsSettings,
+        sink: Box<dyn RollupSink>,
+        counts: Arc<AnalyticsCounts>,
+    ) -> Counter {
+        Counter {
+            node,
+            sink,
+            flush_interval: settings.flush_interval,
+            last_flush: Instant::now(),
+            fresh: FxHashMap::default(),
+            open: BTreeMap::new(),
+            closed_before: [i64::MIN; 3],
+            all: Arc::from(""),
+            statuses: FxHashMap::default(),
+            errors: FxHashMap::default(),
+            counts,
+        }
+    }
+
+    /// Counts one finished request.
+    pub fn count(&mut self, event: &AccessEvent) {
+        let ended = unix_seconds(event.time + event.duration);
+        let minute = Interval::Minute.floor(ended);
+        let millis = event.duration.as_secs_f64() * 1_000.0;
+        let mut add = |dimension: Dimension, key: &Arc<str>| {
+            self.fresh.entry((minute, dimension, key.clone())).or_default().record(
+                event.status,
+                event.bytes_in,
+                event.bytes_out,
+                millis,
+            );
+        };
+        add(Dimension::All, &self.all);
+        if let Some(route) = &event.route {
+            add(Dimension::Route, route);
+        }
+        if let Some(service) = &event.service {
+            add(Dimension::Service, service);
+        }
+        if let Some(consumer) = &event.consumer {
+            add(Dimension::Consumer, consumer);
+        }
+        let status = self.statuses.entry(event.status).or_insert_with(|| event.status.to_string().into());
+        add(Dimension::Status, status);
+        if let Some(error) = event.error {
+            let error = self.errors.entry(error).or_insert_with(|| error.into());
+            add(Dimension::Error, error);
+        }
+    }
+
+    /// Flushes when the interval has passed (or `last`, at shutdown).
+    pub fn tick(&mut self, last: bool) {
+        if last || self.last_flush.elapsed() >= self.flush_interval {
+            self.last_flush = Instant::now();
+            self.flush(unix_seconds(SystemTime::now()));
+        }
+    }
+
+    /// Folds what was counted into the open buckets, writes those that changed and forgets
+    /// those that ended before `now` (seconds since the epoch).
+    pub fn flush(&mut self, now: i64) {
+        for ((minute, dimension, key), tally) in self.fresh.drain() {
+            for (level, interval) in Interval::EVERY.into_iter().enumerate() {
+                let mut bucket = interval.floor(minute);
+                if bucket < self.closed_before[level] {
+                    bucket = interval.floor(now);
+                }
+                let open = self
+                    .open
+                    .entry((interval, bucket, dimension, key.clone()))
+                    .or_insert_with(|| Open { tally: Tally::default(), dirty: true });
+                open.tally.merge(&tally);
+                open.dirty = true;
+            }
+        }
+        let rows: Vec<Rollup> = self
+            .open
+            .iter()
+            .filter(|(_, open)| open.dirty)
+            .map(|((interval, bucket, dimension, key), open)| Rollup {
+                interval: *interval,
+                bucket: *bucket,
+                dimension: *dimension,
+                key: key.to_string(),
+                node: self.node.clone(),
+                tally: open.tally.clone(),
+            })
+            .collect();
+        if !rows.is_empty() {
+            match self.sink.write(&rows) {
+                Ok(()) => {
+                    self.open.values_mut().for_each(|open| open.dirty = false);
+                    self.counts.written.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, rows = rows.len(), "cannot write analytics rollups; trying again at the next flush");
+                    self.counts.failed.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        for (level, interval) in Interval::EVERY.into_iter().enumerate() {
+            self.closed_before[level] = interval.floor(now - GRACE);
+        }
+        let closed_before = self.closed_before;
+        let mut lost = 0;
+        self.open.retain(|(interval, bucket, _, _), open| {
+            let level = Interval::EVERY.iter().position(|i| i == interval).unwrap_or(0);
+            let ended = *bucket < closed_before[level];
+            if ended && open.dirty && bucket + interval.seconds() + GIVE_UP < now {
+                lost += 1;
+                return false;
+            }
+            !ended || open.dirty
+        });
+        if lost > 0 {
+            tracing::warn!(lost, "gave up analytics rollups the store did not take for an hour");
+            self.counts.lost.fetch_add(lost, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Keeps what was written, as the store would: one row per node, bucket and key.
+    #[derive(Clone, Default)]
+    struct Table(Arc<Mutex<Rows>>, Arc<Mutex<bool>>);
+
+    type Rows = BTreeMap<(Interval, i64, Dimension, String), Tally>;
+
+    impl RollupSink for Table {
+        fn write(&mut self, rollups: &[Rollup]) -> io::Result<()> {
+            if *self.1.lock().expect("lock") {
+                return Err(io::Error::other("the store is down"));
+            }
+            let mut rows = self.0.lock().expect("lock");
+            for r in rollups {
+                rows.insert((r.interval, r.bucket, r.dimension, r.key.clone()), r.tally.clone());
+            }
+            Ok(())
+        }
+    }
+
+    impl Table {
+        fn requests(&self, interval: Interval, bucket: i64, dimension: Dimension, key: &str) -> u64 {
+            let rows = self.0.lock().expect("lock");
+            rows.get(&(interval, bucket, dimension, key.to_owned())).map_or(0, |t| t.requests)
+        }
+    }
+
+    const HOUR: i64 = 1_800_000_000;
+
+    fn event(ended: i64, route: &str, status: u16, error: Option<&'static str>) -> AccessEvent {
+        AccessEvent {
+            time: SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(ended).expect("after 1970"))
+                - Duration::from_millis(250),
+            request_id: http::HeaderValue::from_static("r"),
+            trace_id: 1,
+            client_ip: [127, 0, 0, 1].into(),
+            method: http::Method::GET,
+            host: None,
+            uri: http::Uri::from_static("/x"),
+            path_template: None,
+            route: Some(route.into()),
+            service: Some("shop".into()),
+            target: None,
+            consumer: None,
+            status,
+            bytes_in: 10,
+            bytes_out: 100,
+            duration: Duration::from_millis(250),
+            upstream: None,
+            gateway: Duration::ZERO,
+            retries: 0,
+            error,
+        }
+    }
+
+    fn counter(table: &Table) -> Counter {
+        Counter::new("n1".into(), &AnalyticsSettings::default(), Box::new(table.clone()), Arc::default())
+    }
+
+    #[test]
+    fn each_request_counts_once_per_interval_and_dimension() {
+        let table = Table::default();
+        let mut counter = counter(&table);
+        counter.count(&event(HOUR + 10, "orders", 200, None));
+        counter.count(&event(HOUR + 70, "orders", 504, Some("upstream_timeout")));
+        counter.count(&event(HOUR + 75, "users", 200, None));
+        counter.flush(HOUR + 80);
+
+        assert_eq!(table.requests(Interval::Minute, HOUR, Dimension::All, ""), 1);
+        assert_eq!(table.requests(Interval::Minute, HOUR + 60, Dimension::All, ""), 2);
+        assert_eq!(table.requests(Interval::Hour, HOUR, Dimension::Route, "orders"), 2);
+        assert_eq!(table.requests(Interval::Day, Interval::Day.floor(HOUR), Dimension::Service, "shop"), 3);
+        assert_eq!(table.requests(Interval::Hour, HOUR, Dimension::Status, "504"), 1);
+        assert_eq!(table.requests(Interval::Hour, HOUR, Dimension::Error, "upstream_timeout"), 1);
+        let rows = table.0.lock().expect("lock");
+        let latency = &rows[&(Interval::Hour, HOUR, Dimension::All, String::new())].latency;
+        assert!((245.0..=255.0).contains(&latency.quantile(0.5).expect("values")), "durations are kept in ms");
+    }
+
+    #[test]
+    fn open_buckets_are_rewritten_with_the_whole_tally_and_closed_ones_are_not_reopened() {
+        let table = Table::default();
+        let mut counter = counter(&table);
+        counter.count(&event(HOUR + 10, "orders", 200, None));
+        counter.flush(HOUR + 20);
+        counter.count(&event(HOUR + 30, "orders", 200, None));
+        counter.flush(HOUR + 40);
+        assert_eq!(table.requests(Interval::Minute, HOUR, Dimension::All, ""), 2, "the row holds both");
+
+        // The minute is closed two minutes later: a straggler from it goes to the minute
+        // open now, and the hour (still open) counts it where it belongs.
+        counter.flush(HOUR + 180);
+        counter.count(&event(HOUR + 50, "orders", 200, None));
+        counter.flush(HOUR + 185);
+        assert_eq!(table.requests(Interval::Minute, HOUR, Dimension::All, ""), 2);
+        assert_eq!(table.requests(Interval::Minute, HOUR + 180, Dimension::All, ""), 1);
+        assert_eq!(table.requests(Interval::Hour, HOUR, Dimension::All, ""), 3);
+    }
+
+    #[test]
+    fn a_failed_write_is_tried_again_with_everything_since() {
+        let table = Table::default();
+        let mut counter = counter(&table);
+        *table.1.lock().expect("lock") = true;
+        counter.count(&event(HOUR + 10, "orders", 200, None));
+        counter.flush(HOUR + 20);
+        // The minute ends while the store is down: its row is kept until written.
+        counter.count(&event(HOUR + 100, "orders", 200, None));
+        counter.flush(HOUR + 130);
+        *table.1.lock().expect("lock") = false;
+        counter.flush(HOUR + 140);
+        assert_eq!(table.requests(Interval::Minute, HOUR, Dimension::All, ""), 1);
+        assert_eq!(table.requests(Interval::Minute, HOUR + 60, Dimension::All, ""), 1);
+        assert_eq!(table.requests(Interval::Hour, HOUR, Dimension::All, ""), 2);
+        // 4 keys (all, route, service, status) at 3 intervals, then a new minute's 4 more.
+        let report = counter.counts.report("n1");
+        assert_eq!((report.failed, report.written), (12 + 16, 16));
+    }
+}
