@@ -10,8 +10,9 @@
 # Needs valgrind, nginx and wrk (installed from Debian's packages if missing).
 # Prints instructions/request for Portico (plain; with two targets, health checks and a
 # circuit breaker: portico-2; with an API key and a local rate limit on the route:
-# portico-auth; writing an access log file and exporting 1% of traces over OTLP:
-# portico-observe) and for nginx as a reverse proxy.
+# portico-auth; writing an access log file, counting analytics and exporting 1% of traces
+# over OTLP: portico-observe; the first three with analytics off) and for nginx as a
+# reverse proxy.
 set -euo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -113,11 +114,11 @@ measure() {
 }
 
 measure portico 18085 "$PORTICO" --data-dir "$SCRATCH/data" --listen 127.0.0.1:18085 \
-  --admin-listen 127.0.0.1:19085 --workers 1 serve --config "$SCRATCH/portico.yaml"
+  --admin-listen 127.0.0.1:19085 --workers 1 --analytics false serve --config "$SCRATCH/portico.yaml"
 measure portico-2 18086 "$PORTICO" --data-dir "$SCRATCH/data-2" --listen 127.0.0.1:18086 \
-  --admin-listen 127.0.0.1:19086 --workers 1 serve --config "$SCRATCH/portico-2.yaml"
+  --admin-listen 127.0.0.1:19086 --workers 1 --analytics false serve --config "$SCRATCH/portico-2.yaml"
 measure portico-auth 18087 "$PORTICO" --data-dir "$SCRATCH/data-auth" --listen 127.0.0.1:18087 \
-  --admin-listen 127.0.0.1:19087 --workers 1 serve --config "$SCRATCH/portico-auth.yaml"
+  --admin-listen 127.0.0.1:19087 --workers 1 --analytics false serve --config "$SCRATCH/portico-auth.yaml"
 measure portico-observe 18088 "$PORTICO" --data-dir "$SCRATCH/data-observe" --listen 127.0.0.1:18088 \
   --admin-listen 127.0.0.1:19088 --workers 1 --access-log "$SCRATCH/access.log" \
   --otlp-endpoint http://127.0.0.1:19001 serve \

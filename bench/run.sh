@@ -25,8 +25,10 @@
 #                circuit breakers); Portico's active probes, passive ejection and a
 #                circuit breaker. portico-auth is plain Portico with an API key
 #                (key_auth) and a local per-consumer rate limit on the route; wrk
-#                sends the key. portico-observe is plain Portico writing an access
-#                log file and exporting the spans of 1% of requests over OTLP (to the
+#                sends the key. These three run with analytics off, like nginx with
+#                access_log off. portico-observe is plain Portico writing an access
+#                log file, counting analytics rollups into its SQLite store, and
+#                exporting the spans of 1% of requests over OTLP (to the
 #                backend nginx, which answers 200); metrics, traceparent and
 #                Server-Timing are always on (default: all). Without a portico target, no cargo
 #                build happens.
@@ -597,7 +599,8 @@ start_servers() {
           --listen "127.0.0.1:${PORT[portico]}" \
           --admin-listen "127.0.0.1:$ADMIN_PORT" \
           --workers "$WORKERS" \
-          --data-dir "$SCRATCH/portico-data"
+          --data-dir "$SCRATCH/portico-data" \
+          --analytics false
         ;;
       portico-2)
         logf=$SCRATCH/portico-2/portico.log
@@ -606,7 +609,8 @@ start_servers() {
           --listen "127.0.0.1:${PORT[portico-2]}" \
           --admin-listen "127.0.0.1:$ADMIN_PORT2" \
           --workers "$WORKERS" \
-          --data-dir "$SCRATCH/portico-2-data"
+          --data-dir "$SCRATCH/portico-2-data" \
+          --analytics false
         ;;
       portico-auth)
         logf=$SCRATCH/portico-auth/portico.log
@@ -615,7 +619,8 @@ start_servers() {
           --listen "127.0.0.1:${PORT[portico-auth]}" \
           --admin-listen "127.0.0.1:$ADMIN_PORT_AUTH" \
           --workers "$WORKERS" \
-          --data-dir "$SCRATCH/portico-auth-data"
+          --data-dir "$SCRATCH/portico-auth-data" \
+          --analytics false
         ;;
       portico-observe)
         logf=$SCRATCH/portico-observe/portico.log

@@ -200,7 +200,8 @@ fn parse(query: Option<&str>, now_ms: i64) -> Result<Query, ApiError> {
     }
     q.from = from_ms.div_euclid(1_000);
     q.to = (to_ms + 999).div_euclid(1_000);
-    q.interval = interval.unwrap_or_else(|| interval_for(q.to - q.from));
+    // By the span asked for: rounding to whole seconds must not tip 6h into hours.
+    q.interval = interval.unwrap_or_else(|| interval_for((to_ms - from_ms) / 1_000));
     Ok(q)
 }
 
@@ -309,6 +310,10 @@ mod tests {
         let q = parse(Some("range=7d"), NOW).expect("valid");
         assert_eq!((q.to - q.from, q.interval), (7 * 86_400, Interval::Hour));
         assert_eq!(parse(Some("range=30m"), NOW).expect("valid").interval, Interval::Minute);
+        // At the limits, with a `to` that is not a whole second.
+        assert_eq!(parse(Some("range=6h"), NOW + 1).expect("valid").interval, Interval::Minute);
+        assert_eq!(parse(Some("range=8d"), NOW + 1).expect("valid").interval, Interval::Hour);
+        assert_eq!(parse(Some("range=361m"), NOW).expect("valid").interval, Interval::Hour);
         assert_eq!(parse(Some("range=90d"), NOW).expect("valid").interval, Interval::Day);
         assert_eq!(parse(None, NOW).expect("valid").interval, Interval::Hour, "24 hours by default");
         let q = parse(Some("from=1000&to=61000&interval=day"), NOW).expect("valid");

@@ -131,14 +131,19 @@ impl LatencySketch {
 
     /// Reads what [`to_bytes`](Self::to_bytes) wrote; an empty slice is an empty sketch.
     pub fn from_bytes(bytes: &[u8]) -> Result<LatencySketch, String> {
+        let mut sketch = LatencySketch::default();
+        sketch.merge_bytes(bytes)?;
+        Ok(sketch)
+    }
+
+    /// Merges in the sketch that `bytes` encodes.
+    pub fn merge_bytes(&mut self, bytes: &[u8]) -> Result<(), String> {
         if bytes.is_empty() {
-            return Ok(LatencySketch::default());
+            return Ok(());
         }
         let sketch = DDSketch::from_java_bytes(bytes).map_err(|e| format!("unreadable latency sketch: {e}"))?;
-        // Sketches read back must merge with fresh ones: same accuracy, same bounds.
-        let mut fresh = LatencySketch::default();
-        fresh.0.merge(&sketch).map_err(|e| format!("latency sketch of another accuracy: {e}"))?;
-        Ok(fresh)
+        // Only sketches of the same accuracy and bounds merge.
+        self.0.merge(&sketch).map_err(|e| format!("latency sketch of another accuracy: {e}"))
     }
 }
 

@@ -31,14 +31,12 @@ pub struct AccessRecord {
 const COLUMNS: &str = "at, request_id, trace_id, client_ip, method, host, path, path_template, route, service, \
                        target, consumer, status, bytes_in, bytes_out, duration_us, upstream_us, gateway_us, retries, error";
 const PER_ROW: usize = 20;
-/// Rows per statement: well under SQLite's and PostgreSQL's limits on bound values.
-const ROWS_PER_INSERT: usize = 400;
 
 impl Store {
     /// Appends `records` in one transaction, several rows per statement.
     pub async fn insert_access_records(&self, records: &[AccessRecord]) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
-        for chunk in records.chunks(ROWS_PER_INSERT) {
+        for chunk in records.chunks(self.rows_per_insert(PER_ROW)) {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|row| {
                     let marks: Vec<String> = (1..=PER_ROW).map(|i| format!("${}", row * PER_ROW + i)).collect();

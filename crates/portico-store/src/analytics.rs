@@ -49,7 +49,6 @@ impl TopBy {
 const COLUMNS: &str =
     "interval_secs, bucket, dimension, key, node, requests, client_errors, server_errors, bytes_in, bytes_out, latency";
 const PER_ROW: usize = 11;
-const ROWS_PER_INSERT: usize = 200;
 /// The sums a query adds up, cast back to BIGINT (PostgreSQL sums BIGINT as NUMERIC).
 const SUMS: &str = "CAST(SUM(requests) AS BIGINT) AS requests, CAST(SUM(client_errors) AS BIGINT) AS client_errors, \
                     CAST(SUM(server_errors) AS BIGINT) AS server_errors, CAST(SUM(bytes_in) AS BIGINT) AS bytes_in, \
@@ -76,13 +75,67 @@ fn counts(row: &AnyRow) -> Result<Tally, StoreError> {
     })
 }
 
-fn sketch(row: &AnyRow) -> Result<LatencySketch, StoreError> {
+/// Adds a row's latency sketch to `tally`.
+fn add_sketch(tally: &mut Tally, row: &AnyRow) -> Result<(), StoreError> {
     let bytes: Vec<u8> = row.try_get("latency")?;
-    LatencySketch::from_bytes(&bytes).map_err(StoreError::Corrupt)
+    tally.latency.merge_bytes(&bytes).map_err(StoreError::Corrupt)
 }
 
-fn tally(row: &AnyRow) -> Result<Tally, StoreError> {
-    Ok(Tally { latency: sketch(row)?, ..counts(row)? })
+/// Adds a whole row to `tally`.
+fn add_row(tally: &mut Tally, row: &AnyRow) -> Result<(), StoreError> {
+    let counts = counts(row)?;
+    tally.requests += counts.requests;
+    tally.client_errors += counts.client_errors;
+    tally.server_errors += counts.server_errors;
+    tally.bytes_in += counts.bytes_in;
+    tally.bytes_out += counts.bytes_out;
+    add_sketch(tally, row)
+}
+
+/// The rollups that count the requests of `[from, to)` exactly once, reading the fewest rows:
+/// buckets of `interval` at the edges, and whole hours or days wherever they fit inside.
+/// (Every request is counted at every interval, so the levels can be mixed.)
+fn cover(interval: Interval, from: i64, to: i64) -> Vec<(Interval, i64, i64)> {
+    let coarser = match interval {
+        Interval::Minute => Interval::Hour,
+        Interval::Hour => Interval::Day,
+        Interval::Day => return vec![(interval, from, to)],
+    };
+    let start = coarser.floor(from + coarser.seconds() - 1);
+    let end = coarser.floor(to);
+    if start >= end {
+        return vec![(interval, from, to)];
+    }
+    let mut segments = Vec::new();
+    if from < start {
+        segments.push((interval, from, start));
+    }
+    segments.extend(cover(coarser, start, end));
+    if end < to {
+        segments.push((interval, end, to));
+    }
+    segments
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds the parameters of [`segments_sql`].
+fn bind_segments<'q>(mut query: AnyQuery<'q>, segments: &[(Interval, i64, i64)]) -> AnyQuery<'q> {
+    for (interval, from, to) in segments {
+        query = query.bind(interval.seconds()).bind(*from).bind(*to);
+    }
+    query
+}
+
+/// The SQL condition selecting `segments`, with its parameters from `$first` on.
+fn segments_sql(segments: &[(Interval, i64, i64)], first: usize) -> String {
+    let parts: Vec<String> = (0..segments.len())
+        .map(|i| {
+            let n = first + i * 3;
+            format!("(interval_secs = ${n} AND bucket >= ${} AND bucket < ${})", n + 1, n + 2)
+        })
+        .collect();
+    format!("({})", parts.join(" OR "))
 }
 
 impl Store {
@@ -90,7 +143,7 @@ impl Store {
     /// rewrites the buckets it is still counting.
     pub async fn write_rollups(&self, rollups: &[Rollup]) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
-        for chunk in rollups.chunks(ROWS_PER_INSERT) {
+        for chunk in rollups.chunks(self.rows_per_insert(PER_ROW)) {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|row| {
                     let marks: Vec<String> = (1..=PER_ROW).map(|i| format!("${}", row * PER_ROW + i)).collect();
@@ -152,17 +205,19 @@ impl Store {
         let mut series: Vec<(i64, Tally)> = Vec::new();
         for row in &rows {
             let bucket: i64 = row.try_get("bucket")?;
-            let tally = tally(row)?;
-            match series.last_mut() {
-                Some((last, sum)) if *last == bucket => sum.merge(&tally),
-                _ => series.push((bucket, tally)),
+            if series.last().is_none_or(|(last, _)| *last != bucket) {
+                series.push((bucket, Tally::default()));
+            }
+            if let Some((_, tally)) = series.last_mut() {
+                add_row(tally, row)?;
             }
         }
         Ok(series)
     }
 
-    /// The `limit` keys of `dimension` with the most of `by` between `from` and `to`, with
-    /// their totals; ties go to the first key in alphabetical order.
+    /// The `limit` keys of `dimension` with the most of `by` between `from` and `to` (at the
+    /// precision of `interval`), with their totals; ties go to the first key in
+    /// alphabetical order.
     pub async fn traffic_top(
         &self,
         interval: Interval,
@@ -172,22 +227,38 @@ impl Store {
         by: TopBy,
         limit: usize,
     ) -> Result<Vec<(String, Tally)>, StoreError> {
-        let from = interval.floor(from);
+        let segments = cover(interval, interval.floor(from), to);
+        let within = segments_sql(&segments, 2);
         let Some(order) = by.order() else {
-            return self.top_by_latency(interval, dimension, from, to, limit).await;
+            // Ranking by a percentile needs every key's merged sketch.
+            let sql = format!("SELECT {COLUMNS} FROM traffic_rollups WHERE dimension = $1 AND {within} ORDER BY key");
+            let rows =
+                bind_segments(sqlx::query(&sql).bind(dimension.as_str()), &segments).fetch_all(self.pool()).await?;
+            let mut all: Vec<(String, Tally)> = Vec::new();
+            for row in &rows {
+                let key: String = row.try_get("key")?;
+                if all.last().is_none_or(|(last, _)| *last != key) {
+                    all.push((key, Tally::default()));
+                }
+                if let Some((_, tally)) = all.last_mut() {
+                    add_row(tally, row)?;
+                }
+            }
+            let p95 = |tally: &Tally| tally.latency.quantile(0.95).unwrap_or(0.0);
+            all.sort_by(|a, b| p95(&b.1).total_cmp(&p95(&a.1)).then_with(|| a.0.cmp(&b.0)));
+            all.truncate(limit);
+            return Ok(all);
         };
         // The counts are summed by the database; only the winners' sketches are read.
-        let rows = sqlx::query(&format!(
-            "SELECT key, {SUMS} FROM traffic_rollups WHERE interval_secs = $1 AND dimension = $2 \
-             AND bucket >= $3 AND bucket < $4 GROUP BY key ORDER BY {order}, key LIMIT $5"
-        ))
-        .bind(interval.seconds())
-        .bind(dimension.as_str())
-        .bind(from)
-        .bind(to)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(self.pool())
-        .await?;
+        let limit_at = 2 + segments.len() * 3;
+        let sql = format!(
+            "SELECT key, {SUMS} FROM traffic_rollups WHERE dimension = $1 AND {within} \
+             GROUP BY key ORDER BY {order}, key LIMIT ${limit_at}"
+        );
+        let rows = bind_segments(sqlx::query(&sql).bind(dimension.as_str()), &segments)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(self.pool())
+            .await?;
         let mut top = Vec::with_capacity(rows.len());
         for row in &rows {
             top.push((row.try_get::<String, _>("key")?, counts(row)?));
@@ -195,57 +266,22 @@ impl Store {
         if top.is_empty() {
             return Ok(top);
         }
-        let marks: Vec<String> = (0..top.len()).map(|i| format!("${}", i + 5)).collect();
+        let marks: Vec<String> = (0..top.len()).map(|i| format!("${}", limit_at + i)).collect();
         let sql = format!(
-            "SELECT key, latency FROM traffic_rollups WHERE interval_secs = $1 AND dimension = $2 \
-             AND bucket >= $3 AND bucket < $4 AND key IN ({})",
+            "SELECT key, latency FROM traffic_rollups WHERE dimension = $1 AND {within} AND key IN ({})",
             marks.join(", ")
         );
-        let mut query = sqlx::query(&sql).bind(interval.seconds()).bind(dimension.as_str()).bind(from).bind(to);
+        let mut query = bind_segments(sqlx::query(&sql).bind(dimension.as_str()), &segments);
         for (key, _) in &top {
             query = query.bind(key.clone());
         }
         for row in query.fetch_all(self.pool()).await? {
             let key: String = row.try_get("key")?;
             if let Some((_, tally)) = top.iter_mut().find(|(k, _)| *k == key) {
-                tally.latency.merge(&sketch(&row)?);
+                add_sketch(tally, &row)?;
             }
         }
         Ok(top)
-    }
-
-    /// Ranking by a percentile needs every key's merged sketch.
-    async fn top_by_latency(
-        &self,
-        interval: Interval,
-        dimension: Dimension,
-        from: i64,
-        to: i64,
-        limit: usize,
-    ) -> Result<Vec<(String, Tally)>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM traffic_rollups WHERE interval_secs = $1 AND dimension = $2 \
-             AND bucket >= $3 AND bucket < $4 ORDER BY key"
-        ))
-        .bind(interval.seconds())
-        .bind(dimension.as_str())
-        .bind(from)
-        .bind(to)
-        .fetch_all(self.pool())
-        .await?;
-        let mut all: Vec<(String, Tally)> = Vec::new();
-        for row in &rows {
-            let key: String = row.try_get("key")?;
-            let tally = tally(row)?;
-            match all.last_mut() {
-                Some((last, sum)) if *last == key => sum.merge(&tally),
-                _ => all.push((key, tally)),
-            }
-        }
-        let p95 = |tally: &Tally| tally.latency.quantile(0.95).unwrap_or(0.0);
-        all.sort_by(|a, b| p95(&b.1).total_cmp(&p95(&a.1)).then_with(|| a.0.cmp(&b.0)));
-        all.truncate(limit);
-        Ok(all)
     }
 
     /// Removes the rollups of `interval` whose bucket started before `before` (seconds);
@@ -257,5 +293,39 @@ impl Store {
             .execute(self.pool())
             .await?;
         Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400;
+
+    #[test]
+    fn a_range_is_covered_by_the_coarsest_whole_buckets_that_fit() {
+        // 22:00 on day 0 to 02:30 on day 3, by hours: two hours, two whole days, two hours
+        // and the open one.
+        let (from, to) = (22 * 3_600, 3 * DAY + 2 * 3_600 + 1_800);
+        assert_eq!(
+            cover(Interval::Hour, from, to),
+            [(Interval::Hour, from, DAY), (Interval::Day, DAY, 3 * DAY), (Interval::Hour, 3 * DAY, to)]
+        );
+        // By minutes within one hour: nothing coarser fits.
+        assert_eq!(cover(Interval::Minute, 600, 1_200), [(Interval::Minute, 600, 1_200)]);
+        // Whole days from a day's start.
+        assert_eq!(cover(Interval::Hour, 0, 2 * DAY), [(Interval::Day, 0, 2 * DAY)]);
+        // Minutes, then hours, then days, then hours, then minutes.
+        let (from, to) = (DAY - 3_600 - 120, 2 * DAY + 3_600 + 60);
+        assert_eq!(
+            cover(Interval::Minute, from, to),
+            [
+                (Interval::Minute, from, DAY - 3_600),
+                (Interval::Hour, DAY - 3_600, DAY),
+                (Interval::Day, DAY, 2 * DAY),
+                (Interval::Hour, 2 * DAY, 2 * DAY + 3_600),
+                (Interval::Minute, 2 * DAY + 3_600, to),
+            ]
+        );
     }
 }

@@ -129,6 +129,18 @@ impl Store {
         &self.pool
     }
 
+    /// How many rows of `columns` values one multi-row INSERT should carry. SQLite binds
+    /// parameters by name (`$n`), and finding a name costs time linear in the statement's
+    /// parameters, so a statement's binding grows with the square of its size: there, a few
+    /// hundred values per statement is the sweet spot. PostgreSQL takes up to 65,535.
+    pub(crate) fn rows_per_insert(&self, columns: usize) -> usize {
+        let values = match self.backend {
+            Backend::Sqlite => 240,
+            Backend::Postgres => 8_000,
+        };
+        (values / columns).max(1)
+    }
+
     /// Starts a write transaction: bumping the revision first takes the write lock on both
     /// backends, so concurrent writers queue up instead of validating against stale data.
     pub(crate) async fn begin_write(&self) -> Result<(Transaction<'static, Any>, i64), StoreError> {

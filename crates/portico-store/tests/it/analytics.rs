@@ -103,3 +103,30 @@ async fn retention_removes_old_buckets_of_one_interval() {
         assert_eq!(hours[0].1.requests, 2, "{backend}: other intervals are kept");
     }
 }
+
+#[tokio::test]
+async fn top_lists_read_whole_days_from_day_rows_and_the_edges_from_hours() {
+    let stores = crate::stores().await;
+    let day = 20_833 * 86_400; // a UTC midnight
+    for (backend, store) in &stores.stores {
+        let row =
+            |interval, bucket, requests| rollup(interval, bucket, Dimension::Route, "a", "n", tally(requests, 0, 1.0));
+        store
+            .write_rollups(&[
+                row(Interval::Hour, day - 3_600, 2),
+                // The day's hours, and the day's row counting the same requests.
+                row(Interval::Hour, day + 3_600, 4),
+                row(Interval::Hour, day + 7_200, 6),
+                row(Interval::Day, day, 10),
+                row(Interval::Hour, day + 86_400, 3),
+            ])
+            .await
+            .expect("the store answers");
+        let (from, to) = (day - 3_600, day + 86_400 + 3_600);
+        for by in [TopBy::Requests, TopBy::Latency] {
+            let top = store.traffic_top(Interval::Hour, Dimension::Route, from, to, by, 5).await.expect("top");
+            assert_eq!(top.len(), 1, "{backend}");
+            assert_eq!((top[0].1.requests, top[0].1.latency.count()), (15, 15), "{backend} {by:?}: each counted once");
+        }
+    }
+}
