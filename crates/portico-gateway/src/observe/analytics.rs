@@ -1,9 +1,10 @@
 //! Traffic analytics, counted off the request path.
 //!
 //! The access-log writer hands every event to a [`Counter`], which tallies it by minute
-//! and by dimension (the whole traffic, route, service, consumer, status, error kind).
-//! Every flush interval the minutes counted are folded into the minute, hour and day
-//! buckets still open, and the buckets that changed are written to a [`RollupSink`] (the
+//! and by its combination of route, service, consumer, status and error kind: one lookup
+//! and one sketch insertion per event. Every flush interval each combination's tally is
+//! folded into the minute, hour and day buckets still open of each dimension (the whole
+//! traffic, route, service, consumer, status, error kind), and the buckets that changed are written to a [`RollupSink`] (the
 //! store), each as this node's whole tally so far: rewriting a row is idempotent, and a
 //! failed write is simply tried again at the next flush. A bucket is forgotten once it has
 //! ended and its row is written. Requests are counted in the bucket in which they ended.
@@ -75,6 +76,17 @@ impl AnalyticsCounts {
     }
 }
 
+/// What sets a request apart for analytics: the minute it ended in, and its keys.
+#[derive(PartialEq, Eq, Hash)]
+struct Combination {
+    minute: i64,
+    route: Option<Arc<str>>,
+    service: Option<Arc<str>>,
+    consumer: Option<Arc<str>>,
+    status: u16,
+    error: Option<&'static str>,
+}
+
 /// A bucket's identity: interval, start, dimension, key.
 type BucketKey = (Interval, i64, Dimension, Arc<str>);
 
@@ -90,8 +102,8 @@ pub(crate) struct Counter {
     sink: Box<dyn RollupSink>,
     flush_interval: Duration,
     last_flush: Instant,
-    /// Counted since the last flush, by (minute, dimension, key).
-    fresh: FxHashMap<(i64, Dimension, Arc<str>), Tally>,
+    /// Counted since the last flush, by minute and combination of keys.
+    fresh: FxHashMap<Combination, Tally>,
     open: BTreeMap<BucketKey, Open>,
     /// Per interval: buckets starting before this are closed; a late request goes to the
     /// bucket open now instead of reopening (and overwriting) a written one.
@@ -132,32 +144,32 @@ impl Counter {
     /// Counts one finished request.
     pub fn count(&mut self, event: &AccessEvent) {
         let ended = unix_seconds(event.time + event.duration);
-        let minute = Interval::Minute.floor(ended);
-        let millis = event.duration.as_secs_f64() * 1_000.0;
-        let mut add = |dimension: Dimension, key: &Arc<str>| {
-            self.fresh.entry((minute, dimension, key.clone())).or_default().record(
-                event.status,
-                event.bytes_in,
-                event.bytes_out,
-                millis,
-            );
+        let combination = Combination {
+            minute: Interval::Minute.floor(ended),
+            route: event.route.clone(),
+            service: event.service.clone(),
+            consumer: event.consumer.clone(),
+            status: event.status,
+            error: event.error,
         };
-        add(Dimension::All, &self.all);
-        if let Some(route) = &event.route {
-            add(Dimension::Route, route);
-        }
-        if let Some(service) = &event.service {
-            add(Dimension::Service, service);
-        }
-        if let Some(consumer) = &event.consumer {
-            add(Dimension::Consumer, consumer);
-        }
-        let status = self.statuses.entry(event.status).or_insert_with(|| event.status.to_string().into());
-        add(Dimension::Status, status);
-        if let Some(error) = event.error {
+        let millis = event.duration.as_secs_f64() * 1_000.0;
+        self.fresh.entry(combination).or_default().record(event.status, event.bytes_in, event.bytes_out, millis);
+    }
+
+    /// The dimension keys a combination counts for.
+    fn keys(&mut self, c: &Combination) -> Vec<(Dimension, Arc<str>)> {
+        let mut keys = Vec::with_capacity(6);
+        keys.push((Dimension::All, self.all.clone()));
+        keys.extend(c.route.clone().map(|route| (Dimension::Route, route)));
+        keys.extend(c.service.clone().map(|service| (Dimension::Service, service)));
+        keys.extend(c.consumer.clone().map(|consumer| (Dimension::Consumer, consumer)));
+        let status = self.statuses.entry(c.status).or_insert_with(|| c.status.to_string().into());
+        keys.push((Dimension::Status, status.clone()));
+        if let Some(error) = c.error {
             let error = self.errors.entry(error).or_insert_with(|| error.into());
-            add(Dimension::Error, error);
+            keys.push((Dimension::Error, error.clone()));
         }
+        keys
     }
 
     /// Flushes when the interval has passed (or `last`, at shutdown).
@@ -171,18 +183,21 @@ impl Counter {
     /// Folds what was counted into the open buckets, writes those that changed and forgets
     /// those that ended before `now` (seconds since the epoch).
     pub fn flush(&mut self, now: i64) {
-        for ((minute, dimension, key), tally) in self.fresh.drain() {
-            for (level, interval) in Interval::EVERY.into_iter().enumerate() {
-                let mut bucket = interval.floor(minute);
-                if bucket < self.closed_before[level] {
-                    bucket = interval.floor(now);
+        let fresh = std::mem::take(&mut self.fresh);
+        for (combination, tally) in &fresh {
+            for (dimension, key) in self.keys(combination) {
+                for (level, interval) in Interval::EVERY.into_iter().enumerate() {
+                    let mut bucket = interval.floor(combination.minute);
+                    if bucket < self.closed_before[level] {
+                        bucket = interval.floor(now);
+                    }
+                    let open = self
+                        .open
+                        .entry((interval, bucket, dimension, key.clone()))
+                        .or_insert_with(|| Open { tally: Tally::default(), dirty: true });
+                    open.tally.merge(tally);
+                    open.dirty = true;
                 }
-                let open = self
-                    .open
-                    .entry((interval, bucket, dimension, key.clone()))
-                    .or_insert_with(|| Open { tally: Tally::default(), dirty: true });
-                open.tally.merge(&tally);
-                open.dirty = true;
             }
         }
         let rows: Vec<Rollup> = self

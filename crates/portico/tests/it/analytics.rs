@@ -130,3 +130,48 @@ async fn bad_analytics_queries_get_problems_naming_the_parameter() {
     }
     portico.stop().await;
 }
+
+#[tokio::test]
+async fn rollups_are_removed_past_the_retention_of_their_interval() {
+    use portico_model::{Dimension, Interval, Rollup, Tally};
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("portico.db").display());
+    let store = portico_store::Store::open(&url).await.expect("store");
+    let now = portico_store::now_ms() / 1_000;
+    let mut tally = Tally::default();
+    tally.record(200, 0, 0, 1.0);
+    let row = |interval: Interval, age_days: i64| Rollup {
+        interval,
+        bucket: interval.floor(now - age_days * 86_400),
+        dimension: Dimension::All,
+        key: String::new(),
+        node: "old-node".into(),
+        tally: tally.clone(),
+    };
+    // Three days old: past the minutes' retention (2 days), within the hours' (35).
+    store.write_rollups(&[row(Interval::Minute, 3), row(Interval::Hour, 3)]).await.expect("write");
+
+    let mut settings = crate::helpers::settings(url);
+    settings.telemetry.analytics = Some(AnalyticsSettings::default());
+    settings.analytics_retention[0].1 = Duration::from_secs(2 * 86_400);
+    let portico = Portico::launch(settings, None, dir).await;
+    let count = |interval| {
+        let store = store.clone();
+        async move {
+            let series = store.traffic_series(interval, Dimension::All, "", now - 4 * 86_400, now).await;
+            series.expect("series").len()
+        }
+    };
+    let mut minutes = 1;
+    for _ in 0..100 {
+        minutes = count(Interval::Minute).await;
+        if minutes == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(minutes, 0, "minute rollups older than two days are gone");
+    assert_eq!(count(Interval::Hour).await, 1, "hour rollups of the same age stay");
+    store.close().await;
+    portico.stop().await;
+}
