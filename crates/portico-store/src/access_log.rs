@@ -37,13 +37,8 @@ impl Store {
     pub async fn insert_access_records(&self, records: &[AccessRecord]) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         for chunk in records.chunks(self.rows_per_insert(PER_ROW)) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|row| {
-                    let marks: Vec<String> = (1..=PER_ROW).map(|i| format!("${}", row * PER_ROW + i)).collect();
-                    format!("({})", marks.join(", "))
-                })
-                .collect();
-            let sql = format!("INSERT INTO access_events ({COLUMNS}) VALUES {}", rows.join(", "));
+            let sql =
+                format!("INSERT INTO access_events ({COLUMNS}) VALUES {}", crate::store::values(chunk.len(), PER_ROW));
             let mut query = sqlx::query(&sql);
             for r in chunk {
                 query = query

@@ -92,6 +92,24 @@ fn add_row(tally: &mut Tally, row: &AnyRow) -> Result<(), StoreError> {
     add_sketch(tally, row)
 }
 
+/// The totals of rows that come sorted by `group`, one per group.
+fn sum_sorted<K: PartialEq>(
+    rows: &[AnyRow],
+    group: impl Fn(&AnyRow) -> Result<K, sqlx::Error>,
+) -> Result<Vec<(K, Tally)>, StoreError> {
+    let mut sums: Vec<(K, Tally)> = Vec::new();
+    for row in rows {
+        let key = group(row)?;
+        if sums.last().is_none_or(|(last, _)| *last != key) {
+            sums.push((key, Tally::default()));
+        }
+        if let Some((_, tally)) = sums.last_mut() {
+            add_row(tally, row)?;
+        }
+    }
+    Ok(sums)
+}
+
 /// The rollups that count the requests of `[from, to)` exactly once, reading the fewest rows:
 /// buckets of `interval` at the edges, and whole hours or days wherever they fit inside.
 /// (Every request is counted at every interval, so the levels can be mixed.)
@@ -144,19 +162,13 @@ impl Store {
     pub async fn write_rollups(&self, rollups: &[Rollup]) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         for chunk in rollups.chunks(self.rows_per_insert(PER_ROW)) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|row| {
-                    let marks: Vec<String> = (1..=PER_ROW).map(|i| format!("${}", row * PER_ROW + i)).collect();
-                    format!("({})", marks.join(", "))
-                })
-                .collect();
             let sql = format!(
                 "INSERT INTO traffic_rollups ({COLUMNS}) VALUES {} \
                  ON CONFLICT (interval_secs, dimension, bucket, key, node) DO UPDATE SET \
                  requests = excluded.requests, client_errors = excluded.client_errors, \
                  server_errors = excluded.server_errors, bytes_in = excluded.bytes_in, \
                  bytes_out = excluded.bytes_out, latency = excluded.latency",
-                rows.join(", ")
+                crate::store::values(chunk.len(), PER_ROW)
             );
             let mut query = sqlx::query(&sql);
             for r in chunk {
@@ -202,17 +214,7 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         // Rows come sorted by bucket; those of one bucket (one per node) are merged.
-        let mut series: Vec<(i64, Tally)> = Vec::new();
-        for row in &rows {
-            let bucket: i64 = row.try_get("bucket")?;
-            if series.last().is_none_or(|(last, _)| *last != bucket) {
-                series.push((bucket, Tally::default()));
-            }
-            if let Some((_, tally)) = series.last_mut() {
-                add_row(tally, row)?;
-            }
-        }
-        Ok(series)
+        sum_sorted(&rows, |row| row.try_get::<i64, _>("bucket"))
     }
 
     /// The `limit` keys of `dimension` with the most of `by` between `from` and `to` (at the
@@ -234,16 +236,7 @@ impl Store {
             let sql = format!("SELECT {COLUMNS} FROM traffic_rollups WHERE dimension = $1 AND {within} ORDER BY key");
             let rows =
                 bind_segments(sqlx::query(&sql).bind(dimension.as_str()), &segments).fetch_all(self.pool()).await?;
-            let mut all: Vec<(String, Tally)> = Vec::new();
-            for row in &rows {
-                let key: String = row.try_get("key")?;
-                if all.last().is_none_or(|(last, _)| *last != key) {
-                    all.push((key, Tally::default()));
-                }
-                if let Some((_, tally)) = all.last_mut() {
-                    add_row(tally, row)?;
-                }
-            }
+            let mut all = sum_sorted(&rows, |row| row.try_get::<String, _>("key"))?;
             let p95 = |tally: &Tally| tally.latency.quantile(0.95).unwrap_or(0.0);
             all.sort_by(|a, b| p95(&b.1).total_cmp(&p95(&a.1)).then_with(|| a.0.cmp(&b.0)));
             all.truncate(limit);

@@ -129,7 +129,7 @@ impl Store {
         &self.pool
     }
 
-    /// How many rows of `columns` values one multi-row INSERT should carry. SQLite binds
+    /// How many rows of `columns` values one multi-row INSERT should carry (see [`values`]). SQLite binds
     /// parameters by name (`$n`), and finding a name costs time linear in the statement's
     /// parameters, so a statement's binding grows with the square of its size: there, a few
     /// hundred values per statement is the sweet spot. PostgreSQL takes up to 65,535.
@@ -217,4 +217,16 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
 /// Seconds since the Unix epoch.
 pub(crate) fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The `VALUES` list of a multi-row INSERT: `rows` tuples of `columns` parameters,
+/// `($1, $2), ($3, $4)`.
+pub(crate) fn values(rows: usize, columns: usize) -> String {
+    let tuples: Vec<String> = (0..rows)
+        .map(|row| {
+            let marks: Vec<String> = (1..=columns).map(|i| format!("${}", row * columns + i)).collect();
+            format!("({})", marks.join(", "))
+        })
+        .collect();
+    tuples.join(", ")
 }

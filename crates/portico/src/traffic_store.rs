@@ -89,7 +89,7 @@ fn record(event: &AccessEvent) -> AccessRecord {
         client_ip: event.client_ip.to_string(),
         method: event.method.to_string(),
         host: event.host.as_ref().map(|h| text(h.as_bytes())),
-        path: event.uri.path().to_owned(),
+        path: event.path.to_string(),
         path_template: event.path_template.as_deref().map(str::to_owned),
         route: event.route.as_deref().map(str::to_owned),
         service: event.service.as_deref().map(str::to_owned),

@@ -15,7 +15,7 @@ use super::http_out::Poster;
 use super::Text;
 use crossbeam_queue::ArrayQueue;
 use http::uri::Authority;
-use http::{HeaderValue, Method, Uri};
+use http::{HeaderValue, Method};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -80,7 +80,10 @@ pub struct AccessLogSettings {
 }
 
 /// One request, as the access log records it. Values are kept as the request path has them
-/// (shared buffers, numbers); the writer thread turns them into text.
+/// (shared names, numbers); the writer thread turns them into text. What comes from the
+/// request head is copied: the head shares its connection's read buffer, and an event
+/// holding on to it while queued would make the connection allocate a new buffer for the
+/// next request.
 #[derive(Debug, Clone)]
 pub struct AccessEvent {
     /// When the request head arrived.
@@ -92,7 +95,7 @@ pub struct AccessEvent {
     /// The `Host` header (or the authority of an HTTP/2 request), as sent.
     pub host: Option<HeaderValue>,
     /// The request path, without the query (which may carry credentials).
-    pub uri: Uri,
+    pub path: Box<str>,
     /// The route's path pattern that matched (`/users/{id}`), bounded unlike the path.
     pub path_template: Option<Arc<str>>,
     pub route: Option<Arc<str>>,
@@ -146,7 +149,7 @@ impl AccessEvent {
         out.extend_from_slice(b",\"host\":");
         optional(out, self.host.as_ref().map(HeaderValue::as_bytes));
         out.extend_from_slice(b",\"path\":");
-        string(out, self.uri.path().as_bytes());
+        string(out, self.path.as_bytes());
         out.extend_from_slice(b",\"path_template\":");
         optional(out, self.path_template.as_deref().map(str::as_bytes));
         out.extend_from_slice(b",\"route\":");
@@ -525,7 +528,7 @@ mod tests {
             client_ip: IpAddr::from([127, 0, 0, 1]),
             method: Method::GET,
             host: Some(HeaderValue::from_static("api.test")),
-            uri: path.parse().expect("path"),
+            path: path.into(),
             path_template: Some("/users/{id}".into()),
             route: Some("users".into()),
             service: Some("users".into()),

@@ -288,7 +288,7 @@ mod tests {
             client_ip: [127, 0, 0, 1].into(),
             method: http::Method::GET,
             host: None,
-            uri: http::Uri::from_static("/x"),
+            path: "/x".into(),
             path_template: None,
             route: Some(route.into()),
             service: Some("shop".into()),

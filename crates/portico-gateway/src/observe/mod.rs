@@ -221,7 +221,7 @@ impl Trail {
                 client_ip: std::net::IpAddr::from([0, 0, 0, 0]),
                 method: http::Method::GET,
                 host: None,
-                uri: http::Uri::default(),
+                path: Box::default(),
                 path_template: None,
                 route: None,
                 service: None,

@@ -145,7 +145,7 @@ fn spans_of(finished: &Finished) -> Vec<Span> {
     let host = event.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
     let mut attributes = vec![
         text("http.request.method", event.method.as_str()),
-        text("url.path", event.uri.path()),
+        text("url.path", &event.path),
         text("url.scheme", finished.scheme),
         text("server.address", host.rsplit_once(':').map_or(host, |(h, _)| h)),
         text("client.address", &event.client_ip.to_string()),

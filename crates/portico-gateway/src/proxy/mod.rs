@@ -116,15 +116,17 @@ pub(crate) async fn handle(
 }
 
 /// What the access log records of the request itself.
+/// Values from the request head are copied (see `AccessEvent`).
 fn describe(event: &mut crate::observe::AccessEvent, request: &Request<Incoming>, client: &Client, id: &HeaderValue) {
-    event.request_id = id.clone();
+    let copy = |value: &HeaderValue| HeaderValue::from_bytes(value.as_bytes()).ok();
+    event.request_id = copy(id).unwrap_or_else(|| id.clone());
     event.client_ip = client.ip;
     event.method = request.method().clone();
     event.host = match request.uri().authority() {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => request.headers().get(header::HOST).cloned(),
+        None => request.headers().get(header::HOST).and_then(copy),
     };
-    event.uri = request.uri().clone();
+    event.path = request.uri().path().into();
 }
 
 async fn forward<'s>(
