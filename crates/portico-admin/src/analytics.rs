@@ -109,18 +109,22 @@ struct Query {
     limit: usize,
 }
 
-/// `15m`, `6h`, `7d`: a span in seconds.
+/// The longest `range`: ten years.
+const MAX_SPAN_SECS: i64 = 3_650 * 86_400;
+/// Times are taken up to the end of year 9999.
+const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// `15m`, `6h`, `7d`: a span in seconds, up to [`MAX_SPAN_SECS`].
 fn span(text: &str) -> Option<i64> {
-    let split = text.len().checked_sub(1)?;
-    let (number, unit) = text.split_at(split);
-    let n: i64 = number.parse().ok().filter(|n| *n > 0)?;
-    let unit = match unit {
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
+    let unit = match text.chars().last()? {
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
         _ => return None,
     };
-    n.checked_mul(unit)
+    // The unit is one ASCII byte, so this cut is on a character boundary.
+    let n: i64 = text[..text.len() - 1].parse().ok()?;
+    (1..=MAX_SPAN_SECS / unit).contains(&n).then_some(n * unit)
 }
 
 /// The interval that gives a chart a useful number of points over `seconds`.
@@ -146,7 +150,7 @@ fn parse(query: Option<&str>, now_ms: i64) -> Result<Query, ApiError> {
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let millis = || {
-            value.parse::<i64>().map_err(|_| {
+            value.parse::<i64>().ok().filter(|ms| (0..=MAX_TIME_MS).contains(ms)).ok_or_else(|| {
                 ApiError::bad_request(format!("`{name}` must be a time in milliseconds since the epoch, not `{value}`"))
             })
         };
@@ -154,7 +158,7 @@ fn parse(query: Option<&str>, now_ms: i64) -> Result<Query, ApiError> {
             "range" => {
                 range = Some(span(value).ok_or_else(|| {
                     ApiError::bad_request(format!(
-                        "`range` must be minutes, hours or days such as 15m, 6h or 7d, not `{value}`"
+                        "`range` must be minutes, hours or days such as 15m, 6h or 7d (up to 3650d), not `{value}`"
                     ))
                 })?)
             }
@@ -333,6 +337,10 @@ mod tests {
             ("colour=red", "`colour`"),
             ("from=5000&to=1000", "`from`"),
             ("range=1h&from=1", "`range`"),
+            ("range=7\u{e9}", "`range`"),
+            ("range=99999999999999d", "`range`"),
+            ("to=9223372036854775807", "`to`"),
+            ("from=-5", "`from`"),
         ] {
             let Err(error) = parse(Some(query), NOW) else { panic!("{query} was accepted") };
             assert_eq!(error.status(), axum::http::StatusCode::BAD_REQUEST);
