@@ -92,6 +92,12 @@ pub(crate) struct Top {
     from: i64,
     to: i64,
     dimension: &'static str,
+    /// The route whose consumers are ranked, when the list was narrowed to one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<String>,
+    /// The consumer whose routes are ranked, when the list was narrowed to one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consumer: Option<String>,
     /// What the keys are ranked by: `requests`, `errors`, `client_errors`, `bytes` or `latency` (p95).
     by: &'static str,
     items: Vec<Ranked>,
@@ -105,6 +111,9 @@ struct Query {
     interval: Interval,
     dimension: Option<Dimension>,
     key: Option<String>,
+    /// A route and a consumer, to narrow a series or a top list to their pair.
+    route: Option<String>,
+    consumer: Option<String>,
     by: (&'static str, TopBy),
     limit: usize,
 }
@@ -144,6 +153,8 @@ fn parse(query: Option<&str>, now_ms: i64) -> Result<Query, ApiError> {
         interval: Interval::Hour,
         dimension: None,
         key: None,
+        route: None,
+        consumer: None,
         by: ("requests", TopBy::Requests),
         limit: 10,
     };
@@ -177,6 +188,8 @@ fn parse(query: Option<&str>, now_ms: i64) -> Result<Query, ApiError> {
                 })?)
             }
             "key" => q.key = Some(value.to_owned()),
+            "route" => q.route = Some(value.to_owned()),
+            "consumer" => q.consumer = Some(value.to_owned()),
             "by" => {
                 let by = TopBy::EVERY.iter().find(|(text, _)| *text == value).ok_or_else(|| {
                     ApiError::bad_request(format!(
@@ -221,19 +234,37 @@ fn now_ms() -> i64 {
            ("to" = Option<i64>, Query, description = "The range's end in ms since the epoch (default now)"),
            ("interval" = Option<String>, Query, description = "minute, hour or day (default: minute up to 6 hours, hour up to 8 days, else day)"),
            ("dimension" = Option<String>, Query, description = "all (default), route, service, consumer, status or error"),
-           ("key" = Option<String>, Query, description = "The route, service or consumer name, status code or error kind; required unless the dimension is all")),
+           ("key" = Option<String>, Query, description = "The route, service or consumer name, status code or error kind; required unless the dimension is all"),
+           ("route" = Option<String>, Query, description = "With `consumer`, instead of `dimension` and `key`: that consumer's traffic on that route"),
+           ("consumer" = Option<String>, Query, description = "With `route`: that consumer's traffic on that route")),
     responses((status = 200, body = Series), (status = 400, body = crate::problem::ProblemBody)))]
 pub(crate) async fn series(
     State(state): State<AdminState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Series>, ApiError> {
     let q = parse(query.as_deref(), now_ms())?;
-    let dimension = q.dimension.unwrap_or(Dimension::All);
-    let key = match (dimension, q.key) {
-        (Dimension::All, None) => String::new(),
-        (Dimension::All, Some(_)) => return Err(ApiError::bad_request("`key` needs a `dimension` other than all")),
-        (_, Some(key)) if !key.is_empty() => key,
-        (dimension, _) => return Err(ApiError::bad_request(format!("give the `key` of the {dimension} to chart"))),
+    let (dimension, key) = match (q.route, q.consumer) {
+        (Some(route), Some(consumer)) if q.dimension.is_none() && q.key.is_none() => {
+            (Dimension::RouteConsumer, portico_model::pair(&route, &consumer))
+        }
+        (None, None) => {
+            let dimension = q.dimension.unwrap_or(Dimension::All);
+            match (dimension, q.key) {
+                (Dimension::All, None) => (dimension, String::new()),
+                (Dimension::All, Some(_)) => {
+                    return Err(ApiError::bad_request("`key` needs a `dimension` other than all"))
+                }
+                (_, Some(key)) if !key.is_empty() => (dimension, key),
+                (dimension, _) => {
+                    return Err(ApiError::bad_request(format!("give the `key` of the {dimension} to chart")))
+                }
+            }
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "chart one consumer's traffic on one route with `route` and `consumer` together, without `dimension` or `key`",
+            ))
+        }
     };
     let first = q.interval.floor(q.from);
     let points = (q.to - first + q.interval.seconds() - 1) / q.interval.seconds();
@@ -274,6 +305,8 @@ pub(crate) async fn series(
     params(("dimension" = String, Query, description = "route, service, consumer, status or error"),
            ("by" = Option<String>, Query, description = "requests (default), errors (5xx), client_errors (4xx), bytes or latency (p95)"),
            ("limit" = Option<usize>, Query, description = "How many, 1 to 100 (default 10)"),
+           ("route" = Option<String>, Query, description = "With dimension=consumer: only the consumers of this route"),
+           ("consumer" = Option<String>, Query, description = "With dimension=route: only the routes this consumer called"),
            ("range" = Option<String>, Query, description = "How far back from `to`: 15m, 6h, 7d... (default 24h)"),
            ("from" = Option<i64>, Query, description = "The range's start in ms since the epoch, instead of `range`"),
            ("to" = Option<i64>, Query, description = "The range's end in ms since the epoch (default now)"),
@@ -292,12 +325,25 @@ pub(crate) async fn top(State(state): State<AdminState>, RawQuery(query): RawQue
     if q.key.is_some() {
         return Err(ApiError::bad_request("`key` is for series; top lists every key"));
     }
-    let items = state.store.traffic_top(q.interval, dimension, q.from, q.to, q.by.1, q.limit).await?;
+    // A route's consumers, or a consumer's routes, are the keys of a pair dimension that
+    // start with that route or consumer.
+    let (stored, prefix) =
+        match (dimension, &q.route, &q.consumer) {
+            (_, None, None) => (dimension, String::new()),
+            (Dimension::Consumer, Some(route), None) => (Dimension::RouteConsumer, portico_model::pair(route, "")),
+            (Dimension::Route, None, Some(consumer)) => (Dimension::ConsumerRoute, portico_model::pair(consumer, "")),
+            _ => return Err(ApiError::bad_request(
+                "`route` narrows the top consumers (dimension=consumer), `consumer` the top routes (dimension=route)",
+            )),
+        };
+    let items = state.store.traffic_top(q.interval, stored, &prefix, q.from, q.to, q.by.1, q.limit).await?;
     Ok(Json(Top {
         interval: q.interval.as_str(),
         from: q.interval.floor(q.from) * 1_000,
         to: q.to * 1_000,
         dimension: dimension.as_str(),
+        route: q.route,
+        consumer: q.consumer,
         by: q.by.0,
         items: items.iter().map(|(key, tally)| Ranked { key: key.clone(), traffic: Traffic::from(tally) }).collect(),
     }))

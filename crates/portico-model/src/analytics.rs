@@ -16,9 +16,19 @@ pub enum Dimension {
     Status,
     /// Why Portico answered with an error itself (`upstream_timeout`, `rate_limited`, ...).
     Error,
+    /// A consumer's requests to one route: the key is `route/consumer` (see [`pair`]).
+    RouteConsumer,
+    /// The same requests keyed `consumer/route`, to find a consumer's routes by prefix.
+    ConsumerRoute,
+}
+
+/// The key of a pair dimension: names cannot hold `/`, so the two never run together.
+pub fn pair(first: &str, second: &str) -> String {
+    format!("{first}/{second}")
 }
 
 impl Dimension {
+    /// The dimensions that are asked for by name; the pairs are reached through filters.
     pub const EVERY: [Dimension; 6] = [
         Dimension::All,
         Dimension::Route,
@@ -36,6 +46,8 @@ impl Dimension {
             Dimension::Consumer => "consumer",
             Dimension::Status => "status",
             Dimension::Error => "error",
+            Dimension::RouteConsumer => "route_consumer",
+            Dimension::ConsumerRoute => "consumer_route",
         }
     }
 

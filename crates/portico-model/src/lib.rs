@@ -23,7 +23,7 @@ mod secret;
 mod service;
 mod traffic;
 
-pub use analytics::{Dimension, Interval, LatencySketch, Rollup, Tally};
+pub use analytics::{pair, Dimension, Interval, LatencySketch, Rollup, Tally};
 pub use balance::{ActiveCheck, Algorithm, Balance, HashOn, Health, PassiveCheck, StatusSet};
 pub use certificate::{parse_chain, parse_key, Certificate};
 pub use config::{parse_yaml, Config};

@@ -137,23 +137,48 @@ fn cover(interval: Interval, from: i64, to: i64) -> Vec<(Interval, i64, i64)> {
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
-/// Binds the parameters of [`segments_sql`].
-fn bind_segments<'q>(mut query: AnyQuery<'q>, segments: &[(Interval, i64, i64)]) -> AnyQuery<'q> {
-    for (interval, from, to) in segments {
-        query = query.bind(interval.seconds()).bind(*from).bind(*to);
-    }
-    query
+/// The rows of a top list: a dimension, the [`cover`] of a range and perhaps a key prefix,
+/// as SQL with its parameters `$1` to `$(next - 1)`.
+struct Filter {
+    sql: String,
+    dimension: Dimension,
+    segments: Vec<(Interval, i64, i64)>,
+    /// The key prefix, if any.
+    prefix: Option<String>,
+    next: usize,
 }
 
-/// The SQL condition selecting `segments`, with its parameters from `$first` on.
-fn segments_sql(segments: &[(Interval, i64, i64)], first: usize) -> String {
-    let parts: Vec<String> = (0..segments.len())
-        .map(|i| {
-            let n = first + i * 3;
-            format!("(interval_secs = ${n} AND bucket >= ${} AND bucket < ${})", n + 1, n + 2)
-        })
-        .collect();
-    format!("({})", parts.join(" OR "))
+impl Filter {
+    fn new(dimension: Dimension, prefix: &str, segments: Vec<(Interval, i64, i64)>) -> Filter {
+        let parts: Vec<String> = (0..segments.len())
+            .map(|i| {
+                let n = 2 + i * 3;
+                format!("(interval_secs = ${n} AND bucket >= ${} AND bucket < ${})", n + 1, n + 2)
+            })
+            .collect();
+        let mut sql = format!("dimension = $1 AND ({})", parts.join(" OR "));
+        let mut next = 2 + segments.len() * 3;
+        // Compared for equality, not as a range of keys: a PostgreSQL collation such as
+        // en_US orders punctuation unlike the bytes do. Names are ASCII, so characters are
+        // bytes.
+        let prefix = (!prefix.is_empty()).then(|| prefix.to_owned());
+        if prefix.is_some() {
+            sql.push_str(&format!(" AND substr(key, 1, CAST(${next} AS INTEGER)) = ${}", next + 1));
+            next += 2;
+        }
+        Filter { sql, dimension, segments, prefix, next }
+    }
+
+    fn bind<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        let mut query = query.bind(self.dimension.as_str());
+        for (interval, from, to) in &self.segments {
+            query = query.bind(interval.seconds()).bind(*from).bind(*to);
+        }
+        if let Some(prefix) = &self.prefix {
+            query = query.bind(i64::try_from(prefix.len()).unwrap_or(i64::MAX)).bind(prefix.as_str());
+        }
+        query
+    }
 }
 
 impl Store {
@@ -219,36 +244,39 @@ impl Store {
 
     /// The `limit` keys of `dimension` with the most of `by` between `from` and `to` (at the
     /// precision of `interval`), with their totals; ties go to the first key in
-    /// alphabetical order.
+    /// alphabetical order. With a `prefix` (`orders/` in a pair dimension), only keys that
+    /// start with it count, and they are returned without it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn traffic_top(
         &self,
         interval: Interval,
         dimension: Dimension,
+        prefix: &str,
         from: i64,
         to: i64,
         by: TopBy,
         limit: usize,
     ) -> Result<Vec<(String, Tally)>, StoreError> {
-        let segments = cover(interval, interval.floor(from), to);
-        let within = segments_sql(&segments, 2);
+        let filter = Filter::new(dimension, prefix, cover(interval, interval.floor(from), to));
+        let strip = |key: String| key.strip_prefix(prefix).map(str::to_owned).unwrap_or(key);
         let Some(order) = by.order() else {
             // Ranking by a percentile needs every key's merged sketch.
-            let sql = format!("SELECT {COLUMNS} FROM traffic_rollups WHERE dimension = $1 AND {within} ORDER BY key");
-            let rows =
-                bind_segments(sqlx::query(&sql).bind(dimension.as_str()), &segments).fetch_all(self.pool()).await?;
+            let sql = format!("SELECT {COLUMNS} FROM traffic_rollups WHERE {} ORDER BY key", filter.sql);
+            let rows = filter.bind(sqlx::query(&sql)).fetch_all(self.pool()).await?;
             let mut all = sum_sorted(&rows, |row| row.try_get::<String, _>("key"))?;
             let p95 = |tally: &Tally| tally.latency.quantile(0.95).unwrap_or(0.0);
             all.sort_by(|a, b| p95(&b.1).total_cmp(&p95(&a.1)).then_with(|| a.0.cmp(&b.0)));
             all.truncate(limit);
-            return Ok(all);
+            return Ok(all.into_iter().map(|(key, tally)| (strip(key), tally)).collect());
         };
         // The counts are summed by the database; only the winners' sketches are read.
-        let limit_at = 2 + segments.len() * 3;
+        let limit_at = filter.next;
         let sql = format!(
-            "SELECT key, {SUMS} FROM traffic_rollups WHERE dimension = $1 AND {within} \
-             GROUP BY key ORDER BY {order}, key LIMIT ${limit_at}"
+            "SELECT key, {SUMS} FROM traffic_rollups WHERE {} GROUP BY key ORDER BY {order}, key LIMIT ${limit_at}",
+            filter.sql
         );
-        let rows = bind_segments(sqlx::query(&sql).bind(dimension.as_str()), &segments)
+        let rows = filter
+            .bind(sqlx::query(&sql))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(self.pool())
             .await?;
@@ -260,11 +288,9 @@ impl Store {
             return Ok(top);
         }
         let marks: Vec<String> = (0..top.len()).map(|i| format!("${}", limit_at + i)).collect();
-        let sql = format!(
-            "SELECT key, latency FROM traffic_rollups WHERE dimension = $1 AND {within} AND key IN ({})",
-            marks.join(", ")
-        );
-        let mut query = bind_segments(sqlx::query(&sql).bind(dimension.as_str()), &segments);
+        let sql =
+            format!("SELECT key, latency FROM traffic_rollups WHERE {} AND key IN ({})", filter.sql, marks.join(", "));
+        let mut query = filter.bind(sqlx::query(&sql));
         for (key, _) in &top {
             query = query.bind(key.clone());
         }
@@ -274,7 +300,7 @@ impl Store {
                 add_sketch(tally, &row)?;
             }
         }
-        Ok(top)
+        Ok(top.into_iter().map(|(key, tally)| (strip(key), tally)).collect())
     }
 
     /// Removes the rollups of `interval` whose bucket started before `before` (seconds);

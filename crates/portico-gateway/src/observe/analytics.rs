@@ -4,7 +4,7 @@
 //! and by its combination of route, service, consumer, status and error kind: one lookup
 //! and one sketch insertion per event. Every flush interval each combination's tally is
 //! folded into the minute, hour and day buckets still open of each dimension (the whole
-//! traffic, route, service, consumer, status, error kind), and the buckets that changed are written to a [`RollupSink`] (the
+//! traffic, route, service, consumer, status, error kind, and route with consumer), and the buckets that changed are written to a [`RollupSink`] (the
 //! store), each as this node's whole tally so far: rewriting a row is idempotent, and a
 //! failed write is simply tried again at the next flush. A bucket is forgotten once it has
 //! ended and its row is written. Requests are counted in the bucket in which they ended.
@@ -158,11 +158,15 @@ impl Counter {
 
     /// The dimension keys a combination counts for.
     fn keys(&mut self, c: &Combination) -> Vec<(Dimension, Arc<str>)> {
-        let mut keys = Vec::with_capacity(6);
+        let mut keys = Vec::with_capacity(8);
         keys.push((Dimension::All, self.all.clone()));
         keys.extend(c.route.clone().map(|route| (Dimension::Route, route)));
         keys.extend(c.service.clone().map(|service| (Dimension::Service, service)));
         keys.extend(c.consumer.clone().map(|consumer| (Dimension::Consumer, consumer)));
+        if let (Some(route), Some(consumer)) = (&c.route, &c.consumer) {
+            keys.push((Dimension::RouteConsumer, portico_model::pair(route, consumer).into()));
+            keys.push((Dimension::ConsumerRoute, portico_model::pair(consumer, route).into()));
+        }
         let status = self.statuses.entry(c.status).or_insert_with(|| c.status.to_string().into());
         keys.push((Dimension::Status, status.clone()));
         if let Some(error) = c.error {

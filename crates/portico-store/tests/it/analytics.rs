@@ -67,7 +67,7 @@ async fn top_keys_are_ranked_by_the_measure_asked_for() {
             ])
             .await
             .expect("the store answers");
-        let top = |by| store.traffic_top(Interval::Hour, Dimension::Route, T0, T0 + 7_200, by, 2);
+        let top = |by| store.traffic_top(Interval::Hour, Dimension::Route, "", T0, T0 + 7_200, by, 2);
         let names = |top: &[(String, Tally)]| top.iter().map(|(k, t)| (k.clone(), t.requests)).collect::<Vec<_>>();
 
         let by_requests = top(TopBy::Requests).await.expect("the store answers");
@@ -124,9 +124,38 @@ async fn top_lists_read_whole_days_from_day_rows_and_the_edges_from_hours() {
             .expect("the store answers");
         let (from, to) = (day - 3_600, day + 86_400 + 3_600);
         for by in [TopBy::Requests, TopBy::Latency] {
-            let top = store.traffic_top(Interval::Hour, Dimension::Route, from, to, by, 5).await.expect("top");
+            let top = store.traffic_top(Interval::Hour, Dimension::Route, "", from, to, by, 5).await.expect("top");
             assert_eq!(top.len(), 1, "{backend}");
             assert_eq!((top[0].1.requests, top[0].1.latency.count()), (15, 15), "{backend} {by:?}: each counted once");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_prefix_keeps_the_pairs_of_one_route_and_drops_it_from_their_keys() {
+    let stores = crate::stores().await;
+    for (backend, store) in &stores.stores {
+        let row = |key: &str, requests| {
+            rollup(Interval::Hour, T0, Dimension::RouteConsumer, key, "n", tally(requests, 0, 1.0))
+        };
+        // Neighbours in byte order: `orders-eu/...` just before, `orders0/...` just after.
+        store
+            .write_rollups(&[
+                row("orders/app-a", 3),
+                row("orders/app-b", 7),
+                row("orders-eu/app-c", 50),
+                row("orders0/x", 60),
+            ])
+            .await
+            .expect("the store answers");
+        for by in [TopBy::Requests, TopBy::Latency] {
+            let top = store
+                .traffic_top(Interval::Hour, Dimension::RouteConsumer, "orders/", T0, T0 + 3_600, by, 10)
+                .await
+                .expect("top");
+            let mut keys: Vec<(String, u64)> = top.iter().map(|(k, t)| (k.clone(), t.requests)).collect();
+            keys.sort();
+            assert_eq!(keys, [("app-a".into(), 3), ("app-b".into(), 7)], "{backend} {by:?}");
         }
     }
 }

@@ -90,6 +90,14 @@ async fn analysed(store: Option<String>) {
     assert_eq!(ranked(&slowest), [("orders".into(), 8)]);
     let consumers = analytics(&portico, "top?dimension=consumer&range=1h").await;
     assert_eq!(ranked(&consumers), [("shop-app".into(), 5)]);
+    // A route's consumers, a consumer's routes, and one consumer's traffic on one route.
+    let of_route = analytics(&portico, "top?dimension=consumer&route=orders&range=1h").await;
+    assert_eq!((ranked(&of_route), &of_route["route"]), (vec![("shop-app".into(), 5)], &json!("orders")));
+    let of_consumer = analytics(&portico, "top?dimension=route&consumer=shop-app&range=1h").await;
+    assert_eq!(ranked(&of_consumer), [("orders".into(), 5)]);
+    assert_eq!(ranked(&analytics(&portico, "top?dimension=consumer&route=users&range=1h").await), []);
+    let pair = analytics(&portico, "series?range=1h&route=orders&consumer=shop-app").await;
+    assert_eq!((&pair["dimension"], &pair["total"]["requests"]), (&json!("route_consumer"), &json!(5)), "{pair}");
     let statuses = analytics(&portico, "top?dimension=status&range=1h").await;
     assert_eq!(ranked(&statuses), [("200".into(), 25), ("401".into(), 3), ("404".into(), 2)]);
     let errors = analytics(&portico, "top?dimension=error&range=1h").await;
@@ -120,6 +128,8 @@ async fn bad_analytics_queries_get_problems_naming_the_parameter() {
         ("series?interval=minute&range=30d", "coarser interval"),
         ("top?range=1h", "`dimension`"),
         ("top?dimension=route&by=fame", "`by`"),
+        ("top?dimension=status&route=orders", "`route` narrows"),
+        ("series?route=orders", "`route` and `consumer` together"),
     ] {
         let response = portico.admin(Method::GET, &format!("/analytics/{query}")).send().await.expect("admin");
         assert_eq!(response.status(), 400, "{query}");
