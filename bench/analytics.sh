@@ -92,7 +92,8 @@ total=$(curl -sf -H "authorization: Bearer $TOKEN" "http://127.0.0.1:$ADMIN_PORT
 log "the rollups count $total requests over the week"
 for query in "series?range=7d" "top?dimension=route&range=7d" "top?dimension=consumer&range=7d" \
   "top?dimension=route&range=7d&by=latency" "top?dimension=consumer&range=7d&by=latency" \
-  "top?dimension=error&range=7d" "series?range=6h" \
+  "top?dimension=error&range=7d" "top?dimension=consumer&route=route-00&range=7d" \
+  "top?dimension=route&consumer=app-000&range=7d" "series?range=6h" \
   "series?range=7d&dimension=consumer&key=app-000"; do
   time_query "$query"
 done | tee "$SCRATCH/results.txt"

@@ -67,7 +67,10 @@ fn keys(r: &Request) -> Vec<(Dimension, String)> {
         (Dimension::Status, r.status.to_string()),
     ];
     if let Some(consumer) = r.consumer {
-        keys.push((Dimension::Consumer, format!("app-{consumer:03}")));
+        let (route, consumer) = (format!("route-{:02}", r.route), format!("app-{consumer:03}"));
+        keys.push((Dimension::RouteConsumer, portico_model::pair(&route, &consumer)));
+        keys.push((Dimension::ConsumerRoute, portico_model::pair(&consumer, &route)));
+        keys.push((Dimension::Consumer, consumer));
     }
     if let Some(error) = r.error {
         keys.push((Dimension::Error, error.to_owned()));
