@@ -325,18 +325,17 @@ pub(crate) async fn top(State(state): State<AdminState>, RawQuery(query): RawQue
     if q.key.is_some() {
         return Err(ApiError::bad_request("`key` is for series; top lists every key"));
     }
-    // A route's consumers, or a consumer's routes, are the keys of a pair dimension that
-    // start with that route or consumer.
-    let (stored, prefix) =
+    // A route's consumers, or a consumer's routes, are the keys of a pair dimension.
+    let (stored, first) =
         match (dimension, &q.route, &q.consumer) {
-            (_, None, None) => (dimension, String::new()),
-            (Dimension::Consumer, Some(route), None) => (Dimension::RouteConsumer, portico_model::pair(route, "")),
-            (Dimension::Route, None, Some(consumer)) => (Dimension::ConsumerRoute, portico_model::pair(consumer, "")),
+            (_, None, None) => (dimension, ""),
+            (Dimension::Consumer, Some(route), None) => (Dimension::RouteConsumer, route.as_str()),
+            (Dimension::Route, None, Some(consumer)) => (Dimension::ConsumerRoute, consumer.as_str()),
             _ => return Err(ApiError::bad_request(
                 "`route` narrows the top consumers (dimension=consumer), `consumer` the top routes (dimension=route)",
             )),
         };
-    let items = state.store.traffic_top(q.interval, stored, &prefix, q.from, q.to, q.by.1, q.limit).await?;
+    let items = state.store.traffic_top(q.interval, stored, first, q.from, q.to, q.by.1, q.limit).await?;
     Ok(Json(Top {
         interval: q.interval.as_str(),
         from: q.interval.floor(q.from) * 1_000,

@@ -137,45 +137,44 @@ fn cover(interval: Interval, from: i64, to: i64) -> Vec<(Interval, i64, i64)> {
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
-/// The rows of a top list: a dimension, the [`cover`] of a range and perhaps a key prefix,
-/// as SQL with its parameters `$1` to `$(next - 1)`.
+/// How a rollup's dimension and key are stored. A pair's first name goes into the
+/// dimension column (`route_consumer:orders`, key `shop`), so that a route's consumers, or
+/// a consumer's routes, are one exact dimension value that the primary key finds.
+fn stored(dimension: Dimension, key: &str) -> (String, &str) {
+    match (dimension, key.split_once('/')) {
+        (Dimension::RouteConsumer | Dimension::ConsumerRoute, Some((first, second))) => {
+            (format!("{}:{first}", dimension.as_str()), second)
+        }
+        _ => (dimension.as_str().to_owned(), key),
+    }
+}
+
+/// The rows of a top list: a stored dimension and the [`cover`] of a range, as SQL with its
+/// parameters `$1` to `$(next - 1)`.
 struct Filter {
     sql: String,
-    dimension: Dimension,
+    dimension: String,
     segments: Vec<(Interval, i64, i64)>,
-    /// The key prefix, if any.
-    prefix: Option<String>,
     next: usize,
 }
 
 impl Filter {
-    fn new(dimension: Dimension, prefix: &str, segments: Vec<(Interval, i64, i64)>) -> Filter {
+    fn new(dimension: String, segments: Vec<(Interval, i64, i64)>) -> Filter {
         let parts: Vec<String> = (0..segments.len())
             .map(|i| {
                 let n = 2 + i * 3;
                 format!("(interval_secs = ${n} AND bucket >= ${} AND bucket < ${})", n + 1, n + 2)
             })
             .collect();
-        let mut sql = format!("dimension = $1 AND ({})", parts.join(" OR "));
-        let mut next = 2 + segments.len() * 3;
-        // Compared for equality, not as a range of keys: a PostgreSQL collation such as
-        // en_US orders punctuation unlike the bytes do. Names are ASCII, so characters are
-        // bytes.
-        let prefix = (!prefix.is_empty()).then(|| prefix.to_owned());
-        if prefix.is_some() {
-            sql.push_str(&format!(" AND substr(key, 1, CAST(${next} AS INTEGER)) = ${}", next + 1));
-            next += 2;
-        }
-        Filter { sql, dimension, segments, prefix, next }
+        let sql = format!("dimension = $1 AND ({})", parts.join(" OR "));
+        let next = 2 + segments.len() * 3;
+        Filter { sql, dimension, segments, next }
     }
 
     fn bind<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
         let mut query = query.bind(self.dimension.as_str());
         for (interval, from, to) in &self.segments {
             query = query.bind(interval.seconds()).bind(*from).bind(*to);
-        }
-        if let Some(prefix) = &self.prefix {
-            query = query.bind(i64::try_from(prefix.len()).unwrap_or(i64::MAX)).bind(prefix.as_str());
         }
         query
     }
@@ -197,11 +196,12 @@ impl Store {
             );
             let mut query = sqlx::query(&sql);
             for r in chunk {
+                let (dimension, key) = stored(r.dimension, &r.key);
                 query = query
                     .bind(r.interval.seconds())
                     .bind(r.bucket)
-                    .bind(r.dimension.as_str())
-                    .bind(r.key.clone())
+                    .bind(dimension)
+                    .bind(key.to_owned())
                     .bind(r.node.clone())
                     .bind(signed(r.tally.requests))
                     .bind(signed(r.tally.client_errors))
@@ -227,12 +227,13 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, Tally)>, StoreError> {
+        let (dimension, key) = stored(dimension, key);
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM traffic_rollups WHERE interval_secs = $1 AND dimension = $2 \
              AND bucket >= $3 AND bucket < $4 AND key = $5 ORDER BY bucket"
         ))
         .bind(interval.seconds())
-        .bind(dimension.as_str())
+        .bind(dimension)
         .bind(interval.floor(from))
         .bind(to)
         .bind(key)
@@ -244,21 +245,21 @@ impl Store {
 
     /// The `limit` keys of `dimension` with the most of `by` between `from` and `to` (at the
     /// precision of `interval`), with their totals; ties go to the first key in
-    /// alphabetical order. With a `prefix` (`orders/` in a pair dimension), only keys that
-    /// start with it count, and they are returned without it.
+    /// alphabetical order. In a pair dimension, `first` names the route (or consumer)
+    /// whose consumers (or routes) are ranked.
     #[allow(clippy::too_many_arguments)]
     pub async fn traffic_top(
         &self,
         interval: Interval,
         dimension: Dimension,
-        prefix: &str,
+        first: &str,
         from: i64,
         to: i64,
         by: TopBy,
         limit: usize,
     ) -> Result<Vec<(String, Tally)>, StoreError> {
-        let filter = Filter::new(dimension, prefix, cover(interval, interval.floor(from), to));
-        let strip = |key: String| key.strip_prefix(prefix).map(str::to_owned).unwrap_or(key);
+        let (dimension, _) = stored(dimension, &portico_model::pair(first, ""));
+        let filter = Filter::new(dimension, cover(interval, interval.floor(from), to));
         let Some(order) = by.order() else {
             // Ranking by a percentile needs every key's merged sketch.
             let sql = format!("SELECT {COLUMNS} FROM traffic_rollups WHERE {} ORDER BY key", filter.sql);
@@ -267,7 +268,7 @@ impl Store {
             let p95 = |tally: &Tally| tally.latency.quantile(0.95).unwrap_or(0.0);
             all.sort_by(|a, b| p95(&b.1).total_cmp(&p95(&a.1)).then_with(|| a.0.cmp(&b.0)));
             all.truncate(limit);
-            return Ok(all.into_iter().map(|(key, tally)| (strip(key), tally)).collect());
+            return Ok(all);
         };
         // The counts are summed by the database; only the winners' sketches are read.
         let limit_at = filter.next;
@@ -300,7 +301,7 @@ impl Store {
                 add_sketch(tally, &row)?;
             }
         }
-        Ok(top.into_iter().map(|(key, tally)| (strip(key), tally)).collect())
+        Ok(top)
     }
 
     /// Removes the rollups of `interval` whose bucket started before `before` (seconds);

@@ -132,13 +132,13 @@ async fn top_lists_read_whole_days_from_day_rows_and_the_edges_from_hours() {
 }
 
 #[tokio::test]
-async fn a_prefix_keeps_the_pairs_of_one_route_and_drops_it_from_their_keys() {
+async fn a_routes_consumers_are_ranked_apart_from_other_routes() {
     let stores = crate::stores().await;
     for (backend, store) in &stores.stores {
         let row = |key: &str, requests| {
             rollup(Interval::Hour, T0, Dimension::RouteConsumer, key, "n", tally(requests, 0, 1.0))
         };
-        // Neighbours in byte order: `orders-eu/...` just before, `orders0/...` just after.
+        // Names that extend `orders`, and that sort next to it.
         store
             .write_rollups(&[
                 row("orders/app-a", 3),
@@ -150,7 +150,7 @@ async fn a_prefix_keeps_the_pairs_of_one_route_and_drops_it_from_their_keys() {
             .expect("the store answers");
         for by in [TopBy::Requests, TopBy::Latency] {
             let top = store
-                .traffic_top(Interval::Hour, Dimension::RouteConsumer, "orders/", T0, T0 + 3_600, by, 10)
+                .traffic_top(Interval::Hour, Dimension::RouteConsumer, "orders", T0, T0 + 3_600, by, 10)
                 .await
                 .expect("top");
             let mut keys: Vec<(String, u64)> = top.iter().map(|(k, t)| (k.clone(), t.requests)).collect();
