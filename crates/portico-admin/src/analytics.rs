@@ -222,10 +222,6 @@ fn parse(query: Option<&str>, now_ms: i64) -> Result<Query, ApiError> {
     Ok(q)
 }
 
-fn now_ms() -> i64 {
-    portico_store::now_ms()
-}
-
 /// Traffic per minute, hour or day over a range: of everything, or of one route, service,
 /// consumer, status code or error kind.
 #[utoipa::path(get, path = "/api/v1/analytics/series", tag = "analytics",
@@ -242,7 +238,7 @@ pub(crate) async fn series(
     State(state): State<AdminState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Series>, ApiError> {
-    let q = parse(query.as_deref(), now_ms())?;
+    let q = parse(query.as_deref(), portico_store::now_ms())?;
     let (dimension, key) = match (q.route, q.consumer) {
         (Some(route), Some(consumer)) if q.dimension.is_none() && q.key.is_none() => {
             (Dimension::RouteConsumer, portico_model::pair(&route, &consumer))
@@ -313,7 +309,7 @@ pub(crate) async fn series(
            ("interval" = Option<String>, Query, description = "The rollups to read: minute, hour or day (default as for series)")),
     responses((status = 200, body = Top), (status = 400, body = crate::problem::ProblemBody)))]
 pub(crate) async fn top(State(state): State<AdminState>, RawQuery(query): RawQuery) -> Result<Json<Top>, ApiError> {
-    let q = parse(query.as_deref(), now_ms())?;
+    let q = parse(query.as_deref(), portico_store::now_ms())?;
     let dimension = match q.dimension {
         Some(Dimension::All) | None => {
             return Err(ApiError::bad_request(

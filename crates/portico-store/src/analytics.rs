@@ -30,10 +30,6 @@ impl TopBy {
         ("latency", TopBy::Latency),
     ];
 
-    pub fn parse(text: &str) -> Option<TopBy> {
-        TopBy::EVERY.iter().find(|(name, _)| *name == text).map(|(_, by)| *by)
-    }
-
     /// The SQL ordering of the summed columns; `None` for latency, ranked after merging.
     fn order(self) -> Option<&'static str> {
         match self {
@@ -83,12 +79,7 @@ fn add_sketch(tally: &mut Tally, row: &AnyRow) -> Result<(), StoreError> {
 
 /// Adds a whole row to `tally`.
 fn add_row(tally: &mut Tally, row: &AnyRow) -> Result<(), StoreError> {
-    let counts = counts(row)?;
-    tally.requests += counts.requests;
-    tally.client_errors += counts.client_errors;
-    tally.server_errors += counts.server_errors;
-    tally.bytes_in += counts.bytes_in;
-    tally.bytes_out += counts.bytes_out;
+    tally.merge(&counts(row)?);
     add_sketch(tally, row)
 }
 

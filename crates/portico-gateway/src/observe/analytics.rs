@@ -4,8 +4,9 @@
 //! and by its combination of route, service, consumer, status and error kind: one lookup
 //! and one sketch insertion per event. Every flush interval each combination's tally is
 //! folded into the minute, hour and day buckets still open of each dimension (the whole
-//! traffic, route, service, consumer, status, error kind, and route with consumer), and the buckets that changed are written to a [`RollupSink`] (the
-//! store), each as this node's whole tally so far: rewriting a row is idempotent, and a
+//! traffic, route, service, consumer, status, error kind, and route with consumer), and
+//! the buckets that changed are written to a [`RollupSink`] (the store), each as this
+//! node's whole tally so far: rewriting a row is idempotent, and a
 //! failed write is simply tried again at the next flush. A bucket is forgotten once it has
 //! ended and its row is written. Requests are counted in the bucket in which they ended.
 
@@ -90,6 +91,7 @@ struct Combination {
 /// A bucket's identity: interval, start, dimension, key.
 type BucketKey = (Interval, i64, Dimension, Arc<str>);
 
+#[derive(Default)]
 struct Open {
     tally: Tally,
     /// Changed since it was last written.
@@ -105,14 +107,21 @@ pub(crate) struct Counter {
     /// Counted since the last flush, by minute and combination of keys.
     fresh: FxHashMap<Combination, Tally>,
     open: BTreeMap<BucketKey, Open>,
-    /// Per interval: buckets starting before this are closed; a late request goes to the
-    /// bucket open now instead of reopening (and overwriting) a written one.
-    closed_before: [i64; 3],
+    /// `now - GRACE` at the last flush: the buckets that had ended by then are closed (see
+    /// `closed`).
+    closed_at: Option<i64>,
     /// Keys made once: the empty key of `all`, status codes and error kinds.
     all: Arc<str>,
     statuses: FxHashMap<u16, Arc<str>>,
     errors: FxHashMap<&'static str, Arc<str>>,
     counts: Arc<AnalyticsCounts>,
+}
+
+/// Whether the bucket of `interval` starting at `bucket` had ended by `closed_at`. A late
+/// request for a closed bucket goes to the bucket open now instead of reopening (and
+/// overwriting) a written one.
+fn closed(closed_at: Option<i64>, interval: Interval, bucket: i64) -> bool {
+    closed_at.is_some_and(|at| bucket < interval.floor(at))
 }
 
 fn unix_seconds(time: SystemTime) -> i64 {
@@ -133,7 +142,7 @@ impl Counter {
             last_flush: Instant::now(),
             fresh: FxHashMap::default(),
             open: BTreeMap::new(),
-            closed_before: [i64::MIN; 3],
+            closed_at: None,
             all: Arc::from(""),
             statuses: FxHashMap::default(),
             errors: FxHashMap::default(),
@@ -190,15 +199,12 @@ impl Counter {
         let fresh = std::mem::take(&mut self.fresh);
         for (combination, tally) in &fresh {
             for (dimension, key) in self.keys(combination) {
-                for (level, interval) in Interval::EVERY.into_iter().enumerate() {
+                for interval in Interval::EVERY {
                     let mut bucket = interval.floor(combination.minute);
-                    if bucket < self.closed_before[level] {
+                    if closed(self.closed_at, interval, bucket) {
                         bucket = interval.floor(now);
                     }
-                    let open = self
-                        .open
-                        .entry((interval, bucket, dimension, key.clone()))
-                        .or_insert_with(|| Open { tally: Tally::default(), dirty: true });
+                    let open = self.open.entry((interval, bucket, dimension, key.clone())).or_default();
                     open.tally.merge(tally);
                     open.dirty = true;
                 }
@@ -229,14 +235,11 @@ impl Counter {
                 }
             }
         }
-        for (level, interval) in Interval::EVERY.into_iter().enumerate() {
-            self.closed_before[level] = interval.floor(now - GRACE);
-        }
-        let closed_before = self.closed_before;
+        let closed_at = Some(now - GRACE);
+        self.closed_at = closed_at;
         let mut lost = 0;
         self.open.retain(|(interval, bucket, _, _), open| {
-            let level = Interval::EVERY.iter().position(|i| i == interval).unwrap_or(0);
-            let ended = *bucket < closed_before[level];
+            let ended = closed(closed_at, *interval, *bucket);
             if ended && open.dirty && bucket + interval.seconds() + GIVE_UP < now {
                 lost += 1;
                 return false;

@@ -91,16 +91,15 @@ impl Telemetry {
     /// Starts the access log writer (which also counts analytics) and the trace exporter
     /// when they are configured.
     pub fn start(settings: TelemetrySettings, store: StoreSinks) -> std::io::Result<Arc<Telemetry>> {
-        let mut counts = None;
-        let counter = match (&settings.analytics, store.rollups) {
+        let (counts, counter) = match (&settings.analytics, store.rollups) {
             (Some(wanted), Some(sink)) => {
                 let node = format!("{:012x}", fastrand::u64(..) >> 16);
-                let shared = Arc::new(analytics::AnalyticsCounts::default());
-                counts = Some((node.clone(), shared.clone()));
-                Some(analytics::Counter::new(node, wanted, sink, shared))
+                let counts = Arc::new(analytics::AnalyticsCounts::default());
+                let counter = analytics::Counter::new(node.clone(), wanted, sink, counts.clone());
+                (Some((node, counts)), Some(counter))
             }
             (Some(_), None) => return Err(std::io::Error::other("analytics needs Portico's store")),
-            (None, _) => None,
+            (None, _) => (None, None),
         };
         let no_sinks = AccessLogSettings { sinks: Vec::new(), queue: DEFAULT_QUEUE };
         let access_log = match (&settings.access_log, counter) {
