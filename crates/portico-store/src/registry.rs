@@ -124,7 +124,7 @@ impl Store {
             Some(service) => {
                 sqlx::query(&format!(
                     "SELECT {COLUMNS} FROM registry_instances WHERE service = $1 AND expires_at > $2 \
-                     ORDER BY registered_at, id"
+                     ORDER BY registered_at, address"
                 ))
                 .bind(service)
                 .bind(now)
@@ -133,7 +133,7 @@ impl Store {
             }
             None => {
                 sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM registry_instances WHERE expires_at > $1 ORDER BY service, registered_at, id"
+                    "SELECT {COLUMNS} FROM registry_instances WHERE expires_at > $1 ORDER BY service, registered_at, address"
                 ))
                 .bind(now)
                 .fetch_all(self.pool())
