@@ -1,0 +1,165 @@
+//! Portico's AI wire formats and the translation between them.
+//!
+//! Clients speak one format (the *ingress*: OpenAI chat completions or Anthropic messages)
+//! and providers another. A request in the client's format is read into [`ChatRequest`], the
+//! format-neutral form that carries everything either side can express (thinking blocks
+//! with their signatures, `cache_control` markers, tool calls), and written in the
+//! provider's format. Responses come back the same way; streams go event by event through
+//! [`StreamEvent`], each translated as it arrives and never held back.
+//!
+//! When client and provider speak the same format, the gateway passes bodies through
+//! (only the model name changes) and uses this crate to read usage from them.
+//!
+//! Nothing here does I/O: the gateway owns connections, keys and timing.
+
+mod anthropic;
+mod chat;
+mod error;
+mod json;
+mod openai;
+mod sse;
+#[cfg(test)]
+mod tests;
+
+pub use chat::{
+    ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ResponseFormat, Role, StreamEvent, Tool,
+    ToolChoice, Usage,
+};
+pub use error::{AiError, ErrorKind};
+pub use json::parse_body;
+pub use sse::{SseEvent, SseParser};
+
+use openai::Flavour;
+
+/// A wire format: how a client or a provider writes chat requests, responses and streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// OpenAI chat completions (also Azure OpenAI, Mistral, Ollama, vLLM, ...).
+    OpenAi,
+    /// Anthropic messages.
+    Anthropic,
+}
+
+impl Format {
+    /// Reads a request body in this format (a JSON object, parsed once by the caller, who
+    /// also needs its `model` and `stream`).
+    pub fn parse_request(self, body: &serde_json::Value) -> Result<ChatRequest, AiError> {
+        match self {
+            Format::OpenAi => openai::parse_request(body),
+            Format::Anthropic => anthropic::parse_request(body),
+        }
+    }
+
+    /// Reads a (non-streamed) response body in this format.
+    pub fn parse_response(self, body: &[u8]) -> Result<ChatResponse, AiError> {
+        match self {
+            Format::OpenAi => openai::parse_response(body),
+            Format::Anthropic => anthropic::parse_response(body),
+        }
+    }
+
+    /// Writes a response in this format.
+    pub fn write_response(self, response: &ChatResponse) -> Vec<u8> {
+        match self {
+            Format::OpenAi => openai::write_response(response),
+            Format::Anthropic => anthropic::write_response(response),
+        }
+    }
+
+    /// Reads an error body a provider sent in this format.
+    pub fn parse_error(self, status: u16, body: &[u8]) -> AiError {
+        error::parse(self, status, body)
+    }
+
+    /// Writes `error` the way a client of this format expects it.
+    pub fn write_error(self, error: &AiError) -> Vec<u8> {
+        error.to_body(self)
+    }
+
+    /// A reader of this format's stream events.
+    pub fn stream_reader(self) -> StreamReader {
+        match self {
+            Format::OpenAi => StreamReader::OpenAi(openai::StreamReader::default()),
+            Format::Anthropic => StreamReader::Anthropic(anthropic::StreamReader::default()),
+        }
+    }
+
+    /// A writer of this format's stream events, for a client that asked for `request`.
+    pub fn stream_writer(self, request: &ChatRequest) -> StreamWriter {
+        match self {
+            Format::OpenAi => StreamWriter::OpenAi(openai::StreamWriter::new(request)),
+            Format::Anthropic => StreamWriter::Anthropic(anthropic::StreamWriter::new(request)),
+        }
+    }
+}
+
+/// How one kind of provider writes requests: a [`Format`] and its local habits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// OpenAI: `max_completion_tokens` (its reasoning models refuse `max_tokens`).
+    OpenAi,
+    /// Mistral: `random_seed`, `tool_choice: "any"`.
+    Mistral,
+    /// Azure OpenAI, Ollama, vLLM and other OpenAI-compatible servers: `max_tokens`.
+    OpenAiCompatible,
+    Anthropic,
+}
+
+impl Dialect {
+    pub fn format(self) -> Format {
+        match self {
+            Dialect::OpenAi | Dialect::Mistral | Dialect::OpenAiCompatible => Format::OpenAi,
+            Dialect::Anthropic => Format::Anthropic,
+        }
+    }
+
+    /// Writes `request` for this kind of provider, asking for `model`.
+    pub fn write_request(self, request: &ChatRequest, model: &str) -> Result<Vec<u8>, AiError> {
+        let body = match self {
+            Dialect::OpenAi => {
+                openai::write_request(request, model, Flavour { max_completion_tokens: true, mistral: false })
+            }
+            Dialect::Mistral => {
+                openai::write_request(request, model, Flavour { max_completion_tokens: false, mistral: true })
+            }
+            Dialect::OpenAiCompatible => {
+                openai::write_request(request, model, Flavour { max_completion_tokens: false, mistral: false })
+            }
+            Dialect::Anthropic => anthropic::write_request(request, model),
+        }?;
+        Ok(serde_json::to_vec(&body).unwrap_or_default())
+    }
+}
+
+/// Turns a provider's stream events into [`StreamEvent`]s.
+pub enum StreamReader {
+    OpenAi(openai::StreamReader),
+    Anthropic(anthropic::StreamReader),
+}
+
+impl StreamReader {
+    /// The events one upstream SSE event stands for, appended to `out`.
+    pub fn read(&mut self, event: &SseEvent, out: &mut Vec<StreamEvent>) {
+        match self {
+            StreamReader::OpenAi(reader) => reader.read(event, out),
+            StreamReader::Anthropic(reader) => reader.read(event, out),
+        }
+    }
+}
+
+/// Writes [`StreamEvent`]s as a client's SSE stream.
+pub enum StreamWriter {
+    OpenAi(openai::StreamWriter),
+    Anthropic(anthropic::StreamWriter),
+}
+
+impl StreamWriter {
+    /// Appends the SSE bytes for `event` to `out` (perhaps none: some events only update
+    /// what a later one says).
+    pub fn write(&mut self, event: &StreamEvent, out: &mut Vec<u8>) {
+        match self {
+            StreamWriter::OpenAi(writer) => writer.write(event, out),
+            StreamWriter::Anthropic(writer) => writer.write(event, out),
+        }
+    }
+}
