@@ -11,7 +11,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use portico_model::{Certificate, Consumer, Global, HoldsSecrets, MasterKey, Problem, Problems, Route, Service};
+use portico_model::{
+    AiModel, AiProvider, Certificate, Consumer, Global, HoldsSecrets, MasterKey, Problem, Problems, Route, Service,
+};
 use portico_store::{Entity, Kind, Precondition, Stored};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -91,7 +93,9 @@ macro_rules! holds_secrets {
         }
     )*};
 }
-holds_secrets!(Service, Certificate, Route, Global);
+holds_secrets!(Service, Certificate, Route, Global, AiProvider);
+
+impl AdminEntity for AiModel {}
 
 /// Restores kept secrets, checks the entity (plain text is checked before it is hashed away)
 /// and hashes or encrypts its secrets off the async runtime.
@@ -146,6 +150,8 @@ fn collection<E: Entity>() -> &'static str {
         Kind::Route => "routes",
         Kind::Consumer => "consumers",
         Kind::Certificate => "certificates",
+        Kind::AiProvider => "ai/providers",
+        Kind::AiModel => "ai/models",
         Kind::Global => "global",
     }
 }

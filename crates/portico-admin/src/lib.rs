@@ -8,6 +8,7 @@
 //! depends on its role (see `auth`). Every change is recorded in the audit log as the
 //! token's.
 
+mod ai;
 mod analytics;
 mod auth;
 mod certificates;
@@ -70,6 +71,11 @@ pub fn router(state: AdminState) -> Router {
             "/api/v1/certificates/{name}",
             get(certificates::get_one).put(certificates::put).delete(certificates::delete),
         )
+        .route("/api/v1/ai/providers", get(ai::list_providers).post(ai::create_provider))
+        .route("/api/v1/ai/providers/{name}", get(ai::get_provider).put(ai::put_provider).delete(ai::delete_provider))
+        .route("/api/v1/ai/providers/{name}/keys", get(ai::provider_keys))
+        .route("/api/v1/ai/models", get(ai::list_models).post(ai::create_model))
+        .route("/api/v1/ai/models/{name}", get(ai::get_model).put(ai::put_model).delete(ai::delete_model))
         .route("/api/v1/global", get(consumers::get_global).put(consumers::put_global))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))

@@ -1,7 +1,6 @@
 //! The OpenAPI 3.1 document of the admin API, generated from the handlers' annotations.
 
 use crate::analytics;
-use crate::certificates;
 use crate::consumers;
 use crate::entities::{self, Page, Versioned};
 use crate::logging;
@@ -10,6 +9,7 @@ use crate::registry;
 use crate::system;
 use crate::targets;
 use crate::tokens;
+use crate::{ai, certificates};
 use axum::Json;
 use portico_model::{
     Acl, ActiveCheck, Algorithm, Balance, BasicAuth, BasicCredential, Bulkhead, CircuitBreaker, Consumer, Cors,
@@ -35,6 +35,8 @@ use utoipa::{Modify, OpenApi};
         consumers::get_global, consumers::put_global,
         tokens::list, tokens::create, tokens::revoke, tokens::audit,
         certificates::list, certificates::create, certificates::get_one, certificates::put, certificates::delete,
+        ai::provider_keys, ai::list_providers, ai::create_provider, ai::get_provider, ai::put_provider, ai::delete_provider,
+        ai::list_models, ai::create_model, ai::get_model, ai::put_model, ai::delete_model,
     ),
     components(schemas(Service, Target, Scheme, HostHeader, Balance, Algorithm, HashOn, Health, ActiveCheck, PassiveCheck, Retries, CircuitBreaker, Fallback, Bulkhead, Discovery, DnsDiscovery, Route, MockResponse, Problem, ProblemBody,
                        Policies, IpRestriction, Cors, KeyAuth, BasicAuth, Acl, RateLimit, LimitBy, Limit,
@@ -42,6 +44,10 @@ use utoipa::{Modify, OpenApi};
                        Versioned<Service>, Versioned<Route>, Versioned<Consumer>, Versioned<Global>,
                        portico_model::Certificate, portico_model::Secret, Versioned<portico_model::Certificate>,
                        Page<portico_model::Certificate>,
+                       ai::KeyPool, ai::KeyHealth, portico_model::AiProvider, portico_model::ProviderKind, portico_model::ProviderKey,
+                       portico_model::AiModel, portico_model::AiTarget, portico_model::AiRouting, portico_model::AiService,
+                       Versioned<portico_model::AiProvider>, Page<portico_model::AiProvider>,
+                       Versioned<portico_model::AiModel>, Page<portico_model::AiModel>,
                        Page<Service>, Page<Route>, Page<Consumer>,
                        portico_store::AdminToken, portico_store::Role, portico_store::AuditEntry,
                        tokens::NewTokenRequest, tokens::CreatedToken, tokens::AuditPage,

@@ -76,6 +76,15 @@ impl Format {
         error.to_body(self)
     }
 
+    /// An error event of this format's streams, for an error in the middle of one.
+    pub fn stream_error(self, error: &AiError) -> Vec<u8> {
+        let mut out = Vec::new();
+        let data = serde_json::to_vec(&error.to_value(self)).unwrap_or_default();
+        let name = (self == Format::Anthropic).then_some("error");
+        sse::write_event(&mut out, name, &data);
+        out
+    }
+
     /// A reader of this format's stream events.
     pub fn stream_reader(self) -> StreamReader {
         match self {

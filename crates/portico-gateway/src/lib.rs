@@ -11,8 +11,10 @@
 //! - [`proxy`]: the request pipeline, phase by phase.
 //! - [`server`]: listeners, one single-threaded runtime per worker, connection limits, drain.
 //! - [`observe`]: metrics, the access log, trace context and `Server-Timing`.
+//! - [`ai`]: AI services: the OpenAI and Anthropic APIs over configured model providers.
 
 mod access;
+mod ai;
 mod observe;
 mod router;
 mod snapshot;
@@ -22,6 +24,7 @@ mod proxy;
 mod server;
 
 pub use access::{AccessStates, RedisLimits, RedisReport};
+pub use ai::KeyReport;
 pub use observe::{
     AccessEvent, AccessLogReport, AccessLogSettings, AccessLogSink, AnalyticsReport, AnalyticsSettings, EventSink,
     ExporterReport, RollupSink, StoreSinks, Telemetry, TelemetrySettings, DEFAULT_QUEUE,

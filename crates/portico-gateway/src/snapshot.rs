@@ -1,6 +1,7 @@
 //! Compiling a configuration into an immutable snapshot, and the cell that holds the current one.
 
 use crate::access::{self, AccessPolicy, AccessShared, AccessStates};
+use crate::ai::{self, AiCompiled, AiEndpoint, KeyReport};
 use crate::observe::{RouteCounters, Telemetry};
 use crate::proxy::{Condition, Fault, Mirror, Share};
 use crate::router::{Precedence, Router, Rule};
@@ -25,6 +26,8 @@ pub struct Snapshot {
     pub(crate) access: AccessShared,
     /// Certificates for the TLS listener, by server name.
     pub(crate) tls: TlsCertificates,
+    /// AI providers and services.
+    pub(crate) ai: AiCompiled,
 }
 
 /// A route, ready for the request path.
@@ -60,6 +63,8 @@ pub(crate) enum PathRewrite {
 
 pub(crate) enum Action {
     Forward(Arc<Upstream>),
+    /// An AI service answers.
+    Ai(Arc<AiEndpoint>),
     Mock(MockResponse),
 }
 
@@ -102,7 +107,13 @@ impl Snapshot {
             upstreams: Vec::new(),
             access: AccessShared::default(),
             tls: TlsCertificates::default(),
+            ai: AiCompiled::default(),
         }
+    }
+
+    /// The state of an AI provider's keys, if there is such a provider.
+    pub fn ai_keys(&self, provider: &str) -> Option<Vec<KeyReport>> {
+        self.ai.providers.get(provider).map(|p| p.keys.report())
     }
 
     pub fn route_count(&self) -> usize {
@@ -173,6 +184,7 @@ pub fn compile(
             Ok((s.name.as_str(), Arc::new(Upstream::new(s, states, discovered, tls.map(Arc::new)))))
         })
         .collect::<Result<_, Problems>>()?;
+    let ai = ai::compile(config, states, master_key)?;
     let mut routes: Vec<&Route> = config.routes.iter().collect();
     // Route order breaks ties in the router; sorting by name makes it independent of input order.
     routes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -185,6 +197,9 @@ pub fn compile(
         };
         rules.extend(rules_for(i, route).map_err(invalid)?);
         let action = match (&route.service, &route.mock) {
+            (Some(service), _) if ai.endpoints.contains_key(service.as_str()) => {
+                Action::Ai(ai.endpoints[service.as_str()].clone())
+            }
             (Some(service), _) => Action::Forward(
                 upstreams.get(service.as_str()).cloned().ok_or_else(|| invalid(format!("no service `{service}`")))?,
             ),
@@ -241,7 +256,7 @@ pub fn compile(
     let live_routes: rustc_hash::FxHashSet<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
     telemetry.retain_routes(|name| live_routes.contains(name));
     let access = AccessShared::compile(config, limiters);
-    Ok(Snapshot { revision, router: Router::new(rules), routes: compiled, upstreams, access, tls })
+    Ok(Snapshot { revision, router: Router::new(rules), routes: compiled, upstreams, access, tls, ai })
 }
 
 /// The router rules of one route: one per (host pattern, path pattern) pair.

@@ -6,8 +6,8 @@
 //! to build a snapshot.
 
 use crate::{
-    Certificate, Consumer, Credential, Global, HostPattern, MethodSet, PathPattern, Policies, Problem, Problems, Route,
-    Service,
+    AiModel, AiProvider, Certificate, Consumer, Credential, Global, HostPattern, MethodSet, PathPattern, Policies,
+    Problem, Problems, Route, Service,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -26,6 +26,10 @@ pub struct Config {
     pub consumers: Vec<Consumer>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<Certificate>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ai_providers: Vec<AiProvider>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ai_models: Vec<AiModel>,
 }
 
 impl Config {
@@ -82,7 +86,63 @@ impl Config {
         find_indistinguishable_routes(&self.routes, &mut problems);
         self.validate_consumers(&mut problems);
         self.validate_certificates(&mut problems);
+        self.validate_ai(&mut problems);
         problems.into_result()
+    }
+
+    /// Providers and models are valid and uniquely named, models name providers that exist,
+    /// and AI services name models that exist.
+    fn validate_ai(&self, problems: &mut Problems) {
+        let mut providers = HashSet::new();
+        for (i, provider) in self.ai_providers.iter().enumerate() {
+            if let Err(found) = provider.validate() {
+                problems.0.extend(found.nest(&format!("ai_providers[{i}]")).0);
+            }
+            if !providers.insert(provider.name.as_str()) {
+                problems.push(
+                    format!("ai_providers[{i}].name"),
+                    format!("a provider named `{}` already exists", provider.name),
+                );
+            }
+        }
+        let mut models = HashSet::new();
+        for (i, model) in self.ai_models.iter().enumerate() {
+            if let Err(found) = model.validate() {
+                problems.0.extend(found.nest(&format!("ai_models[{i}]")).0);
+            }
+            if !models.insert(model.name.as_str()) {
+                problems.push(format!("ai_models[{i}].name"), format!("a model named `{}` already exists", model.name));
+            }
+            for (k, target) in model.targets.iter().enumerate() {
+                if !providers.contains(target.provider.as_str()) {
+                    problems.push(
+                        format!("ai_models[{i}].targets[{k}].provider"),
+                        format!("no AI provider is named `{}`", target.provider),
+                    );
+                }
+            }
+        }
+        // An AI service answers itself: traffic cannot be split or mirrored to it.
+        let ai_services: HashSet<&str> =
+            self.services.iter().filter(|s| s.ai.is_some()).map(|s| s.name.as_str()).collect();
+        for (i, route) in self.routes.iter().enumerate() {
+            let splits =
+                route.split.iter().enumerate().map(|(k, s)| (format!("routes[{i}].split[{k}].service"), &s.service));
+            let mirror = route.mirror.iter().map(|m| (format!("routes[{i}].mirror.service"), &m.service));
+            for (path, service) in splits.chain(mirror) {
+                if ai_services.contains(service.as_str()) {
+                    problems
+                        .push(path, format!("`{service}` is an AI service: route to it, do not split or mirror to it"));
+                }
+            }
+        }
+        for (i, service) in self.services.iter().enumerate() {
+            for (k, model) in service.ai.iter().flat_map(|ai| ai.models.iter()).enumerate() {
+                if !models.contains(model.as_str()) {
+                    problems.push(format!("services[{i}].ai.models[{k}]"), format!("no AI model is named `{model}`"));
+                }
+            }
+        }
     }
 
     /// Certificates are valid, and no server name has two.
@@ -188,6 +248,8 @@ impl Config {
         self.routes.sort_by(|a, b| a.name.cmp(&b.name));
         self.consumers.sort_by(|a, b| a.name.cmp(&b.name));
         self.certificates.sort_by(|a, b| a.name.cmp(&b.name));
+        self.ai_providers.sort_by(|a, b| a.name.cmp(&b.name));
+        self.ai_models.sort_by(|a, b| a.name.cmp(&b.name));
         self
     }
 }

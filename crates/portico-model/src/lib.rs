@@ -4,6 +4,7 @@
 //! store share, and the rules that decide whether a configuration is acceptable. Nothing
 //! in this crate does I/O, so every other crate can rely on it.
 
+mod ai;
 mod analytics;
 mod balance;
 mod certificate;
@@ -23,6 +24,10 @@ mod secret;
 mod service;
 mod traffic;
 
+pub use ai::{
+    validate_model_name, AiModel, AiProvider, AiRouting, AiService, AiTarget, ProviderKey, ProviderKind,
+    DEFAULT_AZURE_API_VERSION,
+};
 pub use analytics::{pair, Dimension, Interval, LatencySketch, Rollup, Tally};
 pub use balance::{ActiveCheck, Algorithm, Balance, HashOn, Health, PassiveCheck, StatusSet};
 pub use certificate::{parse_chain, parse_key, Certificate};

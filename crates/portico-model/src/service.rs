@@ -1,6 +1,8 @@
 //! Services: the upstreams that routes send traffic to.
 
-use crate::{validate_name, Balance, Bulkhead, CircuitBreaker, Discovery, Health, Policies, Problems, Retries, Secret};
+use crate::{
+    validate_name, AiService, Balance, Bulkhead, CircuitBreaker, Discovery, Health, Policies, Problems, Retries, Secret,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -56,6 +58,11 @@ pub struct Service {
     /// certificate to present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+    /// Makes this an AI service: instead of forwarding to targets, it answers the OpenAI and
+    /// Anthropic APIs (`/v1/chat/completions`, `/v1/messages`, `/v1/models`) with the
+    /// configured AI models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai: Option<AiService>,
     /// Access policies for every route to this service, unless the route sets the same kind.
     #[serde(default, skip_serializing_if = "Policies::is_empty")]
     pub policies: Policies,
@@ -169,6 +176,11 @@ impl Service {
             problems.push("name", message);
         }
         match (&self.discovery, self.targets.is_empty()) {
+            _ if self.ai.is_some() => {
+                if !self.targets.is_empty() || self.discovery.is_some() {
+                    problems.push("ai", "an AI service answers with its models: it takes no targets or discovery");
+                }
+            }
             (None, true) => problems.push("targets", "a service needs at least one target, or `discovery`"),
             (Some(_), false) => problems.push("targets", "list targets or use `discovery`, not both"),
             (Some(discovery), true) => discovery.validate(&mut problems),
@@ -254,6 +266,7 @@ mod tests {
             write_timeout_ms: 1,
             host_header: HostHeader::Upstream,
             tls: None,
+            ai: None,
             policies: Policies::default(),
         }
     }

@@ -7,7 +7,7 @@
 use crate::registry::now_ms;
 use crate::tokens::{hex, random_bytes};
 use crate::{Kind, Store, StoreError};
-use portico_model::{Certificate, Consumer, Global, HoldsSecrets, Route, Service};
+use portico_model::{AiProvider, Certificate, Consumer, Global, HoldsSecrets, Route, Service};
 use sqlx::Row;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -127,6 +127,7 @@ fn redacted(kind: &str, spec: &str) -> String {
         k if k == Kind::Certificate.as_str() => without::<Certificate>(spec, Certificate::redact_secrets),
         k if k == Kind::Service.as_str() => without::<Service>(spec, Service::redact_secrets),
         k if k == Kind::Route.as_str() => without::<Route>(spec, Route::redact_secrets),
+        k if k == Kind::AiProvider.as_str() => without::<AiProvider>(spec, AiProvider::redact_secrets),
         k if k == Kind::Global.as_str() => without::<Global>(spec, Global::redact_secrets),
         _ => spec.to_owned(),
     }

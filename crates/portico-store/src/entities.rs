@@ -3,7 +3,9 @@
 use crate::audit::{record, Change};
 use crate::store::{load_config, now};
 use crate::{Store, StoreError};
-use portico_model::{Certificate, Config, Consumer, Global, HoldsSecrets, Problems, Route, Service};
+use portico_model::{
+    AiModel, AiProvider, Certificate, Config, Consumer, Global, HoldsSecrets, Problems, Route, Service,
+};
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::Row;
 use std::collections::HashMap;
@@ -15,6 +17,8 @@ pub enum Kind {
     Route,
     Consumer,
     Certificate,
+    AiProvider,
+    AiModel,
     /// The gateway-wide settings: one entity, named [`GLOBAL`].
     Global,
 }
@@ -29,6 +33,8 @@ impl Kind {
             Kind::Route => "route",
             Kind::Consumer => "consumer",
             Kind::Certificate => "certificate",
+            Kind::AiProvider => "ai_provider",
+            Kind::AiModel => "ai_model",
             Kind::Global => "global",
         }
     }
@@ -39,6 +45,8 @@ impl Kind {
             "route" => Some(Kind::Route),
             "consumer" => Some(Kind::Consumer),
             "certificate" => Some(Kind::Certificate),
+            "ai_provider" => Some(Kind::AiProvider),
+            "ai_model" => Some(Kind::AiModel),
             "global" => Some(Kind::Global),
             _ => None,
         }
@@ -194,6 +202,57 @@ impl Entity for Certificate {
     }
 }
 
+impl Entity for AiProvider {
+    const KIND: Kind = Kind::AiProvider;
+    const COLLECTION: &'static str = "ai_providers";
+    fn validate(&self) -> Result<(), Problems> {
+        AiProvider::validate(self)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+    fn all_in(config: &Config) -> Vec<&Self> {
+        config.ai_providers.iter().collect()
+    }
+    fn place(self, config: &mut Config) -> String {
+        format!("ai_providers[{}]", place_in(&mut config.ai_providers, self))
+    }
+    fn dependents(config: &Config, name: &str) -> Vec<String> {
+        let uses = |m: &&AiModel| m.targets.iter().any(|t| t.provider == name);
+        config.ai_models.iter().filter(uses).map(|m| format!("model {}", m.name)).collect()
+    }
+    fn sealed(&self) -> bool {
+        !self.clone().has_plain_secrets()
+    }
+}
+
+impl Entity for AiModel {
+    const KIND: Kind = Kind::AiModel;
+    const COLLECTION: &'static str = "ai_models";
+    fn validate(&self) -> Result<(), Problems> {
+        AiModel::validate(self)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+    fn all_in(config: &Config) -> Vec<&Self> {
+        config.ai_models.iter().collect()
+    }
+    fn place(self, config: &mut Config) -> String {
+        format!("ai_models[{}]", place_in(&mut config.ai_models, self))
+    }
+    fn dependents(config: &Config, name: &str) -> Vec<String> {
+        let uses = |s: &&Service| s.ai.as_ref().is_some_and(|ai| ai.models.iter().any(|m| m == name));
+        config.services.iter().filter(uses).map(|s| format!("service {}", s.name)).collect()
+    }
+}
+
 impl Entity for Global {
     const KIND: Kind = Kind::Global;
     const COLLECTION: &'static str = "global";
@@ -342,6 +401,7 @@ impl Store {
             || config.certificates.iter().any(|c| !c.sealed())
             || config.services.iter().any(|s| !s.sealed())
             || config.routes.iter().any(|r| !r.sealed())
+            || config.ai_providers.iter().any(|p| !p.sealed())
             || !config.global.sealed();
         if unsealed {
             return Err(StoreError::Unsealed);
@@ -365,6 +425,12 @@ impl Store {
         }
         for certificate in &config.certificates {
             wanted.push((Kind::Certificate, certificate.name.clone(), to_json(certificate)?));
+        }
+        for provider in &config.ai_providers {
+            wanted.push((Kind::AiProvider, provider.name.clone(), to_json(provider)?));
+        }
+        for model in &config.ai_models {
+            wanted.push((Kind::AiModel, model.name.clone(), to_json(model)?));
         }
         if !config.global.is_default() {
             wanted.push((Kind::Global, GLOBAL.to_owned(), to_json(&config.global)?));

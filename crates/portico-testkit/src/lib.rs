@@ -1,4 +1,5 @@
-//! Test helpers for Portico: a scriptable upstream and throwaway PostgreSQL databases.
+//! Test helpers for Portico: a scriptable upstream, a mock model provider ([`MockProvider`])
+//! and throwaway PostgreSQL databases.
 //!
 //! [`MockUpstream`] is a real HTTP/1.1 server on a free loopback port. What it does is chosen
 //! by the request path, so a test scripts it through the route it configures:
@@ -19,11 +20,13 @@
 //! every request fail with a status or a reset connection. Dropping the upstream kills it the
 //! way a crashed instance dies: new connections are refused and open ones are cut.
 
+mod ai;
 mod dns;
 mod postgres;
 mod redis;
 mod tls;
 
+pub use ai::{MockProvider, ProviderFault, Received};
 pub use dns::Dnsmasq;
 pub use postgres::{fresh_postgres, POSTGRES_URL_VAR};
 pub use redis::{redis_url, REDIS_URL_VAR};

@@ -83,6 +83,7 @@ fn seal_secrets(wanted: &mut Config, current: &Config, master_key: Option<&Maste
     seal_all(&mut wanted.certificates, &current.certificates, |c| &c.name, master_key)?;
     seal_all(&mut wanted.services, &current.services, |s| &s.name, master_key)?;
     seal_all(&mut wanted.routes, &current.routes, |r| &r.name, master_key)?;
+    seal_all(&mut wanted.ai_providers, &current.ai_providers, |p| &p.name, master_key)?;
     seal_all(std::slice::from_mut(&mut wanted.global), std::slice::from_ref(&current.global), |_| "global", master_key)
 }
 
@@ -99,6 +100,9 @@ pub async fn rotate_key(store: &Store, old: Option<&MasterKey>, new: &MasterKey)
     }
     for route in &mut config.routes {
         count += route.reseal_secrets(old, new).with_context(|| format!("route `{}`", route.name))?;
+    }
+    for provider in &mut config.ai_providers {
+        count += provider.reseal_secrets(old, new).with_context(|| format!("AI provider `{}`", provider.name))?;
     }
     count += config.global.reseal_secrets(old, new).context("the global settings")?;
     store.acting_as(cli_actor("portico secrets rotate-key")).replace_all(&config).await?;
@@ -132,6 +136,8 @@ pub fn diff(current: &Config, wanted: &Config) -> Vec<String> {
     compare("route", &current.routes, &wanted.routes, |r| &r.name, &mut out);
     compare("consumer", &current.consumers, &wanted.consumers, |c| &c.name, &mut out);
     compare("certificate", &current.certificates, &wanted.certificates, |c| &c.name, &mut out);
+    compare("AI provider", &current.ai_providers, &wanted.ai_providers, |p| &p.name, &mut out);
+    compare("AI model", &current.ai_models, &wanted.ai_models, |m| &m.name, &mut out);
     if current.global != wanted.global {
         out.push("~ global settings".into());
     }

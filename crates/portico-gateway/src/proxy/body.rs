@@ -232,6 +232,8 @@ pub struct ResponseBody {
 
 enum Kind {
     Full(Option<Bytes>),
+    /// A body Portico makes as it goes (a translated AI stream).
+    Boxed(Pin<Box<dyn Body<Data = Bytes, Error = BodyError> + Send>>),
     Upstream {
         inner: Incoming,
         idle: Duration,
@@ -252,6 +254,11 @@ impl ResponseBody {
             on_drop: None,
             permit: None,
         }
+    }
+
+    /// A body made as it goes.
+    pub(crate) fn boxed(body: impl Body<Data = Bytes, Error = BodyError> + Send + 'static) -> ResponseBody {
+        ResponseBody { kind: Kind::Boxed(Box::pin(body)), trail: None, sent: 0, on_drop: None, permit: None }
     }
 
     /// The upstream's body; it fails if no data arrives for `idle`.
@@ -316,6 +323,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
+            Kind::Boxed(body) => body.is_end_stream(),
             Kind::Upstream { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -323,6 +331,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Boxed(body) => body.size_hint(),
             Kind::Upstream { inner, .. } => inner.size_hint(),
         }
     }
@@ -332,6 +341,7 @@ impl ResponseBody {
     fn poll_inner(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Boxed(body) => body.as_mut().poll_frame(cx),
             Kind::Upstream { inner, idle, timer, lease, .. } => match Pin::new(&mut *inner).poll_frame(cx) {
                 Poll::Ready(frame) => {
                     if let Some(timer) = timer {

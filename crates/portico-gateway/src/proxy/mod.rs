@@ -11,7 +11,8 @@
 //!    here; the service of a split route is chosen; path rewrite.
 //! 5. **upstream**: circuit breaker (open: 503 or the fallback), bulkhead (full: 503), then
 //!    pick an available target, send from the pool with timeouts, retry (`exchange`); a copy
-//!    goes to the mirror, if any (`traffic`).
+//!    goes to the mirror, if any (`traffic`). An AI service answers here instead
+//!    (`crate::ai`): provider models in place of targets, keys in place of retries.
 //! 6. **response**: strip hop-by-hop headers, stream the body back with a read timeout.
 //! 7. **log**: the request id and `Server-Timing` go back to the client; when the body is
 //!    done, the request's [`Trail`] updates the metrics and queues the access log event
@@ -24,16 +25,15 @@ mod headers;
 mod rewrite;
 mod traffic;
 
-pub(crate) use body::{Progress, RequestBody, ResponseBody};
+pub(crate) use body::{BodyError, Progress, RequestBody, ResponseBody};
 pub(crate) use error::ProxyError;
-pub(crate) use headers::client_address;
+pub(crate) use headers::{client_address, X_REQUEST_ID};
 pub(crate) use traffic::{Condition, Fault, Mirror, Share};
 
 use crate::access;
 use crate::observe::{Telemetry, Trail, SERVER_TIMING};
 use crate::snapshot::{Action, CompiledRoute, MockResponse, Snapshot};
 use crate::upstream::{Admission, Fallback, Pools, Upstream};
-use headers::X_REQUEST_ID;
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use portico_model::Method;
@@ -176,6 +176,8 @@ async fn forward<'s>(
     }
     let upstream = match &route.action {
         Action::Mock(mock) => return Ok(mock_response(mock)),
+        // An AI service takes the place of the upstream phase.
+        Action::Ai(endpoint) => return Ok(crate::ai::handle(request, endpoint, route.max_body_bytes, cx, trail).await),
         Action::Forward(upstream) => traffic::choose(&route.shares, upstream, request.headers()),
     };
     let path = rewrite::upstream_path(&route.rewrite, &route.patterns[pattern], request.uri().path());

@@ -13,7 +13,7 @@ mod tls;
 pub(crate) use balance::hash as hash_key;
 pub(crate) use pool::{Lease, Pool, SendError};
 pub(crate) use protect::{Admission, BreakerPolicy, Bulkhead, Fallback};
-pub(crate) use state::{InFlightRequest, PassivePolicy, ServiceState};
+pub(crate) use state::{now_ms, InFlightRequest, PassivePolicy, ServiceState};
 pub use state::{TargetReport, UpstreamStates};
 pub use targets::Discovered;
 pub(crate) use targets::{Balancer, HashKey, TargetSet, UpstreamTarget};
@@ -196,13 +196,18 @@ type PoolFor = ((Duration, Option<u64>), Arc<Pool>);
 
 impl Pools {
     pub fn pool(&self, upstream: &Upstream) -> Arc<Pool> {
-        let key = (upstream.connect_timeout, upstream.tls.as_ref().map(|t| t.id));
+        self.pool_with(upstream.connect_timeout, upstream.tls.as_ref())
+    }
+
+    /// The pool for connections that open within `connect_timeout` and speak TLS with
+    /// `tls` (the defaults when `None`).
+    pub fn pool_with(&self, connect_timeout: Duration, tls: Option<&Arc<ClientTls>>) -> Arc<Pool> {
+        let key = (connect_timeout, tls.map(|t| t.id));
         let mut pools = self.by_connector.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((_, pool)) = pools.iter().find(|(k, _)| *k == key) {
             return pool.clone();
         }
-        let tls = upstream.tls.as_ref().map(|t| t.config.clone());
-        let pool = Arc::new(Pool::new(upstream.connect_timeout, tls));
+        let pool = Arc::new(Pool::new(connect_timeout, tls.map(|t| t.config.clone())));
         pools.push((key, pool.clone()));
         pool
     }

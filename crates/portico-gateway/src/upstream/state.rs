@@ -275,6 +275,8 @@ struct States {
     /// By service name and target address.
     targets: FxHashMap<(Box<str>, Box<str>), Arc<TargetState>>,
     services: FxHashMap<Box<str>, Arc<ServiceState>>,
+    /// AI provider keys, by provider, key name and a digest of the key.
+    keys: FxHashMap<Box<str>, Arc<crate::ai::KeyState>>,
 }
 
 impl UpstreamStates {
@@ -303,6 +305,19 @@ impl UpstreamStates {
             Some(bulkhead) if bulkhead.config == *config => bulkhead.clone(),
             _ => current.insert(Arc::new(Bulkhead::new(config.clone()))).clone(),
         }
+    }
+
+    /// The state of one AI provider key, made on first use; `id` names the provider, the key
+    /// and its value, so that a changed key starts afresh.
+    pub(crate) fn key(&self, id: &str) -> Arc<crate::ai::KeyState> {
+        let mut states = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        states.keys.entry(id.into()).or_default().clone()
+    }
+
+    /// Forgets AI provider keys that are no longer configured.
+    pub(crate) fn retain_keys(&self, live: impl Fn(&str) -> bool) {
+        let mut states = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        states.keys.retain(|id, _| live(id));
     }
 
     /// Forgets services and targets that are no longer configured.

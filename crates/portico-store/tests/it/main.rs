@@ -38,6 +38,7 @@ fn service(name: &str) -> Service {
         write_timeout_ms: 1_000,
         host_header: HostHeader::Upstream,
         tls: None,
+        ai: None,
         policies: Default::default(),
     }
 }

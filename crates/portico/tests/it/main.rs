@@ -2,6 +2,7 @@
 //! real upstreams and a real store.
 
 mod admin;
+mod ai;
 mod analytics;
 mod audit;
 mod auth;

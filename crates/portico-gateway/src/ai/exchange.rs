@@ -1,0 +1,389 @@
+//! One request to an AI service: which API it is, which model, which provider answers, and
+//! the answer in the client's format.
+
+use super::provider::Operation;
+use super::stream::{AiStream, Mode};
+use super::{embeddings, AiEndpoint, Model, Target};
+use crate::observe::Trail;
+use crate::proxy::{RequestBody, RequestContext, ResponseBody};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use portico_ai::{AiError, ChatRequest, ErrorKind, Format};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// The largest request body an AI route takes unless the route says otherwise (prompts with
+/// images are large).
+const DEFAULT_BODY_LIMIT: u64 = 32 << 20;
+/// The largest whole answer Portico reads to translate it.
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+/// The most of an error body Portico reads.
+const MAX_ERROR_BYTES: usize = 64 << 10;
+
+/// What the client asked for.
+enum Api {
+    Chat(Format),
+    Embeddings,
+    Models,
+    Model(String),
+}
+
+/// Answers one request to an AI service; every failure is answered in the client's format.
+pub(crate) async fn handle(
+    request: Request<Incoming>,
+    endpoint: &AiEndpoint,
+    body_limit: Option<u64>,
+    cx: &RequestContext<'_>,
+    trail: &mut Trail,
+) -> Response<ResponseBody> {
+    let (parts, body) = request.into_parts();
+    let api = match find_api(&parts.method, parts.uri.path()) {
+        Ok(api) => api,
+        Err((status, error)) => return error_response(Format::OpenAi, status, &error),
+    };
+    let format = match &api {
+        Api::Chat(format) => *format,
+        _ => Format::OpenAi,
+    };
+    match api {
+        Api::Models => return models(endpoint, &parts.headers, None),
+        Api::Model(id) => return models(endpoint, &parts.headers, Some(&id)),
+        Api::Chat(_) | Api::Embeddings => {}
+    }
+    let limit = body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
+    let body = match Limited::new(body, limit as usize).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            let error =
+                AiError::new(ErrorKind::RequestTooLarge, format!("the request body is larger than {limit} bytes"));
+            return error_response(format, None, &error);
+        }
+        Err(_) => {
+            let error = AiError::new(ErrorKind::InvalidRequest, "the request body could not be read");
+            return error_response(format, None, &error);
+        }
+    };
+    let call = match Call::new(endpoint, format, &body, &parts.headers, matches!(api, Api::Embeddings)) {
+        Ok(call) => call,
+        Err(error) => return error_response(format, None, &error),
+    };
+    if let Some(event) = trail.event() {
+        event.service = Some(endpoint.service.clone());
+    }
+    match call.run(cx, trail).await {
+        Ok(response) => response,
+        Err((status, error)) => error_response(format, status, &error),
+    }
+}
+
+/// The API a method and path ask for; the path may have any prefix (`/v1/chat/completions`,
+/// `/openai/v1/chat/completions`).
+fn find_api(method: &Method, path: &str) -> Result<Api, (Option<StatusCode>, AiError)> {
+    let post = |api: Api| {
+        if method == Method::POST {
+            Ok(api)
+        } else {
+            Err((Some(StatusCode::METHOD_NOT_ALLOWED), AiError::new(ErrorKind::InvalidRequest, "use POST")))
+        }
+    };
+    let path = path.trim_end_matches('/');
+    if path.ends_with("/chat/completions") {
+        post(Api::Chat(Format::OpenAi))
+    } else if path.ends_with("/messages") {
+        post(Api::Chat(Format::Anthropic))
+    } else if path.ends_with("/embeddings") {
+        post(Api::Embeddings)
+    } else if method == Method::GET && path.ends_with("/models") {
+        Ok(Api::Models)
+    } else if let (&Method::GET, Some((_, id))) = (method, path.rsplit_once("/models/")) {
+        Ok(Api::Model(id.to_owned()))
+    } else {
+        let error =
+            AiError::new(ErrorKind::NotFound, format!("`{method} {path}` is not an API Portico's AI gateway serves"));
+        Err((Some(StatusCode::NOT_FOUND), error))
+    }
+}
+
+/// One call: the client's body, the model it names, and the tries that answer it.
+struct Call<'a> {
+    client: Format,
+    model: &'a Model,
+    body: Value,
+    headers: &'a HeaderMap,
+    operation: Operation,
+    stream: bool,
+    /// Embeddings: the client wants base64.
+    base64: bool,
+    /// The request in neutral form, made when a provider of another format needs it.
+    neutral: Option<Result<ChatRequest, AiError>>,
+}
+
+/// How a try ended, when it did not answer.
+enum Miss {
+    /// Try the next key of the same provider.
+    NextKey(AiError),
+    /// Try the next target.
+    NextTarget(AiError),
+    /// Answer the client with this.
+    Final(Option<StatusCode>, AiError),
+}
+
+impl<'a> Call<'a> {
+    fn new(
+        endpoint: &'a AiEndpoint,
+        client: Format,
+        body: &[u8],
+        headers: &'a HeaderMap,
+        embeddings: bool,
+    ) -> Result<Call<'a>, AiError> {
+        let body = portico_ai::parse_body(body)?;
+        let name = match body.get("model") {
+            Some(Value::String(name)) => name.clone(),
+            Some(_) => return Err(AiError::invalid("model", "expected a string")),
+            None => return Err(AiError::invalid("model", "is required")),
+        };
+        let model = endpoint.models.get(name.as_str()).ok_or_else(|| {
+            AiError::new(ErrorKind::NotFound, format!("The model `{name}` does not exist or is not served here"))
+                .with_code("model_not_found")
+        })?;
+        let base64 = if embeddings { embeddings::prepare(&body)? } else { false };
+        let stream = match body.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(stream)) => *stream,
+            Some(_) => return Err(AiError::invalid("stream", "expected true or false")),
+        };
+        let operation = if embeddings { Operation::Embeddings } else { Operation::Chat };
+        Ok(Call { client, model, body, headers, operation, stream, base64, neutral: None })
+    }
+
+    async fn run(
+        mut self,
+        cx: &RequestContext<'_>,
+        trail: &mut Trail,
+    ) -> Result<Response<ResponseBody>, (Option<StatusCode>, AiError)> {
+        let mut last = AiError::new(ErrorKind::Unreachable, format!("no provider could answer `{}`", self.model.name));
+        for index in self.model.order() {
+            let target = &self.model.targets[index];
+            if !target.provider.can(self.operation) {
+                last =
+                    AiError::invalid("model", format!("provider `{}` does not serve embeddings", target.provider.name));
+                continue;
+            }
+            let body = match self.provider_body(target) {
+                Ok(body) => Bytes::from(body),
+                Err(error) => {
+                    last = error;
+                    continue;
+                }
+            };
+            let mut tried = Vec::new();
+            while let Some(key) = target.provider.keys.pick(&tried) {
+                tried.push(key);
+                match self.attempt(target, key, body.clone(), cx, trail).await {
+                    Ok(response) => return Ok(response),
+                    Err(Miss::NextKey(error)) => last = error,
+                    Err(Miss::NextTarget(error)) => {
+                        last = error;
+                        break;
+                    }
+                    Err(Miss::Final(status, error)) => return Err((status, error)),
+                }
+            }
+            if tried.is_empty() {
+                last = AiError::new(
+                    ErrorKind::RateLimited,
+                    format!("every key of provider `{}` is resting or disabled", target.provider.name),
+                );
+            }
+        }
+        Err((None, last))
+    }
+
+    /// The body `target`'s provider gets: the client's own with the model replaced when the
+    /// formats agree, a translation when they do not.
+    fn provider_body(&mut self, target: &Target) -> Result<Vec<u8>, AiError> {
+        let provider = target.provider.dialect.format();
+        if self.operation == Operation::Embeddings {
+            return Ok(embeddings::request_body(&self.body, &target.model));
+        }
+        if provider == self.client {
+            let mut body = self.body.clone();
+            body["model"] = Value::from(&*target.model);
+            return Ok(serde_json::to_vec(&body).unwrap_or_default());
+        }
+        let client = self.client;
+        let neutral = self.neutral.get_or_insert_with(|| client.parse_request(&self.body));
+        let neutral = neutral.as_ref().map_err(Clone::clone)?;
+        target.provider.dialect.write_request(neutral, &target.model)
+    }
+
+    async fn attempt(
+        &self,
+        target: &Target,
+        key: usize,
+        body: Bytes,
+        cx: &RequestContext<'_>,
+        trail: &mut Trail,
+    ) -> Result<Response<ResponseBody>, Miss> {
+        let provider = &target.provider;
+        let request = provider
+            .request(self.operation, &target.model, key, body, self.headers, cx.request_id)
+            .map_err(|message| Miss::Final(None, AiError::new(ErrorKind::Api, message)))?;
+        let request = request.map(|body| RequestBody::replayed(vec![body]));
+        let pool = cx.pools.pool_with(provider.connect_timeout, None);
+        let key_state = &provider.keys.keys[key].state;
+        key_state.used();
+        trail.set_target(&provider.authority);
+        let started = Instant::now();
+        let sent =
+            tokio::time::timeout(target.timeout, pool.send(&provider.scheme, &provider.authority, request)).await;
+        trail.record_try(started, started.elapsed());
+        let (response, lease) = match sent {
+            Err(_) => {
+                let message =
+                    format!("provider `{}` did not answer within {} ms", provider.name, target.timeout.as_millis());
+                return Err(Miss::NextTarget(AiError::new(ErrorKind::Timeout, message)));
+            }
+            Ok(Err(failure)) => {
+                tracing::debug!(provider = %provider.name, error = ?failure.error, "AI provider unreachable");
+                let message = format!("provider `{}` could not be reached", provider.name);
+                return Err(Miss::NextTarget(AiError::new(ErrorKind::Unreachable, message)));
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        let status = response.status();
+        let provider_format = provider.dialect.format();
+        let (parts, incoming) = response.into_parts();
+        let body = ResponseBody::upstream(incoming, target.timeout, lease, None);
+        if !status.is_success() {
+            let text = read(body, MAX_ERROR_BYTES).await.unwrap_or_default();
+            let error = provider_format.parse_error(status.as_u16(), &text);
+            return Err(match status.as_u16() {
+                429 => {
+                    key_state.rest(retry_after(&parts.headers));
+                    Miss::NextKey(error)
+                }
+                401 | 403 => {
+                    let key_name = &provider.keys.keys[key].name;
+                    tracing::warn!(provider = %provider.name, key = %key_name, status = status.as_u16(),
+                                   message = %error.message, "AI provider key refused; it is disabled");
+                    key_state.disable(format!("{}: {}", status.as_u16(), error.message));
+                    Miss::NextKey(error)
+                }
+                // 404: this target's model or deployment does not exist; another may.
+                404 | 408 | 500..=599 => Miss::NextTarget(error),
+                _ => Miss::Final(Some(status), error),
+            });
+        }
+        let streamed =
+            parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let mut answer = if self.stream && streamed {
+            let mode = match (provider_format == self.client, &self.neutral) {
+                (true, _) => Mode::Pass,
+                (false, Some(Ok(neutral))) => Mode::Translate(self.client.stream_writer(neutral)),
+                (false, _) => {
+                    return Err(Miss::Final(None, AiError::new(ErrorKind::Api, "the request was not translated")))
+                }
+            };
+            let mut response =
+                Response::new(ResponseBody::boxed(AiStream::new(body, provider_format, self.client, mode)));
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            response
+        } else {
+            let text = read(body, MAX_ANSWER_BYTES).await.map_err(Miss::NextTarget)?;
+            let text = self.translate_answer(provider_format, &text).map_err(|error| Miss::Final(None, error))?;
+            let mut response = Response::new(ResponseBody::full(text));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        };
+        let headers = answer.headers_mut();
+        if let Ok(name) = HeaderValue::from_str(&provider.name) {
+            headers.insert("x-portico-provider", name);
+        }
+        if let Ok(model) = HeaderValue::from_str(&target.model) {
+            headers.insert("x-portico-model", model);
+        }
+        Ok(answer)
+    }
+
+    /// A whole answer in the client's format.
+    fn translate_answer(&self, provider: Format, text: &[u8]) -> Result<Bytes, AiError> {
+        if self.operation == Operation::Embeddings {
+            return embeddings::answer(text, self.base64).map(Bytes::from);
+        }
+        if provider == self.client {
+            return Ok(Bytes::copy_from_slice(text));
+        }
+        let answer = provider.parse_response(text)?;
+        Ok(self.client.write_response(&answer).into())
+    }
+}
+
+/// Reads a whole body, up to `limit` bytes.
+async fn read(body: ResponseBody, limit: usize) -> Result<Bytes, AiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => Err(AiError::new(ErrorKind::Api, "the provider's answer could not be read whole")),
+    }
+}
+
+/// How long a provider asked to wait: `retry-after-ms` or `retry-after` in seconds.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok().filter(|n| *n >= 0.0);
+    number("retry-after-ms")
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .or_else(|| number("retry-after").map(Duration::from_secs_f64))
+}
+
+/// `GET /v1/models` and `GET /v1/models/{id}`: the models this service answers, in
+/// Anthropic's shape for Anthropic clients (they send `anthropic-version`).
+fn models(endpoint: &AiEndpoint, headers: &HeaderMap, id: Option<&str>) -> Response<ResponseBody> {
+    let anthropic = headers.contains_key("anthropic-version");
+    let format = if anthropic { Format::Anthropic } else { Format::OpenAi };
+    let describe = |name: &str| {
+        if anthropic {
+            json!({"type": "model", "id": name, "display_name": name, "created_at": "1970-01-01T00:00:00Z"})
+        } else {
+            json!({"id": name, "object": "model", "created": 0, "owned_by": "portico"})
+        }
+    };
+    let body = match id {
+        Some(id) => match endpoint.models.get(id) {
+            Some(model) => describe(&model.name),
+            None => {
+                let error =
+                    AiError::new(ErrorKind::NotFound, format!("The model `{id}` does not exist or is not served here"))
+                        .with_code("model_not_found");
+                return error_response(format, None, &error);
+            }
+        },
+        None => {
+            let mut names: Vec<&str> = endpoint.models.keys().map(|n| &**n).collect();
+            names.sort_unstable();
+            let data: Vec<Value> = names.iter().map(|n| describe(n)).collect();
+            if anthropic {
+                json!({"data": data, "has_more": false, "first_id": names.first(), "last_id": names.last()})
+            } else {
+                json!({"object": "list", "data": data})
+            }
+        }
+    };
+    let mut response = Response::new(ResponseBody::full(serde_json::to_vec(&body).unwrap_or_default().into()));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error_response(format: Format, status: Option<StatusCode>, error: &AiError) -> Response<ResponseBody> {
+    let status = status
+        .or_else(|| StatusCode::from_u16(error.kind.status(format)).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::new(ResponseBody::full(format.write_error(error).into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

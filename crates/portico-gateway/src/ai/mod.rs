@@ -1,0 +1,123 @@
+//! The AI gateway: services that answer the OpenAI and Anthropic APIs with configured
+//! models, translating to and from each provider's format (`portico_ai`).
+//!
+//! A request to an AI service walks the ordinary pipeline (route, access policies, rate
+//! limits, logs) and reaches [`exchange::handle`] in the upstream phase instead of a target.
+//! There the model name picks the provider models to try: in order, or the first by weight;
+//! a connection failure, a timeout, 429, 5xx or a refused key moves on to the next key or
+//! target, as long as nothing has been sent to the client. A key answered with 429 rests, one
+//! answered with 401 or 403 is taken out (`keys`).
+
+mod embeddings;
+mod exchange;
+mod keys;
+mod provider;
+mod stream;
+
+pub(crate) use exchange::handle;
+pub use keys::{KeyReport, KeyState};
+pub(crate) use provider::Provider;
+
+use crate::upstream::UpstreamStates;
+use portico_model::{AiRouting, Config, MasterKey, Problem, Problems};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An AI service, ready for the request path.
+pub(crate) struct AiEndpoint {
+    pub service: Arc<str>,
+    /// The models the service answers, by the name clients send.
+    pub models: FxHashMap<Box<str>, Arc<Model>>,
+}
+
+pub(crate) struct Model {
+    pub name: Arc<str>,
+    pub targets: Box<[Target]>,
+    pub weighted: bool,
+}
+
+pub(crate) struct Target {
+    pub provider: Arc<Provider>,
+    pub model: Box<str>,
+    pub weight: u32,
+    pub timeout: Duration,
+}
+
+impl Model {
+    /// The order to try the targets in: as listed, or with one chosen by weight first.
+    pub fn order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.targets.len()).collect();
+        if self.weighted {
+            let total: u64 = self.targets.iter().map(|t| u64::from(t.weight)).sum();
+            if total > 0 {
+                let mut point = fastrand::u64(..total);
+                let first = self.targets.iter().position(|t| {
+                    let weight = u64::from(t.weight);
+                    let hit = point < weight;
+                    point = point.saturating_sub(weight);
+                    hit
+                });
+                if let Some(first) = first {
+                    order.remove(first);
+                    order.insert(0, first);
+                }
+            }
+        }
+        order
+    }
+}
+
+/// The compiled AI configuration of one snapshot.
+#[derive(Default)]
+pub(crate) struct AiCompiled {
+    /// By service name, for services with `ai`.
+    pub endpoints: FxHashMap<Box<str>, Arc<AiEndpoint>>,
+    /// Every provider, by name, for the admin API's key report.
+    pub providers: FxHashMap<Box<str>, Arc<Provider>>,
+}
+
+/// Compiles providers, models and AI services; key state comes from `states`, which then
+/// forgets keys no longer configured.
+pub(crate) fn compile(
+    config: &Config,
+    states: &UpstreamStates,
+    master_key: Option<&MasterKey>,
+) -> Result<AiCompiled, Problems> {
+    let mut providers = FxHashMap::default();
+    for provider in &config.ai_providers {
+        let compiled = Provider::compile(provider, states, master_key).map_err(|message| {
+            Problems(vec![Problem { path: format!("ai_providers.{}", provider.name), message, line: None }])
+        })?;
+        providers.insert(Box::from(provider.name.as_str()), Arc::new(compiled));
+    }
+    let live: FxHashSet<&str> = providers.values().flat_map(|p| p.keys.keys.iter().map(|k| k.id.as_ref())).collect();
+    states.retain_keys(|id| live.contains(id));
+    let mut models = FxHashMap::default();
+    for model in &config.ai_models {
+        let targets = model
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let provider = providers.get(t.provider.as_str())?.clone();
+                let timeout = Duration::from_millis(t.timeout_ms.unwrap_or(provider.timeout.as_millis() as u64));
+                Some(Target { provider, model: t.model.as_str().into(), weight: t.weight, timeout })
+            })
+            .collect();
+        let compiled =
+            Model { name: model.name.as_str().into(), targets, weighted: model.routing == AiRouting::Weighted };
+        models.insert(model.name.as_str(), Arc::new(compiled));
+    }
+    let mut endpoints = FxHashMap::default();
+    for service in &config.services {
+        let Some(ai) = &service.ai else { continue };
+        let served: FxHashMap<Box<str>, Arc<Model>> = models
+            .iter()
+            .filter(|(name, _)| ai.models.is_empty() || ai.models.iter().any(|m| m == *name))
+            .map(|(name, model)| (Box::from(*name), model.clone()))
+            .collect();
+        let endpoint = AiEndpoint { service: service.name.as_str().into(), models: served };
+        endpoints.insert(Box::from(service.name.as_str()), Arc::new(endpoint));
+    }
+    Ok(AiCompiled { endpoints, providers })
+}
