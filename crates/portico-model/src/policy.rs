@@ -222,7 +222,8 @@ impl Cors {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyAuth {
-    /// The header that carries the key.
+    /// The header that carries the key (default `x-api-key`). With `authorization`, the key
+    /// is read from `Authorization: Bearer <key>`, as OpenAI's SDKs send it.
     #[serde(default = "default_key_header")]
     pub header: String,
     /// A query parameter that may carry the key instead (default: none, since URLs end up

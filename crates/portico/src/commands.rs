@@ -10,9 +10,13 @@ use std::path::Path;
 /// `portico check`: prints every problem; Err if there is any.
 pub fn check(file: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let config = read_config(file)?;
+    let ai = match (config.ai_providers.len(), config.ai_models.len()) {
+        (0, 0) => String::new(),
+        (providers, models) => format!(", {providers} AI providers, {models} AI models"),
+    };
     writeln!(
         out,
-        "{}: OK ({} services, {} routes, {} consumers)",
+        "{}: OK ({} services, {} routes, {} consumers{ai})",
         file.display(),
         config.services.len(),
         config.routes.len(),

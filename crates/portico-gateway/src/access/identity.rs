@@ -191,6 +191,12 @@ pub(crate) fn without_param(query: &str, name: &str) -> Option<String> {
     (!joined.is_empty()).then_some(joined)
 }
 
+/// The token of an `Authorization: Bearer <token>` value (the scheme in any case).
+pub(crate) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = value.split_at_checked(7)?;
+    scheme.eq_ignore_ascii_case(b"bearer ").then(|| token.trim_ascii())
+}
+
 /// The credentials part of an `Authorization: Basic ...` header.
 pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();

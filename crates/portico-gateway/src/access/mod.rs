@@ -278,7 +278,12 @@ async fn authenticate<'s, B>(
         }
         if let Some(lookup) = &policy.key_auth {
             if let Some(key) = request.headers().get(&lookup.header) {
-                let consumer = consumers.by_key(key.as_bytes()).ok_or(unknown_key(basic))?;
+                let mut key = key.as_bytes();
+                // `Authorization: Bearer <key>` is how OpenAI's SDKs send a key.
+                if lookup.header == http::header::AUTHORIZATION {
+                    key = identity::bearer_token(key).unwrap_or(key);
+                }
+                let consumer = consumers.by_key(key).ok_or(unknown_key(basic))?;
                 if !lookup.keep_credential {
                     request.headers_mut().remove(&lookup.header);
                 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 /// Portico with a master key, one OpenAI and one Anthropic mock provider, and an AI service
 /// on `/v1/*` answering `gpt` (OpenAI), `claude` (Anthropic) and `both` (OpenAI, then
 /// Anthropic as the fallback).
-async fn ai_portico(openai: &MockProvider, anthropic: &MockProvider) -> Portico {
+pub(crate) async fn ai_portico(openai: &MockProvider, anthropic: &MockProvider) -> Portico {
     let key = MasterKey::parse(&MasterKey::generate()).expect("key");
     let portico = Portico::start_with(|s| s.master_key = Some(Arc::new(key))).await;
     let provider = |name: &str, kind: &str, mock: &MockProvider| {
@@ -343,6 +343,8 @@ async fn provider_keys_are_sealed_and_never_shown() {
     assert_eq!(provider["keys"], json!([{"name": "main", "weight": 1}, {"name": "spare", "weight": 0}]));
     let file = std::fs::read(portico.dir.path().join("portico.db")).expect("database file");
     assert!(!file.windows(9).any(|w| w == b"sk-oa-mai"), "the store holds keys sealed");
+    let audit = portico.admin(Method::GET, "/audit?kind=ai_provider").send().await.expect("audit").text().await.expect("text");
+    assert!(audit.contains("\"oa\"") && !audit.contains("sk-oa"), "the audit log names the provider, not its keys: {audit}");
     // Sent back as read (without keys), the provider keeps them.
     let put = portico.admin(Method::PUT, "/ai/providers/oa").header("if-match", "\"1\"").json(&provider);
     assert_eq!(put.send().await.expect("put").status(), 200);
@@ -372,5 +374,65 @@ async fn without_a_master_key_provider_keys_are_refused() {
     assert_eq!(response.status(), 422);
     let problem: Value = response.json().await.expect("json");
     assert!(problem.to_string().contains("PORTICO_MASTER_KEY"), "{problem}");
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn a_yaml_file_configures_the_ai_gateway() {
+    let mock = MockProvider::start("local").await;
+    let yaml = format!(
+        "ai_providers:\n  - {{name: local, kind: openai_compatible, base_url: '{}', keys: [{{name: k, key: sk-local}}]}}\n\
+         ai_models:\n  - {{name: llama3.1:8b, targets: [{{provider: local, model: 'llama3.1:8b-instruct'}}]}}\n\
+         services:\n  - {{name: llm, ai: {{models: ['llama3.1:8b']}}}}\n\
+         routes:\n  - {{name: llm, paths: ['/openai/v1/*'], service: llm}}\n",
+        mock.base_url()
+    );
+    let portico = Portico::start_file(&yaml).await;
+    let body = json!({"model": "llama3.1:8b", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    let response =
+        portico.http_request(Method::POST, "/openai/v1/chat/completions").json(&body).send().await.expect("request");
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["choices"][0]["message"]["content"], "Hello from local: hi");
+    let sent = &mock.received()[0];
+    assert_eq!(sent.body["model"], "llama3.1:8b-instruct");
+    assert_eq!(sent.body["max_tokens"], 10, "OpenAI-compatible servers get `max_tokens` as sent");
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn ai_routes_take_the_gateways_policies_and_bearer_keys() {
+    let (openai, anthropic) = (MockProvider::start("openai-mock").await, MockProvider::start("anthropic-mock").await);
+    let portico = ai_portico(&openai, &anthropic).await;
+    let consumer: Value = portico.create("consumers", json!({"name": "app"})).await;
+    assert_eq!(consumer["name"], "app");
+    let issued: Value = portico
+        .admin(Method::POST, "/consumers/app/credentials")
+        .json(&json!({"type": "key_auth"}))
+        .send()
+        .await
+        .expect("credential")
+        .json()
+        .await
+        .expect("json");
+    let key = issued["key"].as_str().expect("a key").to_owned();
+    let secured = json!({"name": "secured", "paths": ["/secure/v1/*"], "service": "llm",
+                         "policies": {"key_auth": {"header": "authorization"}}});
+    portico.create("routes", secured).await;
+    let body = json!({"model": "gpt", "messages": [{"role": "user", "content": "hi"}]});
+    let send = |auth: Option<String>| {
+        let request = portico.http_request(Method::POST, "/secure/v1/chat/completions").json(&body);
+        match auth {
+            Some(auth) => request.header("authorization", auth),
+            None => request,
+        }
+        .send()
+    };
+    assert_eq!(send(None).await.expect("request").status(), 401);
+    assert_eq!(send(Some("Bearer wrong".into())).await.expect("request").status(), 401);
+    let response = send(Some(format!("Bearer {key}"))).await.expect("request");
+    assert_eq!(response.status(), 200);
+    // The consumer's key stays with Portico: the provider gets Portico's own.
+    assert_eq!(openai.received().last().expect("a request").headers["authorization"], "Bearer sk-oa-main");
     portico.stop().await;
 }

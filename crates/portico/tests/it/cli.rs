@@ -306,6 +306,38 @@ fn secrets_are_stored_sealed_exported_sealed_and_rotated() {
     assert_eq!(secret.reveal(Some(&b)).ok().as_deref(), Some(JWT_SECRET));
 }
 
+const AI: &str = include_str!("../../../../examples/ai.yaml");
+
+#[test]
+fn the_ai_example_checks_and_its_keys_are_sealed_exported_sealed_and_rotated() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("ai.yaml"), AI).expect("write");
+    let (ok, out, err) = run(portico(dir.path()).args(["check", "-f", "ai.yaml"]));
+    assert!(ok && out.contains("3 AI providers, 2 AI models"), "{out}{err}");
+    let (_, key_a, _) = run(portico(dir.path()).args(["secrets", "generate-key"]));
+    let (_, key_b, _) = run(portico(dir.path()).args(["secrets", "generate-key"]));
+    std::fs::write(dir.path().join("b.key"), &key_b).expect("write");
+    let (ok, _, err) = run(portico(dir.path()).args(["apply", "-f", "ai.yaml"]));
+    assert!(!ok && err.contains("PORTICO_MASTER_KEY"), "provider keys need a master key: {err}");
+    let with_a = |args: &[&str]| run(portico(dir.path()).env("PORTICO_MASTER_KEY", key_a.trim()).args(args));
+    let (ok, out, err) = with_a(&["apply", "-f", "ai.yaml"]);
+    assert!(ok && out.contains("+ AI provider openai") && out.contains("+ AI model smart"), "{out}{err}");
+    let (_, out, _) = with_a(&["apply", "-f", "ai.yaml"]);
+    assert_eq!(out.trim(), "no changes");
+    let (ok, exported, _) = run(portico(dir.path()).args(["export"]));
+    assert!(ok && exported.contains("key: enc:v1:") && !exported.contains("sk-replace-me"), "{exported}");
+    std::fs::write(dir.path().join("exported.yaml"), &exported).expect("write");
+    let (_, out, _) = with_a(&["apply", "-f", "exported.yaml"]);
+    assert_eq!(out.trim(), "no changes", "the export applies back unchanged");
+    let (ok, out, err) = with_a(&["secrets", "rotate-key", "--new-key-file", "b.key"]);
+    assert!(ok && out.contains("re-sealed 3 secret(s)"), "{out}{err}");
+    let (_, exported, _) = run(portico(dir.path()).args(["export"]));
+    let config = portico_model::parse_yaml(&exported).expect("export parses");
+    let key =
+        config.ai_providers.iter().find(|p| p.name == "openai").expect("openai").keys[1].key.clone().expect("key");
+    assert_eq!(key.reveal(Some(&MasterKey::parse(&key_b).expect("b"))).ok().as_deref(), Some("sk-replace-me-too"));
+}
+
 const JWT_SECRET: &str = "a-shared-secret-of-at-least-32-bytes";
 
 fn indent(text: &str) -> String {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod ai;
+mod ai_sdk;
 mod analytics;
 mod audit;
 mod auth;
