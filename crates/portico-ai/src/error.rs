@@ -189,7 +189,7 @@ impl std::fmt::Display for AiError {
 }
 
 /// Reads a provider's error body; any body, JSON or not, gives an error of the status's kind.
-pub(crate) fn parse(_format: Format, status: u16, body: &[u8]) -> AiError {
+pub(crate) fn parse(status: u16, body: &[u8]) -> AiError {
     match serde_json::from_slice::<Value>(body) {
         Ok(value) if value.get("error").is_some() || value.get("message").is_some() => {
             AiError::from_value(&value, Some(status))
@@ -224,14 +224,14 @@ mod tests {
     #[test]
     fn provider_errors_are_read_from_either_shape() {
         let openai = br#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
-        let error = parse(Format::OpenAi, 429, openai);
+        let error = parse(429, openai);
         assert_eq!(error.kind, ErrorKind::RateLimited);
         assert_eq!(error.message, "Rate limit reached");
         assert_eq!(error.code.as_deref(), Some("rate_limit_exceeded"));
         let anthropic = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
-        let error = parse(Format::Anthropic, 529, anthropic);
+        let error = parse(529, anthropic);
         assert_eq!((error.kind, error.message.as_str()), (ErrorKind::Overloaded, "Overloaded"));
-        let error = parse(Format::OpenAi, 502, b"<html>bad gateway</html>");
+        let error = parse(502, b"<html>bad gateway</html>");
         assert_eq!((error.kind, error.message.as_str()), (ErrorKind::Unreachable, "the provider answered 502"));
         // In a stream there is no status: the type says what it was.
         let value = json!({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}});

@@ -1,7 +1,8 @@
 //! Portico's AI wire formats and the translation between them.
 //!
-//! Clients speak one format (the *ingress*: OpenAI chat completions or Anthropic messages)
-//! and providers another. A request in the client's format is read into [`ChatRequest`], the
+//! Clients speak one [`Format`] (the *ingress*: OpenAI chat completions or Anthropic
+//! messages) and providers another ([`Dialect`]: those two and Google Gemini, each with its
+//! habits). A request in the client's format is read into [`ChatRequest`], the
 //! format-neutral form that carries everything either side can express (thinking blocks
 //! with their signatures, `cache_control` markers, tool calls), and written in the
 //! provider's format. Responses come back the same way; streams go event by event through
@@ -15,6 +16,7 @@
 mod anthropic;
 mod chat;
 mod error;
+mod gemini;
 mod json;
 mod openai;
 mod sse;
@@ -31,10 +33,11 @@ pub use sse::{SseEvent, SseParser};
 
 use openai::Flavour;
 
-/// A wire format: how a client or a provider writes chat requests, responses and streams.
+/// A client's wire format: how it writes chat requests and reads answers, streams and
+/// errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
-    /// OpenAI chat completions (also Azure OpenAI, Mistral, Ollama, vLLM, ...).
+    /// OpenAI chat completions.
     OpenAi,
     /// Anthropic messages.
     Anthropic,
@@ -50,25 +53,12 @@ impl Format {
         }
     }
 
-    /// Reads a (non-streamed) response body in this format.
-    pub fn parse_response(self, body: &[u8]) -> Result<ChatResponse, AiError> {
-        match self {
-            Format::OpenAi => openai::parse_response(body),
-            Format::Anthropic => anthropic::parse_response(body),
-        }
-    }
-
     /// Writes a response in this format.
     pub fn write_response(self, response: &ChatResponse) -> Vec<u8> {
         match self {
             Format::OpenAi => openai::write_response(response),
             Format::Anthropic => anthropic::write_response(response),
         }
-    }
-
-    /// Reads an error body a provider sent in this format.
-    pub fn parse_error(self, status: u16, body: &[u8]) -> AiError {
-        error::parse(self, status, body)
     }
 
     /// Writes `error` the way a client of this format expects it.
@@ -85,14 +75,6 @@ impl Format {
         out
     }
 
-    /// A reader of this format's stream events.
-    pub fn stream_reader(self) -> StreamReader {
-        match self {
-            Format::OpenAi => StreamReader::OpenAi(openai::StreamReader::default()),
-            Format::Anthropic => StreamReader::Anthropic(anthropic::StreamReader::default()),
-        }
-    }
-
     /// A writer of this format's stream events, for a client that asked for `request`.
     pub fn stream_writer(self, request: &ChatRequest) -> StreamWriter {
         match self {
@@ -102,41 +84,68 @@ impl Format {
     }
 }
 
-/// How one kind of provider writes requests: a [`Format`] and its local habits.
+/// How one kind of provider speaks: its format and its local habits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dialect {
     /// OpenAI: `max_completion_tokens` (its reasoning models refuse `max_tokens`).
     OpenAi,
-    /// Mistral: `random_seed`, `tool_choice: "any"`.
+    /// Mistral: `random_seed`, `tool_choice: "any"`, tool call ids of 9 letters and digits.
     Mistral,
     /// Azure OpenAI, Ollama, vLLM and other OpenAI-compatible servers: `max_tokens`.
     OpenAiCompatible,
     Anthropic,
+    /// Google Gemini's `generateContent`.
+    Gemini,
 }
 
 impl Dialect {
-    pub fn format(self) -> Format {
-        match self {
-            Dialect::OpenAi | Dialect::Mistral | Dialect::OpenAiCompatible => Format::OpenAi,
-            Dialect::Anthropic => Format::Anthropic,
-        }
+    /// Whether a client of `format` can be passed through to this provider unchanged but
+    /// for the model's name: the formats agree and the provider has no habits to respect.
+    pub fn passes_through(self, format: Format) -> bool {
+        matches!(
+            (self, format),
+            (Dialect::OpenAi | Dialect::OpenAiCompatible, Format::OpenAi) | (Dialect::Anthropic, Format::Anthropic)
+        )
     }
 
     /// Writes `request` for this kind of provider, asking for `model`.
     pub fn write_request(self, request: &ChatRequest, model: &str) -> Result<Vec<u8>, AiError> {
+        let openai = |max_completion_tokens, mistral| {
+            openai::write_request(request, model, Flavour { max_completion_tokens, mistral })
+        };
         let body = match self {
-            Dialect::OpenAi => {
-                openai::write_request(request, model, Flavour { max_completion_tokens: true, mistral: false })
-            }
-            Dialect::Mistral => {
-                openai::write_request(request, model, Flavour { max_completion_tokens: false, mistral: true })
-            }
-            Dialect::OpenAiCompatible => {
-                openai::write_request(request, model, Flavour { max_completion_tokens: false, mistral: false })
-            }
+            Dialect::OpenAi => openai(true, false),
+            Dialect::Mistral => openai(false, true),
+            Dialect::OpenAiCompatible => openai(false, false),
             Dialect::Anthropic => anthropic::write_request(request, model),
+            Dialect::Gemini => gemini::write_request(request, model),
         }?;
         Ok(serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    /// Reads a (non-streamed) answer.
+    pub fn parse_response(self, body: &[u8]) -> Result<ChatResponse, AiError> {
+        match self {
+            Dialect::OpenAi | Dialect::Mistral | Dialect::OpenAiCompatible => openai::parse_response(body),
+            Dialect::Anthropic => anthropic::parse_response(body),
+            Dialect::Gemini => gemini::parse_response(body),
+        }
+    }
+
+    /// Reads an error body the provider sent with `status`.
+    pub fn parse_error(self, status: u16, body: &[u8]) -> AiError {
+        error::parse(status, body)
+    }
+
+    /// A reader of the provider's stream events.
+    pub fn stream_reader(self) -> StreamReader {
+        match self {
+            Dialect::OpenAi | Dialect::Mistral | Dialect::OpenAiCompatible => {
+                StreamReader::OpenAi(openai::StreamReader::default())
+            }
+            Dialect::Anthropic => StreamReader::Anthropic(anthropic::StreamReader::default()),
+            Dialect::Gemini => StreamReader::Gemini(gemini::StreamReader::default()),
+        }
     }
 }
 
@@ -144,6 +153,7 @@ impl Dialect {
 pub enum StreamReader {
     OpenAi(openai::StreamReader),
     Anthropic(anthropic::StreamReader),
+    Gemini(gemini::StreamReader),
 }
 
 impl StreamReader {
@@ -152,6 +162,14 @@ impl StreamReader {
         match self {
             StreamReader::OpenAi(reader) => reader.read(event, out),
             StreamReader::Anthropic(reader) => reader.read(event, out),
+            StreamReader::Gemini(reader) => reader.read(event, out),
+        }
+    }
+
+    /// The stream's body ended; formats without a closing event end here.
+    pub fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+        if let StreamReader::Gemini(reader) = self {
+            reader.finish(out);
         }
     }
 }

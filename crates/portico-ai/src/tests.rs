@@ -3,7 +3,7 @@
 use crate::*;
 use serde_json::{json, Value};
 
-fn translate_stream(from: Format, to: Format, request: &ChatRequest, upstream: &str) -> Vec<SseEvent> {
+fn translate_stream(from: Dialect, to: Format, request: &ChatRequest, upstream: &str) -> Vec<SseEvent> {
     let mut parser = SseParser::default();
     let mut events = Vec::new();
     // Fed a few bytes at a time, as a network would.
@@ -19,6 +19,11 @@ fn translate_stream(from: Format, to: Format, request: &ChatRequest, upstream: &
         for step in &steps {
             writer.write(step, &mut out);
         }
+    }
+    steps.clear();
+    reader.finish(&mut steps);
+    for step in &steps {
+        writer.write(step, &mut out);
     }
     let mut parser = SseParser::default();
     let mut written = Vec::new();
@@ -166,7 +171,7 @@ data: {"type":"message_stop"}
 
 "#;
     let request = ChatRequest { model: "alias".into(), stream: true, include_usage: true, ..ChatRequest::default() };
-    let written = translate_stream(Format::Anthropic, Format::OpenAi, &request, upstream);
+    let written = translate_stream(Dialect::Anthropic, Format::OpenAi, &request, upstream);
     assert!(written.iter().all(|e| e.event.is_none()));
     assert_eq!(written.last().map(|e| e.data.as_str()), Some("[DONE]"));
     let chunks: Vec<Value> = written[..written.len() - 1].iter().map(data).collect();
@@ -211,7 +216,7 @@ fn an_openai_stream_reaches_an_anthropic_client_as_content_blocks() {
     ]
     .concat();
     let request = ChatRequest { model: "alias".into(), stream: true, ..ChatRequest::default() };
-    let written = translate_stream(Format::OpenAi, Format::Anthropic, &request, &upstream);
+    let written = translate_stream(Dialect::OpenAi, Format::Anthropic, &request, &upstream);
     let names: Vec<&str> = written.iter().map(|e| e.event.as_deref().unwrap_or("")).collect();
     assert_eq!(
         names,
@@ -246,7 +251,7 @@ fn an_openai_stream_reaches_an_anthropic_client_as_content_blocks() {
 fn a_mid_stream_error_reaches_the_client_in_its_format() {
     let upstream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"c\"}}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
     let request = ChatRequest { model: "alias".into(), stream: true, ..ChatRequest::default() };
-    let written = translate_stream(Format::Anthropic, Format::OpenAi, &request, upstream);
+    let written = translate_stream(Dialect::Anthropic, Format::OpenAi, &request, upstream);
     let error = data(written.last().expect("an event"));
     assert_eq!(error["error"]["message"], "Overloaded");
     assert_eq!(error["error"]["type"], "server_error");
@@ -259,7 +264,7 @@ fn responses_cross_formats_with_tool_calls_and_thinking() {
                     {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}],
         "stop_reason": "tool_use", "stop_sequence": null,
         "usage": {"input_tokens": 10, "output_tokens": 5, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}});
-    let response = Format::Anthropic.parse_response(anthropic.to_string().as_bytes()).expect("parses");
+    let response = Dialect::Anthropic.parse_response(anthropic.to_string().as_bytes()).expect("parses");
     let openai: Value = serde_json::from_slice(&Format::OpenAi.write_response(&response)).expect("json");
     let message = &openai["choices"][0]["message"];
     assert_eq!(message["content"], "Calling.");
@@ -267,7 +272,7 @@ fn responses_cross_formats_with_tool_calls_and_thinking() {
     assert_eq!(message["tool_calls"][0]["function"], json!({"name": "f", "arguments": "{\"a\":1}"}));
     assert_eq!(openai["choices"][0]["finish_reason"], "tool_calls");
     // And back: the same answer as an Anthropic client would have had it.
-    let back = Format::OpenAi.parse_response(&Format::OpenAi.write_response(&response)).expect("parses");
+    let back = Dialect::OpenAi.parse_response(&Format::OpenAi.write_response(&response)).expect("parses");
     let again: Value = serde_json::from_slice(&Format::Anthropic.write_response(&back)).expect("json");
     let content = |v: &Value| v["content"].as_array().expect("array")[1..].to_vec();
     assert_eq!(content(&again), content(&anthropic));

@@ -50,6 +50,8 @@ pub enum ProviderKind {
     Anthropic,
     /// Mistral: OpenAI's format with its own words for a few fields.
     Mistral,
+    /// Google Gemini (`generateContent`, `x-goog-api-key`).
+    Gemini,
     /// Ollama's OpenAI-compatible API (default `http://127.0.0.1:11434/v1`).
     Ollama,
     /// Any server that speaks OpenAI's API: vLLM, DeepSeek, Groq, OpenRouter, ...
@@ -63,6 +65,7 @@ impl ProviderKind {
             ProviderKind::Azure => "azure",
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Mistral => "mistral",
+            ProviderKind::Gemini => "gemini",
             ProviderKind::Ollama => "ollama",
             ProviderKind::OpenaiCompatible => "openai_compatible",
         }
@@ -74,6 +77,7 @@ impl ProviderKind {
             ProviderKind::Openai => Some("https://api.openai.com/v1"),
             ProviderKind::Anthropic => Some("https://api.anthropic.com/v1"),
             ProviderKind::Mistral => Some("https://api.mistral.ai/v1"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com/v1beta"),
             ProviderKind::Ollama => Some("http://127.0.0.1:11434/v1"),
             ProviderKind::Azure | ProviderKind::OpenaiCompatible => None,
         }

@@ -1,15 +1,17 @@
-//! A mock model provider that speaks OpenAI's and Anthropic's wire formats, written from
-//! their documentation (not from Portico's own code, so that it checks Portico's).
+//! A mock model provider that speaks OpenAI's, Anthropic's and Gemini's wire formats, written
+//! from their documentation (not from Portico's own code, so that it checks Portico's).
 //!
 //! | request | answer |
 //! |---|---|
 //! | `POST …/chat/completions` | an OpenAI chat completion, streamed as `data:` chunks when asked |
 //! | `POST …/messages` | an Anthropic message, streamed as named events when asked |
+//! | `POST …/models/{model}:generateContent` | a Gemini answer (`:streamGenerateContent?alt=sse` streams it) |
 //! | `POST …/embeddings` | three floats per input; 400 if `encoding_format` is sent |
 //!
 //! The answer says `Hello from <name>: <the last user text>`; with tools it calls the first
 //! tool with `{"city":"Paris"}` (unless the last message carries a tool result); an Anthropic
-//! request with `thinking` gets a signed thinking block first. Usage is fixed: 14 prompt tokens
+//! request with `thinking` gets a signed thinking block first; Gemini signs its function calls
+//! (`thoughtSignature: Z2VtaW5pLXNpZw==`). Usage is fixed: 14 prompt tokens
 //! of which 3 cached, 7 completion tokens. Keys given to [`MockProvider::reject_key`] get 401,
 //! and [`MockProvider::fail_next`] scripts the next requests' failures.
 
@@ -130,6 +132,7 @@ impl MockProvider {
 enum Wire {
     OpenAi,
     Anthropic,
+    Gemini,
 }
 
 async fn answer(
@@ -141,7 +144,13 @@ async fn answer(
     let bytes = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let path = parts.uri.path().to_owned();
-    let wire = if path.ends_with("/messages") { Wire::Anthropic } else { Wire::OpenAi };
+    let wire = if path.ends_with("/messages") {
+        Wire::Anthropic
+    } else if path.contains(":generateContent") || path.contains(":streamGenerateContent") {
+        Wire::Gemini
+    } else {
+        Wire::OpenAi
+    };
     let key = key_of(&parts.headers);
     let (fault, rejected, pace) = {
         let mut script = script.lock().unwrap_or_else(|p| p.into_inner());
@@ -176,23 +185,34 @@ async fn answer(
     if !path.ends_with("/chat/completions") && wire == Wire::OpenAi {
         return Ok(error(wire, 404, "invalid_request_error", "unknown path"));
     }
-    let reply = Reply::for_request(&name, wire, &body);
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let mut reply = Reply::for_request(&name, wire, &body);
+    let stream = match wire {
+        Wire::Gemini => path.contains(":streamGenerateContent"),
+        _ => body.get("stream").and_then(Value::as_bool).unwrap_or(false),
+    };
+    if wire == Wire::Gemini {
+        // The model is in the path: `…/models/{model}:generateContent`.
+        let model = path.rsplit_once("/models/").and_then(|(_, m)| m.split_once(':')).map(|(m, _)| m.to_owned());
+        reply.model = model.unwrap_or_default();
+    }
     if !stream {
         let whole = match wire {
             Wire::OpenAi => reply.openai(&body),
             Wire::Anthropic => reply.anthropic(),
+            Wire::Gemini => reply.gemini(),
         };
         return Ok(json_response(200, &whole));
     }
     let mut events = match wire {
         Wire::OpenAi => reply.openai_stream(&body),
         Wire::Anthropic => reply.anthropic_stream(),
+        Wire::Gemini => reply.gemini_stream(),
     };
     let broken = match fault {
         Some(ProviderFault::MidStreamError) => {
             events.truncate(2);
             events.push(match wire {
+                Wire::Gemini => format!("data: {}\n\n", json!({"error": {"code": 503, "message": "The model is overloaded", "status": "UNAVAILABLE"}})),
                 Wire::OpenAi => format!("data: {}\n\n", json!({"error": {"message": "The server had an error while processing your request", "type": "server_error", "param": null, "code": null}})),
                 Wire::Anthropic => format!("event: error\ndata: {}\n\n", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
             });
@@ -222,6 +242,7 @@ fn key_of(headers: &HeaderMap) -> Option<String> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     header("x-api-key")
         .or_else(|| header("api-key"))
+        .or_else(|| header("x-goog-api-key"))
         .or_else(|| header("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned)))
 }
 
@@ -236,6 +257,9 @@ struct Reply {
 
 impl Reply {
     fn for_request(name: &str, wire: Wire, body: &Value) -> Reply {
+        if wire == Wire::Gemini {
+            return Reply::for_gemini(name, body);
+        }
         let messages = body.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
         let text_of = |content: &Value| match content {
             Value::String(text) => Some(text.clone()),
@@ -264,6 +288,58 @@ impl Reply {
             text: format!("Hello from {name}: {}", last_user.unwrap_or_default()),
             tool: first_tool.filter(|_| !answered_tool).map(str::to_owned),
             thinking: wire == Wire::Anthropic && body.get("thinking").is_some(),
+        }
+    }
+
+    fn for_gemini(name: &str, body: &Value) -> Reply {
+        let contents = body.get("contents").and_then(Value::as_array).cloned().unwrap_or_default();
+        let parts = |content: &Value| content.get("parts").and_then(Value::as_array).cloned().unwrap_or_default();
+        let last_user =
+            contents.iter().rev().filter(|c| c.get("role") == Some(&json!("user"))).find_map(|c| {
+                parts(c).iter().rev().find_map(|p| p.get("text").and_then(Value::as_str).map(str::to_owned))
+            });
+        let answered_tool =
+            contents.last().is_some_and(|c| parts(c).iter().any(|p| p.get("functionResponse").is_some()));
+        let first_tool = body.pointer("/tools/0/functionDeclarations/0/name").and_then(Value::as_str);
+        Reply {
+            model: String::new(),
+            text: format!("Hello from {name}: {}", last_user.unwrap_or_default()),
+            tool: first_tool.filter(|_| !answered_tool).map(str::to_owned),
+            thinking: false,
+        }
+    }
+
+    fn gemini_parts(&self) -> Value {
+        match &self.tool {
+            Some(tool) => {
+                json!([{"functionCall": {"name": tool, "args": {"city": "Paris"}}, "thoughtSignature": "Z2VtaW5pLXNpZw=="}])
+            }
+            None => json!([{"text": self.text}]),
+        }
+    }
+
+    fn gemini(&self) -> Value {
+        json!({"candidates": [{"content": {"role": "model", "parts": self.gemini_parts()}, "finishReason": "STOP", "index": 0}],
+               "usageMetadata": gemini_usage(), "modelVersion": self.model, "responseId": "gem-mock1"})
+    }
+
+    fn gemini_stream(&self) -> Vec<String> {
+        let chunk = |parts: Value, last: bool| {
+            let mut chunk = json!({"candidates": [{"content": {"role": "model", "parts": parts}, "index": 0}],
+                                   "modelVersion": self.model, "responseId": "gem-mock1"});
+            if last {
+                chunk["candidates"][0]["finishReason"] = "STOP".into();
+                chunk["usageMetadata"] = gemini_usage();
+            }
+            format!("data: {chunk}\r\n\r\n")
+        };
+        match &self.tool {
+            Some(_) => vec![chunk(self.gemini_parts(), true)],
+            None => {
+                let pieces = thirds(&self.text);
+                let last = pieces.len() - 1;
+                pieces.iter().enumerate().map(|(i, piece)| chunk(json!([{"text": piece}]), i == last)).collect()
+            }
         }
     }
 
@@ -379,6 +455,10 @@ impl Reply {
     }
 }
 
+fn gemini_usage() -> Value {
+    json!({"promptTokenCount": 14, "candidatesTokenCount": 7, "totalTokenCount": 21, "cachedContentTokenCount": 3})
+}
+
 fn openai_usage() -> Value {
     json!({"prompt_tokens": 14, "completion_tokens": 7, "total_tokens": 21,
            "prompt_tokens_details": {"cached_tokens": 3, "audio_tokens": 0},
@@ -410,6 +490,7 @@ fn embeddings(body: &Value) -> Response<Body> {
 
 fn error(wire: Wire, status: u16, kind: &str, message: &str) -> Response<Body> {
     let body = match wire {
+        Wire::Gemini => json!({"error": {"code": status, "message": message, "status": kind.to_ascii_uppercase()}}),
         Wire::OpenAi => json!({"error": {"message": message, "type": kind, "param": null, "code": null}}),
         Wire::Anthropic => json!({"type": "error", "error": {"type": kind, "message": message}}),
     };

@@ -5,6 +5,8 @@ mod request;
 mod response;
 mod stream;
 
+#[cfg(test)]
+use request::mistral_id;
 pub(crate) use request::{parse_request, write_request, Flavour};
 pub(crate) use response::{parse_response, write_response};
 pub use stream::{StreamReader, StreamWriter};

@@ -241,7 +241,7 @@ pub(crate) fn write_request(request: &ChatRequest, model: &str, flavour: Flavour
         messages.push(json!({"role": "system", "content": write_content(&request.system, "system")?}));
     }
     for (i, message) in request.messages.iter().enumerate() {
-        write_message(message, &index("messages", i), &mut messages)?;
+        write_message(message, &index("messages", i), flavour, &mut messages)?;
     }
     let mut body = Map::new();
     body.insert("model".into(), model.into());
@@ -315,7 +315,8 @@ fn effort_for_thinking(thinking: &Value) -> Option<String> {
     )
 }
 
-fn write_message(message: &Message, path: &str, out: &mut Vec<Value>) -> Result<(), AiError> {
+fn write_message(message: &Message, path: &str, flavour: Flavour, out: &mut Vec<Value>) -> Result<(), AiError> {
+    let id = |id: &str| if flavour.mistral { mistral_id(id) } else { id.to_owned() };
     match message.role {
         Role::User => {
             // Tool results are `tool` messages of their own, right after the assistant's calls.
@@ -323,7 +324,7 @@ fn write_message(message: &Message, path: &str, out: &mut Vec<Value>) -> Result<
                 message.parts.iter().partition(|p| matches!(p, Part::ToolResult { .. }));
             for result in results {
                 if let Part::ToolResult { call_id, content, .. } = result {
-                    out.push(json!({"role": "tool", "tool_call_id": call_id, "content": text_of(content, path)?}));
+                    out.push(json!({"role": "tool", "tool_call_id": id(call_id), "content": text_of(content, path)?}));
                 }
             }
             if !rest.is_empty() {
@@ -337,8 +338,8 @@ fn write_message(message: &Message, path: &str, out: &mut Vec<Value>) -> Result<
             for part in &message.parts {
                 match part {
                     Part::Text { text: piece, .. } => text.push_str(piece),
-                    Part::ToolCall { id, name, arguments, .. } => calls.push(json!({
-                        "id": id, "type": "function", "function": {"name": name, "arguments": arguments}
+                    Part::ToolCall { id: call_id, name, arguments, .. } => calls.push(json!({
+                        "id": id(call_id), "type": "function", "function": {"name": name, "arguments": arguments}
                     })),
                     // Chat completions take no reasoning back.
                     Part::Thinking { .. } | Part::RedactedThinking { .. } => {}
@@ -355,6 +356,28 @@ fn write_message(message: &Message, path: &str, out: &mut Vec<Value>) -> Result<
         }
     }
     Ok(())
+}
+
+/// Mistral takes only tool call ids of 9 letters and digits. Others (`call_…`, `toolu_…`)
+/// are mapped to one, always the same for the same id, so that a call and its result still
+/// match, whichever Portico node sends the conversation.
+pub(crate) fn mistral_id(id: &str) -> String {
+    if id.len() == 9 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return id.to_owned();
+    }
+    // FNV-1a: stable across processes and versions, unlike the standard library's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in id.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    (0..9)
+        .map(|_| {
+            let digit = DIGITS[(hash % 62) as usize] as char;
+            hash /= 62;
+            digit
+        })
+        .collect()
 }
 
 /// Content as a plain string when it is one unmarked text, else as parts.

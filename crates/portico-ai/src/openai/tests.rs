@@ -246,3 +246,24 @@ fn streams_are_written_as_openai_clients_expect() {
     assert_eq!(parsed[4]["choices"], json!([]));
     assert_eq!(parsed[4]["usage"]["total_tokens"], 11);
 }
+
+#[test]
+fn mistral_gets_tool_call_ids_it_accepts_matching_their_results() {
+    let body = json!({"model": "m", "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "toolu_01A09q90qw90lq917835lq9", "type": "function", "function": {"name": "w", "arguments": "{}"}},
+            {"id": "abcDEF123", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "toolu_01A09q90qw90lq917835lq9", "content": "18C"},
+        {"role": "tool", "tool_call_id": "abcDEF123", "content": "20C"}
+    ]});
+    let request = parse_request(&body).expect("parses");
+    let written = write_request(&request, "mistral-large", Flavour { max_completion_tokens: false, mistral: true })
+        .expect("writes");
+    let calls = written["messages"][1]["tool_calls"].as_array().expect("calls");
+    let first = calls[0]["id"].as_str().expect("id");
+    assert!(first.len() == 9 && first.bytes().all(|b| b.is_ascii_alphanumeric()), "{first}");
+    assert_eq!(written["messages"][2]["tool_call_id"], first, "the result still names its call");
+    assert_eq!(calls[1]["id"], "abcDEF123", "an id Mistral accepts is kept");
+    assert_eq!(mistral_id("toolu_01A09q90qw90lq917835lq9"), first, "the same id always maps the same way");
+}

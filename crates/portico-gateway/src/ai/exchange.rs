@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use portico_ai::{AiError, ChatRequest, ErrorKind, Format};
+use portico_ai::{AiError, ChatRequest, Dialect, ErrorKind, Format};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -204,11 +204,10 @@ impl<'a> Call<'a> {
     /// The body `target`'s provider gets: the client's own with the model replaced when the
     /// formats agree, a translation when they do not.
     fn provider_body(&mut self, target: &Target) -> Result<Vec<u8>, AiError> {
-        let provider = target.provider.dialect.format();
         if self.operation == Operation::Embeddings {
             return Ok(embeddings::request_body(&self.body, &target.model));
         }
-        if provider == self.client {
+        if target.provider.dialect.passes_through(self.client) {
             let mut body = self.body.clone();
             body["model"] = Value::from(&*target.model);
             return Ok(serde_json::to_vec(&body).unwrap_or_default());
@@ -229,7 +228,7 @@ impl<'a> Call<'a> {
     ) -> Result<Response<ResponseBody>, Miss> {
         let provider = &target.provider;
         let request = provider
-            .request(self.operation, &target.model, key, body, self.headers, cx.request_id)
+            .request(self.operation, &target.model, self.stream, key, body, self.headers, cx.request_id)
             .map_err(|message| Miss::Final(None, AiError::new(ErrorKind::Api, message)))?;
         let request = request.map(|body| RequestBody::replayed(vec![body]));
         let pool = cx.pools.pool_with(provider.connect_timeout, None);
@@ -254,12 +253,12 @@ impl<'a> Call<'a> {
             Ok(Ok(answer)) => answer,
         };
         let status = response.status();
-        let provider_format = provider.dialect.format();
+        let dialect = provider.dialect;
         let (parts, incoming) = response.into_parts();
         let body = ResponseBody::upstream(incoming, target.timeout, lease, None);
         if !status.is_success() {
             let text = read(body, MAX_ERROR_BYTES).await.unwrap_or_default();
-            let error = provider_format.parse_error(status.as_u16(), &text);
+            let error = dialect.parse_error(status.as_u16(), &text);
             return Err(match status.as_u16() {
                 429 => {
                     key_state.rest(retry_after(&parts.headers));
@@ -280,15 +279,14 @@ impl<'a> Call<'a> {
         let streamed =
             parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         let mut answer = if self.stream && streamed {
-            let mode = match (provider_format == self.client, &self.neutral) {
+            let mode = match (dialect.passes_through(self.client), &self.neutral) {
                 (true, _) => Mode::Pass,
                 (false, Some(Ok(neutral))) => Mode::Translate(self.client.stream_writer(neutral)),
                 (false, _) => {
                     return Err(Miss::Final(None, AiError::new(ErrorKind::Api, "the request was not translated")))
                 }
             };
-            let mut response =
-                Response::new(ResponseBody::boxed(AiStream::new(body, provider_format, self.client, mode)));
+            let mut response = Response::new(ResponseBody::boxed(AiStream::new(body, dialect, self.client, mode)));
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -296,7 +294,7 @@ impl<'a> Call<'a> {
             response
         } else {
             let text = read(body, MAX_ANSWER_BYTES).await.map_err(Miss::NextTarget)?;
-            let text = self.translate_answer(provider_format, &text).map_err(|error| Miss::Final(None, error))?;
+            let text = self.translate_answer(dialect, &text).map_err(|error| Miss::Final(None, error))?;
             let mut response = Response::new(ResponseBody::full(text));
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
@@ -312,14 +310,14 @@ impl<'a> Call<'a> {
     }
 
     /// A whole answer in the client's format.
-    fn translate_answer(&self, provider: Format, text: &[u8]) -> Result<Bytes, AiError> {
+    fn translate_answer(&self, dialect: Dialect, text: &[u8]) -> Result<Bytes, AiError> {
         if self.operation == Operation::Embeddings {
             return embeddings::answer(text, self.base64).map(Bytes::from);
         }
-        if provider == self.client {
+        if dialect.passes_through(self.client) {
             return Ok(Bytes::copy_from_slice(text));
         }
-        let answer = provider.parse_response(text)?;
+        let answer = dialect.parse_response(text)?;
         Ok(self.client.write_response(&answer).into())
     }
 }

@@ -84,15 +84,17 @@ impl Provider {
 
     /// Whether the provider can answer `operation`.
     pub fn can(&self, operation: Operation) -> bool {
-        operation == Operation::Chat || self.kind != ProviderKind::Anthropic
+        operation == Operation::Chat || !matches!(self.kind, ProviderKind::Anthropic | ProviderKind::Gemini)
     }
 
     /// The request for `operation` on `model`, signed with key `key`. `client` holds the
     /// client's headers; Anthropic's version and beta flags pass on from it.
+    #[allow(clippy::too_many_arguments)]
     pub fn request(
         &self,
         operation: Operation,
         model: &str,
+        stream: bool,
         key: usize,
         body: Bytes,
         client: &HeaderMap,
@@ -101,6 +103,10 @@ impl Provider {
         let base = &self.base_path;
         let path = match (self.kind, operation) {
             (ProviderKind::Anthropic, _) => format!("{base}/messages"),
+            (ProviderKind::Gemini, _) if stream => {
+                format!("{base}/models/{}:streamGenerateContent?alt=sse", encode(model))
+            }
+            (ProviderKind::Gemini, _) => format!("{base}/models/{}:generateContent", encode(model)),
             (ProviderKind::Azure, Operation::Chat) => {
                 format!("{base}/deployments/{}/chat/completions?api-version={}", encode(model), self.api_version)
             }
@@ -138,6 +144,7 @@ fn dialect(kind: ProviderKind) -> Dialect {
         ProviderKind::Mistral => Dialect::Mistral,
         ProviderKind::Azure | ProviderKind::Ollama | ProviderKind::OpenaiCompatible => Dialect::OpenAiCompatible,
         ProviderKind::Anthropic => Dialect::Anthropic,
+        ProviderKind::Gemini => Dialect::Gemini,
     }
 }
 
@@ -146,6 +153,7 @@ fn auth_header(kind: ProviderKind, key: &str) -> Result<(HeaderName, HeaderValue
     let (name, value) = match kind {
         ProviderKind::Azure => (HeaderName::from_static("api-key"), key.to_owned()),
         ProviderKind::Anthropic => (HeaderName::from_static("x-api-key"), key.to_owned()),
+        ProviderKind::Gemini => (HeaderName::from_static("x-goog-api-key"), key.to_owned()),
         _ => (header::AUTHORIZATION, format!("Bearer {key}")),
     };
     let mut value = HeaderValue::from_str(&value).map_err(|_| "the key holds characters a header cannot carry")?;

@@ -5,7 +5,7 @@
 use crate::proxy::{BodyError, ResponseBody};
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use portico_ai::{AiError, ErrorKind, Format, SseEvent, SseParser, StreamEvent, StreamReader, StreamWriter};
+use portico_ai::{AiError, Dialect, ErrorKind, Format, SseEvent, SseParser, StreamEvent, StreamReader, StreamWriter};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -31,7 +31,7 @@ pub(crate) struct AiStream {
 }
 
 impl AiStream {
-    pub fn new(upstream: ResponseBody, provider: Format, client: Format, mode: Mode) -> AiStream {
+    pub fn new(upstream: ResponseBody, provider: Dialect, client: Format, mode: Mode) -> AiStream {
         AiStream {
             upstream,
             client,
@@ -51,19 +51,23 @@ impl AiStream {
         if self.parser.push(&chunk, &mut self.events).is_err() {
             return self.fail("the provider's stream is not an event stream");
         }
-        let out = self.translate();
+        let out = self.translate(false);
         match self.mode {
             Mode::Pass => chunk,
             Mode::Translate(_) => out,
         }
     }
 
-    /// Runs the events read so far through the reader (and the writer, when translating).
-    fn translate(&mut self) -> Bytes {
+    /// Runs the events read so far through the reader (and the writer, when translating);
+    /// at the end of the body, the reader's last word too.
+    fn translate(&mut self, ended: bool) -> Bytes {
         let mut out = Vec::new();
-        for event in &self.events {
+        for event in self.events.iter().map(Some).chain(ended.then_some(None)) {
             self.steps.clear();
-            self.reader.read(event, &mut self.steps);
+            match event {
+                Some(event) => self.reader.read(event, &mut self.steps),
+                None => self.reader.finish(&mut self.steps),
+            }
             for step in &self.steps {
                 if matches!(step, StreamEvent::End | StreamEvent::Error(_)) {
                     self.complete = true;
@@ -114,7 +118,7 @@ impl Body for AiStream {
                     this.done = true;
                     this.events.clear();
                     this.parser.finish(&mut this.events);
-                    let mut out = this.translate().to_vec();
+                    let mut out = this.translate(true).to_vec();
                     if !this.complete {
                         out.extend_from_slice(&this.fail("the provider's stream ended before the answer was complete"));
                     }

@@ -343,8 +343,12 @@ async fn provider_keys_are_sealed_and_never_shown() {
     assert_eq!(provider["keys"], json!([{"name": "main", "weight": 1}, {"name": "spare", "weight": 0}]));
     let file = std::fs::read(portico.dir.path().join("portico.db")).expect("database file");
     assert!(!file.windows(9).any(|w| w == b"sk-oa-mai"), "the store holds keys sealed");
-    let audit = portico.admin(Method::GET, "/audit?kind=ai_provider").send().await.expect("audit").text().await.expect("text");
-    assert!(audit.contains("\"oa\"") && !audit.contains("sk-oa"), "the audit log names the provider, not its keys: {audit}");
+    let audit =
+        portico.admin(Method::GET, "/audit?kind=ai_provider").send().await.expect("audit").text().await.expect("text");
+    assert!(
+        audit.contains("\"oa\"") && !audit.contains("sk-oa"),
+        "the audit log names the provider, not its keys: {audit}"
+    );
     // Sent back as read (without keys), the provider keeps them.
     let put = portico.admin(Method::PUT, "/ai/providers/oa").header("if-match", "\"1\"").json(&provider);
     assert_eq!(put.send().await.expect("put").status(), 200);
@@ -434,5 +438,81 @@ async fn ai_routes_take_the_gateways_policies_and_bearer_keys() {
     assert_eq!(response.status(), 200);
     // The consumer's key stays with Portico: the provider gets Portico's own.
     assert_eq!(openai.received().last().expect("a request").headers["authorization"], "Bearer sk-oa-main");
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn gemini_and_mistral_are_spoken_to_in_their_own_words() {
+    let (gemini, mistral) = (MockProvider::start("gemini-mock").await, MockProvider::start("mistral-mock").await);
+    let key = MasterKey::parse(&MasterKey::generate()).expect("key");
+    let portico = Portico::start_with(|s| s.master_key = Some(Arc::new(key))).await;
+    for (name, kind, mock) in [("gem", "gemini", &gemini), ("mis", "mistral", &mistral)] {
+        let provider = json!({"name": name, "kind": kind, "base_url": mock.base_url(), "keys": [{"name": "k", "key": format!("key-{name}")}]});
+        portico.create("ai/providers", provider).await;
+    }
+    portico
+        .create("ai/models", json!({"name": "flash", "targets": [{"provider": "gem", "model": "gemini-2.5-flash"}]}))
+        .await;
+    portico
+        .create(
+            "ai/models",
+            json!({"name": "large", "targets": [{"provider": "mis", "model": "mistral-large-latest"}]}),
+        )
+        .await;
+    portico.create("services", json!({"name": "llm", "ai": {}})).await;
+    portico.create("routes", json!({"name": "llm", "paths": ["/v1/*"], "service": "llm"})).await;
+
+    let (status, _, body) =
+        chat(&portico, json!({"model": "flash", "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello from gemini-mock: hi");
+    assert_eq!(
+        (body["usage"]["prompt_tokens"].clone(), body["usage"]["prompt_tokens_details"]["cached_tokens"].clone()),
+        (json!(14), json!(3))
+    );
+    let sent = &gemini.received()[0];
+    assert!(sent.uri.ends_with("/models/gemini-2.5-flash:generateContent"), "{}", sent.uri);
+    assert_eq!(sent.headers["x-goog-api-key"], "key-gem");
+    assert_eq!(sent.body["contents"], json!([{"role": "user", "parts": [{"text": "hi"}]}]));
+
+    // A Gemini stream has no closing event: its end completes the Anthropic client's stream.
+    let body =
+        json!({"model": "flash", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let events = sse(messages(&portico, body).await).await;
+    assert!(gemini.received()[1].uri.ends_with(":streamGenerateContent?alt=sse"));
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_deref().unwrap_or("")).collect();
+    assert_eq!(&names[names.len() - 2..], ["message_delta", "message_stop"], "{events:?}");
+    let text: String = events
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok()?.pointer("/delta/text")?.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(text, "Hello from gemini-mock: hi");
+
+    // Gemini signs its calls; the signature rides in the call's id and goes back with it.
+    let tools = json!([{"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "additionalProperties": false}}}]);
+    let ask = json!({"model": "flash", "tools": tools, "messages": [{"role": "user", "content": "weather?"}]});
+    let (_, _, answer) = chat(&portico, ask).await;
+    let call = answer["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(call["function"]["arguments"], "{\"city\":\"Paris\"}");
+    let history = json!([{"role": "user", "content": "weather?"}, answer["choices"][0]["message"],
+                         {"role": "tool", "tool_call_id": call["id"], "content": "18C"}]);
+    let (status, _, answer) = chat(&portico, json!({"model": "flash", "tools": tools, "messages": history})).await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = gemini.received().last().expect("a request").body.clone();
+    assert_eq!(sent["contents"][1]["parts"][0]["thoughtSignature"], "Z2VtaW5pLXNpZw==");
+    assert_eq!(sent["contents"][2]["parts"][0]["functionResponse"]["name"], "weather");
+    assert!(sent["tools"][0]["functionDeclarations"][0]["parameters"].get("additionalProperties").is_none());
+
+    // Mistral takes only 9-character tool call ids, and calls the seed `random_seed`.
+    let history = json!([{"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "toolu_01A09q90qw90", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "toolu_01A09q90qw90", "content": "18C"}]);
+    let (status, _, answer) = chat(&portico, json!({"model": "large", "seed": 7, "messages": history})).await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = &mistral.received()[0].body;
+    let id = sent["messages"][1]["tool_calls"][0]["id"].as_str().expect("an id");
+    assert!(id.len() == 9 && id.chars().all(|c| c.is_ascii_alphanumeric()), "{id}");
+    assert_eq!(sent["messages"][2]["tool_call_id"], id);
+    assert_eq!((sent["random_seed"].clone(), sent.get("seed")), (json!(7), None));
     portico.stop().await;
 }
