@@ -61,6 +61,21 @@ struct Script {
     received: Vec<Received>,
     /// Pause between stream events.
     pace: Duration,
+    /// Stream events sent so far, over all streams.
+    events_sent: usize,
+    /// Streams whose client went away before the last event.
+    streams_cancelled: usize,
+}
+
+/// Counts a stream as cancelled if it is dropped before its last event.
+struct Unfinished(Arc<Mutex<Script>>, bool);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).streams_cancelled += 1;
+        }
+    }
 }
 
 /// A running mock provider; stops when dropped.
@@ -116,6 +131,16 @@ impl MockProvider {
     /// The pause between two events of a stream (2 ms by default).
     pub fn set_pace(&self, pace: Duration) {
         self.lock().pace = pace;
+    }
+
+    /// Stream events sent so far, over all streams.
+    pub fn events_sent(&self) -> usize {
+        self.lock().events_sent
+    }
+
+    /// Streams whose connection closed before their last event (the client went away).
+    pub fn streams_cancelled(&self) -> usize {
+        self.lock().streams_cancelled
     }
 
     /// Every request received so far.
@@ -224,15 +249,23 @@ async fn answer(
         }
         _ => false,
     };
-    let frames = futures_util::stream::iter(events.into_iter().map(Some).chain(broken.then_some(None))).then(
-        move |event| async move {
+    let total = events.len();
+    let unfinished = Arc::new(Mutex::new(Unfinished(script.clone(), broken)));
+    let items = events.into_iter().map(Some).chain(broken.then_some(None)).enumerate();
+    let frames = futures_util::stream::iter(items).then(move |(i, event)| {
+        let (script, unfinished) = (script.clone(), unfinished.clone());
+        async move {
             tokio::time::sleep(pace).await;
+            script.lock().unwrap_or_else(|p| p.into_inner()).events_sent += 1;
+            if i + 1 == total {
+                unfinished.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+            }
             match event {
                 Some(event) => Ok(Frame::data(Bytes::from(event))),
                 None => Err(std::io::Error::other("connection dropped on purpose")),
             }
-        },
-    );
+        }
+    });
     let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
     response.headers_mut().insert("content-type", "text/event-stream".parse().map_err(std::io::Error::other)?);
     Ok(response)

@@ -516,3 +516,29 @@ async fn gemini_and_mistral_are_spoken_to_in_their_own_words() {
     assert_eq!((sent["random_seed"].clone(), sent.get("seed")), (json!(7), None));
     portico.stop().await;
 }
+
+#[tokio::test]
+async fn streams_flow_as_they_arrive_and_a_client_that_leaves_cancels_the_provider() {
+    let (openai, anthropic) = (MockProvider::start("openai-mock").await, MockProvider::start("anthropic-mock").await);
+    anthropic.set_pace(std::time::Duration::from_millis(100));
+    let portico = ai_portico(&openai, &anthropic).await;
+    let body = json!({"model": "claude", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let mut response =
+        portico.http_request(Method::POST, "/v1/chat/completions").json(&body).send().await.expect("request");
+    let first = response.chunk().await.expect("read").expect("a first chunk");
+    assert!(String::from_utf8_lossy(&first).starts_with("data: "), "{first:?}");
+    let sent = anthropic.events_sent();
+    assert!(sent < 9, "the first event reached the client before the provider sent the other ones ({sent} of 9 sent)");
+    drop(response);
+    let mut cancelled = 0;
+    for _ in 0..100 {
+        cancelled = anthropic.streams_cancelled();
+        if cancelled > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(cancelled, 1, "the provider's stream was cut when the client left");
+    assert!(anthropic.events_sent() < 9);
+    portico.stop().await;
+}
