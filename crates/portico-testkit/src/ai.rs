@@ -65,6 +65,10 @@ struct Script {
     events_sent: usize,
     /// Streams whose client went away before the last event.
     streams_cancelled: usize,
+    /// Text pieces per streamed answer.
+    pieces: usize,
+    /// Whether requests are kept for [`MockProvider::received`].
+    forget: bool,
 }
 
 /// Counts a stream as cancelled if it is dropped before its last event.
@@ -94,9 +98,14 @@ impl Drop for MockProvider {
 
 impl MockProvider {
     pub async fn start(name: &str) -> MockProvider {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a free port");
+        MockProvider::start_on(name, "127.0.0.1:0".parse().expect("an address")).await
+    }
+
+    /// A mock provider on `addr` (port 0: a free one).
+    pub async fn start_on(name: &str, addr: SocketAddr) -> MockProvider {
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("local address");
-        let script = Arc::new(Mutex::new(Script { pace: Duration::from_millis(2), ..Script::default() }));
+        let script = Arc::new(Mutex::new(Script { pace: Duration::from_millis(2), pieces: 3, ..Script::default() }));
         let (shared, label) = (script.clone(), name.to_owned());
         let task = tokio::spawn(async move {
             loop {
@@ -131,6 +140,16 @@ impl MockProvider {
     /// The pause between two events of a stream (2 ms by default).
     pub fn set_pace(&self, pace: Duration) {
         self.lock().pace = pace;
+    }
+
+    /// Streamed answers come in `pieces` text pieces (3 by default).
+    pub fn set_stream_pieces(&self, pieces: usize) {
+        self.lock().pieces = pieces.max(1);
+    }
+
+    /// Stops keeping requests (for benchmarks, where they would pile up).
+    pub fn forget_requests(&self) {
+        self.lock().forget = true;
     }
 
     /// Stream events sent so far, over all streams.
@@ -177,11 +196,14 @@ async fn answer(
         Wire::OpenAi
     };
     let key = key_of(&parts.headers);
-    let (fault, rejected, pace) = {
+    let (fault, rejected, pace, pieces) = {
         let mut script = script.lock().unwrap_or_else(|p| p.into_inner());
-        let uri = parts.uri.path_and_query().map_or(path.clone(), |pq| pq.to_string());
-        script.received.push(Received { uri, headers: parts.headers.clone(), body: body.clone() });
-        (script.faults.pop_front(), key.as_ref().is_some_and(|k| script.rejected_keys.contains(k)), script.pace)
+        if !script.forget {
+            let uri = parts.uri.path_and_query().map_or(path.clone(), |pq| pq.to_string());
+            script.received.push(Received { uri, headers: parts.headers.clone(), body: body.clone() });
+        }
+        let rejected = key.as_ref().is_some_and(|k| script.rejected_keys.contains(k));
+        (script.faults.pop_front(), rejected, script.pace, script.pieces)
     };
     if rejected || key.is_none() {
         return Ok(error(wire, 401, "authentication_error", "invalid x-api-key or bearer token"));
@@ -211,6 +233,7 @@ async fn answer(
         return Ok(error(wire, 404, "invalid_request_error", "unknown path"));
     }
     let mut reply = Reply::for_request(&name, wire, &body);
+    reply.pieces = pieces;
     let stream = match wire {
         Wire::Gemini => path.contains(":streamGenerateContent"),
         _ => body.get("stream").and_then(Value::as_bool).unwrap_or(false),
@@ -281,6 +304,8 @@ fn key_of(headers: &HeaderMap) -> Option<String> {
 
 /// What the mock answers a chat request with.
 struct Reply {
+    /// Text pieces of a streamed answer.
+    pieces: usize,
     model: String,
     text: String,
     /// The tool to call, when the request offers tools and no result came back yet.
@@ -317,6 +342,7 @@ impl Reply {
         let first_tool =
             body.pointer("/tools/0/function/name").or_else(|| body.pointer("/tools/0/name")).and_then(Value::as_str);
         Reply {
+            pieces: 3,
             model: body.get("model").and_then(Value::as_str).unwrap_or("mock").to_owned(),
             text: format!("Hello from {name}: {}", last_user.unwrap_or_default()),
             tool: first_tool.filter(|_| !answered_tool).map(str::to_owned),
@@ -335,6 +361,7 @@ impl Reply {
             contents.last().is_some_and(|c| parts(c).iter().any(|p| p.get("functionResponse").is_some()));
         let first_tool = body.pointer("/tools/0/functionDeclarations/0/name").and_then(Value::as_str);
         Reply {
+            pieces: 3,
             model: String::new(),
             text: format!("Hello from {name}: {}", last_user.unwrap_or_default()),
             tool: first_tool.filter(|_| !answered_tool).map(str::to_owned),
@@ -369,7 +396,7 @@ impl Reply {
         match &self.tool {
             Some(_) => vec![chunk(self.gemini_parts(), true)],
             None => {
-                let pieces = thirds(&self.text);
+                let pieces = split(&self.text, self.pieces);
                 let last = pieces.len() - 1;
                 pieces.iter().enumerate().map(|(i, piece)| chunk(json!([{"text": piece}]), i == last)).collect()
             }
@@ -412,7 +439,7 @@ impl Reply {
                 events.push(chunk(json!({}), json!("tool_calls")));
             }
             None => {
-                for piece in thirds(&self.text) {
+                for piece in split(&self.text, self.pieces) {
                     events.push(chunk(json!({"content": piece}), Value::Null));
                 }
                 events.push(chunk(json!({}), json!("stop")));
@@ -475,7 +502,7 @@ impl Reply {
             None => {
                 events.push(event("content_block_start", json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})));
                 events.push(event("ping", json!({"type": "ping"})));
-                for piece in thirds(&self.text) {
+                for piece in split(&self.text, self.pieces) {
                     events.push(event("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}})));
                 }
             }
@@ -498,10 +525,10 @@ fn openai_usage() -> Value {
            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}})
 }
 
-/// `text` in three pieces, split on character boundaries.
-fn thirds(text: &str) -> Vec<String> {
+/// `text` in `pieces` pieces (fewer if it is shorter), split on character boundaries.
+fn split(text: &str, pieces: usize) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
-    let step = chars.len().div_ceil(3).max(1);
+    let step = chars.len().div_ceil(pieces).max(1);
     chars.chunks(step).map(|c| c.iter().collect()).collect()
 }
 
