@@ -42,5 +42,5 @@ if [[ $TARGETS == *portkey* && ! -d $BENCH_DIR/ai/node_modules/@portkey-ai/gatew
 fi
 (cd "$REPO_ROOT" && cargo build --release -q -p portico --bin portico --example ai_mock --example sse_load)
 # A thousand streams need two thousand sockets and more.
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"
 exec python3 "$BENCH_DIR/ai/ai_bench.py"

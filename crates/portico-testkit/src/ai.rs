@@ -110,6 +110,8 @@ impl MockProvider {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
+                // Paced events must leave at once, not wait for the last one's ACK.
+                let _ = stream.set_nodelay(true);
                 let (script, name) = (shared.clone(), label.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |request| answer(name.clone(), script.clone(), request));

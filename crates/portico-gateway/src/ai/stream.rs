@@ -65,6 +65,8 @@ impl AiStream {
         for event in self.events.iter().map(Some).chain(ended.then_some(None)) {
             self.steps.clear();
             match event {
+                // Passed through, an event only needs reading when it may end the stream.
+                Some(event) if matches!(self.mode, Mode::Pass) && !may_end(event) => {}
                 Some(event) => self.reader.read(event, &mut self.steps),
                 None => self.reader.finish(&mut self.steps),
             }
@@ -86,6 +88,15 @@ impl AiStream {
         self.complete = true;
         Bytes::from(self.client.stream_error(&AiError::new(ErrorKind::Api, message)))
     }
+}
+
+/// Whether an event may end a stream or report an error (`[DONE]`, `message_stop`, an
+/// `error` event or object); a cheap look that spares parsing every other event's JSON.
+fn may_end(event: &SseEvent) -> bool {
+    event.data == "[DONE]"
+        || matches!(event.event.as_deref(), Some("message_stop" | "error"))
+        || event.data.contains("\"error\"")
+        || event.data.contains("message_stop")
 }
 
 impl Body for AiStream {
