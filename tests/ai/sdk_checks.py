@@ -13,6 +13,7 @@ with {"city": "Paris"}, and count 14 prompt tokens (3 cached) and 7 completion t
 """
 
 import json
+import os
 import sys
 
 import anthropic
@@ -20,8 +21,10 @@ import openai
 
 URL = sys.argv[1]
 
-oa = openai.OpenAI(base_url=f"{URL}/v1", api_key="portico-consumer-key", max_retries=0)
-an = anthropic.Anthropic(base_url=URL, api_key="portico-consumer-key", max_retries=0)
+# The key of a Portico consumer: OpenAI's SDK sends it as a bearer token, Anthropic's as x-api-key.
+KEY = os.environ["PORTICO_KEY"]
+oa = openai.OpenAI(base_url=f"{URL}/v1", api_key=KEY, max_retries=0)
+an = anthropic.Anthropic(base_url=URL, api_key=KEY, max_retries=0)
 WEATHER = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
 HI = [{"role": "user", "content": "hi"}]
 
@@ -90,6 +93,11 @@ def openai_embeddings():
 
 def openai_errors():
     try:
+        openai.OpenAI(base_url=f"{URL}/v1", api_key="not-a-consumer-key", max_retries=0).chat.completions.create(model="gpt", messages=HI)
+        raise Difference("an unknown key was let through")
+    except openai.AuthenticationError as error:
+        equal(error.status_code, 401, "unknown key status")
+    try:
         oa.chat.completions.create(model="nope", messages=HI)
         raise Difference("an unknown model was answered")
     except openai.NotFoundError as error:
@@ -149,6 +157,11 @@ def anthropic_tools_and_thinking():
 
 
 def anthropic_errors():
+    try:
+        anthropic.Anthropic(base_url=URL, api_key="not-a-consumer-key", max_retries=0).messages.create(model="claude", max_tokens=10, messages=HI)
+        raise Difference("an unknown key was let through")
+    except anthropic.AuthenticationError as error:
+        equal(error.status_code, 401, "unknown key status")
     try:
         an.messages.create(model="nope", max_tokens=10, messages=HI)
         raise Difference("an unknown model was answered")

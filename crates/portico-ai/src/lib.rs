@@ -16,6 +16,7 @@
 mod anthropic;
 mod chat;
 mod error;
+mod fields;
 mod gemini;
 mod json;
 mod openai;
@@ -28,6 +29,7 @@ pub use chat::{
     ToolChoice, Usage,
 };
 pub use error::{AiError, ErrorKind};
+pub use fields::Fields;
 pub use json::parse_body;
 pub use sse::{SseEvent, SseParser};
 

@@ -233,6 +233,10 @@ pub struct KeyAuth {
     /// Send the key on to the upstream (default: it is removed).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_credential: bool,
+    /// Also take the key from `Authorization: Bearer <key>` when `header` is absent: one
+    /// route then serves Anthropic's SDKs (`x-api-key`) and OpenAI's (bearer) alike.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bearer: bool,
 }
 
 fn default_key_header() -> String {
@@ -494,11 +498,11 @@ mod tests {
     #[test]
     fn the_more_specific_place_wins_per_kind() {
         let route = Policies {
-            key_auth: Some(KeyAuth { header: "k".into(), query: None, keep_credential: false }),
+            key_auth: Some(KeyAuth { header: "k".into(), query: None, keep_credential: false, bearer: false }),
             ..Default::default()
         };
         let global = Policies {
-            key_auth: Some(KeyAuth { header: "g".into(), query: None, keep_credential: false }),
+            key_auth: Some(KeyAuth { header: "g".into(), query: None, keep_credential: false, bearer: false }),
             basic_auth: Some(BasicAuth::default()),
             ..Default::default()
         };

@@ -70,6 +70,8 @@ struct KeyLookup {
     header: HeaderName,
     query: Option<Box<str>>,
     keep_credential: bool,
+    /// Also `Authorization: Bearer <key>`.
+    bearer: bool,
 }
 
 struct AclRules {
@@ -137,6 +139,7 @@ impl KeyLookup {
             header: HeaderName::from_bytes(policy.header.as_bytes()).unwrap_or(HeaderName::from_static("x-api-key")),
             query: policy.query.as_deref().map(Into::into),
             keep_credential: policy.keep_credential,
+            bearer: policy.bearer,
         }
     }
 }
@@ -277,15 +280,23 @@ async fn authenticate<'s, B>(
             break 'found consumer;
         }
         if let Some(lookup) = &policy.key_auth {
-            if let Some(key) = request.headers().get(&lookup.header) {
-                let mut key = key.as_bytes();
+            let (header, key) = match request.headers().get(&lookup.header) {
+                Some(key) => (&lookup.header, Some(key.as_bytes())),
+                None if lookup.bearer => (
+                    &http::header::AUTHORIZATION,
+                    request.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes()),
+                ),
+                None => (&lookup.header, None),
+            };
+            if let Some(mut key) = key {
                 // `Authorization: Bearer <key>` is how OpenAI's SDKs send a key.
-                if lookup.header == http::header::AUTHORIZATION {
+                if *header == http::header::AUTHORIZATION {
                     key = identity::bearer_token(key).unwrap_or(key);
                 }
                 let consumer = consumers.by_key(key).ok_or(unknown_key(basic))?;
                 if !lookup.keep_credential {
-                    request.headers_mut().remove(&lookup.header);
+                    let header = header.clone();
+                    request.headers_mut().remove(header);
                 }
                 break 'found Some(consumer);
             }

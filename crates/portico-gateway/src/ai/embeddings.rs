@@ -5,34 +5,30 @@
 //! client that asked for base64 and got floats reads garbage.
 
 use base64::Engine;
-use portico_ai::AiError;
+use portico_ai::{AiError, Fields};
 use serde_json::Value;
 
-/// The request for a provider: the provider's model, no `encoding_format`. Returns whether
-/// the client wants base64.
-pub(crate) fn prepare(body: &Value) -> Result<bool, AiError> {
-    let map = body.as_object().ok_or_else(|| AiError::invalid("", "the body must be a JSON object"))?;
-    match map.get("input") {
-        Some(Value::String(_) | Value::Array(_)) => {}
+/// Checks the request; returns whether the client wants base64.
+pub(crate) fn prepare(body: &Fields) -> Result<bool, AiError> {
+    match body.get("input").map(|raw| raw.get().as_bytes().first()) {
+        Some(Some(b'"' | b'[')) => {}
         Some(_) => return Err(AiError::invalid("input", "expected a string or an array")),
         None => return Err(AiError::invalid("input", "is required")),
     }
-    match map.get("encoding_format") {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::String(format)) if format == "float" => Ok(false),
-        Some(Value::String(format)) if format == "base64" => Ok(true),
-        Some(_) => Err(AiError::invalid("encoding_format", "expected `float` or `base64`")),
+    match body.string("encoding_format").map_err(|_| invalid_format())?.as_deref() {
+        None | Some("float") => Ok(false),
+        Some("base64") => Ok(true),
+        Some(_) => Err(invalid_format()),
     }
 }
 
-/// The provider's request body for `model`.
-pub(crate) fn request_body(body: &Value, model: &str) -> Vec<u8> {
-    let mut body = body.clone();
-    if let Some(map) = body.as_object_mut() {
-        map.insert("model".into(), model.into());
-        map.remove("encoding_format");
-    }
-    serde_json::to_vec(&body).unwrap_or_default()
+fn invalid_format() -> AiError {
+    AiError::invalid("encoding_format", "expected `float` or `base64`")
+}
+
+/// The provider's request body for `model` (as a JSON string): no `encoding_format`.
+pub(crate) fn request_body(body: &Fields, model: &str) -> Vec<u8> {
+    body.rewrite(&[("model", Some(model)), ("encoding_format", None)])
 }
 
 /// The provider's answer, with each embedding as base64 of little-endian `f32`s when
@@ -79,14 +75,16 @@ mod tests {
 
     #[test]
     fn providers_never_see_the_encoding_format() {
+        let check =
+            |body: Value| prepare(&Fields::parse(body.to_string().as_bytes()).expect("object")).map_err(|e| e.param);
         let body = json!({"model": "alias", "input": ["a"], "encoding_format": "base64", "dimensions": 8});
-        assert_eq!(prepare(&body), Ok(true));
-        let sent: Value = serde_json::from_slice(&request_body(&body, "text-embedding-3-small")).expect("json");
+        assert_eq!(check(body.clone()), Ok(true));
+        let text = body.to_string();
+        let fields = Fields::parse(text.as_bytes()).expect("object");
+        let sent: Value = serde_json::from_slice(&request_body(&fields, r#""text-embedding-3-small""#)).expect("json");
         assert_eq!(sent, json!({"model": "text-embedding-3-small", "input": ["a"], "dimensions": 8}));
-        assert_eq!(prepare(&json!({"model": "m"})).map_err(|e| e.param), Err(Some("input".to_owned())));
-        assert_eq!(
-            prepare(&json!({"input": "x", "encoding_format": "int8"})).map_err(|e| e.param),
-            Err(Some("encoding_format".to_owned()))
-        );
+        assert_eq!(check(json!({"model": "m"})), Err(Some("input".to_owned())));
+        assert_eq!(check(json!({"input": 3})), Err(Some("input".to_owned())));
+        assert_eq!(check(json!({"input": "x", "encoding_format": "int8"})), Err(Some("encoding_format".to_owned())));
     }
 }

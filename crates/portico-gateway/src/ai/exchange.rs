@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use portico_ai::{AiError, ChatRequest, Dialect, ErrorKind, Format};
+use portico_ai::{AiError, ChatRequest, Dialect, ErrorKind, Fields, Format};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,7 @@ pub(crate) async fn handle(
             return error_response(format, None, &error);
         }
     };
-    let call = match Call::new(endpoint, format, &body, &parts.headers, matches!(api, Api::Embeddings)) {
+    let call = match Call::new(endpoint, format, body, &parts.headers, matches!(api, Api::Embeddings)) {
         Ok(call) => call,
         Err(error) => return error_response(format, None, &error),
     };
@@ -110,7 +110,8 @@ fn find_api(method: &Method, path: &str) -> Result<Api, (Option<StatusCode>, AiE
 struct Call<'a> {
     client: Format,
     model: &'a Model,
-    body: Value,
+    /// The client's body as sent.
+    body: Bytes,
     headers: &'a HeaderMap,
     operation: Operation,
     stream: bool,
@@ -134,26 +135,20 @@ impl<'a> Call<'a> {
     fn new(
         endpoint: &'a AiEndpoint,
         client: Format,
-        body: &[u8],
+        body: Bytes,
         headers: &'a HeaderMap,
         embeddings: bool,
     ) -> Result<Call<'a>, AiError> {
-        let body = portico_ai::parse_body(body)?;
-        let name = match body.get("model") {
-            Some(Value::String(name)) => name.clone(),
-            Some(_) => return Err(AiError::invalid("model", "expected a string")),
-            None => return Err(AiError::invalid("model", "is required")),
-        };
+        // Only the top level is read here: a body passed through is never parsed whole.
+        let fields = Fields::parse(&body)?;
+        let name = fields.string("model")?.ok_or_else(|| AiError::invalid("model", "is required"))?;
         let model = endpoint.models.get(name.as_str()).ok_or_else(|| {
             AiError::new(ErrorKind::NotFound, format!("The model `{name}` does not exist or is not served here"))
                 .with_code("model_not_found")
         })?;
-        let base64 = if embeddings { embeddings::prepare(&body)? } else { false };
-        let stream = match body.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(stream)) => *stream,
-            Some(_) => return Err(AiError::invalid("stream", "expected true or false")),
-        };
+        let base64 = if embeddings { embeddings::prepare(&fields)? } else { false };
+        let stream = fields.boolean("stream")?.unwrap_or(false);
+        drop(fields);
         let operation = if embeddings { Operation::Embeddings } else { Operation::Chat };
         Ok(Call { client, model, body, headers, operation, stream, base64, neutral: None })
     }
@@ -204,16 +199,15 @@ impl<'a> Call<'a> {
     /// The body `target`'s provider gets: the client's own with the model replaced when the
     /// formats agree, a translation when they do not.
     fn provider_body(&mut self, target: &Target) -> Result<Vec<u8>, AiError> {
+        let model = serde_json::to_string(&*target.model).unwrap_or_default();
         if self.operation == Operation::Embeddings {
-            return Ok(embeddings::request_body(&self.body, &target.model));
+            return Ok(embeddings::request_body(&Fields::parse(&self.body)?, &model));
         }
         if target.provider.dialect.passes_through(self.client) {
-            let mut body = self.body.clone();
-            body["model"] = Value::from(&*target.model);
-            return Ok(serde_json::to_vec(&body).unwrap_or_default());
+            return Ok(Fields::parse(&self.body)?.rewrite(&[("model", Some(&model))]));
         }
-        let client = self.client;
-        let neutral = self.neutral.get_or_insert_with(|| client.parse_request(&self.body));
+        let (client, body) = (self.client, &self.body);
+        let neutral = self.neutral.get_or_insert_with(|| client.parse_request(&portico_ai::parse_body(body)?));
         let neutral = neutral.as_ref().map_err(Clone::clone)?;
         target.provider.dialect.write_request(neutral, &target.model)
     }

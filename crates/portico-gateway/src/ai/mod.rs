@@ -24,6 +24,15 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The format of a client of an AI service, by the API its path names.
+pub(crate) fn client_format(path: &str) -> portico_ai::Format {
+    if path.trim_end_matches('/').ends_with("/messages") {
+        portico_ai::Format::Anthropic
+    } else {
+        portico_ai::Format::OpenAi
+    }
+}
+
 /// An AI service, ready for the request path.
 pub(crate) struct AiEndpoint {
     pub service: Arc<str>,

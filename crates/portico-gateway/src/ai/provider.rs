@@ -176,3 +176,72 @@ fn encode(segment: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(yaml: &str) -> Provider {
+        let config: AiProvider = yaml_serde::from_str(yaml).expect("yaml");
+        Provider::compile(&config, &UpstreamStates::default(), None).expect("compiles")
+    }
+
+    /// Where each kind of provider is asked, with which key header: from the providers' API
+    /// references.
+    #[test]
+    fn each_kind_is_asked_at_its_own_address_with_its_own_key_header() {
+        let cases = [
+            ("{name: o, kind: openai, keys: [{name: k, key: sk-1}]}", Operation::Chat, false,
+             "/v1/chat/completions", "api.openai.com", "authorization", "Bearer sk-1"),
+            ("{name: a, kind: azure, base_url: 'https://res.openai.azure.com/openai', keys: [{name: k, key: az-1}]}",
+             Operation::Chat, true, "/openai/deployments/my-gpt/chat/completions?api-version=2024-10-21",
+             "res.openai.azure.com", "api-key", "az-1"),
+            ("{name: a, kind: azure, base_url: 'https://res.openai.azure.com/openai/', api_version: 2025-01-01-preview, keys: [{name: k, key: az-1}]}",
+             Operation::Embeddings, false, "/openai/deployments/my-gpt/embeddings?api-version=2025-01-01-preview",
+             "res.openai.azure.com", "api-key", "az-1"),
+            ("{name: c, kind: anthropic, keys: [{name: k, key: sk-ant}]}", Operation::Chat, true,
+             "/v1/messages", "api.anthropic.com", "x-api-key", "sk-ant"),
+            ("{name: g, kind: gemini, keys: [{name: k, key: AIza}]}", Operation::Chat, false,
+             "/v1beta/models/my-gpt:generateContent", "generativelanguage.googleapis.com", "x-goog-api-key", "AIza"),
+            ("{name: g, kind: gemini, keys: [{name: k, key: AIza}]}", Operation::Chat, true,
+             "/v1beta/models/my-gpt:streamGenerateContent?alt=sse", "generativelanguage.googleapis.com", "x-goog-api-key", "AIza"),
+            ("{name: m, kind: mistral, keys: [{name: k, key: mk}]}", Operation::Embeddings, false,
+             "/v1/embeddings", "api.mistral.ai", "authorization", "Bearer mk"),
+            ("{name: l, kind: ollama}", Operation::Chat, true, "/v1/chat/completions", "127.0.0.1:11434", "", ""),
+            ("{name: v, kind: openai_compatible, base_url: 'http://vllm:8000/v1', keys: [{name: k, key: t}]}",
+             Operation::Chat, false, "/v1/chat/completions", "vllm:8000", "authorization", "Bearer t"),
+        ];
+        let id = HeaderValue::from_static("req-1");
+        for (yaml, operation, stream, path, host, key_header, key) in cases {
+            let provider = provider(yaml);
+            let request = provider
+                .request(operation, "my-gpt", stream, 0, Bytes::new(), &HeaderMap::new(), &id)
+                .expect("a request");
+            assert_eq!(request.uri().to_string(), path, "{yaml}");
+            assert_eq!(request.headers()[header::HOST], host, "{yaml}");
+            if key_header.is_empty() {
+                assert!(!request.headers().contains_key(header::AUTHORIZATION), "{yaml}");
+            } else {
+                assert_eq!(request.headers()[key_header], key, "{yaml}");
+                assert!(request.headers()[key_header].is_sensitive(), "keys are marked sensitive: {yaml}");
+            }
+        }
+    }
+
+    #[test]
+    fn anthropic_version_and_beta_flags_come_from_the_client_when_it_sent_them() {
+        let provider = provider("{name: c, kind: anthropic, keys: [{name: k, key: sk-ant}]}");
+        let id = HeaderValue::from_static("req-1");
+        let request = provider
+            .request(Operation::Chat, "claude", false, 0, Bytes::new(), &HeaderMap::new(), &id)
+            .expect("request");
+        assert_eq!(request.headers()["anthropic-version"], "2023-06-01");
+        let mut client = HeaderMap::new();
+        client.insert("anthropic-version", HeaderValue::from_static("2024-01-01"));
+        client.insert("anthropic-beta", HeaderValue::from_static("interleaved-thinking-2025-05-14"));
+        let request =
+            provider.request(Operation::Chat, "claude", false, 0, Bytes::new(), &client, &id).expect("request");
+        assert_eq!(request.headers()["anthropic-version"], "2024-01-01");
+        assert_eq!(request.headers()["anthropic-beta"], "interleaved-thinking-2025-05-14");
+    }
+}

@@ -112,9 +112,21 @@ impl ProxyError {
         self.parts().0
     }
 
-    pub fn to_response(self, request_id: &HeaderValue) -> Response<ResponseBody> {
+    /// The response for this error: Portico's JSON error, or for a client of an AI service,
+    /// the error of its own API (so that its SDK raises the right exception).
+    pub fn to_response(self, request_id: &HeaderValue, ai: Option<portico_ai::Format>) -> Response<ResponseBody> {
         let (status, code, message) = self.parts();
-        let mut response = error_response(status, code, message, request_id.to_str().unwrap_or(""));
+        let mut response = match ai {
+            Some(format) => {
+                let error = portico_ai::AiError::new(portico_ai::ErrorKind::from_status(status.as_u16()), message)
+                    .with_code(code);
+                let mut response = Response::new(ResponseBody::full(Bytes::from(format.write_error(&error))));
+                *response.status_mut() = status;
+                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response
+            }
+            None => error_response(status, code, message, request_id.to_str().unwrap_or("")),
+        };
         if let ProxyError::Unauthenticated { basic: true, .. } = self {
             let challenge = HeaderValue::from_static("Basic realm=\"portico\", charset=\"UTF-8\"");
             response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);

@@ -91,7 +91,10 @@ pub(crate) async fn handle(
     // What the access phase adds to whatever the response turns out to be (rate-limit
     // state, CORS).
     let mut extras = access::ResponseExtras::default();
-    let mut response = match forward(request, snapshot, &cx, serving.limits, &mut extras, &mut trail).await {
+    // Set when the route is an AI service's: its errors take the AI client's format.
+    let mut ai_client = None;
+    let forwarded = forward(request, snapshot, &cx, serving.limits, &mut extras, &mut trail, &mut ai_client).await;
+    let mut response = match forwarded {
         Ok(response) => response,
         Err(error) => {
             if let (ProxyError::RateLimited { .. }, Some(route)) = (error, &trail.route) {
@@ -100,7 +103,7 @@ pub(crate) async fn handle(
             if let Some(event) = trail.event() {
                 event.error = Some(error.code());
             }
-            error.to_response(&request_id)
+            error.to_response(&request_id, ai_client)
         }
     };
     if let Some(event) = trail.event() {
@@ -136,6 +139,7 @@ async fn forward<'s>(
     limits: &RequestLimits,
     extras: &mut access::ResponseExtras<'s>,
     trail: &mut Trail,
+    ai_client: &mut Option<portico_ai::Format>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let client = cx.client;
     // 1. accept
@@ -152,6 +156,9 @@ async fn forward<'s>(
     if let Some(event) = trail.event() {
         event.route = Some(route.name.clone());
         event.path_template = Some(route.templates[pattern].clone());
+    }
+    if let Action::Ai(_) = route.action {
+        *ai_client = Some(crate::ai::client_format(request.uri().path()));
     }
     if route.https_only && !client.tls {
         return Ok(redirect_to_https(&request, limits.https_port));

@@ -438,6 +438,35 @@ async fn ai_routes_take_the_gateways_policies_and_bearer_keys() {
     assert_eq!(response.status(), 200);
     // The consumer's key stays with Portico: the provider gets Portico's own.
     assert_eq!(openai.received().last().expect("a request").headers["authorization"], "Bearer sk-oa-main");
+
+    // With `bearer`, one route takes Anthropic's `x-api-key` and OpenAI's bearer token, and
+    // refuses each client in its own API's words.
+    let both =
+        json!({"name": "both", "paths": ["/both/v1/*"], "service": "llm", "policies": {"key_auth": {"bearer": true}}});
+    portico.create("routes", both).await;
+    let ask = json!({"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    let anthropic_request = |key: &str| {
+        let request = portico.http_request(Method::POST, "/both/v1/messages").header("anthropic-version", "2023-06-01");
+        request.header("x-api-key", key).json(&ask).send()
+    };
+    assert_eq!(anthropic_request(&key).await.expect("request").status(), 200);
+    let refused = anthropic_request("wrong").await.expect("request");
+    assert_eq!(refused.status(), 401);
+    let error: Value = refused.json().await.expect("json");
+    assert_eq!(
+        (error["type"].clone(), error["error"]["type"].clone()),
+        (json!("error"), json!("authentication_error"))
+    );
+    let openai_request = |key: &str| {
+        let request = portico.http_request(Method::POST, "/both/v1/chat/completions").bearer_auth(key);
+        request.json(&body).send()
+    };
+    assert_eq!(openai_request(&key).await.expect("request").status(), 200);
+    let refused = openai_request("wrong").await.expect("request");
+    assert_eq!(refused.status(), 401);
+    let error: Value = refused.json().await.expect("json");
+    assert_eq!(error["error"]["type"], "authentication_error");
+    assert_eq!(error["error"]["code"], "unauthorized");
     portico.stop().await;
 }
 

@@ -4,6 +4,8 @@
 
 use crate::ai::ai_portico;
 use portico_testkit::{MockProvider, ProviderFault};
+use reqwest::Method;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -24,6 +26,23 @@ async fn the_official_sdks_work_through_portico() {
     }
     let (openai, anthropic) = (MockProvider::start("openai-mock").await, MockProvider::start("anthropic-mock").await);
     let portico = ai_portico(&openai, &anthropic).await;
+    // The SDKs authenticate as a consumer: OpenAI's with a bearer token, Anthropic's with
+    // `x-api-key`, on the same route.
+    portico.create("consumers", json!({"name": "sdk-app"})).await;
+    let issued: Value = portico
+        .admin(Method::POST, "/consumers/sdk-app/credentials")
+        .json(&json!({"type": "key_auth"}))
+        .send()
+        .await
+        .expect("credential")
+        .json()
+        .await
+        .expect("json");
+    let route =
+        json!({"name": "llm", "paths": ["/v1/*"], "service": "llm", "policies": {"key_auth": {"bearer": true}}});
+    let put = portico.admin(Method::PUT, "/routes/llm").header("if-match", "\"1\"").json(&route);
+    assert_eq!(put.send().await.expect("put").status(), 200);
+    portico.settle().await;
     // Scripted failures come last: a 429 leaves the Anthropic key resting for a second.
     let scenarios: [(&str, Option<(&MockProvider, ProviderFault)>); 11] = [
         ("openai_chat", None),
@@ -41,6 +60,7 @@ async fn the_official_sdks_work_through_portico() {
     let mut checks = tokio::process::Command::new(&python)
         .arg(tests_dir().join("sdk_checks.py"))
         .arg(&portico.proxy)
+        .env("PORTICO_KEY", issued["key"].as_str().expect("a key"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)

@@ -1,0 +1,130 @@
+//! Request bodies read at their top level only: each field's JSON text is kept exactly as the
+//! client sent it. Passing a body through to a provider of the same format then costs one
+//! shallow scan and a copy with `model` replaced, instead of parsing and re-serialising every
+//! message, and what the client wrote (a thinking block's signature, a number's digits) stays
+//! byte for byte what the provider gets.
+
+use crate::error::AiError;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// The top-level fields of a JSON object, in order, each with its JSON text.
+pub struct Fields<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'a> Fields<'a> {
+    /// Reads `body`, which must be a JSON object.
+    pub fn parse(body: &'a [u8]) -> Result<Fields<'a>, AiError> {
+        serde_json::from_slice(body).map_err(|e| {
+            if e.is_data() {
+                AiError::invalid("", "the body must be a JSON object")
+            } else {
+                AiError::invalid("", format!("the body is not valid JSON: {e}"))
+            }
+        })
+    }
+
+    /// The JSON text of the field `key` (the last one, if it appears twice).
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// The field `key` as a string; absent when missing or `null`.
+    pub fn string(&self, key: &str) -> Result<Option<String>, AiError> {
+        match self.get(key).map(RawValue::get) {
+            None | Some("null") => Ok(None),
+            Some(text) => serde_json::from_str(text).map(Some).map_err(|_| AiError::invalid(key, "expected a string")),
+        }
+    }
+
+    /// The field `key` as true or false; absent when missing or `null`.
+    pub fn boolean(&self, key: &str) -> Result<Option<bool>, AiError> {
+        match self.get(key).map(RawValue::get) {
+            None | Some("null") => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(_) => Err(AiError::invalid(key, "expected true or false")),
+        }
+    }
+
+    /// The object again, with `changes` made: `(key, Some(json))` sets a field (in its place,
+    /// or at the end), `(key, None)` removes it. Everything else is copied as it was.
+    pub fn rewrite(&self, changes: &[(&str, Option<&str>)]) -> Vec<u8> {
+        let size: usize = self.0.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+        let mut out = Vec::with_capacity(size + 64);
+        out.push(b'{');
+        let write = |key: &str, value: &str, out: &mut Vec<u8>| {
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            // Keys are re-escaped; serialising a string cannot fail.
+            out.extend_from_slice(serde_json::to_string(key).unwrap_or_default().as_bytes());
+            out.push(b':');
+            out.extend_from_slice(value.as_bytes());
+        };
+        let mut done = vec![false; changes.len()];
+        for (key, value) in &self.0 {
+            match changes.iter().position(|(k, _)| k == key) {
+                Some(i) => {
+                    if let (Some(value), false) = (changes[i].1, done[i]) {
+                        write(key, value, &mut out);
+                    }
+                    done[i] = true;
+                }
+                None => write(key, value.get(), &mut out),
+            }
+        }
+        for ((key, value), done) in changes.iter().zip(done) {
+            if let (Some(value), false) = (value, done) {
+                write(key, value, &mut out);
+            }
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Fields<'a>, D::Error> {
+        struct Object<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Object<'a> {
+            type Value = Fields<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Fields<'a>, M::Error> {
+                let mut fields = Vec::new();
+                while let Some(field) = map.next_entry::<String, &'de RawValue>()? {
+                    fields.push(field);
+                }
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(Object(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_read_shallowly_and_rewritten_byte_for_byte() {
+        let body =
+            br#"{"model":"alias","messages":[{"role":"user","content":"caf\u00e9 1.0e2"}],"stream":true,"seed":null}"#;
+        let fields = Fields::parse(body).expect("an object");
+        assert_eq!(fields.string("model").expect("string").as_deref(), Some("alias"));
+        assert_eq!(fields.boolean("stream").expect("bool"), Some(true));
+        assert_eq!(fields.string("seed").expect("null"), None);
+        assert_eq!(fields.string("absent").expect("absent"), None);
+        assert!(fields.boolean("model").is_err());
+        let rewritten = fields.rewrite(&[("model", Some(r#""gpt-4o""#)), ("seed", None), ("extra", Some("1"))]);
+        assert_eq!(
+            std::str::from_utf8(&rewritten).expect("utf-8"),
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"caf\u00e9 1.0e2"}],"stream":true,"extra":1}"#,
+            "what was not changed is copied as sent, escapes and number spellings included"
+        );
+        assert!(Fields::parse(b"[1]").is_err_and(|e| e.message.contains("object")));
+        assert!(Fields::parse(b"{oops").is_err_and(|e| e.message.contains("not valid JSON")));
+    }
+}
