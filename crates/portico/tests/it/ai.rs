@@ -30,6 +30,15 @@ pub(crate) async fn ai_portico(openai: &MockProvider, anthropic: &MockProvider) 
     portico
 }
 
+/// A new consumer named `name`, and the API key issued to it.
+pub(crate) async fn consumer_key(portico: &Portico, name: &str) -> String {
+    portico.create("consumers", json!({"name": name})).await;
+    let issue =
+        portico.admin(Method::POST, &format!("/consumers/{name}/credentials")).json(&json!({"type": "key_auth"}));
+    let issued: Value = issue.send().await.expect("credential").json().await.expect("json");
+    issued["key"].as_str().expect("a key").to_owned()
+}
+
 async fn chat(portico: &Portico, body: Value) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let response =
         portico.http_request(Method::POST, "/v1/chat/completions").json(&body).send().await.expect("request");
@@ -408,18 +417,7 @@ async fn a_yaml_file_configures_the_ai_gateway() {
 async fn ai_routes_take_the_gateways_policies_and_bearer_keys() {
     let (openai, anthropic) = (MockProvider::start("openai-mock").await, MockProvider::start("anthropic-mock").await);
     let portico = ai_portico(&openai, &anthropic).await;
-    let consumer: Value = portico.create("consumers", json!({"name": "app"})).await;
-    assert_eq!(consumer["name"], "app");
-    let issued: Value = portico
-        .admin(Method::POST, "/consumers/app/credentials")
-        .json(&json!({"type": "key_auth"}))
-        .send()
-        .await
-        .expect("credential")
-        .json()
-        .await
-        .expect("json");
-    let key = issued["key"].as_str().expect("a key").to_owned();
+    let key = consumer_key(&portico, "app").await;
     let secured = json!({"name": "secured", "paths": ["/secure/v1/*"], "service": "llm",
                          "policies": {"key_auth": {"header": "authorization"}}});
     portico.create("routes", secured).await;

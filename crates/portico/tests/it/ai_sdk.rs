@@ -2,10 +2,10 @@
 //! pointed at Portico: each scenario of tests/ai/sdk_checks.py asserts what the SDK hands
 //! back to its caller.
 
-use crate::ai::ai_portico;
+use crate::ai::{ai_portico, consumer_key};
 use portico_testkit::{MockProvider, ProviderFault};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -28,16 +28,7 @@ async fn the_official_sdks_work_through_portico() {
     let portico = ai_portico(&openai, &anthropic).await;
     // The SDKs authenticate as a consumer: OpenAI's with a bearer token, Anthropic's with
     // `x-api-key`, on the same route.
-    portico.create("consumers", json!({"name": "sdk-app"})).await;
-    let issued: Value = portico
-        .admin(Method::POST, "/consumers/sdk-app/credentials")
-        .json(&json!({"type": "key_auth"}))
-        .send()
-        .await
-        .expect("credential")
-        .json()
-        .await
-        .expect("json");
+    let key = consumer_key(&portico, "sdk-app").await;
     let route =
         json!({"name": "llm", "paths": ["/v1/*"], "service": "llm", "policies": {"key_auth": {"bearer": true}}});
     let put = portico.admin(Method::PUT, "/routes/llm").header("if-match", "\"1\"").json(&route);
@@ -60,7 +51,7 @@ async fn the_official_sdks_work_through_portico() {
     let mut checks = tokio::process::Command::new(&python)
         .arg(tests_dir().join("sdk_checks.py"))
         .arg(&portico.proxy)
-        .env("PORTICO_KEY", issued["key"].as_str().expect("a key"))
+        .env("PORTICO_KEY", key)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
