@@ -234,7 +234,9 @@ def streams(target, count):
         json.dump(result, f)
     print(f"  {target:8} streams={count:<5} completed {result['completed']}  stalled {result['stalled']}  "
           f"first byte p50 {result.get('first_byte_ms', {}).get('p50', 0):.2f} ms  "
-          f"gap p99 {result.get('gap_ms', {}).get('p99', 0):.2f} ms  errors {result['errors'][:2]}", flush=True)
+          f"gap p99 {result.get('gap_ms', {}).get('p99', 0):.2f} ms  long gaps ended at "
+          f"{result.get('stalls_at_ms', {}).get('first')}–{result.get('stalls_at_ms', {}).get('last')} ms  "
+          f"errors {result['errors'][:2]}", flush=True)
     return result
 
 

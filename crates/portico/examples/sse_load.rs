@@ -14,10 +14,18 @@ use std::time::{Duration, Instant};
 struct Stream {
     first_byte: Option<Duration>,
     gaps: Vec<Duration>,
+    /// When (since the run began) each gap longer than the stall limit ended.
+    stalls_at: Vec<Duration>,
     done: bool,
 }
 
-async fn one(url: &hyper::Uri, headers: &[(String, String)], body: Bytes) -> Result<Stream, String> {
+async fn one(
+    url: &hyper::Uri,
+    headers: &[(String, String)],
+    body: Bytes,
+    run: Instant,
+    stall: Duration,
+) -> Result<Stream, String> {
     let authority = url.authority().ok_or("no host")?.clone();
     let tcp = tokio::net::TcpStream::connect(authority.as_str()).await.map_err(|e| e.to_string())?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
@@ -36,7 +44,7 @@ async fn one(url: &hyper::Uri, headers: &[(String, String)], body: Bytes) -> Res
         return Err(format!("status {}", response.status()));
     }
     let mut body: Incoming = response.into_body();
-    let mut stream = Stream { first_byte: None, gaps: Vec::new(), done: false };
+    let mut stream = Stream { first_byte: None, gaps: Vec::new(), stalls_at: Vec::new(), done: false };
     let mut last = started;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| e.to_string())?;
@@ -44,7 +52,12 @@ async fn one(url: &hyper::Uri, headers: &[(String, String)], body: Bytes) -> Res
         let now = Instant::now();
         match stream.first_byte {
             None => stream.first_byte = Some(now - started),
-            Some(_) => stream.gaps.push(now - last),
+            Some(_) => {
+                stream.gaps.push(now - last);
+                if now - last > stall {
+                    stream.stalls_at.push(now - run);
+                }
+            }
         }
         last = now;
         if data.windows(6).any(|w| w == b"[DONE]") {
@@ -77,13 +90,15 @@ async fn main() {
         serde_json::json!({"model": model, "stream": true, "messages": [{"role": "user", "content": prompt}]})
             .to_string(),
     );
+    let run = Instant::now();
     let tasks: Vec<_> = (0..streams)
         .map(|_| {
             let (url, headers, body) = (url.clone(), headers.clone(), body.clone());
-            tokio::spawn(async move { one(&url, &headers, body).await })
+            tokio::spawn(async move { one(&url, &headers, body, run, stall).await })
         })
         .collect();
     let (mut first, mut gaps, mut completed, mut stalled, mut errors) = (Vec::new(), Vec::new(), 0, 0, Vec::new());
+    let mut stalls_at = Vec::new();
     for task in tasks {
         match task.await {
             Ok(Ok(stream)) => {
@@ -92,6 +107,7 @@ async fn main() {
                     stalled += 1;
                 }
                 first.extend(stream.first_byte.map(|d| d.as_secs_f64() * 1000.0));
+                stalls_at.extend(stream.stalls_at.iter().map(|d| d.as_secs_f64() * 1000.0));
                 gaps.extend(stream.gaps.iter().map(|d| d.as_secs_f64() * 1000.0));
             }
             Ok(Err(error)) => errors.push(error),
@@ -99,6 +115,7 @@ async fn main() {
         }
     }
     first.sort_by(f64::total_cmp);
+    stalls_at.sort_by(f64::total_cmp);
     gaps.sort_by(f64::total_cmp);
     errors.sort();
     errors.dedup();
@@ -106,6 +123,7 @@ async fn main() {
         "streams": streams, "completed": completed, "stalled": stalled, "errors": errors,
         "first_byte_ms": {"p50": percentile(&first, 0.5), "p99": percentile(&first, 0.99)},
         "gap_ms": {"p50": percentile(&gaps, 0.5), "p99": percentile(&gaps, 0.99), "max": gaps.last().copied().unwrap_or(0.0)},
+        "stalls_at_ms": {"first": stalls_at.first(), "last": stalls_at.last(), "count": stalls_at.len()},
     });
     println!("{result}");
 }
