@@ -1,8 +1,9 @@
 """Runs the AI gateway comparison for bench/ai.sh (see there for the settings).
 
 For each repetition, concurrency and target, in that order so that drift hits every target
-alike: wrk posts a chat request for DURATION seconds; the gateway's CPU time (its whole
-process tree, from /proc) and peak RSS are recorded. Then sse_load opens concurrent
+alike: wrk posts a chat request for DURATION seconds while the other gateways are paused
+(SIGSTOP); the gateway's CPU time (its whole process tree, from /proc) and peak RSS are
+recorded. Then sse_load opens concurrent
 streams. Added latency is the gateway's percentile minus the direct percentile of the same
 repetition. Prints markdown tables; raw outputs go to RESULTS_DIR.
 """
@@ -176,6 +177,24 @@ def stop_all():
             process.kill()
 
 
+class Alone:
+    """Pauses (SIGSTOP) every gateway but `target` while it is measured: the gateways share a
+    core, and an idle gateway's timers and workers would otherwise take time from the one
+    under test."""
+
+    def __init__(self, target):
+        self.paused = [pid for name, process in processes.items() if name not in (target, "stream-mock")
+                       for pid in tree(process.pid)]
+
+    def __enter__(self):
+        for pid in self.paused:
+            os.kill(pid, signal.SIGSTOP)
+
+    def __exit__(self, *_):
+        for pid in self.paused:
+            os.kill(pid, signal.SIGCONT)
+
+
 def lua(target):
     path = os.path.join(scratch, f"{target}.lua")
     headers = {"Content-Type": "application/json", "Authorization": "Bearer dummy"}
@@ -207,7 +226,8 @@ def measure(target, conns, rep):
     if pid:
         sampler.start()
     before = cpu_seconds(pid) if pid else 0
-    out = wrk(target, conns, DURATION)
+    with Alone(target):
+        out = wrk(target, conns, DURATION)
     cpu = cpu_seconds(pid) - before if pid else 0
     done.set()
     if pid:
@@ -225,8 +245,9 @@ def streams(target, count):
     headers = [f"{k}:{v}" for k, v in STREAM_HEADERS.get(target, {"authorization": "Bearer dummy"}).items()]
     command = ["taskset", "-c", "0", f"{RELEASE}/examples/sse_load", STREAM_URLS[target], str(count), str(5 * PACE_MS)] + headers
     try:
-        out = subprocess.run(command, capture_output=True, text=True, timeout=120,
-                             env=dict(os.environ, MODEL="stream")).stdout
+        with Alone(target):
+            out = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                                 env=dict(os.environ, MODEL="stream")).stdout
         result = json.loads(out)
     except (subprocess.TimeoutExpired, json.JSONDecodeError) as error:
         result = {"streams": count, "completed": 0, "stalled": count, "errors": [str(error)[:200]]}
