@@ -235,7 +235,10 @@ def measure(target, conns, rep):
     with open(os.path.join(RESULTS, f"wrk_{target}_c{conns}_r{rep}.txt"), "w") as f:
         f.write(out)
     result = parse_wrk(out)
-    result.update(cpu_us=cpu / max(result["requests"], 1) * 1e6 if pid else None, rss_mib=peak[0] if pid else None)
+    # A process that ends during the run (a worker a gateway replaces) takes its CPU time with
+    # it, and the tree's total can even drop: such a run has no CPU figure.
+    cpu_us = cpu / max(result["requests"], 1) * 1e6 if pid and cpu >= 0 else None
+    result.update(cpu_us=cpu_us, rss_mib=peak[0] if pid else None)
     print(f"  {target:8} c={conns:<3} {result['rps']:>10.1f} req/s  p50 {result['p50_ms']:.3f} ms  "
           f"p99 {result['p99_ms']:.3f} ms  errors {result['socket'] + result['non2xx']}", flush=True)
     return result
