@@ -146,6 +146,36 @@ pub struct ChatResponse {
     pub usage: Usage,
 }
 
+/// The tool a provider without JSON response formats (Anthropic) is made to call when the
+/// client asked for JSON: its arguments are the answer.
+pub(crate) const JSON_TOOL: &str = "json_response";
+
+impl ChatRequest {
+    /// Whether the client asked for a JSON answer (`json_object` or `json_schema`).
+    pub fn wants_json(&self) -> bool {
+        matches!(self.response_format, Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. }))
+    }
+}
+
+impl ChatResponse {
+    /// Turns the call of the JSON tool (see `wants_json`) back into the text answer the
+    /// client asked for.
+    pub fn unwrap_json_tool(&mut self) {
+        let mut unwrapped = false;
+        for part in &mut self.parts {
+            if let Part::ToolCall { name, arguments, .. } = part {
+                if name == JSON_TOOL {
+                    *part = Part::Text { text: std::mem::take(arguments), cache_control: None };
+                    unwrapped = true;
+                }
+            }
+        }
+        if unwrapped && self.finish == FinishReason::ToolCalls {
+            self.finish = FinishReason::Stop;
+        }
+    }
+}
+
 /// Why the model stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FinishReason {

@@ -80,11 +80,16 @@ fn an_openai_conversation_becomes_an_anthropic_request() {
 
 #[test]
 fn what_anthropic_cannot_do_is_refused_not_dropped() {
+    let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
     for (extra, field) in [
         (json!({"n": 2}), "n"),
         (json!({"logprobs": true}), "logprobs"),
         (json!({"presence_penalty": 0.5}), "presence_penalty"),
-        (json!({"response_format": {"type": "json_object"}}), "response_format"),
+        (json!({"response_format": {"type": "json_object"}, "tools": tools}), "response_format"),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "array"}}}}),
+            "response_format.json_schema.schema",
+        ),
     ] {
         let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
         body.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
@@ -277,4 +282,44 @@ fn responses_cross_formats_with_tool_calls_and_thinking() {
     let content = |v: &Value| v["content"].as_array().expect("array")[1..].to_vec();
     assert_eq!(content(&again), content(&anthropic));
     assert_eq!(again["stop_reason"], "tool_use");
+}
+
+#[test]
+fn json_answers_from_anthropic_come_back_as_text() {
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+    let body = json!({"model": "alias", "stream": true, "messages": [{"role": "user", "content": "Where?"}],
+                      "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema, "strict": true}}});
+    let request = Format::OpenAi.parse_request(&body).expect("parses");
+    let written: Value =
+        serde_json::from_slice(&Dialect::Anthropic.write_request(&request, "claude").expect("writes")).expect("json");
+    assert_eq!(written["tools"][0]["input_schema"], schema);
+    assert_eq!(written["tool_choice"], json!({"type": "tool", "name": "json_response"}));
+
+    // Whole: the tool's input is the text of the answer.
+    let answer = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": "json_response", "input": {"city": "Paris"}}],
+        "stop_reason": "tool_use", "stop_sequence": null, "usage": {"input_tokens": 5, "output_tokens": 5}});
+    let mut response = Dialect::Anthropic.parse_response(answer.to_string().as_bytes()).expect("parses");
+    response.unwrap_json_tool();
+    let openai: Value = serde_json::from_slice(&Format::OpenAi.write_response(&response)).expect("json");
+    assert_eq!(openai["choices"][0]["message"]["content"], "{\"city\":\"Paris\"}");
+    assert_eq!(openai["choices"][0]["finish_reason"], "stop");
+    assert!(openai["choices"][0]["message"].get("tool_calls").is_none());
+
+    // Streamed: the tool's input fragments are the content deltas.
+    let upstream = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"json_response\",\"input\":{}}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\": \"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\"Paris\\\"}\"}}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":9}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+    let written = translate_stream(Dialect::Anthropic, Format::OpenAi, &request, upstream);
+    let chunks: Vec<Value> = written[..written.len() - 1].iter().map(data).collect();
+    let text: String = chunks.iter().filter_map(|c| c.pointer("/choices/0/delta/content")?.as_str()).collect();
+    assert_eq!(serde_json::from_str::<Value>(&text).expect("the text is the JSON"), json!({"city": "Paris"}));
+    assert!(chunks.iter().all(|c| c.pointer("/choices/0/delta/tool_calls").is_none()));
+    let finish = chunks.iter().find_map(|c| c.pointer("/choices/0/finish_reason")?.as_str());
+    assert_eq!(finish, Some("stop"));
 }

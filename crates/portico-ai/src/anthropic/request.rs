@@ -1,6 +1,6 @@
 //! Anthropic message requests (`POST /v1/messages`), read and written.
 
-use crate::chat::{ChatRequest, ImageSource, Message, Part, ResponseFormat, Role, Tool, ToolChoice};
+use crate::chat::{ChatRequest, ImageSource, Message, Part, ResponseFormat, Role, Tool, ToolChoice, JSON_TOOL};
 use crate::error::AiError;
 use crate::json::{self, at, index};
 use serde_json::{json, Map, Value};
@@ -187,6 +187,18 @@ pub(crate) fn write_request(request: &ChatRequest, model: &str) -> Result<Value,
         let tools: Vec<Value> = request.tools.iter().map(write_tool).collect();
         body.insert("tools".into(), tools.into());
     }
+    // A JSON answer is asked for as the one call of a tool whose input is that JSON.
+    let json_schema = match &request.response_format {
+        Some(ResponseFormat::JsonSchema { schema, .. }) => Some(schema.clone()),
+        Some(ResponseFormat::JsonObject) => Some(json!({"type": "object"})),
+        _ => None,
+    };
+    if let Some(schema) = json_schema {
+        let tool = json!({"name": JSON_TOOL, "description": "Give the answer as this tool's input, in JSON.", "input_schema": schema});
+        body.insert("tools".into(), json!([tool]));
+        body.insert("tool_choice".into(), json!({"type": "tool", "name": JSON_TOOL}));
+        return finish_request(request, body, thinking);
+    }
     let mut choice = request.tool_choice.as_ref().map(|choice| match choice {
         ToolChoice::Auto => json!({"type": "auto"}),
         ToolChoice::None => json!({"type": "none"}),
@@ -197,6 +209,15 @@ pub(crate) fn write_request(request: &ChatRequest, model: &str) -> Result<Value,
         choice.get_or_insert_with(|| json!({"type": "auto"}))["disable_parallel_tool_use"] = true.into();
     }
     json::put(&mut body, "tool_choice", choice);
+    finish_request(request, body, thinking)
+}
+
+/// The fields every request ends with.
+fn finish_request(
+    request: &ChatRequest,
+    mut body: Map<String, Value>,
+    thinking: Option<Value>,
+) -> Result<Value, AiError> {
     if !request.stop.is_empty() {
         body.insert("stop_sequences".into(), request.stop.clone().into());
     }
@@ -228,11 +249,19 @@ fn refuse_what_anthropic_cannot_do(request: &ChatRequest) -> Result<(), AiError>
             return Err(AiError::invalid(field, "Anthropic models take no penalties"));
         }
     }
-    if matches!(request.response_format, Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })) {
+    if request.wants_json() && !request.tools.is_empty() {
         return Err(AiError::invalid(
             "response_format",
-            "JSON response formats cannot be sent to Anthropic models yet",
+            "Anthropic models answer in JSON by calling a tool, so a JSON response format cannot be combined with tools",
         ));
+    }
+    if let Some(ResponseFormat::JsonSchema { schema, .. }) = &request.response_format {
+        if schema.get("type").and_then(Value::as_str) != Some("object") {
+            return Err(AiError::invalid(
+                "response_format.json_schema.schema",
+                "Anthropic models can answer JSON objects only: the schema's type must be `object`",
+            ));
+        }
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! OpenAI chat completion streams: `data:` chunks ending with `data: [DONE]`.
 
 use super::response::{read_finish, read_usage, reasoning_of, write_finish, write_usage};
-use crate::chat::{fresh_id, ChatRequest, StreamEvent, Usage};
+use crate::chat::{fresh_id, ChatRequest, FinishReason, StreamEvent, Usage, JSON_TOOL};
 use crate::error::AiError;
 use crate::sse::{write_event, SseEvent};
 use serde_json::{json, Value};
@@ -94,6 +94,10 @@ pub struct StreamWriter {
     started: bool,
     include_usage: bool,
     usage: Option<Usage>,
+    /// The client asked for JSON: a call of the JSON tool is its answer's text.
+    unwrap_json: bool,
+    /// The index of the JSON tool's call, once it began.
+    json_call: Option<usize>,
 }
 
 impl StreamWriter {
@@ -105,6 +109,8 @@ impl StreamWriter {
             started: false,
             include_usage: request.include_usage,
             usage: None,
+            unwrap_json: request.wants_json(),
+            json_call: None,
         }
     }
 
@@ -124,6 +130,15 @@ impl StreamWriter {
             self.chunk(json!({"role": "assistant", "content": ""}), None, out);
         }
         match event {
+            StreamEvent::ToolCall { index, name, .. } if self.unwrap_json && name == JSON_TOOL => {
+                self.json_call = Some(*index);
+            }
+            StreamEvent::ToolArguments { index, fragment } if self.json_call == Some(*index) => {
+                self.chunk(json!({"content": fragment}), None, out)
+            }
+            StreamEvent::Finish { reason: FinishReason::ToolCalls, .. } if self.json_call.is_some() => {
+                self.chunk(json!({}), Some("stop"), out)
+            }
             StreamEvent::Start { .. } | StreamEvent::Signature(_) | StreamEvent::RedactedThinking(_) => {}
             StreamEvent::Text(text) => self.chunk(json!({"content": text}), None, out),
             StreamEvent::Thinking(text) => self.chunk(json!({"reasoning_content": text}), None, out),

@@ -311,7 +311,12 @@ impl<'a> Call<'a> {
         if dialect.passes_through(self.client) {
             return Ok(Bytes::copy_from_slice(text));
         }
-        let answer = dialect.parse_response(text)?;
+        let mut answer = dialect.parse_response(text)?;
+        if let Some(Ok(neutral)) = &self.neutral {
+            if neutral.wants_json() {
+                answer.unwrap_json_tool();
+            }
+        }
         Ok(self.client.write_response(&answer).into())
     }
 }

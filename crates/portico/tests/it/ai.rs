@@ -102,6 +102,16 @@ async fn openai_clients_reach_openai_and_anthropic_providers() {
     assert_eq!(body["usage"]["prompt_tokens"], 14);
     assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
     assert_eq!(body["usage"]["total_tokens"], 21);
+    // Anthropic has no JSON response format: it is asked to call a tool, whose input comes
+    // back as the text of the answer.
+    let format = json!({"type": "json_schema", "json_schema": {"name": "place", "schema": {"type": "object"}}});
+    let ask_json =
+        json!({"model": "claude", "response_format": format, "messages": [{"role": "user", "content": "where?"}]});
+    let (status, _, body) = chat(&portico, ask_json).await;
+    assert_eq!(status, 200, "{body}");
+    let text = body["choices"][0]["message"]["content"].as_str().expect("text");
+    assert_eq!(serde_json::from_str::<Value>(text).expect("JSON"), json!({"city": "Paris"}));
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
     let sent = &anthropic.received()[0];
     assert_eq!(sent.headers["x-api-key"], "sk-an-main");
     assert_eq!(sent.headers["anthropic-version"], "2023-06-01");
