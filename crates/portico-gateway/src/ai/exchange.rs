@@ -1,7 +1,7 @@
 //! One request to an AI service: which API it is, which model, which provider answers, and
 //! the answer in the client's format.
 
-use super::provider::Operation;
+use super::provider::{Ask, Operation};
 use super::stream::{AiStream, Mode};
 use super::{embeddings, AiEndpoint, Model, Target};
 use crate::observe::Trail;
@@ -222,7 +222,13 @@ impl<'a> Call<'a> {
     ) -> Result<Response<ResponseBody>, Miss> {
         let provider = &target.provider;
         let request = provider
-            .request(self.operation, &target.model, self.stream, key, body, self.headers, cx.request_id)
+            .request(
+                Ask { operation: self.operation, model: &target.model, stream: self.stream },
+                key,
+                body,
+                self.headers,
+                cx.request_id,
+            )
             .map_err(|message| Miss::Final(None, AiError::new(ErrorKind::Api, message)))?;
         let request = request.map(|body| RequestBody::replayed(vec![body]));
         let pool = cx.pools.pool_with(provider.connect_timeout, None);

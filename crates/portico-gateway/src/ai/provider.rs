@@ -21,6 +21,14 @@ pub(crate) enum Operation {
     Embeddings,
 }
 
+/// One request to a provider: what, of which of its models, streamed or not.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ask<'a> {
+    pub operation: Operation,
+    pub model: &'a str,
+    pub stream: bool,
+}
+
 pub(crate) struct Provider {
     pub name: Arc<str>,
     pub kind: ProviderKind,
@@ -87,19 +95,17 @@ impl Provider {
         operation == Operation::Chat || !matches!(self.kind, ProviderKind::Anthropic | ProviderKind::Gemini)
     }
 
-    /// The request for `operation` on `model`, signed with key `key`. `client` holds the
-    /// client's headers; Anthropic's version and beta flags pass on from it.
-    #[allow(clippy::too_many_arguments)]
+    /// The request for `ask`, signed with key `key`. `client` holds the client's headers;
+    /// Anthropic's version and beta flags pass on from it.
     pub fn request(
         &self,
-        operation: Operation,
-        model: &str,
-        stream: bool,
+        ask: Ask<'_>,
         key: usize,
         body: Bytes,
         client: &HeaderMap,
         request_id: &HeaderValue,
     ) -> Result<Request<Bytes>, String> {
+        let Ask { operation, model, stream } = ask;
         let base = &self.base_path;
         let path = match (self.kind, operation) {
             (ProviderKind::Anthropic, _) => format!("{base}/messages"),
@@ -215,7 +221,7 @@ mod tests {
         for (yaml, operation, stream, path, host, key_header, key) in cases {
             let provider = provider(yaml);
             let request = provider
-                .request(operation, "my-gpt", stream, 0, Bytes::new(), &HeaderMap::new(), &id)
+                .request(Ask { operation, model: "my-gpt", stream }, 0, Bytes::new(), &HeaderMap::new(), &id)
                 .expect("a request");
             assert_eq!(request.uri().to_string(), path, "{yaml}");
             assert_eq!(request.headers()[header::HOST], host, "{yaml}");
@@ -228,19 +234,18 @@ mod tests {
         }
     }
 
+    const CLAUDE: Ask<'static> = Ask { operation: Operation::Chat, model: "claude", stream: false };
+
     #[test]
     fn anthropic_version_and_beta_flags_come_from_the_client_when_it_sent_them() {
         let provider = provider("{name: c, kind: anthropic, keys: [{name: k, key: sk-ant}]}");
         let id = HeaderValue::from_static("req-1");
-        let request = provider
-            .request(Operation::Chat, "claude", false, 0, Bytes::new(), &HeaderMap::new(), &id)
-            .expect("request");
+        let request = provider.request(CLAUDE, 0, Bytes::new(), &HeaderMap::new(), &id).expect("request");
         assert_eq!(request.headers()["anthropic-version"], "2023-06-01");
         let mut client = HeaderMap::new();
         client.insert("anthropic-version", HeaderValue::from_static("2024-01-01"));
         client.insert("anthropic-beta", HeaderValue::from_static("interleaved-thinking-2025-05-14"));
-        let request =
-            provider.request(Operation::Chat, "claude", false, 0, Bytes::new(), &client, &id).expect("request");
+        let request = provider.request(CLAUDE, 0, Bytes::new(), &client, &id).expect("request");
         assert_eq!(request.headers()["anthropic-version"], "2024-01-01");
         assert_eq!(request.headers()["anthropic-beta"], "interleaved-thinking-2025-05-14");
     }
