@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `POST …/chat/completions` | an OpenAI chat completion, streamed as `data:` chunks when asked |
 //! | `POST …/messages` | an Anthropic message, streamed as named events when asked |
+//! | `POST …/messages/count_tokens` | `{"input_tokens": 14}` |
 //! | `POST …/models/{model}:generateContent` | a Gemini answer (`:streamGenerateContent?alt=sse` streams it) |
 //! | `POST …/embeddings` | three floats per input; 400 if `encoding_format` is sent |
 //!
@@ -190,7 +191,7 @@ async fn answer(
     let bytes = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let path = parts.uri.path().to_owned();
-    let wire = if path.ends_with("/messages") {
+    let wire = if path.ends_with("/messages") || path.ends_with("/messages/count_tokens") {
         Wire::Anthropic
     } else if path.contains(":generateContent") || path.contains(":streamGenerateContent") {
         Wire::Gemini
@@ -230,6 +231,9 @@ async fn answer(
     }
     if path.ends_with("/embeddings") {
         return Ok(embeddings(&body));
+    }
+    if path.ends_with("/messages/count_tokens") {
+        return Ok(json_response(200, &json!({"input_tokens": 14})));
     }
     if !path.ends_with("/chat/completions") && wire == Wire::OpenAi {
         return Ok(error(wire, 404, "invalid_request_error", "unknown path"));

@@ -26,6 +26,8 @@ const MAX_ERROR_BYTES: usize = 64 << 10;
 enum Api {
     Chat(Format),
     Embeddings,
+    /// Anthropic's `POST /v1/messages/count_tokens`.
+    CountTokens,
     Models,
     Model(String),
 }
@@ -43,15 +45,13 @@ pub(crate) async fn handle(
         Ok(api) => api,
         Err((status, error)) => return error_response(Format::OpenAi, status, &error),
     };
-    let format = match &api {
-        Api::Chat(format) => *format,
-        _ => Format::OpenAi,
-    };
-    match api {
+    let (format, operation) = match api {
+        Api::Chat(format) => (format, Operation::Chat),
+        Api::Embeddings => (Format::OpenAi, Operation::Embeddings),
+        Api::CountTokens => (Format::Anthropic, Operation::CountTokens),
         Api::Models => return models(endpoint, &parts.headers, None),
         Api::Model(id) => return models(endpoint, &parts.headers, Some(&id)),
-        Api::Chat(_) | Api::Embeddings => {}
-    }
+    };
     let limit = body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
     let body = match Limited::new(body, limit as usize).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -65,7 +65,7 @@ pub(crate) async fn handle(
             return error_response(format, None, &error);
         }
     };
-    let call = match Call::new(endpoint, format, body, &parts.headers, matches!(api, Api::Embeddings)) {
+    let call = match Call::new(endpoint, format, body, &parts.headers, operation) {
         Ok(call) => call,
         Err(error) => return error_response(format, None, &error),
     };
@@ -91,6 +91,8 @@ fn find_api(method: &Method, path: &str) -> Result<Api, (Option<StatusCode>, AiE
     let path = path.trim_end_matches('/');
     if path.ends_with("/chat/completions") {
         post(Api::Chat(Format::OpenAi))
+    } else if path.ends_with("/messages/count_tokens") {
+        post(Api::CountTokens)
     } else if path.ends_with("/messages") {
         post(Api::Chat(Format::Anthropic))
     } else if path.ends_with("/embeddings") {
@@ -137,7 +139,7 @@ impl<'a> Call<'a> {
         client: Format,
         body: Bytes,
         headers: &'a HeaderMap,
-        embeddings: bool,
+        operation: Operation,
     ) -> Result<Call<'a>, AiError> {
         // Only the top level is read here: a body passed through is never parsed whole.
         let fields = Fields::parse(&body)?;
@@ -146,10 +148,9 @@ impl<'a> Call<'a> {
             AiError::new(ErrorKind::NotFound, format!("The model `{name}` does not exist or is not served here"))
                 .with_code("model_not_found")
         })?;
-        let base64 = if embeddings { embeddings::prepare(&fields)? } else { false };
+        let base64 = if operation == Operation::Embeddings { embeddings::prepare(&fields)? } else { false };
         let stream = fields.boolean("stream")?.unwrap_or(false);
         drop(fields);
-        let operation = if embeddings { Operation::Embeddings } else { Operation::Chat };
         Ok(Call { client, model, body, headers, operation, stream, base64, neutral: None })
     }
 
@@ -162,8 +163,8 @@ impl<'a> Call<'a> {
         for index in self.model.order() {
             let target = &self.model.targets[index];
             if !target.provider.can(self.operation) {
-                last =
-                    AiError::invalid("model", format!("provider `{}` does not serve embeddings", target.provider.name));
+                let (provider, what) = (&target.provider.name, self.operation.noun());
+                last = AiError::invalid("model", format!("provider `{provider}` does not serve {what}"));
                 continue;
             }
             let body = match self.provider_body(target) {

@@ -19,6 +19,19 @@ const ANTHROPIC_VERSION: &str = "2023-06-01";
 pub(crate) enum Operation {
     Chat,
     Embeddings,
+    /// Anthropic's token count of a messages request.
+    CountTokens,
+}
+
+impl Operation {
+    /// What it asks for, in words for an error.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Operation::Chat => "chat",
+            Operation::Embeddings => "embeddings",
+            Operation::CountTokens => "token counts",
+        }
+    }
 }
 
 /// One request to a provider: what, of which of its models, streamed or not.
@@ -92,7 +105,11 @@ impl Provider {
 
     /// Whether the provider can answer `operation`.
     pub fn can(&self, operation: Operation) -> bool {
-        operation == Operation::Chat || !matches!(self.kind, ProviderKind::Anthropic | ProviderKind::Gemini)
+        match operation {
+            Operation::Chat => true,
+            Operation::Embeddings => !matches!(self.kind, ProviderKind::Anthropic | ProviderKind::Gemini),
+            Operation::CountTokens => self.kind == ProviderKind::Anthropic,
+        }
     }
 
     /// The request for `ask`, signed with key `key`. `client` holds the client's headers;
@@ -108,6 +125,7 @@ impl Provider {
         let Ask { operation, model, stream } = ask;
         let base = &self.base_path;
         let path = match (self.kind, operation) {
+            (_, Operation::CountTokens) => format!("{base}/messages/count_tokens"),
             (ProviderKind::Anthropic, _) => format!("{base}/messages"),
             (ProviderKind::Gemini, _) if stream => {
                 format!("{base}/models/{}:streamGenerateContent?alt=sse", encode(model))
@@ -207,6 +225,8 @@ mod tests {
              "res.openai.azure.com", "api-key", "az-1"),
             ("{name: c, kind: anthropic, keys: [{name: k, key: sk-ant}]}", Operation::Chat, true,
              "/v1/messages", "api.anthropic.com", "x-api-key", "sk-ant"),
+            ("{name: c, kind: anthropic, keys: [{name: k, key: sk-ant}]}", Operation::CountTokens, false,
+             "/v1/messages/count_tokens", "api.anthropic.com", "x-api-key", "sk-ant"),
             ("{name: g, kind: gemini, keys: [{name: k, key: AIza}]}", Operation::Chat, false,
              "/v1beta/models/my-gpt:generateContent", "generativelanguage.googleapis.com", "x-goog-api-key", "AIza"),
             ("{name: g, kind: gemini, keys: [{name: k, key: AIza}]}", Operation::Chat, true,

@@ -345,6 +345,22 @@ async fn embeddings_and_models_are_served() {
         .expect("request");
     assert_eq!(response.status(), 400, "Anthropic has no embeddings");
 
+    // Anthropic's token counting, for clients such as Claude Code: only Anthropic models count.
+    let count = |model: &str| {
+        let request =
+            portico.http_request(Method::POST, "/v1/messages/count_tokens").header("anthropic-version", "2023-06-01");
+        request.json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})).send()
+    };
+    let counted = count("claude").await.expect("request");
+    assert_eq!(counted.status(), 200);
+    assert_eq!(counted.json::<Value>().await.expect("json"), json!({"input_tokens": 14}));
+    let sent = anthropic.received().last().expect("a request").clone();
+    assert!(sent.uri.ends_with("/v1/messages/count_tokens") && sent.body["model"] == "claude-x", "{sent:?}");
+    let refused = count("gpt").await.expect("request");
+    assert_eq!(refused.status(), 400);
+    let error: Value = refused.json().await.expect("json");
+    assert_eq!(error["type"], "error", "an Anthropic client gets Anthropic's error shape: {error}");
+
     let models: Value = portico.get("/v1/models").send().await.expect("request").json().await.expect("json");
     let ids: Vec<&str> = models["data"].as_array().expect("list").iter().filter_map(|m| m["id"].as_str()).collect();
     assert_eq!(ids, ["both", "claude", "gpt"]);
