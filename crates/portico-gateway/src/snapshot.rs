@@ -197,12 +197,15 @@ pub fn compile(
         };
         rules.extend(rules_for(i, route).map_err(invalid)?);
         let action = match (&route.service, &route.mock) {
-            (Some(service), _) if ai.endpoints.contains_key(service.as_str()) => {
-                Action::Ai(ai.endpoints[service.as_str()].clone())
-            }
-            (Some(service), _) => Action::Forward(
-                upstreams.get(service.as_str()).cloned().ok_or_else(|| invalid(format!("no service `{service}`")))?,
-            ),
+            (Some(service), _) => match ai.endpoints.get(service.as_str()) {
+                Some(endpoint) => Action::Ai(endpoint.clone()),
+                None => Action::Forward(
+                    upstreams
+                        .get(service.as_str())
+                        .cloned()
+                        .ok_or_else(|| invalid(format!("no service `{service}`")))?,
+                ),
+            },
             (None, Some(mock)) => Action::Mock(compile_mock(mock)),
             (None, None) => return Err(invalid("no service or mock".into())),
         };

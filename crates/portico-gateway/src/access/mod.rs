@@ -295,7 +295,6 @@ async fn authenticate<'s, B>(
                 }
                 let consumer = consumers.by_key(key).ok_or(unknown_key(basic))?;
                 if !lookup.keep_credential {
-                    let header = header.clone();
                     request.headers_mut().remove(header);
                 }
                 break 'found Some(consumer);

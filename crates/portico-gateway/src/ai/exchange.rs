@@ -382,7 +382,8 @@ fn models(endpoint: &AiEndpoint, headers: &HeaderMap, id: Option<&str>) -> Respo
     response
 }
 
-fn error_response(format: Format, status: Option<StatusCode>, error: &AiError) -> Response<ResponseBody> {
+/// `error` as a client of `format` expects it, with `status` or the one its kind maps to.
+pub(crate) fn error_response(format: Format, status: Option<StatusCode>, error: &AiError) -> Response<ResponseBody> {
     let status = status
         .or_else(|| StatusCode::from_u16(error.kind.status(format)).ok())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -6,7 +6,6 @@
 //! is process-wide, kept in [`crate::upstream::UpstreamStates`], so that a reload keeps it.
 
 use crate::upstream::now_ms;
-use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -108,7 +107,7 @@ impl KeyPool {
 }
 
 /// One key's state, for the admin API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct KeyReport {
     pub name: String,
     pub weight: u32,
@@ -116,7 +115,6 @@ pub struct KeyReport {
     pub available: bool,
     /// The provider refused it (401 or 403); it stays out until the configuration changes.
     pub disabled: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_because: Option<String>,
     /// How long it still rests after a 429.
     pub resting_for_ms: u64,

@@ -14,7 +14,7 @@ mod keys;
 mod provider;
 mod stream;
 
-pub(crate) use exchange::handle;
+pub(crate) use exchange::{error_response, handle};
 pub use keys::{KeyReport, KeyState};
 pub(crate) use provider::Provider;
 

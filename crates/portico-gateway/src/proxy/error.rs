@@ -118,12 +118,9 @@ impl ProxyError {
         let (status, code, message) = self.parts();
         let mut response = match ai {
             Some(format) => {
-                let error = portico_ai::AiError::new(portico_ai::ErrorKind::from_status(status.as_u16()), message)
-                    .with_code(code);
-                let mut response = Response::new(ResponseBody::full(Bytes::from(format.write_error(&error))));
-                *response.status_mut() = status;
-                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                response
+                let kind = portico_ai::ErrorKind::from_status(status.as_u16());
+                let error = portico_ai::AiError::new(kind, message).with_code(code);
+                crate::ai::error_response(format, Some(status), &error)
             }
             None => error_response(status, code, message, request_id.to_str().unwrap_or("")),
         };
