@@ -44,7 +44,7 @@ use utoipa::{Modify, OpenApi};
                        Versioned<Service>, Versioned<Route>, Versioned<Consumer>, Versioned<Global>,
                        portico_model::Certificate, portico_model::Secret, Versioned<portico_model::Certificate>,
                        Page<portico_model::Certificate>,
-                       ai::KeyPool, ai::KeyHealth, portico_model::AiProvider, portico_model::ProviderKind, portico_model::ProviderKey,
+                       ai::KeyPool, ai::KeyHealth, portico_model::AiProvider, portico_model::AiPrice, portico_model::ProviderKind, portico_model::ProviderKey,
                        portico_model::AiModel, portico_model::AiTarget, portico_model::AiRouting, portico_model::AiService,
                        Versioned<portico_model::AiProvider>, Page<portico_model::AiProvider>,
                        Versioned<portico_model::AiModel>, Page<portico_model::AiModel>,

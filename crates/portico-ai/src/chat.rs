@@ -158,6 +158,12 @@ impl ChatRequest {
 }
 
 impl ChatResponse {
+    /// The bytes of what the model wrote (text, reasoning, tool arguments), the base of
+    /// a usage estimate.
+    pub fn written_bytes(&self) -> usize {
+        self.parts.iter().map(Part::written_bytes).sum()
+    }
+
     /// Turns the call of the JSON tool (see `wants_json`) back into the text answer the
     /// client asked for.
     pub fn unwrap_json_tool(&mut self) {
@@ -215,6 +221,27 @@ impl Usage {
     pub fn total_tokens(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
     }
+
+    /// Whether no tokens were counted: the provider reported none.
+    pub fn is_empty(&self) -> bool {
+        self.total_tokens() == 0
+    }
+
+    /// Input tokens neither read from nor written to a prompt cache.
+    pub fn uncached_prompt_tokens(&self) -> u64 {
+        self.prompt_tokens.saturating_sub(self.cached_tokens + self.cache_write_tokens)
+    }
+
+    /// A guess, for a provider that reports no usage, from the bytes of the request and
+    /// of the answer's text: about four bytes a token, the usual rate for English text
+    /// and JSON with the tokenizers of common models.
+    pub fn estimate(request_bytes: usize, answer_bytes: usize) -> Usage {
+        Usage {
+            prompt_tokens: request_bytes.div_ceil(4) as u64,
+            completion_tokens: answer_bytes.div_ceil(4) as u64,
+            ..Usage::default()
+        }
+    }
 }
 
 /// One step of a streamed answer.
@@ -251,6 +278,29 @@ pub enum StreamEvent {
     Error(AiError),
     /// The stream is complete.
     End,
+}
+
+impl Part {
+    fn written_bytes(&self) -> usize {
+        match self {
+            Part::Text { text, .. } | Part::Thinking { text, .. } => text.len(),
+            Part::ToolCall { name, arguments, .. } => name.len() + arguments.len(),
+            Part::ToolResult { .. } | Part::Image { .. } | Part::RedactedThinking { .. } => 0,
+        }
+    }
+}
+
+impl StreamEvent {
+    /// The bytes of what the model wrote that this event carries, the base of a usage
+    /// estimate.
+    pub fn written_bytes(&self) -> usize {
+        match self {
+            StreamEvent::Text(text) | StreamEvent::Thinking(text) => text.len(),
+            StreamEvent::ToolCall { name, .. } => name.len(),
+            StreamEvent::ToolArguments { fragment, .. } => fragment.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// The id Portico gives an answer whose provider gave none.

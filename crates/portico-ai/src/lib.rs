@@ -134,6 +134,20 @@ impl Dialect {
         }
     }
 
+    /// The usage a whole answer (chat or embeddings) reports, read from its top level
+    /// only; `None` when it reports none.
+    pub fn read_usage(self, body: &[u8]) -> Option<Usage> {
+        let fields = Fields::parse(body).ok()?;
+        let key = if self == Dialect::Gemini { "usageMetadata" } else { "usage" };
+        let usage: serde_json::Value = serde_json::from_str(fields.get(key)?.get()).ok()?;
+        let usage = match self {
+            Dialect::OpenAi | Dialect::Mistral | Dialect::OpenAiCompatible => openai::read_usage(&usage),
+            Dialect::Anthropic => anthropic::read_usage(&usage, Usage::default()),
+            Dialect::Gemini => gemini::read_usage(&usage),
+        };
+        (!usage.is_empty()).then_some(usage)
+    }
+
     /// Reads an error body the provider sent with `status`.
     pub fn parse_error(self, status: u16, body: &[u8]) -> AiError {
         error::parse(status, body)

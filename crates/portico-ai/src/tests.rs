@@ -323,3 +323,64 @@ fn json_answers_from_anthropic_come_back_as_text() {
     let finish = chunks.iter().find_map(|c| c.pointer("/choices/0/finish_reason")?.as_str());
     assert_eq!(finish, Some("stop"));
 }
+
+/// Every provider's usage, in every shape it arrives in, means the same once read: all
+/// input tokens in `prompt_tokens` (cached ones included), output with reasoning included.
+#[test]
+fn usage_is_read_to_one_meaning_from_every_provider_and_shape() {
+    let whole = |dialect: Dialect, body: Value| dialect.read_usage(&serde_json::to_vec(&body).expect("json"));
+    let openai = json!({"usage": {"prompt_tokens": 100, "completion_tokens": 20,
+        "prompt_tokens_details": {"cached_tokens": 60}, "completion_tokens_details": {"reasoning_tokens": 8}}});
+    let expected = Usage {
+        prompt_tokens: 100,
+        cached_tokens: 60,
+        cache_write_tokens: 0,
+        completion_tokens: 20,
+        reasoning_tokens: 8,
+    };
+    assert_eq!(whole(Dialect::OpenAi, openai), Some(expected));
+    // DeepSeek names its cache hits its own way.
+    let deepseek = json!({"usage": {"prompt_tokens": 100, "completion_tokens": 20, "prompt_cache_hit_tokens": 60}});
+    assert_eq!(whole(Dialect::OpenAiCompatible, deepseek).map(|u| u.cached_tokens), Some(60));
+    // Anthropic's input_tokens leaves the cache out; the sum is every input token.
+    let anthropic = json!({"usage": {"input_tokens": 10, "cache_read_input_tokens": 60,
+        "cache_creation_input_tokens": 30, "output_tokens": 20}});
+    let read = whole(Dialect::Anthropic, anthropic).expect("usage");
+    assert_eq!((read.prompt_tokens, read.cached_tokens, read.cache_write_tokens), (100, 60, 30));
+    assert_eq!(read.uncached_prompt_tokens(), 10);
+    // Gemini's candidates leave out the thoughts.
+    let gemini = json!({"usageMetadata": {"promptTokenCount": 100, "cachedContentTokenCount": 60,
+        "candidatesTokenCount": 12, "thoughtsTokenCount": 8}});
+    assert_eq!(whole(Dialect::Gemini, gemini), Some(expected));
+    assert_eq!(whole(Dialect::OpenAi, json!({"choices": []})), None, "no usage is none, not zero");
+    assert_eq!(whole(Dialect::OpenAi, json!({"usage": null})), None);
+
+    // In streams: a final chunk with empty choices, usage on the last chunk with a choice,
+    // and Groq's `x_groq`.
+    let streamed = |chunk: Value| {
+        let mut reader = Dialect::OpenAi.stream_reader();
+        let mut out = Vec::new();
+        reader.read(&SseEvent { event: None, data: chunk.to_string() }, &mut out);
+        out.into_iter().find_map(|e| match e {
+            StreamEvent::Usage(usage) => Some(usage.total_tokens()),
+            _ => None,
+        })
+    };
+    let usage = json!({"prompt_tokens": 7, "completion_tokens": 3});
+    assert_eq!(streamed(json!({"id": "c", "choices": [], "usage": usage})), Some(10));
+    let last = json!({"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage});
+    assert_eq!(streamed(last), Some(10));
+    let groq = json!({"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        "x_groq": {"id": "req", "usage": usage}});
+    assert_eq!(streamed(groq), Some(10));
+    assert_eq!(
+        streamed(json!({"id": "c", "choices": [{"index": 0, "delta": {"content": "hi"}}], "usage": null})),
+        None
+    );
+}
+
+#[test]
+fn an_estimate_counts_about_four_bytes_a_token() {
+    let guess = Usage::estimate(401, 8);
+    assert_eq!((guess.prompt_tokens, guess.completion_tokens), (101, 2));
+}

@@ -6,10 +6,11 @@
 
 use crate::{validate_name, HoldsSecrets, Problems, Secret, MAX_WEIGHT};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// A model provider: where it is, how it is spoken to, and the keys to use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AiProvider {
     /// Unique name; models refer to the provider by it.
@@ -36,6 +37,76 @@ pub struct AiProvider {
     /// model's target can set its own).
     #[serde(default = "defaults::timeout_ms")]
     pub timeout_ms: u64,
+    /// Prices of this provider's models, by the model name targets use. They take the
+    /// place of Portico's list prices (`AiPrice::list`); a model priced by neither is
+    /// reported as unpriced, never as free.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: BTreeMap<String, AiPrice>,
+}
+
+/// What a model costs, in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AiPrice {
+    /// Input tokens not read from or written to a prompt cache.
+    pub input: f64,
+    /// Output tokens, reasoning tokens included.
+    pub output: f64,
+    /// Input tokens read from the provider's prompt cache. Default: `input`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_read: Option<f64>,
+    /// Input tokens written to the provider's prompt cache. Default: `input`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<f64>,
+}
+
+/// Portico's list prices, by provider family and model (`ai_prices.yaml`).
+type PriceList = BTreeMap<String, BTreeMap<String, AiPrice>>;
+
+impl AiPrice {
+    /// The list price of `model` as offered by providers of `kind`: Portico ships the
+    /// published prices of common models; a dated name (`claude-sonnet-4-5-20250929`,
+    /// `gpt-4o-2024-08-06`) takes its model's price.
+    pub fn list(kind: ProviderKind, model: &str) -> Option<AiPrice> {
+        static LIST: std::sync::OnceLock<PriceList> = std::sync::OnceLock::new();
+        let list = LIST.get_or_init(|| {
+            yaml_serde::from_str(include_str!("ai_prices.yaml")).expect("ai_prices.yaml is checked by a test")
+        });
+        let family = match kind {
+            ProviderKind::Openai | ProviderKind::Azure => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Mistral => "mistral",
+            ProviderKind::Ollama | ProviderKind::OpenaiCompatible => return None,
+        };
+        let prices = list.get(family)?;
+        prices.get(model).or_else(|| prices.get(undated(model)?)).copied()
+    }
+
+    fn validate(&self, problems: &mut Problems, path: &str) {
+        let fields = [("input", Some(self.input)), ("output", Some(self.output))];
+        let cached = [("cached_read", self.cached_read), ("cache_write", self.cache_write)];
+        for (field, value) in fields.into_iter().chain(cached) {
+            if value.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                problems.push(format!("{path}.{field}"), "must be a price of 0 or more");
+            }
+        }
+    }
+}
+
+/// `model` without a date at its end (`-20250929`, `-2024-08-06`), if it has one.
+fn undated(model: &str) -> Option<&str> {
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let (base, date) = model.rsplit_once('-')?;
+    if date.len() == 8 && digits(date) {
+        return Some(base);
+    }
+    // `-YYYY-MM-DD`: three dash-separated numbers.
+    let (rest, day) = model.rsplit_once('-')?;
+    let (rest, month) = rest.rsplit_once('-')?;
+    let (base, year) = rest.rsplit_once('-')?;
+    (year.len() == 4 && month.len() == 2 && day.len() == 2 && digits(year) && digits(month) && digits(day))
+        .then_some(base)
 }
 
 /// How Portico speaks to a provider.
@@ -154,7 +225,18 @@ impl AiProvider {
         }
         problems.check_ms("connect_timeout_ms", self.connect_timeout_ms, 1);
         problems.check_ms("timeout_ms", self.timeout_ms, 1);
+        for (model, price) in &self.prices {
+            if model.trim().is_empty() {
+                problems.push("prices", "a price needs a model name");
+            }
+            price.validate(&mut problems, &format!("prices.{model}"));
+        }
         problems.into_result()
+    }
+
+    /// The price of `model` on this provider: its own, else Portico's list price.
+    pub fn price(&self, model: &str) -> Option<AiPrice> {
+        self.prices.get(model).copied().or_else(|| AiPrice::list(self.kind, model))
     }
 
     /// The base URL requests go to, without a trailing `/`.
@@ -311,6 +393,39 @@ mod tests {
             paths(bad.validate()),
             ["base_url", "api_version", "keys[0].key", "keys[1].name", "connect_timeout_ms"]
         );
+    }
+
+    #[test]
+    fn every_list_price_reads_and_is_sound() {
+        let list: PriceList = yaml_serde::from_str(include_str!("ai_prices.yaml")).expect("ai_prices.yaml");
+        assert_eq!(list.keys().map(String::as_str).collect::<Vec<_>>(), ["anthropic", "gemini", "mistral", "openai"]);
+        for (family, prices) in &list {
+            for (model, price) in prices {
+                let mut problems = Problems::default();
+                price.validate(&mut problems, model);
+                assert!(problems.0.is_empty(), "{family}/{model}: {problems:?}");
+                assert!(price.input > 0.0, "{family}/{model} is listed as free");
+            }
+        }
+    }
+
+    #[test]
+    fn a_providers_own_prices_come_before_the_list_and_unknown_models_have_none() {
+        let openai =
+            provider("{name: o, kind: openai, keys: [{name: a, key: k}], prices: {gpt-4o: {input: 1, output: 2}}}");
+        assert_eq!(openai.price("gpt-4o").map(|p| p.input), Some(1.0));
+        let listed = openai.price("gpt-4o-mini").expect("listed");
+        assert_eq!((listed.input, listed.cached_read, listed.output), (0.15, Some(0.075), 0.6));
+        // Dated names take their model's price.
+        assert_eq!(openai.price("gpt-4o-mini-2024-07-18"), Some(listed));
+        let claude = AiPrice::list(ProviderKind::Anthropic, "claude-sonnet-4-5-20250929").expect("listed");
+        assert_eq!(claude.cache_write, Some(3.75));
+        assert_eq!(openai.price("gpt-unheard-of"), None);
+        assert_eq!(AiPrice::list(ProviderKind::Ollama, "gpt-4o"), None);
+        assert_eq!(undated("gpt-4o-2024-08-06"), Some("gpt-4o"));
+        assert_eq!(undated("o3-mini"), None);
+        let bad = provider("{name: o, kind: ollama, prices: {m: {input: -1, output: .nan}}}");
+        assert_eq!(paths(bad.validate()), ["prices.m.input", "prices.m.output"]);
     }
 
     #[test]

@@ -25,7 +25,7 @@ mod service;
 mod traffic;
 
 pub use ai::{
-    validate_model_name, AiModel, AiProvider, AiRouting, AiService, AiTarget, ProviderKey, ProviderKind,
+    validate_model_name, AiModel, AiPrice, AiProvider, AiRouting, AiService, AiTarget, ProviderKey, ProviderKind,
     DEFAULT_AZURE_API_VERSION,
 };
 pub use analytics::{pair, Dimension, Interval, LatencySketch, Rollup, Tally};

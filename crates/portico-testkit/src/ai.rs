@@ -46,6 +46,20 @@ pub enum ProviderFault {
     Drop,
 }
 
+/// How the mock reports usage in OpenAI's format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UsageReport {
+    /// As OpenAI does: always in whole answers; in streams only when asked
+    /// (`stream_options.include_usage`), on a last chunk with empty `choices`.
+    #[default]
+    Asked,
+    /// As some compatible servers do: in streams on the chunk with the finish reason,
+    /// asked or not.
+    OnLastChoice,
+    /// Never, as some compatible servers do.
+    Never,
+}
+
 /// A request the provider received.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -70,6 +84,9 @@ struct Script {
     pieces: usize,
     /// Whether requests are kept for [`MockProvider::received`].
     forget: bool,
+    usage: UsageReport,
+    /// Input tokens Anthropic answers report as written to the prompt cache.
+    cache_write: u64,
 }
 
 /// Counts a stream as cancelled if it is dropped before its last event.
@@ -151,6 +168,15 @@ impl MockProvider {
     }
 
     /// Stops keeping requests (for benchmarks, where they would pile up).
+    pub fn set_usage_report(&self, usage: UsageReport) {
+        self.script.lock().unwrap_or_else(|p| p.into_inner()).usage = usage;
+    }
+
+    /// Anthropic answers report `tokens` input tokens written to the prompt cache.
+    pub fn set_cache_write(&self, tokens: u64) {
+        self.script.lock().unwrap_or_else(|p| p.into_inner()).cache_write = tokens;
+    }
+
     pub fn forget_requests(&self) {
         self.lock().forget = true;
     }
@@ -199,14 +225,14 @@ async fn answer(
         Wire::OpenAi
     };
     let key = key_of(&parts.headers);
-    let (fault, rejected, pace, pieces) = {
+    let (fault, rejected, pace, pieces, usage, cache_write) = {
         let mut script = script.lock().unwrap_or_else(|p| p.into_inner());
         if !script.forget {
             let uri = parts.uri.path_and_query().map_or(path.clone(), |pq| pq.to_string());
             script.received.push(Received { uri, headers: parts.headers.clone(), body: body.clone() });
         }
         let rejected = key.as_ref().is_some_and(|k| script.rejected_keys.contains(k));
-        (script.faults.pop_front(), rejected, script.pace, script.pieces)
+        (script.faults.pop_front(), rejected, script.pace, script.pieces, script.usage, script.cache_write)
     };
     if rejected || key.is_none() {
         return Ok(error(wire, 401, "authentication_error", "invalid x-api-key or bearer token"));
@@ -240,6 +266,8 @@ async fn answer(
     }
     let mut reply = Reply::for_request(&name, wire, &body);
     reply.pieces = pieces;
+    reply.usage = usage;
+    reply.cache_write = cache_write;
     let stream = match wire {
         Wire::Gemini => path.contains(":streamGenerateContent"),
         _ => body.get("stream").and_then(Value::as_bool).unwrap_or(false),
@@ -317,6 +345,8 @@ struct Reply {
     /// The tool to call, when the request offers tools and no result came back yet.
     tool: Option<String>,
     thinking: bool,
+    usage: UsageReport,
+    cache_write: u64,
 }
 
 impl Reply {
@@ -353,6 +383,8 @@ impl Reply {
             text: format!("Hello from {name}: {}", last_user.unwrap_or_default()),
             tool: first_tool.filter(|_| !answered_tool).map(str::to_owned),
             thinking: wire == Wire::Anthropic && body.get("thinking").is_some(),
+            usage: UsageReport::Asked,
+            cache_write: 0,
         }
     }
 
@@ -372,6 +404,8 @@ impl Reply {
             text: format!("Hello from {name}: {}", last_user.unwrap_or_default()),
             tool: first_tool.filter(|_| !answered_tool).map(str::to_owned),
             thinking: false,
+            usage: UsageReport::Asked,
+            cache_write: 0,
         }
     }
 
@@ -417,18 +451,25 @@ impl Reply {
             None => json!({"role": "assistant", "content": self.text, "refusal": null}),
         };
         let finish = if self.tool.is_some() { "tool_calls" } else { "stop" };
-        json!({"id": "chatcmpl-mock1", "object": "chat.completion", "created": 1700000000, "model": self.model,
-               "system_fingerprint": "fp_mock", "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
-               "usage": openai_usage()})
+        let mut answer = json!({"id": "chatcmpl-mock1", "object": "chat.completion", "created": 1700000000, "model": self.model,
+               "system_fingerprint": "fp_mock", "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}]});
+        if self.usage != UsageReport::Never {
+            answer["usage"] = openai_usage();
+        }
+        answer
     }
 
     fn openai_stream(&self, request: &Value) -> Vec<String> {
-        let with_usage = request.pointer("/stream_options/include_usage") == Some(&json!(true));
+        let asked = request.pointer("/stream_options/include_usage") == Some(&json!(true));
+        let with_usage = asked && self.usage == UsageReport::Asked;
         let chunk = |delta: Value, finish: Value| {
             let mut chunk = json!({"id": "chatcmpl-mock1", "object": "chat.completion.chunk", "created": 1700000000, "model": self.model,
                                    "system_fingerprint": "fp_mock", "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
             if with_usage {
                 chunk["usage"] = Value::Null;
+            }
+            if !finish.is_null() && self.usage == UsageReport::OnLastChoice {
+                chunk["usage"] = openai_usage();
             }
             format!("data: {chunk}\n\n")
         };
@@ -478,7 +519,7 @@ impl Reply {
         let stop = if self.tool.is_some() { "tool_use" } else { "end_turn" };
         json!({"id": "msg_mock1", "type": "message", "role": "assistant", "model": self.model, "content": self.anthropic_content(),
                "stop_reason": stop, "stop_sequence": null,
-               "usage": {"input_tokens": 11, "output_tokens": 7, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 3}})
+               "usage": {"input_tokens": 11, "output_tokens": 7, "cache_creation_input_tokens": self.cache_write, "cache_read_input_tokens": 3}})
     }
 
     fn anthropic_stream(&self) -> Vec<String> {
@@ -488,7 +529,7 @@ impl Reply {
             json!({"type": "message_start", "message": {
             "id": "msg_mock1", "type": "message", "role": "assistant", "content": [], "model": self.model,
             "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 11, "output_tokens": 1, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 3}}}),
+            "usage": {"input_tokens": 11, "output_tokens": 1, "cache_creation_input_tokens": self.cache_write, "cache_read_input_tokens": 3}}}),
         )];
         let mut index = 0;
         if self.thinking {

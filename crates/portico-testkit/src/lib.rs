@@ -26,7 +26,7 @@ mod postgres;
 mod redis;
 mod tls;
 
-pub use ai::{MockProvider, ProviderFault, Received};
+pub use ai::{MockProvider, ProviderFault, Received, UsageReport};
 pub use dns::Dnsmasq;
 pub use postgres::{fresh_postgres, POSTGRES_URL_VAR};
 pub use redis::{redis_url, REDIS_URL_VAR};

@@ -5,7 +5,7 @@ mod response;
 mod stream;
 
 pub(crate) use request::{parse_request, write_request};
-pub(crate) use response::{parse_response, write_response};
+pub(crate) use response::{parse_response, read_usage, write_response};
 pub use stream::{StreamReader, StreamWriter};
 
 #[cfg(test)]

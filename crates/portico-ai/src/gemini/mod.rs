@@ -14,7 +14,7 @@ mod signature;
 mod stream;
 
 pub(crate) use request::write_request;
-pub(crate) use response::parse_response;
+pub(crate) use response::{parse_response, read_usage};
 pub use stream::StreamReader;
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ mod stream;
 #[cfg(test)]
 use request::mistral_id;
 pub(crate) use request::{parse_request, write_request, Flavour};
-pub(crate) use response::{parse_response, write_response};
+pub(crate) use response::{parse_response, read_usage, write_response};
 pub use stream::{StreamReader, StreamWriter};
 
 #[cfg(test)]

@@ -106,12 +106,16 @@ pub(crate) fn write_finish(reason: &FinishReason) -> &str {
     }
 }
 
-/// Reads OpenAI's usage object.
+/// Reads OpenAI's usage object, and the words some compatible servers use in it (DeepSeek's
+/// `prompt_cache_hit_tokens`).
 pub(crate) fn read_usage(usage: &Value) -> Usage {
-    let count = |pointer: &str| usage.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
+    let number = |pointer: &str| usage.pointer(pointer).and_then(Value::as_u64);
+    let count = |pointer: &str| number(pointer).unwrap_or(0);
     Usage {
         prompt_tokens: count("/prompt_tokens"),
-        cached_tokens: count("/prompt_tokens_details/cached_tokens"),
+        cached_tokens: number("/prompt_tokens_details/cached_tokens")
+            .or_else(|| number("/prompt_cache_hit_tokens"))
+            .unwrap_or(0),
         cache_write_tokens: count("/prompt_tokens_details/cache_write_tokens"),
         completion_tokens: count("/completion_tokens"),
         reasoning_tokens: count("/completion_tokens_details/reasoning_tokens"),

@@ -38,8 +38,10 @@ impl StreamReader {
         if let Some(choice) = chunk.pointer("/choices/0") {
             self.read_choice(choice, out);
         }
-        // Usage can come on a chunk of its own or on the last one with a choice.
-        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+        // Usage can come on a chunk of its own or on the last one with a choice; Groq puts
+        // it in `x_groq`.
+        let usage = chunk.get("usage").filter(|u| u.is_object()).or_else(|| chunk.pointer("/x_groq/usage"));
+        if let Some(usage) = usage.filter(|u| u.is_object()) {
             out.push(StreamEvent::Usage(read_usage(usage)));
         }
     }

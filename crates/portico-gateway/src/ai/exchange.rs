@@ -2,16 +2,17 @@
 //! the answer in the client's format.
 
 use super::provider::{Ask, Operation};
-use super::stream::{AiStream, Mode};
-use super::{embeddings, AiEndpoint, Model, Target};
+use super::stream::{AiStream, Mode, StreamUsage};
+use super::{embeddings, AiEndpoint, Meter, Model, Target};
 use crate::observe::Trail;
 use crate::proxy::{RequestBody, RequestContext, ResponseBody};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use portico_ai::{AiError, ChatRequest, Dialect, ErrorKind, Fields, Format};
+use portico_ai::{AiError, ChatRequest, Dialect, ErrorKind, Fields, Format, Usage};
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The largest request body an AI route takes unless the route says otherwise (prompts with
@@ -65,12 +66,17 @@ pub(crate) async fn handle(
             return error_response(format, None, &error);
         }
     };
-    let call = match Call::new(endpoint, format, body, &parts.headers, operation) {
+    let mut call = match Call::new(endpoint, format, body, &parts.headers, operation) {
         Ok(call) => call,
         Err(error) => return error_response(format, None, &error),
     };
     if let Some(event) = trail.event() {
         event.service = Some(endpoint.service.clone());
+    }
+    if operation != Operation::CountTokens {
+        let meter = Arc::new(Meter::default());
+        trail.ai = Some(meter.clone());
+        call.meter = Some(meter);
     }
     match call.run(cx, trail).await {
         Ok(response) => response,
@@ -117,8 +123,12 @@ struct Call<'a> {
     headers: &'a HeaderMap,
     operation: Operation,
     stream: bool,
+    /// The client asked for usage at the end of its stream (`stream_options.include_usage`).
+    include_usage: bool,
     /// Embeddings: the client wants base64.
     base64: bool,
+    /// Where what the call used is left for the request's trail.
+    meter: Option<Arc<Meter>>,
     /// The request in neutral form, made when a provider of another format needs it.
     neutral: Option<Result<ChatRequest, AiError>>,
 }
@@ -150,8 +160,15 @@ impl<'a> Call<'a> {
         })?;
         let base64 = if operation == Operation::Embeddings { embeddings::prepare(&fields)? } else { false };
         let stream = fields.boolean("stream")?.unwrap_or(false);
+        let include_usage = stream_options(&fields).get("include_usage") == Some(&Value::Bool(true));
         drop(fields);
-        Ok(Call { client, model, body, headers, operation, stream, base64, neutral: None })
+        Ok(Call { client, model, body, headers, operation, stream, include_usage, base64, meter: None, neutral: None })
+    }
+
+    /// Whether Portico asks the provider for a usage chunk the client did not ask for:
+    /// OpenAI-format streams carry usage only when asked (Anthropic's and Gemini's always do).
+    fn asks_for_usage(&self, target: &Target) -> bool {
+        self.stream && !self.include_usage && target.provider.dialect.passes_through(Format::OpenAi)
     }
 
     async fn run(
@@ -205,7 +222,14 @@ impl<'a> Call<'a> {
             return Ok(embeddings::request_body(&Fields::parse(&self.body)?, &model));
         }
         if target.provider.dialect.passes_through(self.client) {
-            return Ok(Fields::parse(&self.body)?.rewrite(&[("model", Some(&model))]));
+            let fields = Fields::parse(&self.body)?;
+            if self.asks_for_usage(target) {
+                let mut options = stream_options(&fields);
+                options.insert("include_usage".into(), Value::Bool(true));
+                let options = Value::Object(options).to_string();
+                return Ok(fields.rewrite(&[("model", Some(&model)), ("stream_options", Some(&options))]));
+            }
+            return Ok(fields.rewrite(&[("model", Some(&model))]));
         }
         let (client, body) = (self.client, &self.body);
         let neutral = self.neutral.get_or_insert_with(|| client.parse_request(&portico_ai::parse_body(body)?));
@@ -281,13 +305,20 @@ impl<'a> Call<'a> {
             parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         let mut answer = if self.stream && streamed {
             let mode = match (dialect.passes_through(self.client), &self.neutral) {
+                (true, _) if self.asks_for_usage(target) => Mode::PassWithoutUsage,
                 (true, _) => Mode::Pass,
                 (false, Some(Ok(neutral))) => Mode::Translate(self.client.stream_writer(neutral)),
                 (false, _) => {
                     return Err(Miss::Final(None, AiError::new(ErrorKind::Api, "the request was not translated")))
                 }
             };
-            let mut response = Response::new(ResponseBody::boxed(AiStream::new(body, dialect, self.client, mode)));
+            let metered = self.meter.clone().map(|meter| StreamUsage {
+                meter,
+                billing: target.billing.clone(),
+                request_bytes: self.body.len(),
+            });
+            let stream = AiStream::new(body, dialect, self.client, mode, metered);
+            let mut response = Response::new(ResponseBody::boxed(stream));
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -295,6 +326,7 @@ impl<'a> Call<'a> {
             response
         } else {
             let text = read(body, MAX_ANSWER_BYTES).await.map_err(Miss::NextTarget)?;
+            self.meter_answer(target, &text);
             let text = self.translate_answer(dialect, &text).map_err(|error| Miss::Final(None, error))?;
             let mut response = Response::new(ResponseBody::full(text));
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -308,6 +340,21 @@ impl<'a> Call<'a> {
             headers.insert("x-portico-model", model);
         }
         Ok(answer)
+    }
+
+    /// Records what a whole answer used: its reported usage, or an estimate from the
+    /// request's size and the answer's text.
+    fn meter_answer(&self, target: &Target, text: &[u8]) {
+        let Some(meter) = &self.meter else { return };
+        let dialect = target.provider.dialect;
+        let record = target.billing.usage(dialect.read_usage(text), || {
+            let written = match self.operation {
+                Operation::Chat => dialect.parse_response(text).map_or(0, |answer| answer.written_bytes()),
+                Operation::Embeddings | Operation::CountTokens => 0,
+            };
+            Usage::estimate(self.body.len(), written)
+        });
+        meter.record(record);
     }
 
     /// A whole answer in the client's format.
@@ -325,6 +372,15 @@ impl<'a> Call<'a> {
             }
         }
         Ok(self.client.write_response(&answer).into())
+    }
+}
+
+/// The client's `stream_options` object (empty when it sent none).
+fn stream_options(fields: &Fields<'_>) -> serde_json::Map<String, Value> {
+    let options = fields.get("stream_options").and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
+    match options {
+        Some(Value::Object(options)) => options,
+        _ => serde_json::Map::new(),
     }
 }
 

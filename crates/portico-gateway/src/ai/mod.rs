@@ -6,16 +6,20 @@
 //! There the model name picks the provider models to try: in order, or the first by weight;
 //! a connection failure, a timeout, 429, 5xx or a refused key moves on to the next key or
 //! target, as long as nothing has been sent to the client. A key answered with 429 rests, one
-//! answered with 401 or 403 is taken out (`keys`).
+//! answered with 401 or 403 is taken out (`keys`). What each call used and cost is read
+//! from the provider's answer and left in the request's trail (`meter`).
 
 mod embeddings;
 mod exchange;
 mod keys;
+mod meter;
 mod provider;
 mod stream;
 
 pub(crate) use exchange::{error_response, handle};
 pub use keys::{KeyReport, KeyState};
+pub use meter::AiUsage;
+pub(crate) use meter::{Billing, Meter};
 pub(crate) use provider::Provider;
 
 use crate::upstream::UpstreamStates;
@@ -48,9 +52,10 @@ pub(crate) struct Model {
 
 pub(crate) struct Target {
     pub provider: Arc<Provider>,
-    pub model: Box<str>,
+    pub model: Arc<str>,
     pub weight: u32,
     pub timeout: Duration,
+    pub billing: Billing,
 }
 
 impl Model {
@@ -108,9 +113,12 @@ pub(crate) fn compile(
             .targets
             .iter()
             .filter_map(|t| {
-                let provider = providers.get(t.provider.as_str())?.clone();
+                let provider: Arc<Provider> = providers.get(t.provider.as_str())?.clone();
                 let timeout = Duration::from_millis(t.timeout_ms.unwrap_or(provider.timeout.as_millis() as u64));
-                Some(Target { provider, model: t.model.as_str().into(), weight: t.weight, timeout })
+                let model: Arc<str> = t.model.as_str().into();
+                let price = config.ai_providers.iter().find(|p| p.name == t.provider).and_then(|p| p.price(&t.model));
+                let billing = Billing { provider: provider.name.clone(), model: model.clone(), price };
+                Some(Target { provider, model, weight: t.weight, timeout, billing })
             })
             .collect();
         let compiled =

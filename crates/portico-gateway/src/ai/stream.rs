@@ -1,20 +1,37 @@
 //! Streamed answers on their way to the client: each upstream chunk is read as server-sent
 //! events and what it completes is sent on at once, translated when the client speaks
-//! another format, byte for byte when it speaks the provider's.
+//! another format, byte for byte when it speaks the provider's. Every event is read, for
+//! the usage the stream reports (or the text an estimate is made from).
 
+use super::{Billing, Meter};
 use crate::proxy::{BodyError, ResponseBody};
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use portico_ai::{AiError, Dialect, ErrorKind, Format, SseEvent, SseParser, StreamEvent, StreamReader, StreamWriter};
+use portico_ai::{
+    AiError, Dialect, ErrorKind, Format, SseEvent, SseParser, StreamEvent, StreamReader, StreamWriter, Usage,
+};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 /// What becomes of the provider's events.
 pub(crate) enum Mode {
     /// The client speaks the provider's format: bytes pass unchanged.
     Pass,
+    /// The client speaks the provider's format but did not ask for the usage chunk
+    /// Portico asked for: events pass unchanged but for that chunk, which is left out (its
+    /// empty `choices` would surprise a client that never asked for it).
+    PassWithoutUsage,
     /// The client speaks another format.
     Translate(StreamWriter),
+}
+
+/// What the stream has used so far, recorded in the meter when it ends, however it ends.
+pub(crate) struct StreamUsage {
+    pub meter: Arc<Meter>,
+    pub billing: Billing,
+    /// The size of the request, for an estimate.
+    pub request_bytes: usize,
 }
 
 pub(crate) struct AiStream {
@@ -28,10 +45,21 @@ pub(crate) struct AiStream {
     /// The provider's stream reached its end (`[DONE]`, `message_stop`) or an error.
     complete: bool,
     done: bool,
+    metered: Option<StreamUsage>,
+    /// The last usage the provider reported.
+    usage: Option<Usage>,
+    /// The bytes the model wrote, for an estimate when the provider reports no usage.
+    written: usize,
 }
 
 impl AiStream {
-    pub fn new(upstream: ResponseBody, provider: Dialect, client: Format, mode: Mode) -> AiStream {
+    pub fn new(
+        upstream: ResponseBody,
+        provider: Dialect,
+        client: Format,
+        mode: Mode,
+        metered: Option<StreamUsage>,
+    ) -> AiStream {
         AiStream {
             upstream,
             client,
@@ -42,6 +70,9 @@ impl AiStream {
             steps: Vec::new(),
             complete: false,
             done: false,
+            metered,
+            usage: None,
+            written: 0,
         }
     }
 
@@ -54,7 +85,7 @@ impl AiStream {
         let out = self.translate(false);
         match self.mode {
             Mode::Pass => chunk,
-            Mode::Translate(_) => out,
+            Mode::PassWithoutUsage | Mode::Translate(_) => out,
         }
     }
 
@@ -65,17 +96,24 @@ impl AiStream {
         for event in self.events.iter().map(Some).chain(ended.then_some(None)) {
             self.steps.clear();
             match event {
-                // Passed through, an event only needs reading when it may end the stream.
-                Some(event) if matches!(self.mode, Mode::Pass) && !may_end(event) => {}
                 Some(event) => self.reader.read(event, &mut self.steps),
                 None => self.reader.finish(&mut self.steps),
             }
             for step in &self.steps {
-                if matches!(step, StreamEvent::End | StreamEvent::Error(_)) {
-                    self.complete = true;
+                match step {
+                    StreamEvent::End | StreamEvent::Error(_) => self.complete = true,
+                    StreamEvent::Usage(usage) => self.usage = Some(*usage),
+                    step => self.written += step.written_bytes(),
                 }
                 if let Mode::Translate(writer) = &mut self.mode {
                     writer.write(step, &mut out);
+                }
+            }
+            if let (Mode::PassWithoutUsage, Some(event)) = (&self.mode, event) {
+                let usage_only =
+                    !self.steps.is_empty() && self.steps.iter().all(|s| matches!(s, StreamEvent::Usage(_)));
+                if !usage_only {
+                    write_event(&mut out, event);
                 }
             }
         }
@@ -88,15 +126,35 @@ impl AiStream {
         self.complete = true;
         Bytes::from(self.client.stream_error(&AiError::new(ErrorKind::Api, message)))
     }
+
+    /// Records what the stream used, once: when it ends, or when the client leaves first.
+    fn settle(&mut self) {
+        let Some(metered) = self.metered.take() else { return };
+        let (request_bytes, written) = (metered.request_bytes, self.written);
+        let record = metered.billing.usage(self.usage, || Usage::estimate(request_bytes, written));
+        metered.meter.record(record);
+    }
 }
 
-/// Whether an event may end a stream or report an error (`[DONE]`, `message_stop`, an
-/// `error` event or object); a cheap look that spares parsing every other event's JSON.
-fn may_end(event: &SseEvent) -> bool {
-    event.data == "[DONE]"
-        || matches!(event.event.as_deref(), Some("message_stop" | "error"))
-        || event.data.contains("\"error\"")
-        || event.data.contains("message_stop")
+impl Drop for AiStream {
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
+/// Writes `event` as an event stream carries it.
+fn write_event(out: &mut Vec<u8>, event: &SseEvent) {
+    if let Some(name) = &event.event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    for line in event.data.split('\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
 }
 
 impl Body for AiStream {
@@ -133,6 +191,7 @@ impl Body for AiStream {
                     if !this.complete {
                         out.extend_from_slice(&this.fail("the provider's stream ended before the answer was complete"));
                     }
+                    this.settle();
                     if out.is_empty() {
                         return Poll::Ready(None);
                     }

@@ -13,6 +13,7 @@ use super::analytics::Counter;
 use super::drainer::Drainer;
 use super::http_out::Poster;
 use super::Text;
+use crate::ai::AiUsage;
 use crossbeam_queue::ArrayQueue;
 use http::uri::Authority;
 use http::{HeaderValue, Method};
@@ -115,6 +116,8 @@ pub struct AccessEvent {
     pub retries: u32,
     /// Why Portico answered itself with an error (`upstream_timeout`, `rate_limited`, ...).
     pub error: Option<&'static str>,
+    /// What an AI call used and cost.
+    pub ai: Option<Box<AiUsage>>,
 }
 
 impl AccessEvent {
@@ -183,8 +186,40 @@ impl AccessEvent {
         numbers.push(b",\"error\":");
         out.extend_from_slice(numbers.as_bytes());
         optional(out, self.error.map(str::as_bytes));
+        if let Some(ai) = &self.ai {
+            write_ai(out, ai);
+        }
         out.extend_from_slice(b"}\n");
     }
+}
+
+/// An AI call's usage: `input_tokens` counts every input token, those read from and
+/// written to a prompt cache included (each also counted apart); `output_tokens` counts
+/// the reasoning tokens too.
+fn write_ai(out: &mut Vec<u8>, ai: &AiUsage) {
+    out.extend_from_slice(b",\"ai\":{\"provider\":");
+    string(out, ai.provider.as_bytes());
+    out.extend_from_slice(b",\"model\":");
+    string(out, ai.model.as_bytes());
+    let usage = &ai.usage;
+    let _ = write!(
+        out,
+        ",\"input_tokens\":{},\"output_tokens\":{},\"cached_read_tokens\":{},\"cache_write_tokens\":{},\
+         \"reasoning_tokens\":{},\"estimated\":{},\"cost_usd\":",
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.cached_tokens,
+        usage.cache_write_tokens,
+        usage.reasoning_tokens,
+        ai.estimated,
+    );
+    match ai.cost {
+        Some(cost) => {
+            let _ = write!(out, "{cost}");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
 }
 
 /// A JSON string; bytes that are not UTF-8 become U+FFFD.
@@ -542,6 +577,7 @@ mod tests {
             gateway: Duration::from_micros(250),
             retries: 0,
             error: None,
+            ai: None,
         })
     }
 

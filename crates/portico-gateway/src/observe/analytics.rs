@@ -309,6 +309,7 @@ mod tests {
             gateway: Duration::ZERO,
             retries: 0,
             error,
+            ai: None,
         }
     }
 

@@ -202,6 +202,8 @@ pub(crate) struct Trail {
     /// The request's record, begun at the start when the access log is on or the trace is
     /// exported; it goes to both when both want it.
     event: Option<Box<AccessEvent>>,
+    /// What an AI call used, left there by the AI exchange or its stream.
+    pub ai: Option<Arc<crate::ai::Meter>>,
     log: Option<Arc<AccessLog>>,
     exporter: Option<Arc<Exporter>>,
 }
@@ -234,6 +236,7 @@ impl Trail {
                 gateway: Duration::ZERO,
                 retries: 0,
                 error: None,
+                ai: None,
             };
             Box::new(event)
         });
@@ -248,6 +251,7 @@ impl Trail {
             upstream_span: None,
             https,
             event,
+            ai: None,
             log,
             exporter,
         }
@@ -308,6 +312,7 @@ impl Trail {
         event.duration = duration;
         event.upstream = self.upstream;
         event.gateway = self.head.saturating_sub(self.upstream.unwrap_or_default());
+        event.ai = self.ai.as_ref().and_then(|meter| meter.take()).map(Box::new);
         if let Some(exporter) = &self.exporter {
             let upstream = self.upstream_span.map(|(first, last)| {
                 (first.saturating_duration_since(self.started), last.saturating_duration_since(first))

@@ -303,6 +303,9 @@ impl ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         if let Some(trail) = self.trail.take() {
+            // The body goes first: a body made as it goes may still have to leave what
+            // it learned in the trail (an AI stream's usage).
+            self.kind = Kind::Full(None);
             trail.finish(self.sent);
         }
     }

@@ -13,7 +13,7 @@ const KEY: &str = "shop-key-0123456789";
 
 /// The access log's lines once there are `count` of them (or what there is after a few
 /// seconds).
-async fn log_lines(path: &Path, count: usize) -> Vec<Value> {
+pub(crate) async fn log_lines(path: &Path, count: usize) -> Vec<Value> {
     let mut lines = Vec::new();
     for _ in 0..100 {
         let text = std::fs::read_to_string(path).unwrap_or_default();

@@ -1,0 +1,95 @@
+//! What an AI call used and cost. Tokens come from the provider's own usage, read in every
+//! shape it arrives in (`portico_ai`); only when a provider reports none does Portico
+//! estimate, and then the record says so. The cost is the usage at the target's price; a
+//! model without a price is reported as unpriced, never as free.
+
+use portico_ai::Usage;
+use portico_model::AiPrice;
+use std::sync::{Arc, Mutex};
+
+/// What one AI call used, for the access log and analytics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AiUsage {
+    pub provider: Arc<str>,
+    /// The provider's model that answered.
+    pub model: Arc<str>,
+    pub usage: Usage,
+    /// The provider reported no usage: the counts are Portico's estimate.
+    pub estimated: bool,
+    /// In US dollars; `None` when the model has no price.
+    pub cost: Option<f64>,
+}
+
+/// Who answers a call, and at what price: what a usage record needs besides the tokens.
+#[derive(Debug, Clone)]
+pub(crate) struct Billing {
+    pub provider: Arc<str>,
+    pub model: Arc<str>,
+    pub price: Option<AiPrice>,
+}
+
+impl Billing {
+    /// The record of `usage`, or of the estimate when the provider reported none.
+    pub fn usage(&self, usage: Option<Usage>, estimate: impl FnOnce() -> Usage) -> AiUsage {
+        let (usage, estimated) = match usage.filter(|u| !u.is_empty()) {
+            Some(usage) => (usage, false),
+            None => (estimate(), true),
+        };
+        AiUsage {
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            cost: self.price.map(|price| cost(&price, &usage)),
+            usage,
+            estimated,
+        }
+    }
+}
+
+/// What `usage` costs at `price`: each cached input token once, at its cache price, and
+/// the rest of the input at the input price.
+pub(crate) fn cost(price: &AiPrice, usage: &Usage) -> f64 {
+    let tokens = |count: u64, per_million: f64| count as f64 * per_million;
+    let dollars = tokens(usage.uncached_prompt_tokens(), price.input)
+        + tokens(usage.cached_tokens, price.cached_read.unwrap_or(price.input))
+        + tokens(usage.cache_write_tokens, price.cache_write.unwrap_or(price.input))
+        + tokens(usage.completion_tokens, price.output);
+    dollars / 1e6
+}
+
+/// Where a call's usage is left for the request's trail, shared with a streamed answer,
+/// which knows its usage only when it ends.
+#[derive(Debug, Default)]
+pub(crate) struct Meter(Mutex<Option<AiUsage>>);
+
+impl Meter {
+    pub fn record(&self, usage: AiUsage) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(usage);
+    }
+
+    pub fn take(&self) -> Option<AiUsage> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_tokens_are_billed_once_at_their_own_price() {
+        let price = AiPrice { input: 3.0, output: 15.0, cached_read: Some(0.3), cache_write: Some(3.75) };
+        let usage = Usage {
+            prompt_tokens: 1_100_000,
+            cached_tokens: 600_000,
+            cache_write_tokens: 400_000,
+            completion_tokens: 200_000,
+            reasoning_tokens: 50_000,
+        };
+        // 100k uncached × 3 + 600k read × 0.3 + 400k written × 3.75 + 200k out × 15, per million.
+        let expected = 0.3 + 0.18 + 1.5 + 3.0;
+        assert!((cost(&price, &usage) - expected).abs() < 1e-9, "{}", cost(&price, &usage));
+        // Without cache prices, cached tokens cost what input costs.
+        let plain = AiPrice { input: 1.0, output: 2.0, cached_read: None, cache_write: None };
+        assert!((cost(&plain, &usage) - (1.1 + 0.4)).abs() < 1e-9);
+    }
+}
