@@ -29,6 +29,26 @@ pub(crate) struct Traffic {
     bytes_out: u64,
     /// Time from the request head to the last response byte, within 1%.
     latency_ms: Percentiles,
+    /// What the AI calls among the requests used and cost.
+    ai: AiTraffic,
+}
+
+/// AI calls' tokens and cost. Input tokens count every input token, those read from or
+/// written to a prompt cache included; output tokens include reasoning.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AiTraffic {
+    calls: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cached_read_tokens: u64,
+    cache_write_tokens: u64,
+    reasoning_tokens: u64,
+    /// US dollars, of the calls whose model has a price.
+    cost_usd: f64,
+    /// Calls whose model has no price: their cost is unknown, and not in `cost_usd`.
+    unpriced_calls: u64,
+    /// Calls whose usage is Portico's estimate, the provider having reported none.
+    estimated_calls: u64,
 }
 
 /// Latency percentiles in milliseconds; null without requests.
@@ -50,6 +70,17 @@ impl From<&Tally> for Traffic {
             bytes_in: tally.bytes_in,
             bytes_out: tally.bytes_out,
             latency_ms: Percentiles { p50: percentile(0.5), p95: percentile(0.95), p99: percentile(0.99) },
+            ai: AiTraffic {
+                calls: tally.ai.calls,
+                input_tokens: tally.ai.input_tokens,
+                output_tokens: tally.ai.output_tokens,
+                cached_read_tokens: tally.ai.cached_read_tokens,
+                cache_write_tokens: tally.ai.cache_write_tokens,
+                reasoning_tokens: tally.ai.reasoning_tokens,
+                cost_usd: tally.ai.cost_nanos as f64 / 1e9,
+                unpriced_calls: tally.ai.unpriced,
+                estimated_calls: tally.ai.estimated,
+            },
         }
     }
 }
@@ -98,7 +129,8 @@ pub(crate) struct Top {
     /// The consumer whose routes are ranked, when the list was narrowed to one.
     #[serde(skip_serializing_if = "Option::is_none")]
     consumer: Option<String>,
-    /// What the keys are ranked by: `requests`, `errors`, `client_errors`, `bytes` or `latency` (p95).
+    /// What the keys are ranked by: `requests`, `errors`, `client_errors`, `bytes`,
+    /// `latency` (p95), `tokens` or `cost`.
     by: &'static str,
     items: Vec<Ranked>,
 }
@@ -183,7 +215,7 @@ fn parse(query: Option<&str>, now_ms: i64) -> Result<Query, ApiError> {
             "dimension" => {
                 q.dimension = Some(Dimension::parse(value).ok_or_else(|| {
                     ApiError::bad_request(format!(
-                        "`dimension` must be all, route, service, consumer, status or error, not `{value}`"
+                        "`dimension` must be all, route, service, consumer, status, error, team, provider or model, not `{value}`"
                     ))
                 })?)
             }
@@ -193,7 +225,7 @@ fn parse(query: Option<&str>, now_ms: i64) -> Result<Query, ApiError> {
             "by" => {
                 let by = TopBy::EVERY.iter().find(|(text, _)| *text == value).ok_or_else(|| {
                     ApiError::bad_request(format!(
-                        "`by` must be requests, errors, client_errors, bytes or latency, not `{value}`"
+                        "`by` must be requests, errors, client_errors, bytes, latency, tokens or cost, not `{value}`"
                     ))
                 })?;
                 q.by = *by;
@@ -229,7 +261,7 @@ fn parse(query: Option<&str>, now_ms: i64) -> Result<Query, ApiError> {
            ("from" = Option<i64>, Query, description = "The range's start in ms since the epoch, instead of `range`"),
            ("to" = Option<i64>, Query, description = "The range's end in ms since the epoch (default now)"),
            ("interval" = Option<String>, Query, description = "minute, hour or day (default: minute up to 6 hours, hour up to 8 days, else day)"),
-           ("dimension" = Option<String>, Query, description = "all (default), route, service, consumer, status or error"),
+           ("dimension" = Option<String>, Query, description = "all (default), route, service, consumer, status, error, team, provider (AI) or model (AI)"),
            ("key" = Option<String>, Query, description = "The route, service or consumer name, status code or error kind; required unless the dimension is all"),
            ("route" = Option<String>, Query, description = "With `consumer`, instead of `dimension` and `key`: that consumer's traffic on that route"),
            ("consumer" = Option<String>, Query, description = "With `route`: that consumer's traffic on that route")),
@@ -298,8 +330,8 @@ pub(crate) async fn series(
 /// The routes, services, consumers, status codes or error kinds with the most requests,
 /// errors, bytes or latency over a range.
 #[utoipa::path(get, path = "/api/v1/analytics/top", tag = "analytics",
-    params(("dimension" = String, Query, description = "route, service, consumer, status or error"),
-           ("by" = Option<String>, Query, description = "requests (default), errors (5xx), client_errors (4xx), bytes or latency (p95)"),
+    params(("dimension" = String, Query, description = "route, service, consumer, status, error, team, provider (AI) or model (AI)"),
+           ("by" = Option<String>, Query, description = "requests (default), errors (5xx), client_errors (4xx), bytes, latency (p95), tokens (AI) or cost (AI)"),
            ("limit" = Option<usize>, Query, description = "How many, 1 to 100 (default 10)"),
            ("route" = Option<String>, Query, description = "With dimension=consumer: only the consumers of this route"),
            ("consumer" = Option<String>, Query, description = "With dimension=route: only the routes this consumer called"),
@@ -313,7 +345,7 @@ pub(crate) async fn top(State(state): State<AdminState>, RawQuery(query): RawQue
     let dimension = match q.dimension {
         Some(Dimension::All) | None => {
             return Err(ApiError::bad_request(
-                "give the `dimension` to rank: route, service, consumer, status or error",
+                "give the `dimension` to rank: route, service, consumer, status, error, team, provider or model",
             ))
         }
         Some(dimension) => dimension,

@@ -52,7 +52,7 @@ use utoipa::{Modify, OpenApi};
                        portico_store::AdminToken, portico_store::Role, portico_store::AuditEntry,
                        tokens::NewTokenRequest, tokens::CreatedToken, tokens::AuditPage,
                        analytics::Series, analytics::Top, analytics::Point, analytics::Ranked, analytics::Traffic,
-                       analytics::Percentiles)),
+                       analytics::Percentiles, analytics::AiTraffic)),
     modifiers(&BearerToken),
     security(("admin_token" = [])),
 )]

@@ -20,6 +20,12 @@ pub enum Dimension {
     RouteConsumer,
     /// The same requests keyed `consumer/route`, to find a consumer's routes by prefix.
     ConsumerRoute,
+    /// The team of the consumer that called.
+    Team,
+    /// The AI provider that answered.
+    Provider,
+    /// The provider's model that answered.
+    Model,
 }
 
 /// The key of a pair dimension: names cannot hold `/`, so the two never run together.
@@ -29,13 +35,16 @@ pub fn pair(first: &str, second: &str) -> String {
 
 impl Dimension {
     /// The dimensions that are asked for by name; the pairs are reached through filters.
-    pub const EVERY: [Dimension; 6] = [
+    pub const EVERY: [Dimension; 9] = [
         Dimension::All,
         Dimension::Route,
         Dimension::Service,
         Dimension::Consumer,
         Dimension::Status,
         Dimension::Error,
+        Dimension::Team,
+        Dimension::Provider,
+        Dimension::Model,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +57,9 @@ impl Dimension {
             Dimension::Error => "error",
             Dimension::RouteConsumer => "route_consumer",
             Dimension::ConsumerRoute => "consumer_route",
+            Dimension::Team => "team",
+            Dimension::Provider => "provider",
+            Dimension::Model => "model",
         }
     }
 
@@ -171,6 +183,47 @@ pub struct Tally {
     pub bytes_out: u64,
     /// Time from the request head to the last response byte, in milliseconds.
     pub latency: LatencySketch,
+    pub ai: AiTally,
+}
+
+/// What AI calls used, in a tally.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AiTally {
+    /// AI calls with usage, reported or estimated.
+    pub calls: u64,
+    /// Every input token, those read from or written to a prompt cache included.
+    pub input_tokens: u64,
+    /// Output tokens, reasoning included.
+    pub output_tokens: u64,
+    pub cached_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    /// The cost of the calls that had a price, in billionths of a US dollar (whole
+    /// numbers add up exactly, across rows and nodes).
+    pub cost_nanos: u64,
+    /// Calls whose model had no price: their cost is unknown, not zero.
+    pub unpriced: u64,
+    /// Calls whose usage Portico estimated, the provider having reported none.
+    pub estimated: u64,
+}
+
+impl AiTally {
+    /// `dollars` in billionths.
+    pub fn nanos(dollars: f64) -> u64 {
+        (dollars * 1e9).round().max(0.0) as u64
+    }
+
+    pub fn merge(&mut self, other: &AiTally) {
+        self.calls += other.calls;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cached_read_tokens += other.cached_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
+        self.cost_nanos += other.cost_nanos;
+        self.unpriced += other.unpriced;
+        self.estimated += other.estimated;
+    }
 }
 
 impl Tally {
@@ -193,6 +246,7 @@ impl Tally {
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.latency.merge(&other.latency);
+        self.ai.merge(&other.ai);
     }
 }
 

@@ -28,7 +28,7 @@ pub use ai::{
     validate_model_name, AiModel, AiPrice, AiProvider, AiRouting, AiService, AiTarget, ProviderKey, ProviderKind,
     DEFAULT_AZURE_API_VERSION,
 };
-pub use analytics::{pair, Dimension, Interval, LatencySketch, Rollup, Tally};
+pub use analytics::{pair, AiTally, Dimension, Interval, LatencySketch, Rollup, Tally};
 pub use balance::{ActiveCheck, Algorithm, Balance, HashOn, Health, PassiveCheck, StatusSet};
 pub use certificate::{parse_chain, parse_key, Certificate};
 pub use config::{parse_yaml, Config};

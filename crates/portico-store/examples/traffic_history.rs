@@ -100,6 +100,8 @@ fn record(r: &Request, i: u64) -> AccessRecord {
         gateway_us: (r.millis * 100.0) as i64,
         retries: 0,
         error: r.error.map(str::to_owned),
+        team: None,
+        ai: None,
     }
 }
 

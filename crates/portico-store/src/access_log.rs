@@ -3,7 +3,7 @@
 use crate::{Store, StoreError};
 
 /// One request, as stored.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AccessRecord {
     /// Milliseconds since the Unix epoch.
     pub at: i64,
@@ -26,11 +26,31 @@ pub struct AccessRecord {
     pub gateway_us: i64,
     pub retries: i32,
     pub error: Option<String>,
+    /// The team of the consumer.
+    pub team: Option<String>,
+    pub ai: Option<AiCallRecord>,
+}
+
+/// What an AI call used and cost (see the `access_events` migrations for the meanings).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AiCallRecord {
+    pub provider: String,
+    pub model: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub estimated: bool,
+    /// US dollars; `None` for a model without a price.
+    pub cost_usd: Option<f64>,
 }
 
 const COLUMNS: &str = "at, request_id, trace_id, client_ip, method, host, path, path_template, route, service, \
-                       target, consumer, status, bytes_in, bytes_out, duration_us, upstream_us, gateway_us, retries, error";
-const PER_ROW: usize = 20;
+                       target, consumer, status, bytes_in, bytes_out, duration_us, upstream_us, gateway_us, retries, error, \
+                       team, ai_provider, ai_model, input_tokens, output_tokens, cached_read_tokens, \
+                       cache_write_tokens, reasoning_tokens, usage_estimated, cost_usd";
+const PER_ROW: usize = 30;
 
 impl Store {
     /// Appends `records` in one transaction, several rows per statement.
@@ -61,7 +81,19 @@ impl Store {
                     .bind(r.upstream_us)
                     .bind(r.gateway_us)
                     .bind(r.retries)
-                    .bind(r.error.clone());
+                    .bind(r.error.clone())
+                    .bind(r.team.clone());
+                let ai = r.ai.as_ref();
+                query = query
+                    .bind(ai.map(|a| a.provider.clone()))
+                    .bind(ai.map(|a| a.model.clone()))
+                    .bind(ai.map(|a| a.input_tokens))
+                    .bind(ai.map(|a| a.output_tokens))
+                    .bind(ai.map(|a| a.cached_read_tokens))
+                    .bind(ai.map(|a| a.cache_write_tokens))
+                    .bind(ai.map(|a| a.reasoning_tokens))
+                    .bind(ai.map(|a| i32::from(a.estimated)))
+                    .bind(ai.and_then(|a| a.cost_usd));
             }
             query.execute(&mut *tx).await?;
         }
@@ -86,6 +118,20 @@ impl Store {
                 .await?;
         rows.iter()
             .map(|row| {
+                let ai = match row.try_get::<Option<String>, _>("ai_provider")? {
+                    Some(provider) => Some(AiCallRecord {
+                        provider,
+                        model: row.try_get::<Option<String>, _>("ai_model")?.unwrap_or_default(),
+                        input_tokens: row.try_get::<Option<i64>, _>("input_tokens")?.unwrap_or(0),
+                        output_tokens: row.try_get::<Option<i64>, _>("output_tokens")?.unwrap_or(0),
+                        cached_read_tokens: row.try_get::<Option<i64>, _>("cached_read_tokens")?.unwrap_or(0),
+                        cache_write_tokens: row.try_get::<Option<i64>, _>("cache_write_tokens")?.unwrap_or(0),
+                        reasoning_tokens: row.try_get::<Option<i64>, _>("reasoning_tokens")?.unwrap_or(0),
+                        estimated: row.try_get::<Option<i32>, _>("usage_estimated")?.unwrap_or(0) != 0,
+                        cost_usd: row.try_get("cost_usd")?,
+                    }),
+                    None => None,
+                };
                 Ok(AccessRecord {
                     at: row.try_get("at")?,
                     request_id: row.try_get("request_id")?,
@@ -107,6 +153,8 @@ impl Store {
                     gateway_us: row.try_get("gateway_us")?,
                     retries: row.try_get("retries")?,
                     error: row.try_get("error")?,
+                    team: row.try_get("team")?,
+                    ai,
                 })
             })
             .collect()

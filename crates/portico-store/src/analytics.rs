@@ -3,7 +3,7 @@
 //! is a few hundred rows whatever the number of requests.
 
 use crate::{Store, StoreError};
-use portico_model::{Dimension, Interval, LatencySketch, Rollup, Tally};
+use portico_model::{AiTally, Dimension, Interval, LatencySketch, Rollup, Tally};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -19,15 +19,21 @@ pub enum TopBy {
     Bytes,
     /// The 95th percentile of latency.
     Latency,
+    /// AI tokens, input and output.
+    Tokens,
+    /// The cost of AI calls.
+    Cost,
 }
 
 impl TopBy {
-    pub const EVERY: [(&'static str, TopBy); 5] = [
+    pub const EVERY: [(&'static str, TopBy); 7] = [
         ("requests", TopBy::Requests),
         ("errors", TopBy::Errors),
         ("client_errors", TopBy::ClientErrors),
         ("bytes", TopBy::Bytes),
         ("latency", TopBy::Latency),
+        ("tokens", TopBy::Tokens),
+        ("cost", TopBy::Cost),
     ];
 
     /// The SQL ordering of the summed columns; `None` for latency, ranked after merging.
@@ -37,18 +43,39 @@ impl TopBy {
             TopBy::Errors => Some("server_errors DESC"),
             TopBy::ClientErrors => Some("client_errors DESC"),
             TopBy::Bytes => Some("bytes_in + bytes_out DESC"),
+            TopBy::Tokens => Some("SUM(input_tokens) + SUM(output_tokens) DESC"),
+            TopBy::Cost => Some("cost_nanos DESC"),
             TopBy::Latency => None,
         }
     }
 }
 
-const COLUMNS: &str =
-    "interval_secs, bucket, dimension, key, node, requests, client_errors, server_errors, bytes_in, bytes_out, latency";
-const PER_ROW: usize = 11;
+const COLUMNS: &str = "interval_secs, bucket, dimension, key, node, requests, client_errors, server_errors, \
+                       bytes_in, bytes_out, latency, ai_calls, input_tokens, output_tokens, cached_read_tokens, \
+                       cache_write_tokens, reasoning_tokens, cost_nanos, unpriced_calls, estimated_calls";
+const PER_ROW: usize = 20;
+/// The counted columns, which a query sums.
+const COUNTS: [&str; 14] = [
+    "requests",
+    "client_errors",
+    "server_errors",
+    "bytes_in",
+    "bytes_out",
+    "ai_calls",
+    "input_tokens",
+    "output_tokens",
+    "cached_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_nanos",
+    "unpriced_calls",
+    "estimated_calls",
+];
+
 /// The sums a query adds up, cast back to BIGINT (PostgreSQL sums BIGINT as NUMERIC).
-const SUMS: &str = "CAST(SUM(requests) AS BIGINT) AS requests, CAST(SUM(client_errors) AS BIGINT) AS client_errors, \
-                    CAST(SUM(server_errors) AS BIGINT) AS server_errors, CAST(SUM(bytes_in) AS BIGINT) AS bytes_in, \
-                    CAST(SUM(bytes_out) AS BIGINT) AS bytes_out";
+fn sums() -> String {
+    COUNTS.map(|c| format!("CAST(SUM({c}) AS BIGINT) AS {c}")).join(", ")
+}
 
 fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -68,6 +95,17 @@ fn counts(row: &AnyRow) -> Result<Tally, StoreError> {
         bytes_in: unsigned(row, "bytes_in")?,
         bytes_out: unsigned(row, "bytes_out")?,
         latency: LatencySketch::default(),
+        ai: AiTally {
+            calls: unsigned(row, "ai_calls")?,
+            input_tokens: unsigned(row, "input_tokens")?,
+            output_tokens: unsigned(row, "output_tokens")?,
+            cached_read_tokens: unsigned(row, "cached_read_tokens")?,
+            cache_write_tokens: unsigned(row, "cache_write_tokens")?,
+            reasoning_tokens: unsigned(row, "reasoning_tokens")?,
+            cost_nanos: unsigned(row, "cost_nanos")?,
+            unpriced: unsigned(row, "unpriced_calls")?,
+            estimated: unsigned(row, "estimated_calls")?,
+        },
     })
 }
 
@@ -179,11 +217,10 @@ impl Store {
         for chunk in rollups.chunks(self.rows_per_insert(PER_ROW)) {
             let sql = format!(
                 "INSERT INTO traffic_rollups ({COLUMNS}) VALUES {} \
-                 ON CONFLICT (interval_secs, dimension, bucket, key, node) DO UPDATE SET \
-                 requests = excluded.requests, client_errors = excluded.client_errors, \
-                 server_errors = excluded.server_errors, bytes_in = excluded.bytes_in, \
-                 bytes_out = excluded.bytes_out, latency = excluded.latency",
-                crate::store::values(chunk.len(), PER_ROW)
+                 ON CONFLICT (interval_secs, dimension, bucket, key, node) DO UPDATE SET {}, \
+                 latency = excluded.latency",
+                crate::store::values(chunk.len(), PER_ROW),
+                COUNTS.map(|c| format!("{c} = excluded.{c}")).join(", ")
             );
             let mut query = sqlx::query(&sql);
             for r in chunk {
@@ -200,6 +237,20 @@ impl Store {
                     .bind(signed(r.tally.bytes_in))
                     .bind(signed(r.tally.bytes_out))
                     .bind(r.tally.latency.to_bytes());
+                let ai = &r.tally.ai;
+                for count in [
+                    ai.calls,
+                    ai.input_tokens,
+                    ai.output_tokens,
+                    ai.cached_read_tokens,
+                    ai.cache_write_tokens,
+                    ai.reasoning_tokens,
+                    ai.cost_nanos,
+                    ai.unpriced,
+                    ai.estimated,
+                ] {
+                    query = query.bind(signed(count));
+                }
             }
             query.execute(&mut *tx).await?;
         }
@@ -264,7 +315,8 @@ impl Store {
         // The counts are summed by the database; only the winners' sketches are read.
         let limit_at = filter.next;
         let sql = format!(
-            "SELECT key, {SUMS} FROM traffic_rollups WHERE {} GROUP BY key ORDER BY {order}, key LIMIT ${limit_at}",
+            "SELECT key, {} FROM traffic_rollups WHERE {} GROUP BY key ORDER BY {order}, key LIMIT ${limit_at}",
+            sums(),
             filter.sql
         );
         let rows = filter

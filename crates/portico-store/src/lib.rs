@@ -21,7 +21,7 @@ mod registry;
 mod store;
 mod tokens;
 
-pub use access_log::AccessRecord;
+pub use access_log::{AccessRecord, AiCallRecord};
 pub use analytics::TopBy;
 pub use audit::{Actor, AuditEntry, AuditQuery};
 pub use entities::{Entity, Kind, Precondition, Stored, GLOBAL};

@@ -4,7 +4,7 @@
 
 use portico_gateway::{AccessEvent, EventSink, RollupSink};
 use portico_model::{Interval, Rollup};
-use portico_store::{AccessRecord, Store};
+use portico_store::{AccessRecord, AiCallRecord, Store};
 use std::io;
 use std::time::{Duration, SystemTime};
 
@@ -103,5 +103,20 @@ fn record(event: &AccessEvent) -> AccessRecord {
         gateway_us: micros(event.gateway),
         retries: i32::try_from(event.retries).unwrap_or(i32::MAX),
         error: event.error.map(str::to_owned),
+        team: event.team.as_deref().map(str::to_owned),
+        ai: event.ai.as_deref().map(|ai| {
+            let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            AiCallRecord {
+                provider: ai.provider.to_string(),
+                model: ai.model.to_string(),
+                input_tokens: count(ai.usage.prompt_tokens),
+                output_tokens: count(ai.usage.completion_tokens),
+                cached_read_tokens: count(ai.usage.cached_tokens),
+                cache_write_tokens: count(ai.usage.cache_write_tokens),
+                reasoning_tokens: count(ai.usage.reasoning_tokens),
+                estimated: ai.estimated,
+                cost_usd: ai.cost,
+            }
+        }),
     }
 }

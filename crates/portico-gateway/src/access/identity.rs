@@ -29,6 +29,8 @@ pub(crate) struct Consumer {
     pub groups: Box<[Box<str>]>,
     /// The groups as sent upstream in `X-Consumer-Groups`.
     pub groups_header: Option<HeaderValue>,
+    /// The team that owns the consumer, for the access log and analytics.
+    pub team: Option<Arc<str>>,
     /// A rate limit attached to the consumer, which replaces the route's.
     pub rate_limit: Option<Arc<RateLimiter>>,
 }
@@ -86,6 +88,7 @@ impl Consumers {
                 name_header: HeaderValue::from_str(&consumer.name).unwrap_or(HeaderValue::from_static("")),
                 groups: consumer.groups.iter().map(|g| g.as_str().into()).collect(),
                 groups_header: (!groups.is_empty()).then(|| HeaderValue::from_str(&groups).ok()).flatten(),
+                team: consumer.team.as_deref().map(Arc::from),
                 rate_limit: consumer
                     .policies
                     .rate_limit

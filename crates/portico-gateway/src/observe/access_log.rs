@@ -104,6 +104,8 @@ pub struct AccessEvent {
     /// The upstream target (`host:port`) that answered, after retries.
     pub target: Option<Authority>,
     pub consumer: Option<Arc<str>>,
+    /// The team that owns the consumer.
+    pub team: Option<Arc<str>>,
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -163,6 +165,8 @@ impl AccessEvent {
         optional(out, self.target.as_ref().map(|t| t.as_str().as_bytes()));
         out.extend_from_slice(b",\"consumer\":");
         optional(out, self.consumer.as_deref().map(str::as_bytes));
+        out.extend_from_slice(b",\"team\":");
+        optional(out, self.team.as_deref().map(str::as_bytes));
         let mut numbers = Text::default();
         numbers.push(b",\"status\":");
         numbers.number(u64::from(self.status));
@@ -569,6 +573,7 @@ mod tests {
             service: Some("users".into()),
             target: Some(Authority::from_static("127.0.0.1:9001")),
             consumer: None,
+            team: None,
             status: 200,
             bytes_in: 0,
             bytes_out: 12,

@@ -1,16 +1,18 @@
 //! Traffic analytics, counted off the request path.
 //!
 //! The access-log writer hands every event to a [`Counter`], which tallies it by minute
-//! and by its combination of route, service, consumer, status and error kind: one lookup
-//! and one sketch insertion per event. Every flush interval each combination's tally is
-//! folded into the minute, hour and day buckets still open of each dimension (the whole
-//! traffic, route, service, consumer, status, error kind, and route with consumer), and
-//! the buckets that changed are written to a [`RollupSink`] (the store), each as this
-//! node's whole tally so far: rewriting a row is idempotent, and a
-//! failed write is simply tried again at the next flush. A bucket is forgotten once it has
-//! ended and its row is written. Requests are counted in the bucket in which they ended.
+//! and by its combination of route, service, consumer, team, status, error kind and AI
+//! provider and model: one lookup and one sketch insertion per event. Every flush interval
+//! each combination's tally is folded into the minute, hour and day buckets still open of
+//! each dimension (the whole traffic, route, service, consumer, status, error kind, route
+//! with consumer, team, AI provider and model), and the buckets that changed are written to
+//! a [`RollupSink`] (the store), each as this node's whole tally so far: rewriting a row is
+//! idempotent, and a failed write is simply tried again at the next flush. A bucket is
+//! forgotten once it has ended and its row is written. Requests are counted in the bucket
+//! in which they ended.
 
-use portico_model::{Dimension, Interval, Rollup, Tally};
+use crate::ai::AiUsage;
+use portico_model::{AiTally, Dimension, Interval, Rollup, Tally};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -84,8 +86,12 @@ struct Combination {
     route: Option<Arc<str>>,
     service: Option<Arc<str>>,
     consumer: Option<Arc<str>>,
+    team: Option<Arc<str>>,
     status: u16,
     error: Option<&'static str>,
+    /// The AI provider and its model that answered.
+    provider: Option<Arc<str>>,
+    model: Option<Arc<str>>,
 }
 
 /// A bucket's identity: interval, start, dimension, key.
@@ -124,6 +130,21 @@ fn closed(closed_at: Option<i64>, interval: Interval, bucket: i64) -> bool {
     closed_at.is_some_and(|at| bucket < interval.floor(at))
 }
 
+/// One AI call's usage as a tally.
+fn ai_tally(ai: &AiUsage) -> AiTally {
+    AiTally {
+        calls: 1,
+        input_tokens: ai.usage.prompt_tokens,
+        output_tokens: ai.usage.completion_tokens,
+        cached_read_tokens: ai.usage.cached_tokens,
+        cache_write_tokens: ai.usage.cache_write_tokens,
+        reasoning_tokens: ai.usage.reasoning_tokens,
+        cost_nanos: ai.cost.map_or(0, AiTally::nanos),
+        unpriced: u64::from(ai.cost.is_none()),
+        estimated: u64::from(ai.estimated),
+    }
+}
+
 fn unix_seconds(time: SystemTime) -> i64 {
     time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
@@ -158,20 +179,30 @@ impl Counter {
             route: event.route.clone(),
             service: event.service.clone(),
             consumer: event.consumer.clone(),
+            team: event.team.clone(),
             status: event.status,
             error: event.error,
+            provider: event.ai.as_ref().map(|ai| ai.provider.clone()),
+            model: event.ai.as_ref().map(|ai| ai.model.clone()),
         };
         let millis = event.duration.as_secs_f64() * 1_000.0;
-        self.fresh.entry(combination).or_default().record(event.status, event.bytes_in, event.bytes_out, millis);
+        let tally = self.fresh.entry(combination).or_default();
+        tally.record(event.status, event.bytes_in, event.bytes_out, millis);
+        if let Some(ai) = &event.ai {
+            tally.ai.merge(&ai_tally(ai));
+        }
     }
 
     /// The dimension keys a combination counts for.
     fn keys(&mut self, c: &Combination) -> Vec<(Dimension, Arc<str>)> {
-        let mut keys = Vec::with_capacity(8);
+        let mut keys = Vec::with_capacity(11);
         keys.push((Dimension::All, self.all.clone()));
         keys.extend(c.route.clone().map(|route| (Dimension::Route, route)));
         keys.extend(c.service.clone().map(|service| (Dimension::Service, service)));
         keys.extend(c.consumer.clone().map(|consumer| (Dimension::Consumer, consumer)));
+        keys.extend(c.team.clone().map(|team| (Dimension::Team, team)));
+        keys.extend(c.provider.clone().map(|provider| (Dimension::Provider, provider)));
+        keys.extend(c.model.clone().map(|model| (Dimension::Model, model)));
         if let (Some(route), Some(consumer)) = (&c.route, &c.consumer) {
             keys.push((Dimension::RouteConsumer, portico_model::pair(route, consumer).into()));
             keys.push((Dimension::ConsumerRoute, portico_model::pair(consumer, route).into()));
@@ -301,6 +332,7 @@ mod tests {
             service: Some("shop".into()),
             target: None,
             consumer: None,
+            team: None,
             status,
             bytes_in: 10,
             bytes_out: 100,

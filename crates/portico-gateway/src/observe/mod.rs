@@ -228,6 +228,7 @@ impl Trail {
                 service: None,
                 target: None,
                 consumer: None,
+                team: None,
                 status: 0,
                 bytes_in: 0,
                 bytes_out: 0,

@@ -108,6 +108,7 @@ pub(crate) async fn handle(
     };
     if let Some(event) = trail.event() {
         event.consumer = extras.consumer.map(|c| c.name.clone());
+        event.team = extras.consumer.and_then(|c| c.team.clone());
     }
     extras.write(response.headers_mut());
     if let Some(timing) = trail.head_ready(response.status().as_u16(), serving.telemetry.settings.server_timing) {

@@ -3,13 +3,14 @@
 
 use crate::helpers::Portico;
 use crate::observe::log_lines;
-use portico_gateway::{AccessLogSettings, AccessLogSink};
+use portico_gateway::{AccessLogSettings, AccessLogSink, AnalyticsSettings};
 use portico_model::MasterKey;
 use portico_testkit::{MockProvider, UsageReport};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Portico logging to a file, with an OpenAI provider `oa` (list prices) behind `gpt`
 /// (`gpt-4o-mini`) and `local` (`llama`, unpriced), and an Anthropic provider `an` with
@@ -157,7 +158,7 @@ async fn a_stream_the_client_leaves_is_logged_with_what_it_used_so_far() {
     let (openai, anthropic) = (MockProvider::start("openai-mock").await, MockProvider::start("anthropic-mock").await);
     let (portico, path, _logs) = metered_portico(&openai, &anthropic).await;
     openai.set_stream_pieces(40);
-    openai.set_pace(std::time::Duration::from_millis(20));
+    openai.set_pace(Duration::from_millis(20));
     let mut response = portico
         .http_request(Method::POST, "/v1/chat/completions")
         .json(&ask("gpt", true, "a long story please"))
@@ -175,4 +176,113 @@ async fn a_stream_the_client_leaves_is_logged_with_what_it_used_so_far() {
     assert!(tokens(ai)[1] >= 1, "what was streamed counts: {ai}");
     assert!(dollars(ai) > 0.0, "{ai}");
     portico.stop().await;
+}
+
+async fn analytics(portico: &Portico, query: &str) -> Value {
+    let response = portico.admin(Method::GET, &format!("/analytics/{query}")).send().await.expect("admin");
+    assert_eq!(response.status(), 200, "{query}");
+    response.json().await.expect("json")
+}
+
+/// Two consumers of two teams call two providers; analytics adds up their tokens and cost
+/// by team, consumer, provider and model, and the stored access log keeps each call's.
+async fn usage_rolled_up(store: Option<String>) {
+    let (openai, anthropic) = (MockProvider::start("openai-mock").await, MockProvider::start("anthropic-mock").await);
+    let key = MasterKey::parse(&MasterKey::generate()).expect("key");
+    let mut portico = Portico::start_with(|s| {
+        if let Some(url) = store {
+            s.store = url;
+        }
+        s.master_key = Some(Arc::new(key));
+        s.telemetry.analytics = Some(AnalyticsSettings { flush_interval: Duration::from_millis(100) });
+        s.telemetry.access_log = Some(AccessLogSettings { sinks: vec![AccessLogSink::Store], queue: 1024 });
+    })
+    .await;
+    let keys = |name: &str| json!([{"name": "main", "key": format!("sk-{name}")}]);
+    let oa = json!({"name": "oa", "kind": "openai", "base_url": openai.base_url(), "keys": keys("oa")});
+    portico.create("ai/providers", oa).await;
+    let an = json!({"name": "an", "kind": "anthropic", "base_url": anthropic.base_url(), "keys": keys("an"),
+                    "prices": {"claude-x": {"input": 3, "output": 15}}});
+    portico.create("ai/providers", an).await;
+    portico.create("ai/models", json!({"name": "gpt", "targets": [{"provider": "oa", "model": "gpt-4o-mini"}]})).await;
+    portico.create("ai/models", json!({"name": "claude", "targets": [{"provider": "an", "model": "claude-x"}]})).await;
+    portico.create("services", json!({"name": "llm", "ai": {}})).await;
+    let route =
+        json!({"name": "llm", "paths": ["/v1/*"], "service": "llm", "policies": {"key_auth": {"bearer": true}}});
+    portico.create("routes", route).await;
+    for (name, team) in [("lab-app", "research"), ("desk-app", "support")] {
+        let key = format!("{name}-key-0123456789");
+        let credentials = json!([{"type": "key_auth", "key": key}]);
+        portico.create("consumers", json!({"name": name, "team": team, "credentials": credentials})).await;
+    }
+    portico.settle().await;
+    let call = |consumer: &str, model: &str| {
+        let key = format!("{consumer}-key-0123456789");
+        let request = portico.http_request(Method::POST, "/v1/chat/completions").bearer_auth(key);
+        request.json(&ask(model, false, "hi")).send()
+    };
+    for (consumer, model) in [("lab-app", "gpt"), ("lab-app", "gpt"), ("desk-app", "claude")] {
+        assert_eq!(call(consumer, model).await.expect("call").status(), 200);
+    }
+
+    let gpt_cost = (11.0 * 0.15 + 3.0 * 0.075 + 7.0 * 0.6) / 1e6;
+    // claude-x has no cache prices: its cached tokens cost what input costs.
+    let claude_cost = (14.0 * 3.0 + 7.0 * 15.0) / 1e6;
+    let mut all = Value::Null;
+    for _ in 0..100 {
+        all = analytics(&portico, "series?range=1h").await;
+        if all["total"]["ai"]["calls"] == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let total = &all["total"]["ai"];
+    assert_eq!((total["calls"].as_u64(), total["input_tokens"].as_u64()), (Some(3), Some(42)), "{all}");
+    assert_eq!((total["output_tokens"].as_u64(), total["cached_read_tokens"].as_u64()), (Some(21), Some(9)));
+    let cost = total["cost_usd"].as_f64().expect("cost");
+    assert!((cost - (2.0 * gpt_cost + claude_cost)).abs() < 1e-9, "{total}");
+    assert_eq!((total["unpriced_calls"].as_u64(), total["estimated_calls"].as_u64()), (Some(0), Some(0)));
+
+    let research = analytics(&portico, "series?range=1h&dimension=team&key=research").await;
+    assert_eq!(research["total"]["ai"]["calls"], 2, "{research}");
+    assert!((research["total"]["ai"]["cost_usd"].as_f64().expect("cost") - 2.0 * gpt_cost).abs() < 1e-9);
+    let by_cost = analytics(&portico, "top?dimension=provider&by=cost&range=1h").await;
+    let providers: Vec<(&str, u64)> = by_cost["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| (i["key"].as_str().unwrap_or(""), i["ai"]["calls"].as_u64().unwrap_or(0)))
+        .collect();
+    assert_eq!(providers, [("an", 1), ("oa", 2)], "claude's one call cost more than gpt's two: {by_cost}");
+    let by_tokens = analytics(&portico, "top?dimension=model&by=tokens&range=1h").await;
+    let models: Vec<&str> =
+        by_tokens["items"].as_array().expect("items").iter().filter_map(|i| i["key"].as_str()).collect();
+    assert_eq!(models, ["gpt-4o-mini", "claude-x"], "{by_tokens}");
+    let teams = analytics(&portico, "top?dimension=team&range=1h").await;
+    assert_eq!(teams["items"].as_array().map(Vec::len), Some(2), "{teams}");
+
+    let url = portico.store_url.clone();
+    let kept = std::mem::replace(&mut portico.dir, tempfile::tempdir().expect("dir"));
+    portico.stop().await;
+    let store = portico_store::Store::open(&url).await.expect("store");
+    let records = store.access_records(0, 100).await.expect("records");
+    store.close().await;
+    drop(kept);
+    let claude = records.iter().find(|r| r.consumer.as_deref() == Some("desk-app")).expect("desk-app's call");
+    assert_eq!(claude.team.as_deref(), Some("support"));
+    let ai = claude.ai.as_ref().expect("the AI call's usage");
+    assert_eq!((ai.provider.as_str(), ai.model.as_str(), ai.input_tokens, ai.output_tokens), ("an", "claude-x", 14, 7));
+    assert_eq!((ai.cached_read_tokens, ai.estimated), (3, false));
+    assert!(ai.cost_usd.is_some_and(|c| (c - claude_cost).abs() < 1e-12), "{ai:?}");
+}
+
+#[tokio::test]
+async fn ai_usage_is_rolled_up_by_team_consumer_provider_and_model_sqlite() {
+    usage_rolled_up(None).await;
+}
+
+#[tokio::test]
+async fn ai_usage_is_rolled_up_by_team_consumer_provider_and_model_postgres() {
+    let Some(url) = portico_testkit::fresh_postgres().await else { return };
+    usage_rolled_up(Some(url)).await;
 }
