@@ -12,7 +12,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use portico_model::{
-    AiModel, AiProvider, Certificate, Consumer, Global, HoldsSecrets, MasterKey, Problem, Problems, Route, Service,
+    AiBudget, AiModel, AiProvider, Certificate, Consumer, Global, HoldsSecrets, MasterKey, Problem, Problems, Route,
+    Service,
 };
 use portico_store::{Entity, Kind, Precondition, Stored};
 use serde::Serialize;
@@ -96,6 +97,7 @@ macro_rules! holds_secrets {
 holds_secrets!(Service, Certificate, Route, Global, AiProvider);
 
 impl AdminEntity for AiModel {}
+impl AdminEntity for AiBudget {}
 
 /// Restores kept secrets, checks the entity (plain text is checked before it is hashed away)
 /// and hashes or encrypts its secrets off the async runtime.
@@ -152,6 +154,7 @@ fn collection<E: Entity>() -> &'static str {
         Kind::Certificate => "certificates",
         Kind::AiProvider => "ai/providers",
         Kind::AiModel => "ai/models",
+        Kind::AiBudget => "ai/budgets",
         Kind::Global => "global",
     }
 }

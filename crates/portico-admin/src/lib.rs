@@ -11,6 +11,7 @@
 mod ai;
 mod analytics;
 mod auth;
+mod budgets;
 mod certificates;
 mod consumers;
 mod entities;
@@ -76,6 +77,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/ai/providers/{name}/keys", get(ai::provider_keys))
         .route("/api/v1/ai/models", get(ai::list_models).post(ai::create_model))
         .route("/api/v1/ai/models/{name}", get(ai::get_model).put(ai::put_model).delete(ai::delete_model))
+        .route("/api/v1/ai/budgets", get(budgets::list).post(budgets::create))
+        .route("/api/v1/ai/budgets/{name}", get(budgets::get_one).put(budgets::put).delete(budgets::delete))
+        .route("/api/v1/ai/budgets/{name}/usage", get(budgets::usage))
         .route("/api/v1/global", get(consumers::get_global).put(consumers::put_global))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))

@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document of the admin API, generated from the handlers' annotations.
 
 use crate::analytics;
+use crate::budgets;
 use crate::consumers;
 use crate::entities::{self, Page, Versioned};
 use crate::logging;
@@ -37,6 +38,7 @@ use utoipa::{Modify, OpenApi};
         certificates::list, certificates::create, certificates::get_one, certificates::put, certificates::delete,
         ai::provider_keys, ai::list_providers, ai::create_provider, ai::get_provider, ai::put_provider, ai::delete_provider,
         ai::list_models, ai::create_model, ai::get_model, ai::put_model, ai::delete_model,
+        budgets::list, budgets::create, budgets::get_one, budgets::put, budgets::delete, budgets::usage,
     ),
     components(schemas(Service, Target, Scheme, HostHeader, Balance, Algorithm, HashOn, Health, ActiveCheck, PassiveCheck, Retries, CircuitBreaker, Fallback, Bulkhead, Discovery, DnsDiscovery, Route, MockResponse, Problem, ProblemBody,
                        Policies, IpRestriction, Cors, KeyAuth, BasicAuth, Acl, RateLimit, LimitBy, Limit,
@@ -48,6 +50,8 @@ use utoipa::{Modify, OpenApi};
                        portico_model::AiModel, portico_model::AiTarget, portico_model::AiRouting, portico_model::AiService,
                        Versioned<portico_model::AiProvider>, Page<portico_model::AiProvider>,
                        Versioned<portico_model::AiModel>, Page<portico_model::AiModel>,
+                       portico_model::AiBudget, portico_model::BudgetPeriod, budgets::BudgetUsage,
+                       Versioned<portico_model::AiBudget>, Page<portico_model::AiBudget>,
                        Page<Service>, Page<Route>, Page<Consumer>,
                        portico_store::AdminToken, portico_store::Role, portico_store::AuditEntry,
                        tokens::NewTokenRequest, tokens::CreatedToken, tokens::AuditPage,

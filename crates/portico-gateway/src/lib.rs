@@ -24,7 +24,7 @@ mod proxy;
 mod server;
 
 pub use access::{AccessStates, RedisLimits, RedisReport};
-pub use ai::{AiUsage, KeyReport};
+pub use ai::{AiUsage, BudgetReport, KeyReport};
 pub use observe::{
     AccessEvent, AccessLogReport, AccessLogSettings, AccessLogSink, AnalyticsReport, AnalyticsSettings, EventSink,
     ExporterReport, RollupSink, StoreSinks, Telemetry, TelemetrySettings, DEFAULT_QUEUE,

@@ -1,7 +1,7 @@
 //! Compiling a configuration into an immutable snapshot, and the cell that holds the current one.
 
 use crate::access::{self, AccessPolicy, AccessShared, AccessStates};
-use crate::ai::{self, AiCompiled, AiEndpoint, KeyReport};
+use crate::ai::{self, AiCompiled, AiEndpoint, BudgetReport, KeyReport};
 use crate::observe::{RouteCounters, Telemetry};
 use crate::proxy::{Condition, Fault, Mirror, Share};
 use crate::router::{Precedence, Router, Rule};
@@ -116,6 +116,11 @@ impl Snapshot {
         self.ai.providers.get(provider).map(|p| p.keys.report())
     }
 
+    /// Where AI budget `name` stands in its current period, across the cluster.
+    pub async fn ai_budget(&self, name: &str) -> Option<BudgetReport> {
+        self.ai.budgets.report(name).await
+    }
+
     pub fn route_count(&self) -> usize {
         self.routes.len()
     }
@@ -184,7 +189,7 @@ pub fn compile(
             Ok((s.name.as_str(), Arc::new(Upstream::new(s, states, discovered, tls.map(Arc::new)))))
         })
         .collect::<Result<_, Problems>>()?;
-    let ai = ai::compile(config, states, master_key)?;
+    let ai = ai::compile(config, states, limiters.redis().cloned(), master_key)?;
     let mut routes: Vec<&Route> = config.routes.iter().collect();
     // Route order breaks ties in the router; sorting by name makes it independent of input order.
     routes.sort_by(|a, b| a.name.cmp(&b.name));

@@ -6,8 +6,8 @@
 //! to build a snapshot.
 
 use crate::{
-    AiModel, AiProvider, Certificate, Consumer, Credential, Global, HostPattern, MethodSet, PathPattern, Policies,
-    Problem, Problems, Route, Service,
+    AiBudget, AiModel, AiProvider, Certificate, Consumer, Credential, Global, HostPattern, MethodSet, PathPattern,
+    Policies, Problem, Problems, Route, Service,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -30,6 +30,8 @@ pub struct Config {
     pub ai_providers: Vec<AiProvider>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ai_models: Vec<AiModel>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ai_budgets: Vec<AiBudget>,
 }
 
 impl Config {
@@ -122,6 +124,7 @@ impl Config {
                 }
             }
         }
+        self.validate_budgets(problems);
         // An AI service answers itself: traffic cannot be split or mirrored to it.
         let ai_services: HashSet<&str> =
             self.services.iter().filter(|s| s.ai.is_some()).map(|s| s.name.as_str()).collect();
@@ -231,10 +234,40 @@ impl Config {
 
     /// Descriptions of the places whose access lists name consumer `name`.
     pub fn consumer_dependents(&self, name: &str) -> Vec<String> {
+        let budgets = self.ai_budgets.iter().filter(|b| b.consumer.as_deref() == Some(name));
         self.attached_policies()
             .filter(|(_, p)| p.acl.iter().flat_map(|acl| acl.consumers()).any(|c| c == name))
             .map(|(at, _)| at)
+            .chain(budgets.map(|b| format!("AI budget {}", b.name)))
             .collect()
+    }
+
+    /// Budgets are valid and uniquely named, and name consumers and credentials that exist.
+    fn validate_budgets(&self, problems: &mut Problems) {
+        let mut names = HashSet::new();
+        for (i, budget) in self.ai_budgets.iter().enumerate() {
+            if let Err(found) = budget.validate() {
+                problems.0.extend(found.nest(&format!("ai_budgets[{i}]")).0);
+            }
+            if !names.insert(budget.name.as_str()) {
+                problems
+                    .push(format!("ai_budgets[{i}].name"), format!("a budget named `{}` already exists", budget.name));
+            }
+            let Some(name) = &budget.consumer else { continue };
+            match self.consumers.iter().find(|c| &c.name == name) {
+                None => problems.push(format!("ai_budgets[{i}].consumer"), format!("no consumer is named `{name}`")),
+                Some(consumer) => {
+                    let Some(id) = &budget.credential else { continue };
+                    let is_key = |c: &&Credential| matches!(c, Credential::KeyAuth(_)) && c.id() == id;
+                    if !consumer.credentials.iter().any(|c| is_key(&c)) {
+                        problems.push(
+                            format!("ai_budgets[{i}].credential"),
+                            format!("consumer `{name}` has no API key with id `{id}`"),
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// The service with this name.
@@ -250,6 +283,7 @@ impl Config {
         self.certificates.sort_by(|a, b| a.name.cmp(&b.name));
         self.ai_providers.sort_by(|a, b| a.name.cmp(&b.name));
         self.ai_models.sort_by(|a, b| a.name.cmp(&b.name));
+        self.ai_budgets.sort_by(|a, b| a.name.cmp(&b.name));
         self
     }
 }

@@ -7,6 +7,7 @@
 mod ai;
 mod analytics;
 mod balance;
+mod budget;
 mod certificate;
 mod config;
 mod consumer;
@@ -30,6 +31,7 @@ pub use ai::{
 };
 pub use analytics::{pair, AiTally, Dimension, Interval, LatencySketch, Rollup, Tally};
 pub use balance::{ActiveCheck, Algorithm, Balance, HashOn, Health, PassiveCheck, StatusSet};
+pub use budget::{AiBudget, BudgetPeriod};
 pub use certificate::{parse_chain, parse_key, Certificate};
 pub use config::{parse_yaml, Config};
 pub use consumer::{

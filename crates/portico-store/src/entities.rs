@@ -4,7 +4,7 @@ use crate::audit::{record, Change};
 use crate::store::{load_config, now};
 use crate::{Store, StoreError};
 use portico_model::{
-    AiModel, AiProvider, Certificate, Config, Consumer, Global, HoldsSecrets, Problems, Route, Service,
+    AiBudget, AiModel, AiProvider, Certificate, Config, Consumer, Global, HoldsSecrets, Problems, Route, Service,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::Row;
@@ -19,6 +19,7 @@ pub enum Kind {
     Certificate,
     AiProvider,
     AiModel,
+    AiBudget,
     /// The gateway-wide settings: one entity, named [`GLOBAL`].
     Global,
 }
@@ -35,6 +36,7 @@ impl Kind {
             Kind::Certificate => "certificate",
             Kind::AiProvider => "ai_provider",
             Kind::AiModel => "ai_model",
+            Kind::AiBudget => "ai_budget",
             Kind::Global => "global",
         }
     }
@@ -47,6 +49,7 @@ impl Kind {
             "certificate" => Some(Kind::Certificate),
             "ai_provider" => Some(Kind::AiProvider),
             "ai_model" => Some(Kind::AiModel),
+            "ai_budget" => Some(Kind::AiBudget),
             "global" => Some(Kind::Global),
             _ => None,
         }
@@ -253,6 +256,26 @@ impl Entity for AiModel {
     }
 }
 
+impl Entity for AiBudget {
+    const KIND: Kind = Kind::AiBudget;
+    const COLLECTION: &'static str = "ai_budgets";
+    fn validate(&self) -> Result<(), Problems> {
+        AiBudget::validate(self)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+    fn all_in(config: &Config) -> Vec<&Self> {
+        config.ai_budgets.iter().collect()
+    }
+    fn place(self, config: &mut Config) -> String {
+        format!("ai_budgets[{}]", place_in(&mut config.ai_budgets, self))
+    }
+}
+
 impl Entity for Global {
     const KIND: Kind = Kind::Global;
     const COLLECTION: &'static str = "global";
@@ -431,6 +454,9 @@ impl Store {
         }
         for model in &config.ai_models {
             wanted.push((Kind::AiModel, model.name.clone(), to_json(model)?));
+        }
+        for budget in &config.ai_budgets {
+            wanted.push((Kind::AiBudget, budget.name.clone(), to_json(budget)?));
         }
         if !config.global.is_default() {
             wanted.push((Kind::Global, GLOBAL.to_owned(), to_json(&config.global)?));

@@ -10,9 +10,10 @@ use std::path::Path;
 /// `portico check`: prints every problem; Err if there is any.
 pub fn check(file: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let config = read_config(file)?;
-    let ai = match (config.ai_providers.len(), config.ai_models.len()) {
-        (0, 0) => String::new(),
-        (providers, models) => format!(", {providers} AI providers, {models} AI models"),
+    let ai = match (config.ai_providers.len(), config.ai_models.len(), config.ai_budgets.len()) {
+        (0, 0, 0) => String::new(),
+        (providers, models, 0) => format!(", {providers} AI providers, {models} AI models"),
+        (providers, models, budgets) => format!(", {providers} AI providers, {models} AI models, {budgets} AI budgets"),
     };
     writeln!(
         out,
@@ -142,6 +143,7 @@ pub fn diff(current: &Config, wanted: &Config) -> Vec<String> {
     compare("certificate", &current.certificates, &wanted.certificates, |c| &c.name, &mut out);
     compare("AI provider", &current.ai_providers, &wanted.ai_providers, |p| &p.name, &mut out);
     compare("AI model", &current.ai_models, &wanted.ai_models, |m| &m.name, &mut out);
+    compare("AI budget", &current.ai_budgets, &wanted.ai_budgets, |b| &b.name, &mut out);
     if current.global != wanted.global {
         out.push("~ global settings".into());
     }

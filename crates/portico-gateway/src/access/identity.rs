@@ -45,7 +45,8 @@ enum Password {
 #[derive(Default)]
 pub(crate) struct Consumers {
     all: Vec<Consumer>,
-    keys: FxHashMap<[u8; 32], usize>,
+    /// By key digest: the consumer's index, and the credential's id.
+    keys: FxHashMap<[u8; 32], (usize, Box<str>)>,
     fingerprints: FxHashMap<[u8; 32], usize>,
     common_names: FxHashMap<Box<str>, usize>,
     subjects: FxHashMap<Box<str>, usize>,
@@ -61,7 +62,7 @@ impl Consumers {
         for (index, consumer) in config.consumers.iter().enumerate() {
             for credential in &consumer.credentials {
                 if let Some(digest) = credential.key_digest() {
-                    consumers.keys.insert(digest, index);
+                    consumers.keys.insert(digest, (index, credential.id().into()));
                 }
                 if let Some(fingerprint) = credential.fingerprint() {
                     consumers.fingerprints.insert(fingerprint, index);
@@ -111,10 +112,10 @@ impl Consumers {
         self.subjects.get(subject).map(|&i| &self.all[i])
     }
 
-    /// The consumer an API key belongs to.
-    pub fn by_key(&self, key: &[u8]) -> Option<&Consumer> {
+    /// The consumer an API key belongs to, and the key's credential id.
+    pub fn by_key(&self, key: &[u8]) -> Option<(&Consumer, &str)> {
         let digest: [u8; 32] = Sha256::digest(key).into();
-        self.keys.get(&digest).map(|&i| &self.all[i])
+        self.keys.get(&digest).map(|(i, id)| (&self.all[*i], &**id))
     }
 
     /// The consumer a Basic `Authorization` value (after `Basic `) proves to be.

@@ -21,13 +21,14 @@ mod jwt;
 mod rate_limit;
 
 pub(crate) use cors::preflight_method;
+pub(crate) use identity::Consumer;
 pub use rate_limit::{AccessStates, RedisLimits, RedisReport};
 
 use crate::proxy::{Client, ProxyError, ResponseBody};
 use addresses::{IpRules, TrustedProxies};
 use cors::CorsPolicy;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
-use identity::{Consumer, Consumers};
+use identity::Consumers;
 use jwt::JwtPolicy;
 use portico_model::{Acl, Config, KeyAuth, MasterKey, Policies, Route};
 use rate_limit::{Caller, LimitHeaders, RateLimiter};
@@ -172,6 +173,8 @@ impl AclRules {
 pub(crate) struct ResponseExtras<'s> {
     /// The consumer the request was authenticated as, for the access log.
     pub consumer: Option<&'s Consumer>,
+    /// The id of the API key it was authenticated with, for AI budgets.
+    pub credential: Option<&'s str>,
     limit: Option<LimitHeaders>,
     cors: Option<(&'s CorsPolicy, HeaderValue)>,
 }
@@ -219,7 +222,7 @@ pub(crate) async fn check<'s, B>(
     let authenticates = policy.key_auth.is_some() || policy.basic_auth.is_some() || policy.mtls_auth;
     let consumer = match authenticates || policy.jwt_auth.is_some() {
         false => None,
-        true => authenticate(policy, &shared.consumers, request, client).await?,
+        true => authenticate(policy, &shared.consumers, request, client, &mut extras.credential).await?,
     };
 
     extras.consumer = consumer;
@@ -253,6 +256,7 @@ async fn authenticate<'s, B>(
     consumers: &'s Consumers,
     request: &mut Request<B>,
     client: &Client,
+    credential: &mut Option<&'s str>,
 ) -> Result<Option<&'s Consumer>, ProxyError> {
     let basic = policy.basic_auth.is_some();
     let consumer = 'found: {
@@ -293,10 +297,11 @@ async fn authenticate<'s, B>(
                 if *header == http::header::AUTHORIZATION {
                     key = identity::bearer_token(key).unwrap_or(key);
                 }
-                let consumer = consumers.by_key(key).ok_or(unknown_key(basic))?;
+                let (consumer, id) = consumers.by_key(key).ok_or(unknown_key(basic))?;
                 if !lookup.keep_credential {
                     request.headers_mut().remove(header);
                 }
+                *credential = Some(id);
                 break 'found Some(consumer);
             }
             let in_query = lookup.query.as_deref().and_then(|name| {
@@ -304,10 +309,11 @@ async fn authenticate<'s, B>(
                 Some((name, key))
             });
             if let Some((name, key)) = in_query {
-                let consumer = consumers.by_key(&key).ok_or(unknown_key(basic))?;
+                let (consumer, id) = consumers.by_key(&key).ok_or(unknown_key(basic))?;
                 if !lookup.keep_credential {
                     remove_query_param(request, name);
                 }
+                *credential = Some(id);
                 break 'found Some(consumer);
             }
         }

@@ -1,9 +1,10 @@
 //! One request to an AI service: which API it is, which model, which provider answers, and
 //! the answer in the client's format.
 
+use super::budget::BudgetSpent;
 use super::provider::{Ask, Operation};
 use super::stream::{AiStream, Mode, StreamUsage};
-use super::{embeddings, AiEndpoint, Meter, Model, Target};
+use super::{embeddings, AiEndpoint, Caller, Meter, Model, Target};
 use crate::observe::Trail;
 use crate::proxy::{RequestBody, RequestContext, ResponseBody};
 use bytes::Bytes;
@@ -38,6 +39,7 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
     endpoint: &AiEndpoint,
     body_limit: Option<u64>,
+    caller: Caller<'_>,
     cx: &RequestContext<'_>,
     trail: &mut Trail,
 ) -> Response<ResponseBody> {
@@ -74,7 +76,11 @@ pub(crate) async fn handle(
         event.service = Some(endpoint.service.clone());
     }
     if operation != Operation::CountTokens {
-        let meter = Arc::new(Meter::default());
+        let budgets = endpoint.budgets.of(caller);
+        if let Err(spent) = endpoint.budgets.check(&budgets).await {
+            return budget_spent(format, &spent);
+        }
+        let meter = Arc::new(Meter::new(endpoint.budgets.clone(), budgets));
         trail.ai = Some(meter.clone());
         call.meter = Some(meter);
     }
@@ -435,6 +441,16 @@ fn models(endpoint: &AiEndpoint, headers: &HeaderMap, id: Option<&str>) -> Respo
     };
     let mut response = Response::new(ResponseBody::full(serde_json::to_vec(&body).unwrap_or_default().into()));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A call refused for a spent budget: 429 that the official SDKs do not retry
+/// (`x-should-retry: false`), since the budget renews only at `retry-after`.
+fn budget_spent(format: Format, spent: &BudgetSpent) -> Response<ResponseBody> {
+    let mut response = error_response(format, None, &spent.error);
+    let headers = response.headers_mut();
+    headers.insert("x-should-retry", HeaderValue::from_static("false"));
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(spent.renews_in.max(1)));
     response
 }
 

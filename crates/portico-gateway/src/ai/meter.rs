@@ -3,8 +3,9 @@
 //! estimate, and then the record says so. The cost is the usage at the target's price; a
 //! model without a price is reported as unpriced, never as free.
 
+use super::budget::{Budget, Budgets};
 use portico_ai::Usage;
-use portico_model::AiPrice;
+use portico_model::{AiPrice, AiTally};
 use std::sync::{Arc, Mutex};
 
 /// What one AI call used, for the access log and analytics.
@@ -57,17 +58,30 @@ pub(crate) fn cost(price: &AiPrice, usage: &Usage) -> f64 {
 }
 
 /// Where a call's usage is left for the request's trail, shared with a streamed answer,
-/// which knows its usage only when it ends.
-#[derive(Debug, Default)]
-pub(crate) struct Meter(Mutex<Option<AiUsage>>);
+/// which knows its usage only when it ends; recording it charges the caller's budgets.
+#[derive(Default)]
+pub(crate) struct Meter {
+    usage: Mutex<Option<AiUsage>>,
+    budgets: Option<Arc<Budgets>>,
+    /// The budgets the call counts against.
+    charged: Vec<Arc<Budget>>,
+}
 
 impl Meter {
+    pub fn new(budgets: Arc<Budgets>, charged: Vec<Arc<Budget>>) -> Meter {
+        Meter { usage: Mutex::default(), budgets: Some(budgets), charged }
+    }
+
     pub fn record(&self, usage: AiUsage) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(usage);
+        if let Some(budgets) = &self.budgets {
+            let nanos = usage.cost.map_or(0, AiTally::nanos);
+            budgets.charge(&self.charged, nanos, usage.usage.total_tokens());
+        }
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = Some(usage);
     }
 
     pub fn take(&self) -> Option<AiUsage> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.usage.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 

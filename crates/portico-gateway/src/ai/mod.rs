@@ -9,6 +9,7 @@
 //! answered with 401 or 403 is taken out (`keys`). What each call used and cost is read
 //! from the provider's answer and left in the request's trail (`meter`).
 
+mod budget;
 mod embeddings;
 mod exchange;
 mod keys;
@@ -16,12 +17,15 @@ mod meter;
 mod provider;
 mod stream;
 
+pub use budget::{BudgetReport, Spent};
+pub(crate) use budget::{Budgets, Caller};
 pub(crate) use exchange::{error_response, handle};
 pub use keys::{KeyReport, KeyState};
 pub use meter::AiUsage;
 pub(crate) use meter::{Billing, Meter};
 pub(crate) use provider::Provider;
 
+use crate::access::RedisLimits;
 use crate::upstream::UpstreamStates;
 use portico_model::{AiRouting, Config, MasterKey, Problem, Problems};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -42,6 +46,8 @@ pub(crate) struct AiEndpoint {
     pub service: Arc<str>,
     /// The models the service answers, by the name clients send.
     pub models: FxHashMap<Box<str>, Arc<Model>>,
+    /// Every AI budget of the snapshot.
+    pub budgets: Arc<Budgets>,
 }
 
 pub(crate) struct Model {
@@ -89,6 +95,7 @@ pub(crate) struct AiCompiled {
     pub endpoints: FxHashMap<Box<str>, Arc<AiEndpoint>>,
     /// Every provider, by name, for the admin API's key report.
     pub providers: FxHashMap<Box<str>, Arc<Provider>>,
+    pub budgets: Arc<Budgets>,
 }
 
 /// Compiles providers, models and AI services; key state comes from `states`, which then
@@ -96,6 +103,7 @@ pub(crate) struct AiCompiled {
 pub(crate) fn compile(
     config: &Config,
     states: &UpstreamStates,
+    redis: Option<Arc<RedisLimits>>,
     master_key: Option<&MasterKey>,
 ) -> Result<AiCompiled, Problems> {
     let mut providers = FxHashMap::default();
@@ -125,6 +133,29 @@ pub(crate) fn compile(
             Model { name: model.name.as_str().into(), targets, weighted: model.routing == AiRouting::Weighted };
         models.insert(model.name.as_str(), Arc::new(compiled));
     }
+    if config.ai_budgets.iter().any(|b| b.max_usd.is_some()) {
+        let unpriced: Vec<String> = models
+            .values()
+            .flat_map(|m| m.targets.iter())
+            .filter(|t| t.billing.price.is_none())
+            .map(|t| format!("{}/{}", t.provider.name, t.model))
+            .collect();
+        if !unpriced.is_empty() {
+            tracing::warn!(models = %unpriced.join(", "),
+                "these models have no price: budgets in dollars count their tokens but not their cost; give them prices");
+        }
+    }
+    let mut live = FxHashSet::default();
+    let budgets = Budgets::compile(
+        &config.ai_budgets,
+        |id| {
+            live.insert(id.to_owned());
+            states.budget(id)
+        },
+        redis,
+    );
+    states.retain_budgets(|id| live.contains(id));
+    let budgets = Arc::new(budgets);
     let mut endpoints = FxHashMap::default();
     for service in &config.services {
         let Some(ai) = &service.ai else { continue };
@@ -133,8 +164,8 @@ pub(crate) fn compile(
             .filter(|(name, _)| ai.models.is_empty() || ai.models.iter().any(|m| m == *name))
             .map(|(name, model)| (Box::from(*name), model.clone()))
             .collect();
-        let endpoint = AiEndpoint { service: service.name.as_str().into(), models: served };
+        let endpoint = AiEndpoint { service: service.name.as_str().into(), models: served, budgets: budgets.clone() };
         endpoints.insert(Box::from(service.name.as_str()), Arc::new(endpoint));
     }
-    Ok(AiCompiled { endpoints, providers })
+    Ok(AiCompiled { endpoints, providers, budgets })
 }

@@ -185,7 +185,10 @@ async fn forward<'s>(
     let upstream = match &route.action {
         Action::Mock(mock) => return Ok(mock_response(mock)),
         // An AI service takes the place of the upstream phase.
-        Action::Ai(endpoint) => return Ok(crate::ai::handle(request, endpoint, route.max_body_bytes, cx, trail).await),
+        Action::Ai(endpoint) => {
+            let caller = crate::ai::Caller { consumer: extras.consumer, credential: extras.credential };
+            return Ok(crate::ai::handle(request, endpoint, route.max_body_bytes, caller, cx, trail).await);
+        }
         Action::Forward(upstream) => traffic::choose(&route.shares, upstream, request.headers()),
     };
     let path = rewrite::upstream_path(&route.rewrite, &route.patterns[pattern], request.uri().path());

@@ -277,6 +277,8 @@ struct States {
     services: FxHashMap<Box<str>, Arc<ServiceState>>,
     /// AI provider keys, by provider, key name and a digest of the key.
     keys: FxHashMap<Box<str>, Arc<crate::ai::KeyState>>,
+    /// What each AI budget has spent, by its name, subject and period.
+    budgets: FxHashMap<Box<str>, Arc<crate::ai::Spent>>,
 }
 
 impl UpstreamStates {
@@ -318,6 +320,19 @@ impl UpstreamStates {
     pub(crate) fn retain_keys(&self, live: impl Fn(&str) -> bool) {
         let mut states = self.0.lock().unwrap_or_else(|p| p.into_inner());
         states.keys.retain(|id, _| live(id));
+    }
+
+    /// What an AI budget has spent, made on first use; `id` names the budget, what it
+    /// counts and its period, so that a budget changed in those starts afresh.
+    pub(crate) fn budget(&self, id: &str) -> Arc<crate::ai::Spent> {
+        let mut states = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        states.budgets.entry(id.into()).or_default().clone()
+    }
+
+    /// Forgets AI budgets that are no longer configured.
+    pub(crate) fn retain_budgets(&self, live: impl Fn(&str) -> bool) {
+        let mut states = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        states.budgets.retain(|id, _| live(id));
     }
 
     /// Forgets services and targets that are no longer configured.

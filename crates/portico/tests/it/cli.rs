@@ -380,14 +380,17 @@ async fn the_log_filter_changes_at_run_time_and_lines_can_be_json() {
         }
     };
     wait_for("Created the first admin token").await;
-    let token = lines
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|l| l.trim())
-        .find(|l| l.starts_with("portico_"))
-        .expect("the token line")
-        .to_owned();
+    // The token is printed on a line of its own after that one, which may not be read yet.
+    let mut token = None;
+    for _ in 0..200 {
+        let lines = lines.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        token = lines.iter().map(|l| l.trim()).find(|l| l.starts_with("portico_")).map(str::to_owned);
+        if token.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let token = token.expect("the token line");
     let serving: Value = serde_json::from_str(&wait_for("Portico is serving").await).expect("a JSON log line");
     assert_eq!(serving["level"], "INFO", "{serving}");
 

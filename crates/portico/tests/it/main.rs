@@ -3,6 +3,7 @@
 
 mod admin;
 mod ai;
+mod ai_budgets;
 mod ai_sdk;
 mod ai_usage;
 mod analytics;

@@ -153,32 +153,50 @@ impl RedisLimits {
     /// Counts a request under `specs` for `key` in Redis; `None` when Redis could not be
     /// asked, and the caller must count locally.
     pub(super) async fn check(&self, key: &str, specs: &[LimitSpec]) -> Option<(bool, LimitStatus)> {
+        let mut invocation = self.script.key(key);
+        invocation.arg(specs.len());
+        for spec in specs {
+            invocation.arg(spec.requests).arg(spec.window_ms);
+        }
+        let values: Vec<u64> =
+            self.ask(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await?;
+        let parsed = parse(&values, specs);
+        if parsed.is_none() {
+            self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        parsed
+    }
+
+    /// Runs `pipeline` (atomically, when it is one); `None` when Redis could not be asked.
+    pub(crate) async fn pipeline<T: redis::FromRedisValue>(&self, pipeline: &redis::Pipeline) -> Option<T> {
+        self.ask(|mut connection| async move { pipeline.query_async(&mut connection).await }).await
+    }
+
+    /// Runs `command` on the connection within [`REDIS_TIMEOUT`]; `None` (counted as a
+    /// fallback) when Redis is resting, unreachable, slow or answers with an error.
+    async fn ask<T, F, Fut>(&self, command: F) -> Option<T>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         let connection = self.connection.load_full();
         let usable = connection.is_some() && self.resting_until_ms.load(Ordering::Relaxed) <= self.now_ms();
         let answer = match connection.filter(|_| usable) {
-            Some(connection) => {
-                let mut connection = (*connection).clone();
-                let mut invocation = self.script.key(key);
-                invocation.arg(specs.len());
-                for spec in specs {
-                    invocation.arg(spec.requests).arg(spec.window_ms);
-                }
-                match tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async::<Vec<u64>>(&mut connection)).await {
-                    Ok(Ok(values)) => parse(&values, specs),
-                    Ok(Err(error)) => {
-                        if error.is_unrecoverable_error() || error.is_connection_dropped() {
-                            self.connection.store(None);
-                            self.reconnect.notify_one();
-                        }
-                        self.failed(error.to_string());
-                        None
+            Some(connection) => match tokio::time::timeout(REDIS_TIMEOUT, command((*connection).clone())).await {
+                Ok(Ok(answer)) => Some(answer),
+                Ok(Err(error)) => {
+                    if error.is_unrecoverable_error() || error.is_connection_dropped() {
+                        self.connection.store(None);
+                        self.reconnect.notify_one();
                     }
-                    Err(_) => {
-                        self.failed(format!("no answer within {} ms", REDIS_TIMEOUT.as_millis()));
-                        None
-                    }
+                    self.failed(error.to_string());
+                    None
                 }
-            }
+                Err(_) => {
+                    self.failed(format!("no answer within {} ms", REDIS_TIMEOUT.as_millis()));
+                    None
+                }
+            },
             None => None,
         };
         if answer.is_none() {
