@@ -351,6 +351,49 @@ pub struct AiService {
     /// The models clients of this service may ask for (default: every model).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<String>,
+    /// Token and request rates per minute, each consumer's or each model's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<AiLimit>,
+}
+
+/// Tokens and requests per minute. Before a call, its tokens are reserved from an estimate
+/// (the request's size and its `max_tokens`); when it ends, the reservation is settled with
+/// the tokens it used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AiLimit {
+    /// What the rates are counted by: each `consumer` (callers without one by client IP), or
+    /// each `model` clients ask for.
+    pub by: AiLimitBy,
+    /// Input and output tokens a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+    /// Calls a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u64>,
+    /// Count across the cluster through Redis (`--redis-url`), instead of on each node.
+    #[serde(default)]
+    pub cluster: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AiLimitBy {
+    Consumer,
+    Model,
+}
+
+impl AiService {
+    pub fn validate(&self, problems: &mut Problems) {
+        for (i, limit) in self.limits.iter().enumerate() {
+            if limit.tokens_per_minute.is_none() && limit.requests_per_minute.is_none() {
+                problems.push(format!("ai.limits[{i}]"), "give tokens_per_minute, requests_per_minute, or both");
+            }
+            if limit.tokens_per_minute == Some(0) || limit.requests_per_minute == Some(0) {
+                problems.push(format!("ai.limits[{i}]"), "a rate of 0 would refuse every call");
+            }
+        }
+    }
 }
 
 mod defaults {

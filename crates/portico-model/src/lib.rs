@@ -26,8 +26,8 @@ mod service;
 mod traffic;
 
 pub use ai::{
-    validate_model_name, AiModel, AiPrice, AiProvider, AiRouting, AiService, AiTarget, ProviderKey, ProviderKind,
-    DEFAULT_AZURE_API_VERSION,
+    validate_model_name, AiLimit, AiLimitBy, AiModel, AiPrice, AiProvider, AiRouting, AiService, AiTarget, ProviderKey,
+    ProviderKind, DEFAULT_AZURE_API_VERSION,
 };
 pub use analytics::{pair, AiTally, Dimension, Interval, LatencySketch, Rollup, Tally};
 pub use balance::{ActiveCheck, Algorithm, Balance, HashOn, Health, PassiveCheck, StatusSet};

@@ -176,9 +176,12 @@ impl Service {
             problems.push("name", message);
         }
         match (&self.discovery, self.targets.is_empty()) {
-            _ if self.ai.is_some() => {
+            (_, _) if self.ai.is_some() => {
                 if !self.targets.is_empty() || self.discovery.is_some() {
                     problems.push("ai", "an AI service answers with its models: it takes no targets or discovery");
+                }
+                if let Some(ai) = &self.ai {
+                    ai.validate(&mut problems);
                 }
             }
             (None, true) => problems.push("targets", "a service needs at least one target, or `discovery`"),

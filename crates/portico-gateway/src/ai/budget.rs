@@ -9,6 +9,7 @@
 //! by what it has seen itself. A call is refused once a budget is spent; a call that
 //! crosses it (a stream, too) runs to its end, and the next one is refused.
 
+use super::meter::Pending;
 use crate::access::{Consumer, RedisLimits};
 use portico_ai::{AiError, ErrorKind};
 use portico_model::{AiBudget, AiTally, BudgetPeriod};
@@ -181,10 +182,11 @@ impl Budgets {
         }
     }
 
-    /// Charges a finished call's cost and tokens to `budgets`, here and in Redis.
-    pub fn charge(&self, budgets: &[Arc<Budget>], nanos: u64, tokens: u64) {
+    /// Charges a finished call's cost and tokens to `budgets` here; what remains to do in
+    /// Redis is returned.
+    pub fn charge(&self, budgets: &[Arc<Budget>], nanos: u64, tokens: u64) -> Option<Pending> {
         if budgets.is_empty() || (nanos == 0 && tokens == 0) {
-            return;
+            return None;
         }
         let now = now();
         for budget in budgets {
@@ -192,7 +194,7 @@ impl Budgets {
             spent_nanos.fetch_add(nanos, Ordering::AcqRel);
             spent_tokens.fetch_add(tokens, Ordering::AcqRel);
         }
-        let (Some(redis), Ok(runtime)) = (&self.redis, tokio::runtime::Handle::try_current()) else { return };
+        let redis = self.redis.clone()?;
         let mut pipeline = redis::pipe();
         for budget in budgets {
             let key = budget.key(now);
@@ -200,12 +202,9 @@ impl Budgets {
             let expires = budget.period.bounds(now).1 + 86_400;
             pipeline.hincr(&key, "nanos", nanos).hincr(&key, "tokens", tokens).expire_at(&key, expires).ignore();
         }
-        let redis = redis.clone();
-        // A charge is a few microseconds of Redis work that nothing waits for; a node that
-        // stops before it lands has still counted it locally.
-        runtime.spawn(async move {
+        Some(Box::pin(async move {
             let _: Option<()> = redis.pipeline(pipeline.atomic()).await;
-        });
+        }))
     }
 }
 

@@ -2,6 +2,8 @@
 //! the answer in the client's format.
 
 use super::budget::BudgetSpent;
+use super::limits::Subject;
+use super::meter::Pending;
 use super::provider::{Ask, Operation};
 use super::stream::{AiStream, Mode, StreamUsage};
 use super::{embeddings, AiEndpoint, Caller, Meter, Model, Target};
@@ -80,7 +82,18 @@ pub(crate) async fn handle(
         if let Err(spent) = endpoint.budgets.check(&budgets).await {
             return budget_spent(format, &spent);
         }
-        let meter = Arc::new(Meter::new(endpoint.budgets.clone(), budgets));
+        let subject =
+            Subject { consumer: caller.consumer.map(|c| &*c.name), client_ip: cx.client.ip, model: &call.model.name };
+        let estimate = call.body.len().div_ceil(4) as u64 + call.max_output;
+        let reserved = match endpoint.limits.reserve(&subject, estimate).await {
+            Ok(reserved) => reserved,
+            Err(exceeded) => {
+                let mut response = error_response(format, None, &exceeded.error);
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(exceeded.retry_after));
+                return response;
+            }
+        };
+        let meter = Arc::new(Meter::new(endpoint.budgets.clone(), budgets, reserved));
         trail.ai = Some(meter.clone());
         call.meter = Some(meter);
     }
@@ -131,6 +144,8 @@ struct Call<'a> {
     stream: bool,
     /// The client asked for usage at the end of its stream (`stream_options.include_usage`).
     include_usage: bool,
+    /// The most output tokens the client asks for (`max_tokens`, `max_completion_tokens`).
+    max_output: u64,
     /// Embeddings: the client wants base64.
     base64: bool,
     /// Where what the call used is left for the request's trail.
@@ -167,8 +182,22 @@ impl<'a> Call<'a> {
         let base64 = if operation == Operation::Embeddings { embeddings::prepare(&fields)? } else { false };
         let stream = fields.boolean("stream")?.unwrap_or(false);
         let include_usage = stream_options(&fields).get("include_usage") == Some(&Value::Bool(true));
+        let number = |key: &str| fields.get(key).and_then(|raw| raw.get().parse::<u64>().ok());
+        let max_output = number("max_completion_tokens").or_else(|| number("max_tokens")).unwrap_or(0);
         drop(fields);
-        Ok(Call { client, model, body, headers, operation, stream, include_usage, base64, meter: None, neutral: None })
+        Ok(Call {
+            client,
+            model,
+            body,
+            headers,
+            operation,
+            stream,
+            include_usage,
+            max_output,
+            base64,
+            meter: None,
+            neutral: None,
+        })
     }
 
     /// Whether Portico asks the provider for a usage chunk the client did not ask for:
@@ -332,7 +361,8 @@ impl<'a> Call<'a> {
             response
         } else {
             let text = read(body, MAX_ANSWER_BYTES).await.map_err(Miss::NextTarget)?;
-            self.meter_answer(target, &text);
+            // Waited for, so that the caller's next call sees it on every node.
+            futures_util::future::join_all(self.meter_answer(target, &text)).await;
             let text = self.translate_answer(dialect, &text).map_err(|error| Miss::Final(None, error))?;
             let mut response = Response::new(ResponseBody::full(text));
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -350,8 +380,8 @@ impl<'a> Call<'a> {
 
     /// Records what a whole answer used: its reported usage, or an estimate from the
     /// request's size and the answer's text.
-    fn meter_answer(&self, target: &Target, text: &[u8]) {
-        let Some(meter) = &self.meter else { return };
+    fn meter_answer(&self, target: &Target, text: &[u8]) -> Vec<Pending> {
+        let Some(meter) = &self.meter else { return Vec::new() };
         let dialect = target.provider.dialect;
         let record = target.billing.usage(dialect.read_usage(text), || {
             let written = match self.operation {
@@ -360,7 +390,7 @@ impl<'a> Call<'a> {
             };
             Usage::estimate(self.body.len(), written)
         });
-        meter.record(record);
+        meter.record(record)
     }
 
     /// A whole answer in the client's format.

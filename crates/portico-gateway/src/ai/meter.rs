@@ -4,6 +4,7 @@
 //! model without a price is reported as unpriced, never as free.
 
 use super::budget::{Budget, Budgets};
+use super::limits::Reservation;
 use portico_ai::Usage;
 use portico_model::{AiPrice, AiTally};
 use std::sync::{Arc, Mutex};
@@ -65,23 +66,55 @@ pub(crate) struct Meter {
     budgets: Option<Arc<Budgets>>,
     /// The budgets the call counts against.
     charged: Vec<Arc<Budget>>,
+    /// The tokens reserved under the service's rates, settled when the usage is known.
+    reserved: Mutex<Vec<Reservation>>,
 }
 
 impl Meter {
-    pub fn new(budgets: Arc<Budgets>, charged: Vec<Arc<Budget>>) -> Meter {
-        Meter { usage: Mutex::default(), budgets: Some(budgets), charged }
+    pub fn new(budgets: Arc<Budgets>, charged: Vec<Arc<Budget>>, reserved: Vec<Reservation>) -> Meter {
+        Meter { usage: Mutex::default(), budgets: Some(budgets), charged, reserved: Mutex::new(reserved) }
     }
 
-    pub fn record(&self, usage: AiUsage) {
+    /// Records what the call used: it charges the budgets and settles the reservations on
+    /// this node, and returns what remains to be done in Redis.
+    #[must_use = "the Redis work is either awaited or spawned"]
+    pub fn record(&self, usage: AiUsage) -> Vec<Pending> {
+        let tokens = usage.usage.total_tokens();
+        let mut pending = Vec::new();
         if let Some(budgets) = &self.budgets {
-            let nanos = usage.cost.map_or(0, AiTally::nanos);
-            budgets.charge(&self.charged, nanos, usage.usage.total_tokens());
+            pending.extend(budgets.charge(&self.charged, usage.cost.map_or(0, AiTally::nanos), tokens));
         }
+        let reserved = std::mem::take(&mut *self.reserved.lock().unwrap_or_else(|p| p.into_inner()));
+        pending.extend(reserved.into_iter().filter_map(|reservation| reservation.settle(tokens)));
         *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = Some(usage);
+        pending
     }
 
     pub fn take(&self) -> Option<AiUsage> {
         self.usage.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl Drop for Meter {
+    /// A call that ended without usage (it failed) gives its reserved tokens back.
+    fn drop(&mut self) {
+        let reserved = std::mem::take(self.reserved.get_mut().unwrap_or_else(|p| p.into_inner()));
+        spawn(reserved.into_iter().filter_map(|reservation| reservation.settle(0)).collect());
+    }
+}
+
+/// Redis work left by a finished call: a charge to budgets, a settled reservation.
+pub(crate) type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Runs `pending` on its own, for callers that cannot wait (a stream's end, a drop): a few
+/// microseconds of Redis work that nothing waits for; a node that stops before it lands
+/// has still counted it locally.
+pub(crate) fn spawn(pending: Vec<Pending>) {
+    if pending.is_empty() {
+        return;
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(futures_util::future::join_all(pending));
     }
 }
 

@@ -13,6 +13,7 @@ mod budget;
 mod embeddings;
 mod exchange;
 mod keys;
+mod limits;
 mod meter;
 mod provider;
 mod stream;
@@ -21,12 +22,14 @@ pub use budget::{BudgetReport, Spent};
 pub(crate) use budget::{Budgets, Caller};
 pub(crate) use exchange::{error_response, handle};
 pub use keys::{KeyReport, KeyState};
+pub use limits::RateCounts;
 pub use meter::AiUsage;
 pub(crate) use meter::{Billing, Meter};
 pub(crate) use provider::Provider;
 
 use crate::access::RedisLimits;
 use crate::upstream::UpstreamStates;
+use limits::{Limit, Limits};
 use portico_model::{AiRouting, Config, MasterKey, Problem, Problems};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
@@ -48,6 +51,8 @@ pub(crate) struct AiEndpoint {
     pub models: FxHashMap<Box<str>, Arc<Model>>,
     /// Every AI budget of the snapshot.
     pub budgets: Arc<Budgets>,
+    /// The service's token and request rates.
+    pub limits: Limits,
 }
 
 pub(crate) struct Model {
@@ -152,11 +157,12 @@ pub(crate) fn compile(
             live.insert(id.to_owned());
             states.budget(id)
         },
-        redis,
+        redis.clone(),
     );
     states.retain_budgets(|id| live.contains(id));
     let budgets = Arc::new(budgets);
     let mut endpoints = FxHashMap::default();
+    let mut live_rates = FxHashSet::default();
     for service in &config.services {
         let Some(ai) = &service.ai else { continue };
         let served: FxHashMap<Box<str>, Arc<Model>> = models
@@ -164,8 +170,16 @@ pub(crate) fn compile(
             .filter(|(name, _)| ai.models.is_empty() || ai.models.iter().any(|m| m == *name))
             .map(|(name, model)| (Box::from(*name), model.clone()))
             .collect();
-        let endpoint = AiEndpoint { service: service.name.as_str().into(), models: served, budgets: budgets.clone() };
+        let limits = ai.limits.iter().enumerate().map(|(i, limit)| {
+            let limit = Limit::compile(&service.name, i, limit, |scope| states.ai_rate(scope), redis.as_ref());
+            live_rates.insert(limit.scope().to_owned());
+            Arc::new(limit)
+        });
+        let limits = Limits(limits.collect());
+        let endpoint =
+            AiEndpoint { service: service.name.as_str().into(), models: served, budgets: budgets.clone(), limits };
         endpoints.insert(Box::from(service.name.as_str()), Arc::new(endpoint));
     }
+    states.retain_ai_rates(|scope| live_rates.contains(scope));
     Ok(AiCompiled { endpoints, providers, budgets })
 }

@@ -132,7 +132,7 @@ impl AiStream {
         let Some(metered) = self.metered.take() else { return };
         let (request_bytes, written) = (metered.request_bytes, self.written);
         let record = metered.billing.usage(self.usage, || Usage::estimate(request_bytes, written));
-        metered.meter.record(record);
+        super::meter::spawn(metered.meter.record(record));
     }
 }
 

@@ -279,6 +279,8 @@ struct States {
     keys: FxHashMap<Box<str>, Arc<crate::ai::KeyState>>,
     /// What each AI budget has spent, by its name, subject and period.
     budgets: FxHashMap<Box<str>, Arc<crate::ai::Spent>>,
+    /// The counts of each AI service's token and request rates, by service, place and rates.
+    ai_rates: FxHashMap<Box<str>, Arc<crate::ai::RateCounts>>,
 }
 
 impl UpstreamStates {
@@ -333,6 +335,18 @@ impl UpstreamStates {
     pub(crate) fn retain_budgets(&self, live: impl Fn(&str) -> bool) {
         let mut states = self.0.lock().unwrap_or_else(|p| p.into_inner());
         states.budgets.retain(|id, _| live(id));
+    }
+
+    /// The counts of an AI rate limit, made on first use.
+    pub(crate) fn ai_rate(&self, scope: &str) -> Arc<crate::ai::RateCounts> {
+        let mut states = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        states.ai_rates.entry(scope.into()).or_default().clone()
+    }
+
+    /// Forgets AI rate limits that are no longer configured.
+    pub(crate) fn retain_ai_rates(&self, live: impl Fn(&str) -> bool) {
+        let mut states = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        states.ai_rates.retain(|scope, _| live(scope));
     }
 
     /// Forgets services and targets that are no longer configured.

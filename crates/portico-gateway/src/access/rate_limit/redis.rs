@@ -167,6 +167,11 @@ impl RedisLimits {
         parsed
     }
 
+    /// Runs a script; `None` when Redis could not be asked.
+    pub(crate) async fn invoke<T: redis::FromRedisValue>(&self, invocation: &redis::ScriptInvocation<'_>) -> Option<T> {
+        self.ask(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await
+    }
+
     /// Runs `pipeline` (atomically, when it is one); `None` when Redis could not be asked.
     pub(crate) async fn pipeline<T: redis::FromRedisValue>(&self, pipeline: &redis::Pipeline) -> Option<T> {
         self.ask(|mut connection| async move { pipeline.query_async(&mut connection).await }).await
