@@ -12,8 +12,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use portico_model::{
-    AiBudget, AiModel, AiProvider, Certificate, Consumer, Global, HoldsSecrets, MasterKey, Problem, Problems, Route,
-    Service,
+    AiBudget, AiModel, AiPrompt, AiProvider, Certificate, Consumer, Global, HoldsSecrets, MasterKey, Problem, Problems,
+    Route, Service,
 };
 use portico_store::{Entity, Kind, Precondition, Stored};
 use serde::Serialize;
@@ -98,6 +98,7 @@ holds_secrets!(Service, Certificate, Route, Global, AiProvider);
 
 impl AdminEntity for AiModel {}
 impl AdminEntity for AiBudget {}
+impl AdminEntity for AiPrompt {}
 
 /// Restores kept secrets, checks the entity (plain text is checked before it is hashed away)
 /// and hashes or encrypts its secrets off the async runtime.
@@ -155,6 +156,7 @@ fn collection<E: Entity>() -> &'static str {
         Kind::AiProvider => "ai/providers",
         Kind::AiModel => "ai/models",
         Kind::AiBudget => "ai/budgets",
+        Kind::AiPrompt => "ai/prompts",
         Kind::Global => "global",
     }
 }

@@ -18,6 +18,7 @@ mod entities;
 mod logging;
 mod openapi;
 mod problem;
+mod prompts;
 mod registry;
 mod state;
 mod system;
@@ -28,7 +29,7 @@ pub use logging::LogFilter;
 pub use problem::ApiError;
 pub use state::{AdminState, ConfigSource, RuntimeStatus};
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 /// Where the service registry lives; registry-scoped tokens may use nothing else.
@@ -80,6 +81,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/ai/budgets", get(budgets::list).post(budgets::create))
         .route("/api/v1/ai/budgets/{name}", get(budgets::get_one).put(budgets::put).delete(budgets::delete))
         .route("/api/v1/ai/budgets/{name}/usage", get(budgets::usage))
+        .route("/api/v1/ai/prompts", get(prompts::list).post(prompts::create))
+        .route("/api/v1/ai/prompts/{name}", get(prompts::get_one).put(prompts::put).delete(prompts::delete))
+        .route("/api/v1/ai/prompts/{name}/versions/{version}/render", post(prompts::render))
         .route("/api/v1/global", get(consumers::get_global).put(consumers::put_global))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))

@@ -6,6 +6,7 @@ use crate::consumers;
 use crate::entities::{self, Page, Versioned};
 use crate::logging;
 use crate::problem::ProblemBody;
+use crate::prompts;
 use crate::registry;
 use crate::system;
 use crate::targets;
@@ -39,6 +40,7 @@ use utoipa::{Modify, OpenApi};
         ai::provider_keys, ai::list_providers, ai::create_provider, ai::get_provider, ai::put_provider, ai::delete_provider,
         ai::list_models, ai::create_model, ai::get_model, ai::put_model, ai::delete_model,
         budgets::list, budgets::create, budgets::get_one, budgets::put, budgets::delete, budgets::usage,
+        prompts::list, prompts::create, prompts::get_one, prompts::put, prompts::delete, prompts::render,
     ),
     components(schemas(Service, Target, Scheme, HostHeader, Balance, Algorithm, HashOn, Health, ActiveCheck, PassiveCheck, Retries, CircuitBreaker, Fallback, Bulkhead, Discovery, DnsDiscovery, Route, MockResponse, Problem, ProblemBody,
                        Policies, IpRestriction, Cors, KeyAuth, BasicAuth, Acl, RateLimit, LimitBy, Limit,
@@ -52,6 +54,9 @@ use utoipa::{Modify, OpenApi};
                        Versioned<portico_model::AiModel>, Page<portico_model::AiModel>,
                        portico_model::AiBudget, portico_model::BudgetPeriod, budgets::BudgetUsage,
                        Versioned<portico_model::AiBudget>, Page<portico_model::AiBudget>,
+                       portico_model::AiPrompt, portico_model::PromptVersion, portico_model::PromptMessage,
+                       portico_model::PromptRole, portico_model::RoutePrompt, prompts::Rendered, prompts::RenderedMessage,
+                       Versioned<portico_model::AiPrompt>, Page<portico_model::AiPrompt>,
                        Page<Service>, Page<Route>, Page<Consumer>,
                        portico_store::AdminToken, portico_store::Role, portico_store::AuditEntry,
                        tokens::NewTokenRequest, tokens::CreatedToken, tokens::AuditPage,

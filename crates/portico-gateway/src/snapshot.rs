@@ -63,8 +63,8 @@ pub(crate) enum PathRewrite {
 
 pub(crate) enum Action {
     Forward(Arc<Upstream>),
-    /// An AI service answers.
-    Ai(Arc<AiEndpoint>),
+    /// An AI service answers; with a prompt, the route is that prompt's API.
+    Ai(Arc<AiEndpoint>, Option<Arc<ai::PromptApi>>),
     Mock(MockResponse),
 }
 
@@ -203,7 +203,11 @@ pub fn compile(
         rules.extend(rules_for(i, route).map_err(invalid)?);
         let action = match (&route.service, &route.mock) {
             (Some(service), _) => match ai.endpoints.get(service.as_str()) {
-                Some(endpoint) => Action::Ai(endpoint.clone()),
+                Some(endpoint) => {
+                    let prompt = route.prompt.as_ref().map(|p| ai::PromptApi::compile(p, &config.ai_prompts));
+                    let prompt = prompt.transpose().map_err(|p| invalid(p.to_string()))?;
+                    Action::Ai(endpoint.clone(), prompt.map(Arc::new))
+                }
                 None => Action::Forward(
                     upstreams
                         .get(service.as_str())

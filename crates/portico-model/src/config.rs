@@ -6,8 +6,8 @@
 //! to build a snapshot.
 
 use crate::{
-    AiBudget, AiModel, AiProvider, Certificate, Consumer, Credential, Global, HostPattern, MethodSet, PathPattern,
-    Policies, Problem, Problems, Route, Service,
+    AiBudget, AiModel, AiPrompt, AiProvider, Certificate, Consumer, Credential, Global, HostPattern, MethodSet,
+    PathPattern, Policies, Problem, Problems, Route, Service,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -32,6 +32,8 @@ pub struct Config {
     pub ai_models: Vec<AiModel>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ai_budgets: Vec<AiBudget>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ai_prompts: Vec<AiPrompt>,
 }
 
 impl Config {
@@ -125,6 +127,7 @@ impl Config {
             }
         }
         self.validate_budgets(problems);
+        self.validate_prompts(&models, problems);
         // An AI service answers itself: traffic cannot be split or mirrored to it.
         let ai_services: HashSet<&str> =
             self.services.iter().filter(|s| s.ai.is_some()).map(|s| s.name.as_str()).collect();
@@ -242,6 +245,48 @@ impl Config {
             .collect()
     }
 
+    /// Prompts are valid, uniquely named and ask for models that exist; a route's prompt
+    /// exists, in the version it names, and its route goes to an AI service that serves the
+    /// prompt's model.
+    fn validate_prompts(&self, models: &HashSet<&str>, problems: &mut Problems) {
+        let mut names = HashSet::new();
+        for (i, prompt) in self.ai_prompts.iter().enumerate() {
+            if let Err(found) = prompt.validate() {
+                problems.0.extend(found.nest(&format!("ai_prompts[{i}]")).0);
+            }
+            if !names.insert(prompt.name.as_str()) {
+                problems
+                    .push(format!("ai_prompts[{i}].name"), format!("a prompt named `{}` already exists", prompt.name));
+            }
+            for (k, version) in prompt.versions.iter().enumerate() {
+                if !models.contains(version.model.as_str()) {
+                    let path = format!("ai_prompts[{i}].versions[{k}].model");
+                    problems.push(path, format!("no AI model is named `{}`", version.model));
+                }
+            }
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let Some(wanted) = &route.prompt else { continue };
+            let path = format!("routes[{i}].prompt");
+            let Some(prompt) = self.ai_prompts.iter().find(|p| p.name == wanted.name) else {
+                problems.push(path, format!("no prompt is named `{}`", wanted.name));
+                continue;
+            };
+            let Some(version) = prompt.version(wanted.version) else {
+                problems.push(path, format!("prompt `{}` has no version {}", wanted.name, wanted.version));
+                continue;
+            };
+            match route.service.as_deref().and_then(|s| self.service(s)).and_then(|s| s.ai.as_ref()) {
+                None => problems.push(path, "a prompt API's route goes to an AI service"),
+                Some(ai) if !ai.models.is_empty() && !ai.models.contains(&version.model) => problems.push(
+                    path,
+                    format!("the route's service does not serve model `{}`, which the prompt asks", version.model),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+
     /// Budgets are valid and uniquely named, and name consumers and credentials that exist.
     fn validate_budgets(&self, problems: &mut Problems) {
         let mut names = HashSet::new();
@@ -284,6 +329,7 @@ impl Config {
         self.ai_providers.sort_by(|a, b| a.name.cmp(&b.name));
         self.ai_models.sort_by(|a, b| a.name.cmp(&b.name));
         self.ai_budgets.sort_by(|a, b| a.name.cmp(&b.name));
+        self.ai_prompts.sort_by(|a, b| a.name.cmp(&b.name));
         self
     }
 }

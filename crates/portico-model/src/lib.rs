@@ -17,6 +17,7 @@ mod names;
 mod pattern;
 mod policy;
 mod problem;
+mod prompt;
 mod protect;
 mod rate_limit;
 mod retry;
@@ -47,6 +48,7 @@ pub use policy::{
     JWT_PUBLIC_KEY_ALGORITHMS, JWT_SECRET_ALGORITHMS, MIN_JWT_SECRET_BYTES,
 };
 pub use problem::{Problem, Problems, MAX_MS};
+pub use prompt::{AiPrompt, CompiledPrompt, PromptMessage, PromptRole, PromptVersion, RoutePrompt};
 pub use protect::{Bulkhead, CircuitBreaker, Fallback};
 pub use rate_limit::{Limit, LimitBy, RateLimit, Window};
 pub use retry::{Retries, RetryOn};

@@ -1,6 +1,8 @@
 //! Routes: which requests go where.
 
-use crate::{validate_name, Fault, HostPattern, Method, MethodSet, Mirror, PathPattern, Policies, Problems, Split};
+use crate::{
+    validate_name, Fault, HostPattern, Method, MethodSet, Mirror, PathPattern, Policies, Problems, RoutePrompt, Split,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -51,6 +53,10 @@ pub struct Route {
     /// A fixed response Portico sends itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<MockResponse>,
+    /// With an AI `service`: the route is a prompt API, answering `POST` with a JSON object
+    /// of the prompt's variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<RoutePrompt>,
     /// Shares of the traffic for other services (canaries, blue/green).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub split: Vec<Split>,
@@ -233,6 +239,7 @@ mod tests {
             service: Some("users".into()),
             retry_non_idempotent: false,
             mock: None,
+            prompt: None,
             split: vec![],
             mirror: None,
             fault: None,

@@ -4,7 +4,8 @@ use crate::audit::{record, Change};
 use crate::store::{load_config, now};
 use crate::{Store, StoreError};
 use portico_model::{
-    AiBudget, AiModel, AiProvider, Certificate, Config, Consumer, Global, HoldsSecrets, Problems, Route, Service,
+    AiBudget, AiModel, AiPrompt, AiProvider, Certificate, Config, Consumer, Global, HoldsSecrets, Problems, Route,
+    Service,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::Row;
@@ -20,6 +21,7 @@ pub enum Kind {
     AiProvider,
     AiModel,
     AiBudget,
+    AiPrompt,
     /// The gateway-wide settings: one entity, named [`GLOBAL`].
     Global,
 }
@@ -37,6 +39,7 @@ impl Kind {
             Kind::AiProvider => "ai_provider",
             Kind::AiModel => "ai_model",
             Kind::AiBudget => "ai_budget",
+            Kind::AiPrompt => "ai_prompt",
             Kind::Global => "global",
         }
     }
@@ -50,6 +53,7 @@ impl Kind {
             "ai_provider" => Some(Kind::AiProvider),
             "ai_model" => Some(Kind::AiModel),
             "ai_budget" => Some(Kind::AiBudget),
+            "ai_prompt" => Some(Kind::AiPrompt),
             "global" => Some(Kind::Global),
             _ => None,
         }
@@ -276,6 +280,30 @@ impl Entity for AiBudget {
     }
 }
 
+impl Entity for AiPrompt {
+    const KIND: Kind = Kind::AiPrompt;
+    const COLLECTION: &'static str = "ai_prompts";
+    fn validate(&self) -> Result<(), Problems> {
+        AiPrompt::validate(self)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+    fn all_in(config: &Config) -> Vec<&Self> {
+        config.ai_prompts.iter().collect()
+    }
+    fn place(self, config: &mut Config) -> String {
+        format!("ai_prompts[{}]", place_in(&mut config.ai_prompts, self))
+    }
+    fn dependents(config: &Config, name: &str) -> Vec<String> {
+        let uses = |r: &&Route| r.prompt.as_ref().is_some_and(|p| p.name == name);
+        config.routes.iter().filter(uses).map(|r| format!("route {}", r.name)).collect()
+    }
+}
+
 impl Entity for Global {
     const KIND: Kind = Kind::Global;
     const COLLECTION: &'static str = "global";
@@ -457,6 +485,9 @@ impl Store {
         }
         for budget in &config.ai_budgets {
             wanted.push((Kind::AiBudget, budget.name.clone(), to_json(budget)?));
+        }
+        for prompt in &config.ai_prompts {
+            wanted.push((Kind::AiPrompt, prompt.name.clone(), to_json(prompt)?));
         }
         if !config.global.is_default() {
             wanted.push((Kind::Global, GLOBAL.to_owned(), to_json(&config.global)?));

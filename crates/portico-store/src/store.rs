@@ -187,6 +187,7 @@ pub(crate) async fn load_config(conn: &mut sqlx::AnyConnection) -> Result<Config
             Some(Kind::AiProvider) => config.ai_providers.push(serde_json::from_str(&spec).map_err(corrupt)?),
             Some(Kind::AiModel) => config.ai_models.push(serde_json::from_str(&spec).map_err(corrupt)?),
             Some(Kind::AiBudget) => config.ai_budgets.push(serde_json::from_str(&spec).map_err(corrupt)?),
+            Some(Kind::AiPrompt) => config.ai_prompts.push(serde_json::from_str(&spec).map_err(corrupt)?),
             Some(Kind::Global) => config.global = serde_json::from_str(&spec).map_err(corrupt)?,
             None => return Err(StoreError::Corrupt(format!("unknown entity kind `{kind}` for `{name}`"))),
         }

@@ -10,11 +10,20 @@ use std::path::Path;
 /// `portico check`: prints every problem; Err if there is any.
 pub fn check(file: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let config = read_config(file)?;
-    let ai = match (config.ai_providers.len(), config.ai_models.len(), config.ai_budgets.len()) {
-        (0, 0, 0) => String::new(),
-        (providers, models, 0) => format!(", {providers} AI providers, {models} AI models"),
-        (providers, models, budgets) => format!(", {providers} AI providers, {models} AI models, {budgets} AI budgets"),
+    let counted = |n: usize, noun: &str| match n {
+        1 => format!(", 1 {noun}"),
+        n => format!(", {n} {noun}s"),
     };
+    let ai: String = [
+        ("AI provider", config.ai_providers.len()),
+        ("AI model", config.ai_models.len()),
+        ("AI budget", config.ai_budgets.len()),
+        ("prompt", config.ai_prompts.len()),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(noun, n)| counted(n, noun))
+    .collect();
     writeln!(
         out,
         "{}: OK ({} services, {} routes, {} consumers{ai})",
@@ -144,6 +153,7 @@ pub fn diff(current: &Config, wanted: &Config) -> Vec<String> {
     compare("AI provider", &current.ai_providers, &wanted.ai_providers, |p| &p.name, &mut out);
     compare("AI model", &current.ai_models, &wanted.ai_models, |m| &m.name, &mut out);
     compare("AI budget", &current.ai_budgets, &wanted.ai_budgets, |b| &b.name, &mut out);
+    compare("AI prompt", &current.ai_prompts, &wanted.ai_prompts, |p| &p.name, &mut out);
     if current.global != wanted.global {
         out.push("~ global settings".into());
     }

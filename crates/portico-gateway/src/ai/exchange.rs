@@ -6,7 +6,7 @@ use super::limits::Subject;
 use super::meter::Pending;
 use super::provider::{Ask, Operation};
 use super::stream::{AiStream, Mode, StreamUsage};
-use super::{embeddings, AiEndpoint, Caller, Meter, Model, Target};
+use super::{embeddings, AiEndpoint, Caller, Meter, Model, PromptApi, Target};
 use crate::observe::Trail;
 use crate::proxy::{RequestBody, RequestContext, ResponseBody};
 use bytes::Bytes;
@@ -40,13 +40,22 @@ enum Api {
 pub(crate) async fn handle(
     request: Request<Incoming>,
     endpoint: &AiEndpoint,
+    prompt: Option<&PromptApi>,
     body_limit: Option<u64>,
     caller: Caller<'_>,
     cx: &RequestContext<'_>,
     trail: &mut Trail,
 ) -> Response<ResponseBody> {
     let (parts, body) = request.into_parts();
-    let api = match find_api(&parts.method, parts.uri.path()) {
+    let api = match prompt {
+        Some(_) if parts.method != Method::POST => {
+            let error = AiError::new(ErrorKind::InvalidRequest, "a prompt API takes POST with its variables");
+            return error_response(Format::OpenAi, Some(StatusCode::METHOD_NOT_ALLOWED), &error);
+        }
+        Some(_) => Ok(Api::Chat(Format::OpenAi)),
+        None => find_api(&parts.method, parts.uri.path()),
+    };
+    let api = match api {
         Ok(api) => api,
         Err((status, error)) => return error_response(Format::OpenAi, status, &error),
     };
@@ -69,6 +78,11 @@ pub(crate) async fn handle(
             let error = AiError::new(ErrorKind::InvalidRequest, "the request body could not be read");
             return error_response(format, None, &error);
         }
+    };
+    let body = match prompt.map(|prompt| prompt.request(&body, &parts.uri, &parts.headers)) {
+        None => body,
+        Some(Ok(request)) => request,
+        Some(Err(error)) => return error_response(format, None, &error),
     };
     let mut call = match Call::new(endpoint, format, body, &parts.headers, operation) {
         Ok(call) => call,

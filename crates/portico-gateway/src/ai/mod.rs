@@ -15,6 +15,7 @@ mod exchange;
 mod keys;
 mod limits;
 mod meter;
+mod prompt;
 mod provider;
 mod stream;
 
@@ -25,6 +26,7 @@ pub use keys::{KeyReport, KeyState};
 pub use limits::RateCounts;
 pub use meter::AiUsage;
 pub(crate) use meter::{Billing, Meter};
+pub(crate) use prompt::PromptApi;
 pub(crate) use provider::Provider;
 
 use crate::access::RedisLimits;

@@ -158,8 +158,11 @@ async fn forward<'s>(
         event.route = Some(route.name.clone());
         event.path_template = Some(route.templates[pattern].clone());
     }
-    if let Action::Ai(_) = route.action {
-        *ai_client = Some(crate::ai::client_format(request.uri().path()));
+    if let Action::Ai(_, prompt) = &route.action {
+        *ai_client = Some(match prompt {
+            Some(_) => portico_ai::Format::OpenAi,
+            None => crate::ai::client_format(request.uri().path()),
+        });
     }
     if route.https_only && !client.tls {
         return Ok(redirect_to_https(&request, limits.https_port));
@@ -185,9 +188,11 @@ async fn forward<'s>(
     let upstream = match &route.action {
         Action::Mock(mock) => return Ok(mock_response(mock)),
         // An AI service takes the place of the upstream phase.
-        Action::Ai(endpoint) => {
+        Action::Ai(endpoint, prompt) => {
             let caller = crate::ai::Caller { consumer: extras.consumer, credential: extras.credential };
-            return Ok(crate::ai::handle(request, endpoint, route.max_body_bytes, caller, cx, trail).await);
+            let answer =
+                crate::ai::handle(request, endpoint, prompt.as_deref(), route.max_body_bytes, caller, cx, trail);
+            return Ok(answer.await);
         }
         Action::Forward(upstream) => traffic::choose(&route.shares, upstream, request.headers()),
     };

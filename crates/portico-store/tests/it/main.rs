@@ -58,6 +58,7 @@ fn route(name: &str, path: &str, service: &str) -> Route {
         service: Some(service.into()),
         retry_non_idempotent: false,
         mock: None,
+        prompt: None,
         split: vec![],
         mirror: None,
         fault: None,

@@ -313,7 +313,7 @@ fn the_ai_example_checks_and_its_keys_are_sealed_exported_sealed_and_rotated() {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("ai.yaml"), AI).expect("write");
     let (ok, out, err) = run(portico(dir.path()).args(["check", "-f", "ai.yaml"]));
-    assert!(ok && out.contains("3 AI providers, 2 AI models"), "{out}{err}");
+    assert!(ok && out.contains("3 AI providers, 2 AI models, 1 AI budget, 1 prompt"), "{out}{err}");
     let (_, key_a, _) = run(portico(dir.path()).args(["secrets", "generate-key"]));
     let (_, key_b, _) = run(portico(dir.path()).args(["secrets", "generate-key"]));
     std::fs::write(dir.path().join("b.key"), &key_b).expect("write");
