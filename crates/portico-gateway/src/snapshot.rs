@@ -1,7 +1,7 @@
 //! Compiling a configuration into an immutable snapshot, and the cell that holds the current one.
 
 use crate::access::{self, AccessPolicy, AccessShared, AccessStates};
-use crate::ai::{self, AiCompiled, AiEndpoint, BudgetReport, KeyReport};
+use crate::ai::{self, AiCompiled, BudgetReport, KeyReport};
 use crate::observe::{RouteCounters, Telemetry};
 use crate::proxy::{Condition, Fault, Mirror, Share};
 use crate::router::{Precedence, Router, Rule};
@@ -63,8 +63,8 @@ pub(crate) enum PathRewrite {
 
 pub(crate) enum Action {
     Forward(Arc<Upstream>),
-    /// An AI service answers; with a prompt, the route is that prompt's API.
-    Ai(Arc<AiEndpoint>, Option<Arc<ai::PromptApi>>),
+    /// An AI service answers.
+    Ai(ai::AiRoute),
     Mock(MockResponse),
 }
 
@@ -206,7 +206,8 @@ pub fn compile(
                 Some(endpoint) => {
                     let prompt = route.prompt.as_ref().map(|p| ai::PromptApi::compile(p, &config.ai_prompts));
                     let prompt = prompt.transpose().map_err(|p| invalid(p.to_string()))?;
-                    Action::Ai(endpoint.clone(), prompt.map(Arc::new))
+                    let cache = route.ai_cache.as_ref().map(|c| states.ai_cache(&route.name, c));
+                    Action::Ai(ai::AiRoute { endpoint: endpoint.clone(), prompt, cache })
                 }
                 None => Action::Forward(
                     upstreams
@@ -267,6 +268,7 @@ pub fn compile(
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
     let live_routes: rustc_hash::FxHashSet<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
     telemetry.retain_routes(|name| live_routes.contains(name));
+    states.retain_ai_caches(config.routes.iter().filter_map(|r| Some((r.name.as_str(), r.ai_cache.as_ref()?))));
     let access = AccessShared::compile(config, limiters);
     Ok(Snapshot { revision, router: Router::new(rules), routes: compiled, upstreams, access, tls, ai })
 }

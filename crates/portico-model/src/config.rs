@@ -266,6 +266,10 @@ impl Config {
             }
         }
         for (i, route) in self.routes.iter().enumerate() {
+            let ai = route.service.as_deref().and_then(|s| self.service(s)).and_then(|s| s.ai.as_ref());
+            if route.ai_cache.is_some() && ai.is_none() {
+                problems.push(format!("routes[{i}].ai_cache"), "only a route to an AI service caches AI answers");
+            }
             let Some(wanted) = &route.prompt else { continue };
             let path = format!("routes[{i}].prompt");
             let Some(prompt) = self.ai_prompts.iter().find(|p| p.name == wanted.name) else {

@@ -52,7 +52,7 @@ pub use prompt::{AiPrompt, CompiledPrompt, PromptMessage, PromptRole, PromptVers
 pub use protect::{Bulkhead, CircuitBreaker, Fallback};
 pub use rate_limit::{Limit, LimitBy, RateLimit, Window};
 pub use retry::{Retries, RetryOn};
-pub use route::{HeaderMatch, MockResponse, Route};
+pub use route::{AiCache, HeaderMatch, MockResponse, Route};
 pub use secret::{HoldsSecrets, MasterKey, Secret, SecretError, NO_MASTER_KEY};
 pub use service::{parse_address, HostHeader, Scheme, Service, Target, UpstreamTls, MAX_WEIGHT};
 pub use traffic::{Fault, FaultAbort, FaultDelay, Mirror, Split, When};

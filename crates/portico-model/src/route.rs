@@ -57,6 +57,10 @@ pub struct Route {
     /// of the prompt's variables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<RoutePrompt>,
+    /// With an AI `service`: answers to whole (not streamed) calls are kept and given again
+    /// to the same request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_cache: Option<AiCache>,
     /// Shares of the traffic for other services (canaries, blue/green).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub split: Vec<Split>,
@@ -144,6 +148,12 @@ impl Route {
         let mut problems = Problems::default();
         if let Err(message) = validate_name(&self.name) {
             problems.push("name", message);
+        }
+        if let Some(cache) = &self.ai_cache {
+            problems.check_ms("ai_cache.ttl_ms", cache.ttl_ms, 1);
+            if cache.max_bytes == 0 {
+                problems.push("ai_cache.max_bytes", "must be above 0");
+            }
         }
         let patterns: Vec<_> = self.path_patterns();
         for (i, pattern) in patterns.iter().enumerate() {
@@ -240,6 +250,7 @@ mod tests {
             retry_non_idempotent: false,
             mock: None,
             prompt: None,
+            ai_cache: None,
             split: vec![],
             mirror: None,
             fault: None,
@@ -278,5 +289,31 @@ mod tests {
         let problems = r.validate().err().unwrap_or_default();
         let paths: Vec<_> = problems.0.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["paths[1]", "hosts[0]", "methods"]);
+    }
+}
+
+/// The response cache of an AI route: an answer is given again to a request that is the
+/// same once normalised (the same JSON, whatever its key order and spacing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AiCache {
+    /// How long an answer is kept.
+    #[serde(default = "AiCache::default_ttl_ms")]
+    pub ttl_ms: u64,
+    /// The most bytes of answers kept (on each node); the oldest go first.
+    #[serde(default = "AiCache::default_max_bytes")]
+    pub max_bytes: u64,
+    /// Give one consumer's answers to another. Off by default: each consumer has its own.
+    #[serde(default)]
+    pub shared: bool,
+}
+
+impl AiCache {
+    fn default_ttl_ms() -> u64 {
+        300_000
+    }
+
+    fn default_max_bytes() -> u64 {
+        64 << 20
     }
 }

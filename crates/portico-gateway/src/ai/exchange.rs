@@ -2,11 +2,12 @@
 //! the answer in the client's format.
 
 use super::budget::BudgetSpent;
+use super::cache::{AnswerCache, Cached};
 use super::limits::Subject;
 use super::meter::Pending;
 use super::provider::{Ask, Operation};
 use super::stream::{AiStream, Mode, StreamUsage};
-use super::{embeddings, AiEndpoint, Caller, Meter, Model, PromptApi, Target};
+use super::{embeddings, AiEndpoint, AiRoute, Caller, Meter, Model, Target};
 use crate::observe::Trail;
 use crate::proxy::{RequestBody, RequestContext, ResponseBody};
 use bytes::Bytes;
@@ -39,13 +40,13 @@ enum Api {
 /// Answers one request to an AI service; every failure is answered in the client's format.
 pub(crate) async fn handle(
     request: Request<Incoming>,
-    endpoint: &AiEndpoint,
-    prompt: Option<&PromptApi>,
+    route: &AiRoute,
     body_limit: Option<u64>,
     caller: Caller<'_>,
     cx: &RequestContext<'_>,
     trail: &mut Trail,
 ) -> Response<ResponseBody> {
+    let (endpoint, prompt) = (&*route.endpoint, route.prompt.as_ref());
     let (parts, body) = request.into_parts();
     let api = match prompt {
         Some(_) if parts.method != Method::POST => {
@@ -91,30 +92,88 @@ pub(crate) async fn handle(
     if let Some(event) = trail.event() {
         event.service = Some(endpoint.service.clone());
     }
-    if operation != Operation::CountTokens {
-        let budgets = endpoint.budgets.of(caller);
-        if let Err(spent) = endpoint.budgets.check(&budgets).await {
-            return budget_spent(format, &spent);
-        }
-        let subject =
-            Subject { consumer: caller.consumer.map(|c| &*c.name), client_ip: cx.client.ip, model: &call.model.name };
-        let estimate = call.body.len().div_ceil(4) as u64 + call.max_output;
-        let reserved = match endpoint.limits.reserve(&subject, estimate).await {
-            Ok(reserved) => reserved,
-            Err(exceeded) => {
-                let mut response = error_response(format, None, &exceeded.error);
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(exceeded.retry_after));
-                return response;
-            }
+    if operation == Operation::CountTokens {
+        return match call.run(cx, trail).await {
+            Ok(response) => response,
+            Err((status, error)) => error_response(format, status, &error),
         };
-        let meter = Arc::new(Meter::new(endpoint.budgets.clone(), budgets, reserved));
-        trail.ai = Some(meter.clone());
-        call.meter = Some(meter);
+    }
+    // A whole answer may come from the route's cache: no provider call, nothing charged.
+    let consumer = caller.consumer.map(|c| &*c.name);
+    let cached = route.cache.as_ref().filter(|_| !call.stream);
+    let api = format!("{} {:?}", operation.noun(), call.client);
+    let cache_key = cached.and_then(|cache| Some((cache, cache.key(&api, consumer, &call.body)?)));
+    if let Some(hit) = cache_key.as_ref().and_then(|(cache, key)| cache.get(key)) {
+        return cached_answer(hit);
+    }
+    if let Err(refusal) = govern(&mut call, endpoint, caller, cx, trail).await {
+        return refusal;
     }
     match call.run(cx, trail).await {
-        Ok(response) => response,
+        Ok(mut response) => {
+            if let Some((cache, key)) = cache_key {
+                keep_answer(cache, key, &mut response);
+            }
+            response
+        }
         Err((status, error)) => error_response(format, status, &error),
     }
+}
+
+/// The caller's budgets and the service's rates: a refusal, or the call metered.
+async fn govern(
+    call: &mut Call<'_>,
+    endpoint: &AiEndpoint,
+    caller: Caller<'_>,
+    cx: &RequestContext<'_>,
+    trail: &mut Trail,
+) -> Result<(), Response<ResponseBody>> {
+    let budgets = endpoint.budgets.of(caller);
+    if let Err(spent) = endpoint.budgets.check(&budgets).await {
+        return Err(budget_spent(call.client, &spent));
+    }
+    let subject =
+        Subject { consumer: caller.consumer.map(|c| &*c.name), client_ip: cx.client.ip, model: &call.model.name };
+    let estimate = call.body.len().div_ceil(4) as u64 + call.max_output;
+    let reserved = match endpoint.limits.reserve(&subject, estimate).await {
+        Ok(reserved) => reserved,
+        Err(exceeded) => {
+            let mut response = error_response(call.client, None, &exceeded.error);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(exceeded.retry_after));
+            return Err(response);
+        }
+    };
+    let meter = Arc::new(Meter::new(endpoint.budgets.clone(), budgets, reserved));
+    trail.ai = Some(meter.clone());
+    call.meter = Some(meter);
+    Ok(())
+}
+
+/// Says whether an answer came from the route's cache.
+static X_PORTICO_CACHE: http::HeaderName = http::HeaderName::from_static("x-portico-cache");
+/// The headers a kept answer is given again with.
+const KEPT_HEADERS: [&str; 3] = ["content-type", "x-portico-provider", "x-portico-model"];
+
+fn cached_answer(hit: Cached) -> Response<ResponseBody> {
+    let age = hit.age();
+    let mut response = Response::new(ResponseBody::full(hit.body));
+    let headers = response.headers_mut();
+    for (name, value) in hit.headers {
+        headers.insert(name, value);
+    }
+    headers.insert(X_PORTICO_CACHE.clone(), HeaderValue::from_static("hit"));
+    headers.insert(header::AGE, HeaderValue::from(age));
+    response
+}
+
+/// Keeps a successful whole answer in the route's cache, and says it was a miss.
+fn keep_answer(cache: &AnswerCache, key: [u8; 32], response: &mut Response<ResponseBody>) {
+    let body = response.body().full_bytes().filter(|_| response.status() == StatusCode::OK).cloned();
+    if let Some(body) = body {
+        let headers = KEPT_HEADERS.iter().filter_map(|name| Some((*name, response.headers().get(*name)?.clone())));
+        cache.put(key, Cached::new(body, headers.collect()));
+    }
+    response.headers_mut().insert(X_PORTICO_CACHE.clone(), HeaderValue::from_static("miss"));
 }
 
 /// The API a method and path ask for; the path may have any prefix (`/v1/chat/completions`,

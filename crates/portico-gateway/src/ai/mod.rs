@@ -10,6 +10,7 @@
 //! from the provider's answer and left in the request's trail (`meter`).
 
 mod budget;
+mod cache;
 mod embeddings;
 mod exchange;
 mod keys;
@@ -21,6 +22,7 @@ mod stream;
 
 pub use budget::{BudgetReport, Spent};
 pub(crate) use budget::{Budgets, Caller};
+pub use cache::AnswerCache;
 pub(crate) use exchange::{error_response, handle};
 pub use keys::{KeyReport, KeyState};
 pub use limits::RateCounts;
@@ -55,6 +57,13 @@ pub(crate) struct AiEndpoint {
     pub budgets: Arc<Budgets>,
     /// The service's token and request rates.
     pub limits: Limits,
+}
+
+/// A route to an AI service: the service, and the route's prompt API and answer cache.
+pub(crate) struct AiRoute {
+    pub endpoint: Arc<AiEndpoint>,
+    pub prompt: Option<PromptApi>,
+    pub cache: Option<Arc<AnswerCache>>,
 }
 
 pub(crate) struct Model {

@@ -15,7 +15,7 @@ pub(crate) fn render(snapshot: &Snapshot, telemetry: &Telemetry) -> String {
         .map(|route| {
             let service = match &route.action {
                 Action::Forward(upstream) => &*upstream.name,
-                Action::Ai(endpoint, _) => &*endpoint.service,
+                Action::Ai(ai) => &*ai.endpoint.service,
                 Action::Mock(_) => "",
             };
             (vec![("route", &*route.name), ("service", service)], &*route.counters)

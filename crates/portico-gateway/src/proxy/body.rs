@@ -256,6 +256,14 @@ impl ResponseBody {
         }
     }
 
+    /// The whole body, when it is one piece made by Portico.
+    pub(crate) fn full_bytes(&self) -> Option<&Bytes> {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.as_ref(),
+            _ => None,
+        }
+    }
+
     /// A body made as it goes.
     pub(crate) fn boxed(body: impl Body<Data = Bytes, Error = BodyError> + Send + 'static) -> ResponseBody {
         ResponseBody { kind: Kind::Boxed(Box::pin(body)), trail: None, sent: 0, on_drop: None, permit: None }

@@ -158,8 +158,8 @@ async fn forward<'s>(
         event.route = Some(route.name.clone());
         event.path_template = Some(route.templates[pattern].clone());
     }
-    if let Action::Ai(_, prompt) = &route.action {
-        *ai_client = Some(match prompt {
+    if let Action::Ai(ai) = &route.action {
+        *ai_client = Some(match ai.prompt {
             Some(_) => portico_ai::Format::OpenAi,
             None => crate::ai::client_format(request.uri().path()),
         });
@@ -188,11 +188,9 @@ async fn forward<'s>(
     let upstream = match &route.action {
         Action::Mock(mock) => return Ok(mock_response(mock)),
         // An AI service takes the place of the upstream phase.
-        Action::Ai(endpoint, prompt) => {
+        Action::Ai(ai) => {
             let caller = crate::ai::Caller { consumer: extras.consumer, credential: extras.credential };
-            let answer =
-                crate::ai::handle(request, endpoint, prompt.as_deref(), route.max_body_bytes, caller, cx, trail);
-            return Ok(answer.await);
+            return Ok(crate::ai::handle(request, ai, route.max_body_bytes, caller, cx, trail).await);
         }
         Action::Forward(upstream) => traffic::choose(&route.shares, upstream, request.headers()),
     };

@@ -281,6 +281,13 @@ struct States {
     budgets: FxHashMap<Box<str>, Arc<crate::ai::Spent>>,
     /// The counts of each AI service's token and request rates, by service, place and rates.
     ai_rates: FxHashMap<Box<str>, Arc<crate::ai::RateCounts>>,
+    /// The answer caches of AI routes, by route and settings.
+    ai_caches: FxHashMap<Box<str>, Arc<crate::ai::AnswerCache>>,
+}
+
+/// Names an AI route's answer cache by the route and its settings.
+fn cache_id(route: &str, settings: &portico_model::AiCache) -> String {
+    format!("{route}|{}|{}|{}", settings.ttl_ms, settings.max_bytes, settings.shared)
 }
 
 impl UpstreamStates {
@@ -341,6 +348,20 @@ impl UpstreamStates {
     pub(crate) fn ai_rate(&self, scope: &str) -> Arc<crate::ai::RateCounts> {
         let mut states = self.0.lock().unwrap_or_else(|p| p.into_inner());
         states.ai_rates.entry(scope.into()).or_default().clone()
+    }
+
+    /// The answer cache of an AI route, the same one while its settings stay the same.
+    pub(crate) fn ai_cache(&self, route: &str, settings: &portico_model::AiCache) -> Arc<crate::ai::AnswerCache> {
+        let mut states = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let id = cache_id(route, settings);
+        states.ai_caches.entry(id.into()).or_insert_with(|| Arc::new(crate::ai::AnswerCache::new(settings))).clone()
+    }
+
+    /// Forgets the answer caches of routes that are gone or whose cache changed.
+    pub(crate) fn retain_ai_caches<'a>(&self, live: impl Iterator<Item = (&'a str, &'a portico_model::AiCache)>) {
+        let live: rustc_hash::FxHashSet<String> = live.map(|(route, settings)| cache_id(route, settings)).collect();
+        let mut states = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        states.ai_caches.retain(|id, _| live.contains(&**id));
     }
 
     /// Forgets AI rate limits that are no longer configured.

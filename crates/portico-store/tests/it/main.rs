@@ -59,6 +59,7 @@ fn route(name: &str, path: &str, service: &str) -> Route {
         retry_non_idempotent: false,
         mock: None,
         prompt: None,
+        ai_cache: None,
         split: vec![],
         mirror: None,
         fault: None,

@@ -4,6 +4,7 @@
 mod admin;
 mod ai;
 mod ai_budgets;
+mod ai_cache;
 mod ai_prompts;
 mod ai_rates;
 mod ai_sdk;
