@@ -207,7 +207,7 @@ pub fn compile(
                     let prompt = route.prompt.as_ref().map(|p| ai::PromptApi::compile(p, &config.ai_prompts));
                     let prompt = prompt.transpose().map_err(|p| invalid(p.to_string()))?;
                     let cache = route.ai_cache.as_ref().map(|c| states.ai_cache(&route.name, c));
-                    Action::Ai(ai::AiRoute { endpoint: endpoint.clone(), prompt, cache })
+                    Action::Ai(ai::AiRoute { endpoint: endpoint.clone(), prompt: prompt.map(Arc::new), cache })
                 }
                 None => Action::Forward(
                     upstreams

@@ -46,7 +46,7 @@ pub(crate) async fn handle(
     cx: &RequestContext<'_>,
     trail: &mut Trail,
 ) -> Response<ResponseBody> {
-    let (endpoint, prompt) = (&*route.endpoint, route.prompt.as_ref());
+    let (endpoint, prompt) = (&*route.endpoint, route.prompt.as_deref());
     let (parts, body) = request.into_parts();
     let api = match prompt {
         Some(_) if parts.method != Method::POST => {

@@ -62,7 +62,7 @@ pub(crate) struct AiEndpoint {
 /// A route to an AI service: the service, and the route's prompt API and answer cache.
 pub(crate) struct AiRoute {
     pub endpoint: Arc<AiEndpoint>,
-    pub prompt: Option<PromptApi>,
+    pub prompt: Option<Arc<PromptApi>>,
     pub cache: Option<Arc<AnswerCache>>,
 }
 
