@@ -65,6 +65,33 @@ def openai_stream():
         equal((usage.prompt_tokens, usage.completion_tokens), (14, 7), f"{model} streamed usage")
 
 
+def openai_stream_without_usage():
+    # Portico asks the provider for usage anyway, to count it, and keeps the usage chunk
+    # (whose choices are empty) from a client that did not ask: code that reads
+    # chunk.choices[0] keeps working.
+    text = ""
+    for chunk in oa.chat.completions.create(model="gpt", messages=HI, stream=True):
+        equal(chunk.usage, None, "usage nobody asked for")
+        text += chunk.choices[0].delta.content or ""
+    equal(text, "Hello from openai-mock: hi", "streamed text")
+
+
+def openai_budget_spent():
+    # Set up by the test: a budget of one token a day for this consumer. The first call
+    # crosses it and is answered; the next is refused, and the SDK, though allowed two
+    # retries, does not retry (`x-should-retry: false`): the budget renews only tomorrow.
+    sent = []
+    client = openai.OpenAI(base_url=f"{URL}/v1", api_key=KEY, max_retries=2,
+                           http_client=openai.DefaultHttpxClient(event_hooks={"request": [sent.append]}))
+    client.chat.completions.create(model="gpt", messages=HI)
+    try:
+        client.chat.completions.create(model="gpt", messages=HI)
+        raise Difference("a call past the budget was answered")
+    except openai.RateLimitError as error:
+        equal(error.code, "budget_exceeded", "budget error code")
+        equal(len(sent), 2, "requests sent (no retry of the refused one)")
+
+
 def openai_tools():
     for model in ["gpt", "claude"]:
         answer = oa.chat.completions.create(model=model, messages=[{"role": "user", "content": "weather?"}], tools=[WEATHER])

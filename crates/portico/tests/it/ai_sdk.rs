@@ -35,9 +35,10 @@ async fn the_official_sdks_work_through_portico() {
     assert_eq!(put.send().await.expect("put").status(), 200);
     portico.settle().await;
     // Scripted failures come last: a 429 leaves the Anthropic key resting for a second.
-    let scenarios: [(&str, Option<(&MockProvider, ProviderFault)>); 11] = [
+    let scenarios: [(&str, Option<(&MockProvider, ProviderFault)>); 13] = [
         ("openai_chat", None),
         ("openai_stream", None),
+        ("openai_stream_without_usage", None),
         ("openai_tools", None),
         ("openai_embeddings", None),
         ("openai_errors", None),
@@ -47,6 +48,8 @@ async fn the_official_sdks_work_through_portico() {
         ("anthropic_errors", None),
         ("openai_fallback", Some((&openai, ProviderFault::Status(500)))),
         ("openai_rate_limited", Some((&anthropic, ProviderFault::Status(429)))),
+        // Last: it spends the consumer's budget.
+        ("openai_budget_spent", None),
     ];
     let mut checks = tokio::process::Command::new(&python)
         .arg(tests_dir().join("sdk_checks.py"))
@@ -62,6 +65,11 @@ async fn the_official_sdks_work_through_portico() {
     for (scenario, fault) in scenarios {
         if let Some((provider, fault)) = fault {
             provider.fail_next(fault);
+        }
+        if scenario == "openai_budget_spent" {
+            let budget = json!({"name": "sdk-daily", "consumer": "sdk-app", "period": "day", "max_tokens": 1});
+            portico.create("ai/budgets", budget).await;
+            portico.settle().await;
         }
         ask.write_all(format!("{scenario}\n").as_bytes()).await.expect("ask");
         let answer = answers.next_line().await.expect("read").unwrap_or_else(|| format!("{scenario}: no answer"));
