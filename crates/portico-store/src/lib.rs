@@ -15,6 +15,7 @@
 mod access_log;
 mod analytics;
 mod audit;
+mod budgets;
 mod entities;
 mod error;
 mod registry;
@@ -24,6 +25,7 @@ mod tokens;
 pub use access_log::{AccessRecord, AiCallRecord};
 pub use analytics::TopBy;
 pub use audit::{Actor, AuditEntry, AuditQuery};
+pub use budgets::BudgetSpend;
 pub use entities::{Entity, Kind, Precondition, Stored, GLOBAL};
 pub use error::StoreError;
 pub use registry::{now_ms, Instance};

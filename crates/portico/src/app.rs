@@ -31,6 +31,8 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     store: Store,
     telemetry: Arc<Telemetry>,
+    /// The run-time state of targets, keys and budgets, for the budgets' last save.
+    states: UpstreamStates,
 }
 
 /// Starts Portico: opens (and migrates) the store, loads the configuration, binds the
@@ -75,6 +77,8 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         tasks.push(tokio::spawn(redis.run(stopped)));
     }
 
+    // Before the first configuration is served: budgets remember what they had spent.
+    crate::budgets::restore(&store, &upstreams).await;
     let source = match config_file {
         Some(path) => {
             let file = ConfigFile::new(path);
@@ -130,6 +134,8 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         };
         tasks.push(tokio::spawn(crate::traffic_store::prune(store.clone(), retention, shutdown_rx.clone())));
     }
+    tasks.push(tokio::spawn(crate::budgets::keep(store.clone(), upstreams.clone(), shutdown_rx.clone())));
+    let states = upstreams.clone();
     tasks.push(tokio::spawn(crate::registry::follow_registry(
         store.clone(),
         discovered,
@@ -152,7 +158,19 @@ pub async fn start(settings: &Settings, config_file: Option<PathBuf>) -> anyhow:
         }
     }));
 
-    Ok(Running { proxy_addr, admin_addr, tls_addr, initial_token, shutdown, reload, gateway, tasks, store, telemetry })
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        tls_addr,
+        initial_token,
+        shutdown,
+        reload,
+        gateway,
+        tasks,
+        store,
+        telemetry,
+        states,
+    })
 }
 
 /// The admin token a fresh store gets, recorded in the audit log as made by the first start.
@@ -175,6 +193,8 @@ impl Running {
         for task in self.tasks {
             let _ = task.await;
         }
+        // Every request has finished: what budgets have spent is final.
+        crate::budgets::save(&self.store, &self.states, &mut Default::default()).await;
         // Every request has finished: what the access log holds is complete.
         let telemetry = self.telemetry.clone();
         let _ = tokio::task::spawn_blocking(move || telemetry.stop()).await;

@@ -2,6 +2,7 @@
 //! store, control loop, gateway and admin API. `main.rs` only parses and dispatches.
 
 pub mod app;
+pub mod budgets;
 pub mod cli;
 pub mod commands;
 pub mod control;

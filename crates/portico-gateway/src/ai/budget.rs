@@ -28,6 +28,22 @@ pub struct Spent {
 }
 
 impl Spent {
+    /// The period the counts are of, and the counts.
+    pub fn read(&self) -> (i64, u64, u64) {
+        (self.period.load(Ordering::Acquire), self.nanos.load(Ordering::Acquire), self.tokens.load(Ordering::Acquire))
+    }
+
+    /// Learns that the period starting at `period` had spent at least this much (a figure
+    /// saved before a restart); older periods are of no interest.
+    pub fn seed(&self, period: i64, nanos: u64, tokens: u64) {
+        if period < self.period.load(Ordering::Acquire) {
+            return;
+        }
+        let (spent_nanos, spent_tokens) = self.of(period);
+        spent_nanos.fetch_max(nanos, Ordering::AcqRel);
+        spent_tokens.fetch_max(tokens, Ordering::AcqRel);
+    }
+
     /// The counts of the period starting at `period`, starting it afresh if it is new.
     fn of(&self, period: i64) -> (&AtomicU64, &AtomicU64) {
         let known = self.period.load(Ordering::Acquire);

@@ -338,6 +338,22 @@ impl UpstreamStates {
         states.budgets.entry(id.into()).or_default().clone()
     }
 
+    /// What every AI budget known here has spent: its id, period, dollars (billionths)
+    /// and tokens.
+    pub fn budget_spends(&self) -> Vec<(String, i64, u64, u64)> {
+        let states = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let spends = states.budgets.iter().map(|(id, spent)| {
+            let (period, nanos, tokens) = spent.read();
+            (id.to_string(), period, nanos, tokens)
+        });
+        spends.filter(|(_, period, ..)| *period > 0).collect()
+    }
+
+    /// Seeds what budget `id` had spent in a period, from before a restart.
+    pub fn seed_budget(&self, id: &str, period: i64, nanos: u64, tokens: u64) {
+        self.budget(id).seed(period, nanos, tokens);
+    }
+
     /// Forgets AI budgets that are no longer configured.
     pub(crate) fn retain_budgets(&self, live: impl Fn(&str) -> bool) {
         let mut states = self.0.lock().unwrap_or_else(|p| p.into_inner());

@@ -263,3 +263,23 @@ async fn changes_are_audited_in_their_own_transaction() {
     }
 }
 mod analytics;
+
+#[tokio::test]
+async fn budget_spending_only_grows_and_old_periods_go() {
+    for (backend, store) in stores().await.stores {
+        let spend = |period: i64, nanos: i64, tokens: i64| portico_store::BudgetSpend {
+            budget: "team|team:research|month".into(),
+            period,
+            nanos,
+            tokens,
+        };
+        store.save_budget_spends(&[spend(100, 5, 50), spend(200, 7, 70)]).await.expect("save");
+        // A node that saw less does not lower what another saved.
+        store.save_budget_spends(&[spend(200, 9, 60)]).await.expect("save");
+        let mut saved = store.budget_spends(0).await.expect("read");
+        saved.sort_by_key(|s| s.period);
+        assert_eq!(saved, [spend(100, 5, 50), spend(200, 9, 70)], "{backend}");
+        assert_eq!(store.prune_budget_spends(150).await.expect("prune"), 1, "{backend}");
+        assert_eq!(store.budget_spends(0).await.expect("read"), [spend(200, 9, 70)], "{backend}");
+    }
+}

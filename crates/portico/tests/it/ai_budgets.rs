@@ -222,3 +222,34 @@ routes:
     assert!((CALLS..=CALLS + 8).contains(&answered), "{answered} answered, not {CALLS} to {}", CALLS + 8);
     assert_eq!(last_batch, [429; 8], "once spent, both nodes refuse");
 }
+
+#[tokio::test]
+async fn what_a_budget_spent_survives_a_restart() {
+    let openai = MockProvider::start("openai-mock").await;
+    let key = Arc::new(MasterKey::parse(&MasterKey::generate()).expect("key"));
+    let first_key = key.clone();
+    let first = Portico::start_with(|s| s.master_key = Some(first_key)).await;
+    let provider = json!({"name": "oa", "kind": "openai", "base_url": openai.base_url(),
+                          "keys": [{"name": "main", "key": "sk-oa"}]});
+    first.create("ai/providers", provider).await;
+    first.create("ai/models", json!({"name": "gpt", "targets": [{"provider": "oa", "model": "gpt-4o-mini"}]})).await;
+    first.create("services", json!({"name": "llm", "ai": {}})).await;
+    let route =
+        json!({"name": "llm", "paths": ["/v1/*"], "service": "llm", "policies": {"key_auth": {"bearer": true}}});
+    first.create("routes", route).await;
+    let credentials = json!([{"type": "key_auth", "id": "key1", "key": key_of("lab", 1)}]);
+    first.create("consumers", json!({"name": "lab", "credentials": credentials})).await;
+    first
+        .create("ai/budgets", json!({"name": "lab-daily", "consumer": "lab", "period": "day", "max_tokens": 50}))
+        .await;
+    first.settle().await;
+    for _ in 0..2 {
+        assert_eq!(call(&first, &key_of("lab", 1), false).await.status(), 200);
+    }
+    let second = first.restart(|s| s.master_key = Some(key)).await;
+    assert_eq!(usage(&second, "lab-daily").await["spent_tokens"], 42, "the 42 tokens spent before are remembered");
+    // 42 of 50: one more call, which crosses the budget, then no more.
+    assert_eq!(call(&second, &key_of("lab", 1), false).await.status(), 200);
+    assert_eq!(call(&second, &key_of("lab", 1), false).await.status(), 429);
+    second.stop().await;
+}

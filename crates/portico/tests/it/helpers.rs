@@ -75,6 +75,24 @@ impl Portico {
         }
     }
 
+    /// Stops this Portico and starts another on the same store, with the same admin token.
+    pub async fn restart(self, adjust: impl FnOnce(&mut Settings)) -> Portico {
+        let Portico { running, token, store_url, http, dir, .. } = self;
+        running.shutdown().await;
+        let mut settings = settings(store_url.clone());
+        adjust(&mut settings);
+        let running = portico::start(&settings, None).await.expect("Portico starts again");
+        Portico {
+            proxy: format!("http://{}", running.proxy_addr),
+            admin: format!("http://{}", running.admin_addr),
+            running,
+            token,
+            store_url,
+            http,
+            dir,
+        }
+    }
+
     pub fn get(&self, path: &str) -> RequestBuilder {
         self.http.get(format!("{}{path}", self.proxy))
     }
