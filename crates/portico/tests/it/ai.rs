@@ -30,6 +30,28 @@ pub(crate) async fn ai_portico(openai: &MockProvider, anthropic: &MockProvider) 
     portico
 }
 
+/// Portico (with a master key, and `adjust`ed) where the mock `openai` is provider `oa`,
+/// model `gpt` asks it for `gpt-4o-mini` (21 tokens a call), and AI service `llm` has the
+/// settings `ai`; routes are the caller's to make.
+pub(crate) async fn gpt_portico(
+    openai: &MockProvider,
+    ai: Value,
+    adjust: impl FnOnce(&mut portico::Settings),
+) -> Portico {
+    let key = MasterKey::parse(&MasterKey::generate()).expect("key");
+    let portico = Portico::start_with(|s| {
+        s.master_key = Some(Arc::new(key));
+        adjust(s);
+    })
+    .await;
+    let provider = json!({"name": "oa", "kind": "openai", "base_url": openai.base_url(),
+                          "keys": [{"name": "main", "key": "sk-oa"}]});
+    portico.create("ai/providers", provider).await;
+    portico.create("ai/models", json!({"name": "gpt", "targets": [{"provider": "oa", "model": "gpt-4o-mini"}]})).await;
+    portico.create("services", json!({"name": "llm", "ai": ai})).await;
+    portico
+}
+
 /// A new consumer named `name`, and the API key issued to it.
 pub(crate) async fn consumer_key(portico: &Portico, name: &str) -> String {
     portico.create("consumers", json!({"name": name})).await;

@@ -2,7 +2,8 @@
 //! a team's or one key's budget is spent, streams charged when they end, and one budget
 //! shared by two Portico processes through Redis.
 
-use crate::cli::{free_port, serve_with};
+use crate::ai::gpt_portico;
+use crate::cli::serve_nodes;
 use crate::helpers::Portico;
 use crate::rate_limits::unique;
 use portico_model::MasterKey;
@@ -21,13 +22,7 @@ fn key_of(consumer: &str, n: u32) -> String {
 /// Portico with `gpt` behind a mock OpenAI provider, on a route taking bearer API keys;
 /// consumers `lab` (team `research`, keys 1 and 2), `desk` (team `research`) and `ops`.
 async fn budgeted_portico(openai: &MockProvider) -> Portico {
-    let key = MasterKey::parse(&MasterKey::generate()).expect("key");
-    let portico = Portico::start_with(|s| s.master_key = Some(Arc::new(key))).await;
-    let provider = json!({"name": "oa", "kind": "openai", "base_url": openai.base_url(),
-                          "keys": [{"name": "main", "key": "sk-oa"}]});
-    portico.create("ai/providers", provider).await;
-    portico.create("ai/models", json!({"name": "gpt", "targets": [{"provider": "oa", "model": "gpt-4o-mini"}]})).await;
-    portico.create("services", json!({"name": "llm", "ai": {}})).await;
+    let portico = gpt_portico(openai, json!({}), |_| {}).await;
     let route =
         json!({"name": "llm", "paths": ["/v1/*"], "service": "llm", "policies": {"key_auth": {"bearer": true}}});
     portico.create("routes", route).await;
@@ -179,22 +174,7 @@ routes:
         base = openai.base_url(),
         max = CALLS * 21,
     );
-    let mut nodes = Vec::new();
-    let mut dirs = Vec::new();
-    for _ in 0..2 {
-        let dir = tempfile::tempdir().expect("dir");
-        std::fs::write(dir.path().join("portico.yaml"), &config).expect("write");
-        let (proxy, admin) = (free_port(), free_port());
-        let (child, seen) = serve_with(
-            dir.path(),
-            proxy,
-            admin,
-            &["--config", "portico.yaml", "--redis-url", &redis, "--workers", "1"],
-        );
-        assert!(seen.contains("Portico is serving"), "{seen}");
-        nodes.push((child, format!("http://127.0.0.1:{proxy}")));
-        dirs.push(dir);
-    }
+    let nodes = serve_nodes(&config, &redis, 2);
     let http = reqwest::Client::new();
     let body = json!({"model": "gpt", "messages": [{"role": "user", "content": "hi"}]});
     // 120 calls, alternating between the nodes, eight at a time.
@@ -202,7 +182,7 @@ routes:
     let mut last_batch = Vec::new();
     for batch in 0..15 {
         let sends = (0..8).map(|i| {
-            let url = format!("{}/v1/chat/completions", nodes[(batch + i) % 2].1);
+            let url = format!("{}/v1/chat/completions", nodes[(batch + i) % 2].url);
             http.post(url).bearer_auth("app-key-0123456789").json(&body).send()
         });
         last_batch.clear();
@@ -212,10 +192,7 @@ routes:
             last_batch.push(status);
         }
     }
-    for (mut child, _) in nodes {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(nodes);
     eprintln!("a shared budget of {CALLS} calls: {answered} answered over two nodes");
     // Each node alone would let 40 through, 80 in all. Shared, a batch in flight when the
     // budget runs out may cross it, by at most the eight calls of a batch.

@@ -2,24 +2,17 @@
 //! again without calling the provider or charging anything; never across consumers unless
 //! the route says so; never for streams; for as long as the route says.
 
+use crate::ai::gpt_portico;
 use crate::helpers::Portico;
-use portico_model::MasterKey;
 use portico_testkit::MockProvider;
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Routes `/private/*` (a cache per consumer, kept 300 ms) and `/shared/*` (one cache for
 /// all) to `gpt`, for consumers `a` (with a daily token budget) and `b`.
 async fn cached_portico(openai: &MockProvider) -> Portico {
-    let key = MasterKey::parse(&MasterKey::generate()).expect("key");
-    let portico = Portico::start_with(|s| s.master_key = Some(Arc::new(key))).await;
-    let provider = json!({"name": "oa", "kind": "openai", "base_url": openai.base_url(),
-                          "keys": [{"name": "main", "key": "sk-oa"}]});
-    portico.create("ai/providers", provider).await;
-    portico.create("ai/models", json!({"name": "gpt", "targets": [{"provider": "oa", "model": "gpt-4o-mini"}]})).await;
-    portico.create("services", json!({"name": "llm", "ai": {}})).await;
+    let portico = gpt_portico(openai, json!({}), |_| {}).await;
     let auth = json!({"key_auth": {"bearer": true}});
     let private = json!({"name": "private", "paths": ["/private/*"], "strip_prefix": true, "service": "llm",
                          "policies": auth, "ai_cache": {"ttl_ms": 300}});

@@ -2,12 +2,11 @@
 //! their schema and written in without escaping their place, versions tried and rolled
 //! back.
 
+use crate::ai::gpt_portico;
 use crate::helpers::Portico;
-use portico_model::MasterKey;
 use portico_testkit::MockProvider;
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 fn summarize() -> Value {
     let schema = json!({"type": "object", "required": ["text"], "additionalProperties": false,
@@ -22,13 +21,7 @@ fn summarize() -> Value {
 }
 
 async fn prompt_portico(openai: &MockProvider) -> Portico {
-    let key = MasterKey::parse(&MasterKey::generate()).expect("key");
-    let portico = Portico::start_with(|s| s.master_key = Some(Arc::new(key))).await;
-    let provider = json!({"name": "oa", "kind": "openai", "base_url": openai.base_url(),
-                          "keys": [{"name": "main", "key": "sk-oa"}]});
-    portico.create("ai/providers", provider).await;
-    portico.create("ai/models", json!({"name": "gpt", "targets": [{"provider": "oa", "model": "gpt-4o-mini"}]})).await;
-    portico.create("services", json!({"name": "llm", "ai": {}})).await;
+    let portico = gpt_portico(openai, json!({}), |_| {}).await;
     portico.create("ai/prompts", summarize()).await;
     let route = json!({"name": "summarize", "paths": ["/summarize"], "service": "llm",
                        "prompt": {"name": "summarize", "version": 1}});

@@ -2,28 +2,17 @@
 //! with the real usage after, given back when the call fails, and counted across nodes
 //! through Redis.
 
+use crate::ai::gpt_portico;
 use crate::helpers::Portico;
 use crate::rate_limits::unique;
-use portico_model::MasterKey;
 use portico_testkit::{redis_url, MockProvider, ProviderFault};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 /// Portico with `gpt` (21 tokens a call) behind a mock OpenAI provider, and an AI service
 /// with `limits`, on a route taking bearer keys of consumers `a` and `b`.
 async fn limited_portico(openai: &MockProvider, limits: Value, redis: Option<String>) -> Portico {
-    let key = MasterKey::parse(&MasterKey::generate()).expect("key");
-    let portico = Portico::start_with(|s| {
-        s.master_key = Some(Arc::new(key));
-        s.redis_url = redis;
-    })
-    .await;
-    let provider = json!({"name": "oa", "kind": "openai", "base_url": openai.base_url(),
-                          "keys": [{"name": "main", "key": "sk-oa"}]});
-    portico.create("ai/providers", provider).await;
-    portico.create("ai/models", json!({"name": "gpt", "targets": [{"provider": "oa", "model": "gpt-4o-mini"}]})).await;
-    portico.create("services", json!({"name": "llm", "ai": {"limits": limits}})).await;
+    let portico = gpt_portico(openai, json!({"limits": limits}), |s| s.redis_url = redis).await;
     let route =
         json!({"name": "llm", "paths": ["/v1/*"], "service": "llm", "policies": {"key_auth": {"bearer": true}}});
     portico.create("routes", route).await;

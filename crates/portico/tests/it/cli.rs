@@ -149,6 +149,37 @@ pub(crate) fn serve_with(dir: &Path, proxy: u16, admin: u16, extra: &[&str]) -> 
     (child, seen)
 }
 
+/// One `portico serve` process of a cluster test; killed when dropped.
+pub(crate) struct Node {
+    child: std::process::Child,
+    /// The proxy listener's URL.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `count` Portico processes, each serving `config` from a file of its own with one worker
+/// and `redis` for cluster state.
+pub(crate) fn serve_nodes(config: &str, redis: &str, count: usize) -> Vec<Node> {
+    (0..count)
+        .map(|_| {
+            let dir = tempfile::tempdir().expect("dir");
+            std::fs::write(dir.path().join("portico.yaml"), config).expect("write");
+            let (proxy, admin) = (free_port(), free_port());
+            let flags = ["--config", "portico.yaml", "--redis-url", redis, "--workers", "1"];
+            let (child, seen) = serve_with(dir.path(), proxy, admin, &flags);
+            assert!(seen.contains("Portico is serving"), "{seen}");
+            Node { child, url: format!("http://127.0.0.1:{proxy}"), _dir: dir }
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn serve_prints_the_first_token_once_and_drains_on_sigterm() {
     let upstream = MockUpstream::start("slow").await;

@@ -2,7 +2,7 @@
 //! follow a consumer, counting across two Portico processes through Redis, and what happens
 //! when Redis is gone.
 
-use crate::cli::{free_port, serve_with};
+use crate::cli::serve_nodes;
 use crate::helpers::Portico;
 use portico_testkit::{redis_url, MockUpstream};
 use reqwest::Method;
@@ -105,26 +105,11 @@ routes:
 "#,
         upstream = upstream.addr
     );
-    let mut nodes = Vec::new();
-    let mut dirs = Vec::new();
-    for _ in 0..2 {
-        let dir = tempfile::tempdir().expect("dir");
-        std::fs::write(dir.path().join("portico.yaml"), &config).expect("write");
-        let (proxy, admin) = (free_port(), free_port());
-        let (child, seen) = serve_with(
-            dir.path(),
-            proxy,
-            admin,
-            &["--config", "portico.yaml", "--redis-url", &redis, "--workers", "1"],
-        );
-        assert!(seen.contains("Portico is serving"), "{seen}");
-        nodes.push((child, format!("http://127.0.0.1:{proxy}")));
-        dirs.push(dir);
-    }
+    let nodes = serve_nodes(&config, &redis, 2);
 
     let http = reqwest::Client::new();
     let count_ok = |path: &'static str| {
-        let (http, nodes) = (http.clone(), nodes.iter().map(|(_, url)| url.clone()).collect::<Vec<_>>());
+        let (http, nodes) = (http.clone(), nodes.iter().map(|node| node.url.clone()).collect::<Vec<_>>());
         async move {
             // 600 requests, alternating between the nodes, eight at a time.
             let mut passed = 0usize;
@@ -141,10 +126,7 @@ routes:
     };
     let shared_passed = count_ok("/shared").await;
     let local_passed = count_ok("/local").await;
-    for (mut child, _) in nodes {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(nodes);
     eprintln!("shared limit of {LIMIT}: {shared_passed} passed; per-node limits: {local_passed} passed");
     let tolerance = LIMIT / 20;
     assert!(shared_passed.abs_diff(LIMIT) <= tolerance, "{shared_passed} passed, not {LIMIT} ± 5%");
