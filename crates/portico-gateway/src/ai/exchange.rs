@@ -101,8 +101,10 @@ pub(crate) async fn handle(
     // A whole answer may come from the route's cache: no provider call, nothing charged.
     let consumer = caller.consumer.map(|c| &*c.name);
     let cached = route.cache.as_ref().filter(|_| !call.stream);
-    let api = format!("{} {:?}", operation.noun(), call.client);
-    let cache_key = cached.and_then(|cache| Some((cache, cache.key(&api, consumer, &call.body)?)));
+    let cache_key = cached.and_then(|cache| {
+        let api = format!("{} {:?}", operation.noun(), call.client);
+        Some((cache, cache.key(&api, consumer, &call.body)?))
+    });
     if let Some(hit) = cache_key.as_ref().and_then(|(cache, key)| cache.get(key)) {
         return cached_answer(hit);
     }

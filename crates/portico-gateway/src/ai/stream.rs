@@ -93,9 +93,19 @@ impl AiStream {
     /// at the end of the body, the reader's last word too.
     fn translate(&mut self, ended: bool) -> Bytes {
         let mut out = Vec::new();
+        let passing = !matches!(self.mode, Mode::Translate(_));
         for event in self.events.iter().map(Some).chain(ended.then_some(None)) {
             self.steps.clear();
             match event {
+                // Passed through, most events only add to the text an estimate would count:
+                // a look at their bytes spares parsing them.
+                Some(event) if passing && !worth_reading(event) => {
+                    self.written += written_hint(event.data.as_bytes());
+                    if matches!(self.mode, Mode::PassWithoutUsage) {
+                        write_event(&mut out, event);
+                    }
+                    continue;
+                }
                 Some(event) => self.reader.read(event, &mut self.steps),
                 None => self.reader.finish(&mut self.steps),
             }
@@ -110,8 +120,10 @@ impl AiStream {
                 }
             }
             if let (Mode::PassWithoutUsage, Some(event)) = (&self.mode, event) {
-                let usage_only =
-                    !self.steps.is_empty() && self.steps.iter().all(|s| matches!(s, StreamEvent::Usage(_)));
+                // (The reader may also see the stream start here: the events before were
+                // not read.)
+                let usage_only = self.steps.iter().any(|s| matches!(s, StreamEvent::Usage(_)))
+                    && self.steps.iter().all(|s| matches!(s, StreamEvent::Usage(_) | StreamEvent::Start { .. }));
                 if !usage_only {
                     write_event(&mut out, event);
                 }
@@ -140,6 +152,51 @@ impl Drop for AiStream {
     fn drop(&mut self) {
         self.settle();
     }
+}
+
+/// Whether a passed-through event must be read: it may end the stream, report an error or
+/// carry usage (`[DONE]`, `message_stop`, an `error`, a `"usage"` object, not `null`).
+fn worth_reading(event: &SseEvent) -> bool {
+    let data = event.data.as_bytes();
+    event.data == "[DONE]"
+        || matches!(event.event.as_deref(), Some("message_stop" | "message_start" | "message_delta" | "error"))
+        || memchr::memmem::find(data, b"\"error\"").is_some()
+        || memchr::memmem::find(data, b"message_stop").is_some()
+        || has_usage_object(data)
+}
+
+/// Whether `data` holds `"usage":` followed by an object (streams asked for usage carry
+/// `"usage":null` in every chunk but the last).
+fn has_usage_object(data: &[u8]) -> bool {
+    memchr::memmem::find_iter(data, b"\"usage\"").any(|at| {
+        let rest = data[at + 7..].trim_ascii_start();
+        rest.strip_prefix(b":").is_some_and(|value| value.trim_ascii_start().starts_with(b"{"))
+    })
+}
+
+/// About how many bytes of text an event carries, without parsing it: the lengths of its
+/// `content`, `text`, `thinking`, `arguments` and `partial_json` strings. Only an estimate
+/// made when a provider reports no usage reads it.
+fn written_hint(data: &[u8]) -> usize {
+    const KEYS: [&[u8]; 6] = [
+        b"\"content\":\"",
+        b"\"text\":\"",
+        b"\"thinking\":\"",
+        b"\"arguments\":\"",
+        b"\"partial_json\":\"",
+        b"\"reasoning_content\":\"",
+    ];
+    KEYS.iter()
+        .flat_map(|key| memchr::memmem::find_iter(data, key).map(move |at| at + key.len()))
+        .map(|start| {
+            // To the closing quote; an escaped one does not close.
+            let mut end = start;
+            while end < data.len() && data[end] != b'"' {
+                end += if data[end] == b'\\' { 2 } else { 1 };
+            }
+            end.min(data.len()) - start
+        })
+        .sum()
 }
 
 /// Writes `event` as an event stream carries it.
@@ -199,5 +256,31 @@ impl Body for AiStream {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: Option<&str>, data: &str) -> SseEvent {
+        SseEvent { event: name.map(str::to_owned), data: data.to_owned() }
+    }
+
+    #[test]
+    fn only_events_that_may_end_a_stream_or_carry_usage_are_parsed_when_passed_through() {
+        let content = r#"{"id":"c","choices":[{"index":0,"delta":{"content":"Hel\"lo"}}],"usage":null}"#;
+        assert!(!worth_reading(&event(None, content)));
+        assert_eq!(written_hint(content.as_bytes()), r#"Hel\"lo"#.len());
+        let usage = r#"{"id":"c","choices":[],"usage": {"prompt_tokens":1}}"#;
+        assert!(worth_reading(&event(None, usage)));
+        let groq = r#"{"choices":[{"delta":{},"finish_reason":"stop"}],"x_groq":{"usage":{"prompt_tokens":1}}}"#;
+        assert!(worth_reading(&event(None, groq)));
+        assert!(worth_reading(&event(None, "[DONE]")));
+        assert!(worth_reading(&event(None, r#"{"error":{"message":"overloaded"}}"#)));
+        assert!(worth_reading(&event(Some("message_delta"), r#"{"type":"message_delta"}"#)));
+        let delta = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi there"}}"#;
+        assert!(!worth_reading(&event(Some("content_block_delta"), delta)));
+        assert_eq!(written_hint(delta.as_bytes()), 8);
     }
 }
