@@ -1,7 +1,8 @@
 //! Streamed answers on their way to the client: each upstream chunk is read as server-sent
 //! events and what it completes is sent on at once, translated when the client speaks
-//! another format, byte for byte when it speaks the provider's. Every event is read, for
-//! the usage the stream reports (or the text an estimate is made from).
+//! another format, byte for byte when it speaks the provider's. Passed through, the events
+//! that may end the stream or carry usage are read, and the others only looked at for the
+//! length of their text, which an estimate needs when a provider reports no usage.
 
 use super::{Billing, Meter};
 use crate::proxy::{BodyError, ResponseBody};
