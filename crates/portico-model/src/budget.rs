@@ -47,46 +47,26 @@ impl BudgetPeriod {
         }
     }
 
-    /// The start of the period holding `time` and the start of the next one, in seconds
+    /// The start of the period holding `at` and the start of the next one, in seconds
     /// since the Unix epoch (UTC).
-    pub fn bounds(self, time: i64) -> (i64, i64) {
+    pub fn bounds(self, at: i64) -> (i64, i64) {
         const DAY: i64 = 86_400;
-        let day = time.div_euclid(DAY);
+        let day = at.div_euclid(DAY) * DAY;
         match self {
-            BudgetPeriod::Day => (day * DAY, (day + 1) * DAY),
+            BudgetPeriod::Day => (day, day + DAY),
             BudgetPeriod::Month => {
-                let (year, month, _) = civil_from_days(day);
-                let next = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
-                (days_from_civil(year, month, 1) * DAY, days_from_civil(next.0, next.1, 1) * DAY)
+                use time::{Date, Month, OffsetDateTime};
+                // Every timestamp Portico sees is within the dates `time` handles.
+                let date = OffsetDateTime::from_unix_timestamp(day).map_or(Date::MIN, |t| t.date());
+                let (year, month) = (date.year(), date.month());
+                let (next_year, next_month) =
+                    if month == Month::December { (year + 1, month.next()) } else { (year, month.next()) };
+                let first = |year, month| Date::from_calendar_date(year, month, 1).unwrap_or(date);
+                let seconds = |date: Date| date.midnight().assume_utc().unix_timestamp();
+                (seconds(first(year, month)), seconds(first(next_year, next_month)))
             }
         }
     }
-}
-
-/// Year, month and day of a day number (days since 1970-01-01), in the proleptic
-/// Gregorian calendar (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// The day number of a date: the inverse of [`civil_from_days`].
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let month = i64::from(month);
-    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 impl AiBudget {
@@ -126,10 +106,6 @@ mod tests {
         // February of a leap year: 2028-02-01 to 2028-03-01, 29 days.
         let (start, end) = BudgetPeriod::Month.bounds(1_833_000_000);
         assert_eq!((start, end - start), (1_832_976_000, 29 * 86_400));
-        for day in [-1, 0, 59, 10_957, 20_000] {
-            let (y, m, d) = civil_from_days(day);
-            assert_eq!(days_from_civil(y, m, d), day);
-        }
     }
 
     #[test]

@@ -60,10 +60,9 @@ pub(crate) fn cost(price: &AiPrice, usage: &Usage) -> f64 {
 
 /// Where a call's usage is left for the request's trail, shared with a streamed answer,
 /// which knows its usage only when it ends; recording it charges the caller's budgets.
-#[derive(Default)]
 pub(crate) struct Meter {
     usage: Mutex<Option<AiUsage>>,
-    budgets: Option<Arc<Budgets>>,
+    budgets: Arc<Budgets>,
     /// The budgets the call counts against.
     charged: Vec<Arc<Budget>>,
     /// The tokens reserved under the service's rates, settled when the usage is known.
@@ -72,7 +71,7 @@ pub(crate) struct Meter {
 
 impl Meter {
     pub fn new(budgets: Arc<Budgets>, charged: Vec<Arc<Budget>>, reserved: Vec<Reservation>) -> Meter {
-        Meter { usage: Mutex::default(), budgets: Some(budgets), charged, reserved: Mutex::new(reserved) }
+        Meter { usage: Mutex::default(), budgets, charged, reserved: Mutex::new(reserved) }
     }
 
     /// Records what the call used: it charges the budgets and settles the reservations on
@@ -81,9 +80,7 @@ impl Meter {
     pub fn record(&self, usage: AiUsage) -> Vec<Pending> {
         let tokens = usage.usage.total_tokens();
         let mut pending = Vec::new();
-        if let Some(budgets) = &self.budgets {
-            pending.extend(budgets.charge(&self.charged, usage.cost.map_or(0, AiTally::nanos), tokens));
-        }
+        pending.extend(self.budgets.charge(&self.charged, usage.cost.map_or(0, AiTally::nanos), tokens));
         let reserved = std::mem::take(&mut *self.reserved.lock().unwrap_or_else(|p| p.into_inner()));
         pending.extend(reserved.into_iter().filter_map(|reservation| reservation.settle(tokens)));
         *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = Some(usage);
