@@ -89,7 +89,14 @@ impl Window {
 
 /// The counts of one limit on this node, by key; kept across reloads.
 #[derive(Debug, Default)]
-pub struct RateCounts(Mutex<FxHashMap<Box<str>, Window>>);
+pub struct RateCounts(Mutex<Counts>);
+
+#[derive(Debug, Default)]
+struct Counts {
+    by_key: FxHashMap<Box<str>, Window>,
+    /// The size at which idle keys are next swept out.
+    sweep_at: usize,
+}
 
 /// One limit of an AI service, ready for the request path.
 pub(crate) struct Limit {
@@ -215,11 +222,16 @@ impl Limit {
         let now = now_ms();
         let mut counts = self.local.0.lock().unwrap_or_else(|p| p.into_inner());
         let index = now / WINDOW_MS;
-        if counts.len() > 10_000 {
-            // Keys idle for two minutes count nothing any more.
-            counts.retain(|_, w| w.index + 1 >= index);
+        if counts.by_key.len() >= counts.sweep_at {
+            // Keys idle for two minutes count nothing any more. Sweeping at doubling sizes
+            // keeps the cost constant per call.
+            counts.by_key.retain(|_, w| w.index + 1 >= index);
+            counts.sweep_at = (counts.by_key.len() * 2).max(1_024);
         }
-        let window = counts.entry(key.into()).or_default();
+        if !counts.by_key.contains_key(key) {
+            counts.by_key.insert(key.into(), Window::default());
+        }
+        let window = counts.by_key.get_mut(key).expect("inserted above");
         window.advance(index);
         let faded = 1.0 - (now % WINDOW_MS) as f64 / WINDOW_MS as f64;
         let used = |(current, previous): (u64, u64)| (previous as f64 * faded + current as f64) as u64;
@@ -247,7 +259,7 @@ impl Reservation {
             return None;
         }
         let limit = &self.limit;
-        if let Some(window) = limit.local.0.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&self.key) {
+        if let Some(window) = limit.local.0.lock().unwrap_or_else(|p| p.into_inner()).by_key.get_mut(&self.key) {
             let count = if window.index == self.window {
                 Some(&mut window.tokens.0)
             } else if window.index == self.window + 1 {
