@@ -31,7 +31,7 @@ pub use chat::{
 pub use error::{AiError, ErrorKind};
 pub use fields::Fields;
 pub use json::parse_body;
-pub use sse::{SseEvent, SseParser};
+pub use sse::{write_event, SseEvent, SseParser};
 
 use openai::Flavour;
 

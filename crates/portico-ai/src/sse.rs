@@ -106,16 +106,19 @@ impl SseParser {
     }
 }
 
-/// Appends one SSE event to `out`.
-pub(crate) fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &[u8]) {
+/// Appends one SSE event to `out`; data of several lines takes a `data:` line each.
+pub fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &[u8]) {
     if let Some(event) = event {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(event.as_bytes());
         out.push(b'\n');
     }
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\n\n");
+    for line in data.split(|b| *b == b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out.push(b'\n');
 }
 
 #[cfg(test)]

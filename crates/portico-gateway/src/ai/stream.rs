@@ -9,7 +9,8 @@ use crate::proxy::{BodyError, ResponseBody};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use portico_ai::{
-    AiError, Dialect, ErrorKind, Format, SseEvent, SseParser, StreamEvent, StreamReader, StreamWriter, Usage,
+    write_event, AiError, Dialect, ErrorKind, Format, SseEvent, SseParser, StreamEvent, StreamReader, StreamWriter,
+    Usage,
 };
 use std::pin::Pin;
 use std::sync::Arc;
@@ -103,7 +104,7 @@ impl AiStream {
                 Some(event) if passing && !worth_reading(event) => {
                     self.written += written_hint(event.data.as_bytes());
                     if matches!(self.mode, Mode::PassWithoutUsage) {
-                        write_event(&mut out, event);
+                        write_event(&mut out, event.event.as_deref(), event.data.as_bytes());
                     }
                     continue;
                 }
@@ -126,7 +127,7 @@ impl AiStream {
                 let usage_only = self.steps.iter().any(|s| matches!(s, StreamEvent::Usage(_)))
                     && self.steps.iter().all(|s| matches!(s, StreamEvent::Usage(_) | StreamEvent::Start { .. }));
                 if !usage_only {
-                    write_event(&mut out, event);
+                    write_event(&mut out, event.event.as_deref(), event.data.as_bytes());
                 }
             }
         }
@@ -198,21 +199,6 @@ fn written_hint(data: &[u8]) -> usize {
             end.min(data.len()) - start
         })
         .sum()
-}
-
-/// Writes `event` as an event stream carries it.
-fn write_event(out: &mut Vec<u8>, event: &SseEvent) {
-    if let Some(name) = &event.event {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name.as_bytes());
-        out.push(b'\n');
-    }
-    for line in event.data.split('\n') {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(line.as_bytes());
-        out.push(b'\n');
-    }
-    out.push(b'\n');
 }
 
 impl Body for AiStream {
