@@ -36,7 +36,7 @@ impl SseParser {
                 rest = tail;
             }
         }
-        while let Some(end) = rest.iter().position(|b| *b == b'\n' || *b == b'\r') {
+        while let Some(end) = memchr::memchr2(b'\n', b'\r', rest) {
             let line = &rest[..end];
             if self.line.is_empty() {
                 self.take_line(line, out);

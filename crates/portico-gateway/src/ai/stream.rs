@@ -8,12 +8,13 @@ use super::{Billing, Meter};
 use crate::proxy::{BodyError, ResponseBody};
 use bytes::Bytes;
 use http_body::{Body, Frame};
+use memchr::memmem::Finder;
 use portico_ai::{
     write_event, AiError, Dialect, ErrorKind, Format, SseEvent, SseParser, StreamEvent, StreamReader, StreamWriter,
     Usage,
 };
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{ready, Context, Poll};
 
 /// What becomes of the provider's events.
@@ -156,42 +157,56 @@ impl Drop for AiStream {
     }
 }
 
+/// Byte patterns searched in every passed-through event, each built once: building a
+/// searcher costs more than a search through one event.
+struct Needles {
+    error: Finder<'static>,
+    message_stop: Finder<'static>,
+    usage: Finder<'static>,
+    /// `":"`, between a key and a string value.
+    string_value: Finder<'static>,
+}
+
+static NEEDLES: LazyLock<Needles> = LazyLock::new(|| Needles {
+    error: Finder::new(b"\"error\""),
+    message_stop: Finder::new(b"message_stop"),
+    usage: Finder::new(b"\"usage\""),
+    string_value: Finder::new(b"\":\""),
+});
+
 /// Whether a passed-through event must be read: it may end the stream, report an error or
 /// carry usage (`[DONE]`, `message_stop`, an `error`, a `"usage"` object, not `null`).
 fn worth_reading(event: &SseEvent) -> bool {
     let data = event.data.as_bytes();
     event.data == "[DONE]"
         || matches!(event.event.as_deref(), Some("message_stop" | "message_start" | "message_delta" | "error"))
-        || memchr::memmem::find(data, b"\"error\"").is_some()
-        || memchr::memmem::find(data, b"message_stop").is_some()
+        || NEEDLES.error.find(data).is_some()
+        || NEEDLES.message_stop.find(data).is_some()
         || has_usage_object(data)
 }
 
 /// Whether `data` holds `"usage":` followed by an object (streams asked for usage carry
 /// `"usage":null` in every chunk but the last).
 fn has_usage_object(data: &[u8]) -> bool {
-    memchr::memmem::find_iter(data, b"\"usage\"").any(|at| {
+    NEEDLES.usage.find_iter(data).any(|at| {
         let rest = data[at + 7..].trim_ascii_start();
         rest.strip_prefix(b":").is_some_and(|value| value.trim_ascii_start().starts_with(b"{"))
     })
 }
 
 /// About how many bytes of text an event carries, without parsing it: the lengths of its
-/// `content`, `text`, `thinking`, `arguments` and `partial_json` strings. Only an estimate
-/// made when a provider reports no usage reads it.
+/// `content`, `text`, `thinking`, `arguments` and `partial_json` strings, found in one pass
+/// over the event. Only an estimate made when a provider reports no usage reads it.
 fn written_hint(data: &[u8]) -> usize {
-    const KEYS: [&[u8]; 6] = [
-        b"\"content\":\"",
-        b"\"text\":\"",
-        b"\"thinking\":\"",
-        b"\"arguments\":\"",
-        b"\"partial_json\":\"",
-        b"\"reasoning_content\":\"",
-    ];
-    KEYS.iter()
-        .flat_map(|key| memchr::memmem::find_iter(data, key).map(move |at| at + key.len()))
-        .map(|start| {
+    const KEYS: [&[u8]; 6] =
+        [b"\"content", b"\"text", b"\"thinking", b"\"arguments", b"\"partial_json", b"\"reasoning_content"];
+    NEEDLES
+        .string_value
+        .find_iter(data)
+        .filter(|&at| KEYS.iter().any(|key| data[..at].ends_with(key)))
+        .map(|at| {
             // To the closing quote; an escaped one does not close.
+            let start = at + 3;
             let mut end = start;
             while end < data.len() && data[end] != b'"' {
                 end += if data[end] == b'\\' { 2 } else { 1 };
@@ -269,5 +284,7 @@ mod tests {
         let delta = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi there"}}"#;
         assert!(!worth_reading(&event(Some("content_block_delta"), delta)));
         assert_eq!(written_hint(delta.as_bytes()), 8);
+        let tool = r#"{"delta":{"content":"a\":\"b","tool_calls":[{"function":{"arguments":"{\"x\":1}"}}]}}"#;
+        assert_eq!(written_hint(tool.as_bytes()), r#"a\":\"b"#.len() + r#"{\"x\":1}"#.len());
     }
 }
