@@ -219,6 +219,19 @@ async fn respond(
             Response::builder().body(Full::from(format!("{{\"bytes\":{total}}}")).boxed())
         }
         "close" => return Err(std::io::Error::other("closing without a response")),
+        "drip" => {
+            // `/drip/PIECES/GAP_MS`: the head at once, then a `drip` line every GAP_MS.
+            let mut numbers = argument.split('/').map(|n| n.parse::<u64>().unwrap_or(0));
+            let (pieces, gap) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+            let drips = futures_util::stream::unfold(0, move |sent| async move {
+                if sent == pieces {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(gap)).await;
+                Some((Ok(Frame::data(Bytes::from_static(b"drip\n"))), sent + 1))
+            });
+            Response::builder().body(BodyExt::boxed(StreamBody::new(drips)))
+        }
         "truncate" => {
             // Half the body goes out; a moment later the body ends short of its length, so
             // the server breaks the connection.

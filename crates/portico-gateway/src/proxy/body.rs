@@ -237,7 +237,11 @@ enum Kind {
     Upstream {
         inner: Incoming,
         idle: Duration,
+        /// Made the first time the upstream makes the body wait; it fires at `idle` after
+        /// the frame before that wait at the earliest, and is moved on only when it fires.
         timer: Option<Pin<Box<Sleep>>>,
+        /// When the last frame arrived, once there is a timer to move on.
+        last_frame: Instant,
         /// The connection the body arrives on, given back to the pool when the body ends.
         lease: Option<Lease>,
         /// Counts the request against its target until the body is done with.
@@ -284,7 +288,7 @@ impl ResponseBody {
             Some(lease)
         };
         ResponseBody {
-            kind: Kind::Upstream { inner, idle, timer: None, lease, _in_flight: in_flight },
+            kind: Kind::Upstream { inner, idle, timer: None, last_frame: Instant::now(), lease, _in_flight: in_flight },
             trail: None,
             sent: 0,
             on_drop: None,
@@ -353,26 +357,35 @@ impl ResponseBody {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Boxed(body) => body.as_mut().poll_frame(cx),
-            Kind::Upstream { inner, idle, timer, lease, .. } => match Pin::new(&mut *inner).poll_frame(cx) {
-                Poll::Ready(frame) => {
-                    if let Some(timer) = timer {
-                        timer.as_mut().reset(Instant::now() + *idle);
+            Kind::Upstream { inner, idle, timer, last_frame, lease, .. } => {
+                match Pin::new(&mut *inner).poll_frame(cx) {
+                    Poll::Ready(frame) => {
+                        if timer.is_some() {
+                            *last_frame = Instant::now();
+                        }
+                        if frame.is_none() || inner.is_end_stream() {
+                            if let Some(lease) = lease.take() {
+                                lease.give_back();
+                            }
+                        }
+                        Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
                     }
-                    if frame.is_none() || inner.is_end_stream() {
-                        if let Some(lease) = lease.take() {
-                            lease.give_back();
+                    Poll::Pending => {
+                        // The timer is made only when the upstream makes us wait, so bodies that
+                        // arrive in one go never pay for it; and it is not moved with every frame
+                        // (a stream has many) but only when it fires before its time.
+                        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
+                        loop {
+                            ready!(timer.as_mut().poll(cx));
+                            let deadline = *last_frame + *idle;
+                            if deadline <= Instant::now() {
+                                return Poll::Ready(Some(Err(BodyError::ReadTimeout)));
+                            }
+                            timer.as_mut().reset(deadline);
                         }
                     }
-                    Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
                 }
-                Poll::Pending => {
-                    // The timer is made only when the upstream makes us wait, so bodies that
-                    // arrive in one go never pay for it.
-                    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
-                    ready!(timer.as_mut().poll(cx));
-                    Poll::Ready(Some(Err(BodyError::ReadTimeout)))
-                }
-            },
+            }
         }
     }
 }

@@ -82,6 +82,29 @@ async fn slow_upstreams_are_504() {
 }
 
 #[tokio::test]
+async fn a_body_is_cut_off_only_when_one_wait_for_it_passes_the_read_timeout() {
+    let upstream = MockUpstream::start("drip").await;
+    let portico = Portico::start().await;
+    let service = json!({"name": "drip", "targets": [{"address": upstream.addr.to_string()}], "read_timeout_ms": 300});
+    portico.create("services", service).await;
+    portico.create("routes", json!({"name": "drip", "service": "drip"})).await;
+
+    // Eight pieces 100 ms apart: the whole body takes longer than the timeout, no wait does.
+    let steady = portico.get("/drip/8/100").send().await.expect("request");
+    assert_eq!(steady.status(), 200);
+    assert_eq!(steady.text().await.expect("the whole body"), "drip\n".repeat(8));
+
+    // A wait longer than the timeout: the head has gone, so the client sees the body
+    // break off instead of an end that would pass for complete.
+    let stalled = portico.get("/drip/3/700").send().await.expect("request");
+    let started = std::time::Instant::now();
+    let cut = stalled.bytes().await;
+    assert!(cut.is_err(), "a body that stops for longer than the read timeout breaks off: {cut:?}");
+    assert!(started.elapsed() < Duration::from_millis(650), "cut at the timeout, not at the next piece");
+    portico.stop().await;
+}
+
+#[tokio::test]
 async fn bodies_over_the_route_limit_are_413() {
     let upstream = MockUpstream::start("up").await;
     let portico = Portico::start().await;
