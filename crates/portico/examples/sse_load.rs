@@ -3,7 +3,9 @@
 //!
 //! Usage: `sse_load URL STREAMS STALL_MS [HEADER:VALUE ...]`. Every stream is a POST of an
 //! OpenAI chat request with `stream: true` (model `stream`, or `$MODEL`) on its own
-//! connection, all started at once. Prints one JSON object.
+//! connection, all started at once. Prints one JSON object. With `TIMELINE=1` it also
+//! writes to stderr, in ms since the start, when each request was sent (`sent`), when its
+//! first piece came (`first`) and each gap over half the stall limit (`gap FROM TO`).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -25,6 +27,7 @@ async fn one(
     body: Bytes,
     run: Instant,
     stall: Duration,
+    timeline: bool,
 ) -> Result<Stream, String> {
     let authority = url.authority().ok_or("no host")?.clone();
     let tcp = tokio::net::TcpStream::connect(authority.as_str()).await.map_err(|e| e.to_string())?;
@@ -39,6 +42,10 @@ async fn one(
     }
     let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
     let started = Instant::now();
+    let since = |at: Instant| (at - run).as_secs_f64() * 1000.0;
+    if timeline {
+        eprintln!("sent {:.1}", since(started));
+    }
     let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
     if !response.status().is_success() {
         return Err(format!("status {}", response.status()));
@@ -51,9 +58,17 @@ async fn one(
         let Some(data) = frame.data_ref() else { continue };
         let now = Instant::now();
         match stream.first_byte {
-            None => stream.first_byte = Some(now - started),
+            None => {
+                stream.first_byte = Some(now - started);
+                if timeline {
+                    eprintln!("first {:.1}", since(now));
+                }
+            }
             Some(_) => {
                 stream.gaps.push(now - last);
+                if timeline && now - last > stall / 2 {
+                    eprintln!("gap {:.1} {:.1}", since(last), since(now));
+                }
                 if now - last > stall {
                     stream.stalls_at.push(now - run);
                 }
@@ -90,11 +105,12 @@ async fn main() {
         serde_json::json!({"model": model, "stream": true, "messages": [{"role": "user", "content": prompt}]})
             .to_string(),
     );
+    let timeline = std::env::var_os("TIMELINE").is_some();
     let run = Instant::now();
     let tasks: Vec<_> = (0..streams)
         .map(|_| {
             let (url, headers, body) = (url.clone(), headers.clone(), body.clone());
-            tokio::spawn(async move { one(&url, &headers, body, run, stall).await })
+            tokio::spawn(async move { one(&url, &headers, body, run, stall, timeline).await })
         })
         .collect();
     let (mut first, mut gaps, mut completed, mut stalled, mut errors) = (Vec::new(), Vec::new(), 0, 0, Vec::new());
