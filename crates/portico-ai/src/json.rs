@@ -3,6 +3,13 @@
 use crate::error::AiError;
 use serde_json::{Map, Value};
 
+/// `value`, unless it is `null` (which indexing a `Value` gives for anything missing):
+/// `present(&chunk["choices"][0])`. Unlike `Value::pointer`, indexing allocates nothing,
+/// and this runs for every streamed event.
+pub(crate) fn present(value: &Value) -> Option<&Value> {
+    (!value.is_null()).then_some(value)
+}
+
 /// `base.key`, or `key` at the top.
 pub(crate) fn at(base: &str, key: &str) -> String {
     if base.is_empty() {

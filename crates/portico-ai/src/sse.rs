@@ -62,6 +62,12 @@ impl SseParser {
         Ok(())
     }
 
+    /// Whether everything read so far has been given out as whole events: no line, event
+    /// or line break is waiting for the next chunk.
+    pub fn at_boundary(&self) -> bool {
+        self.line.is_empty() && !self.has_data && self.event.is_none() && !self.after_cr
+    }
+
     /// Ends the stream: an event the stream did not close with a blank line still counts
     /// (some providers end without one).
     pub fn finish(&mut self, out: &mut Vec<SseEvent>) {
@@ -91,7 +97,11 @@ impl SseParser {
             }
             None => (line, &b""[..]),
         };
-        let value = String::from_utf8_lossy(value);
+        // Valid UTF-8 (nearly always) is checked by the fast path of `from_utf8`.
+        let value = match std::str::from_utf8(value) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(value),
+        };
         match field {
             b"event" => self.event = Some(value.into_owned()),
             b"data" => {

@@ -3,15 +3,18 @@
 use super::signature;
 use crate::chat::{fresh_id, ChatResponse, FinishReason, Part, Usage};
 use crate::error::{AiError, ErrorKind};
+use crate::json;
 use serde_json::Value;
 
 pub(crate) fn parse_response(body: &[u8]) -> Result<ChatResponse, AiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| AiError::new(ErrorKind::Api, format!("the provider's answer could not be read: not JSON: {e}")))?;
-    let candidate = value.pointer("/candidates/0");
+    let candidate = json::present(&value["candidates"][0]);
     let mut parts = Vec::new();
     let mut calls = 0;
-    for part in candidate.and_then(|c| c.pointer("/content/parts")).and_then(Value::as_array).into_iter().flatten() {
+    for part in
+        candidate.and_then(|c| json::present(&c["content"]["parts"])).and_then(Value::as_array).into_iter().flatten()
+    {
         if let Some(part) = read_part(part, &mut calls) {
             parts.push(part);
         }
@@ -19,7 +22,7 @@ pub(crate) fn parse_response(body: &[u8]) -> Result<ChatResponse, AiError> {
     let finish = match candidate.and_then(|c| c.get("finishReason")).and_then(Value::as_str) {
         _ if calls > 0 => FinishReason::ToolCalls,
         Some(reason) => read_finish(reason),
-        None if value.pointer("/promptFeedback/blockReason").is_some() => FinishReason::ContentFilter,
+        None if json::present(&value["promptFeedback"]["blockReason"]).is_some() => FinishReason::ContentFilter,
         None => FinishReason::Stop,
     };
     Ok(ChatResponse {

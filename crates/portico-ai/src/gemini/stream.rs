@@ -4,6 +4,7 @@
 use super::response::{read_finish, read_part, read_usage};
 use crate::chat::{fresh_id, FinishReason, Part, StreamEvent};
 use crate::error::AiError;
+use crate::json;
 use crate::sse::SseEvent;
 use serde_json::Value;
 
@@ -27,8 +28,12 @@ impl StreamReader {
             let model = chunk.get("modelVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
             out.push(StreamEvent::Start { id, model });
         }
-        let candidate = chunk.pointer("/candidates/0");
-        for part in candidate.and_then(|c| c.pointer("/content/parts")).and_then(Value::as_array).into_iter().flatten()
+        let candidate = json::present(&chunk["candidates"][0]);
+        for part in candidate
+            .and_then(|c| json::present(&c["content"]["parts"]))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
         {
             let index = self.calls;
             match read_part(part, &mut self.calls) {

@@ -55,7 +55,7 @@ pub(crate) fn parse_request(body: &Value) -> Result<ChatRequest, AiError> {
             other => return Err(AiError::invalid("tool_choice", format!("unknown tool choice `{other}`"))),
         }),
         Some(choice) => {
-            let name = choice.pointer("/function/name").and_then(Value::as_str);
+            let name = json::present(&choice["function"]["name"]).and_then(Value::as_str);
             let name = name.ok_or_else(|| AiError::invalid("tool_choice.function.name", "is required"))?;
             Some(ToolChoice::Tool(name.to_owned()))
         }

@@ -2,11 +2,12 @@
 
 use crate::chat::{ChatResponse, FinishReason, Part, Usage};
 use crate::error::AiError;
+use crate::json;
 use serde_json::{json, Value};
 
 pub(crate) fn parse_response(body: &[u8]) -> Result<ChatResponse, AiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| invalid_answer(format!("not JSON: {e}")))?;
-    let choice = value.pointer("/choices/0").ok_or_else(|| invalid_answer("no choices".to_owned()))?;
+    let choice = json::present(&value["choices"][0]).ok_or_else(|| invalid_answer("no choices".to_owned()))?;
     let message = choice.get("message").unwrap_or(&Value::Null);
     let mut parts = Vec::new();
     if let Some(reasoning) = reasoning_of(message) {
@@ -109,16 +110,17 @@ pub(crate) fn write_finish(reason: &FinishReason) -> &str {
 /// Reads OpenAI's usage object, and the words some compatible servers use in it (DeepSeek's
 /// `prompt_cache_hit_tokens`).
 pub(crate) fn read_usage(usage: &Value) -> Usage {
-    let number = |pointer: &str| usage.pointer(pointer).and_then(Value::as_u64);
-    let count = |pointer: &str| number(pointer).unwrap_or(0);
+    let count = |value: &Value| value.as_u64().unwrap_or(0);
+    let prompt_details = &usage["prompt_tokens_details"];
     Usage {
-        prompt_tokens: count("/prompt_tokens"),
-        cached_tokens: number("/prompt_tokens_details/cached_tokens")
-            .or_else(|| number("/prompt_cache_hit_tokens"))
+        prompt_tokens: count(&usage["prompt_tokens"]),
+        cached_tokens: prompt_details["cached_tokens"]
+            .as_u64()
+            .or_else(|| usage["prompt_cache_hit_tokens"].as_u64())
             .unwrap_or(0),
-        cache_write_tokens: count("/prompt_tokens_details/cache_write_tokens"),
-        completion_tokens: count("/completion_tokens"),
-        reasoning_tokens: count("/completion_tokens_details/reasoning_tokens"),
+        cache_write_tokens: count(&prompt_details["cache_write_tokens"]),
+        completion_tokens: count(&usage["completion_tokens"]),
+        reasoning_tokens: count(&usage["completion_tokens_details"]["reasoning_tokens"]),
     }
 }
 

@@ -3,6 +3,7 @@
 use super::response::{read_finish, read_usage, reasoning_of, write_finish, write_usage};
 use crate::chat::{fresh_id, ChatRequest, FinishReason, StreamEvent, Usage, JSON_TOOL};
 use crate::error::AiError;
+use crate::json;
 use crate::sse::{write_event, SseEvent};
 use serde_json::{json, Value};
 
@@ -35,12 +36,12 @@ impl StreamReader {
             });
         }
         // `choices` may be missing, null or empty (usage chunks, Azure's filter results).
-        if let Some(choice) = chunk.pointer("/choices/0") {
+        if let Some(choice) = json::present(&chunk["choices"][0]) {
             self.read_choice(choice, out);
         }
         // Usage can come on a chunk of its own or on the last one with a choice; Groq puts
         // it in `x_groq`.
-        let usage = chunk.get("usage").filter(|u| u.is_object()).or_else(|| chunk.pointer("/x_groq/usage"));
+        let usage = chunk.get("usage").filter(|u| u.is_object()).or_else(|| json::present(&chunk["x_groq"]["usage"]));
         if let Some(usage) = usage.filter(|u| u.is_object()) {
             out.push(StreamEvent::Usage(read_usage(usage)));
         }

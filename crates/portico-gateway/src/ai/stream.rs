@@ -44,6 +44,8 @@ pub(crate) struct AiStream {
     parser: SseParser,
     reader: StreamReader,
     events: Vec<SseEvent>,
+    /// Which of `events` were left out (usage chunks the client did not ask for).
+    left_out: Vec<usize>,
     steps: Vec<StreamEvent>,
     /// The provider's stream reached its end (`[DONE]`, `message_stop`) or an error.
     complete: bool,
@@ -70,6 +72,7 @@ impl AiStream {
             parser: SseParser::default(),
             reader: provider.stream_reader(),
             events: Vec::new(),
+            left_out: Vec::new(),
             steps: Vec::new(),
             complete: false,
             done: false,
@@ -82,29 +85,48 @@ impl AiStream {
     /// Reads `chunk` and returns what goes to the client for it.
     fn take(&mut self, chunk: Bytes) -> Bytes {
         self.events.clear();
+        // A chunk of whole events, none of them left out, goes on as it came.
+        let starts_whole = self.parser.at_boundary();
         if self.parser.push(&chunk, &mut self.events).is_err() {
             return self.fail("the provider's stream is not an event stream");
         }
-        let out = self.translate(false);
+        let whole = starts_whole && self.parser.at_boundary();
+        let rewrite = matches!(self.mode, Mode::PassWithoutUsage) && !whole;
+        let out = self.translate(false, rewrite);
         match self.mode {
             Mode::Pass => chunk,
+            Mode::PassWithoutUsage if whole && self.left_out.is_empty() => chunk,
+            Mode::PassWithoutUsage if whole => self.kept_events(),
             Mode::PassWithoutUsage | Mode::Translate(_) => out,
         }
     }
 
+    /// The events of the last chunk but those left out, written anew.
+    fn kept_events(&self) -> Bytes {
+        let mut out = Vec::new();
+        let kept = self.events.iter().enumerate().filter(|(i, _)| !self.left_out.contains(i));
+        for (_, event) in kept {
+            write_event(&mut out, event.event.as_deref(), event.data.as_bytes());
+        }
+        out.into()
+    }
+
     /// Runs the events read so far through the reader (and the writer, when translating);
-    /// at the end of the body, the reader's last word too.
-    fn translate(&mut self, ended: bool) -> Bytes {
+    /// at the end of the body, the reader's last word too. Passed through without usage,
+    /// the events kept are written when `rewrite` is set, and those left out are noted.
+    fn translate(&mut self, ended: bool, rewrite: bool) -> Bytes {
         let mut out = Vec::new();
         let passing = !matches!(self.mode, Mode::Translate(_));
-        for event in self.events.iter().map(Some).chain(ended.then_some(None)) {
+        self.left_out.clear();
+        let events = self.events.iter().map(Some).chain(ended.then_some(None));
+        for (i, event) in events.enumerate() {
             self.steps.clear();
             match event {
                 // Passed through, most events only add to the text an estimate would count:
                 // a look at their bytes spares parsing them.
                 Some(event) if passing && !worth_reading(event) => {
                     self.written += written_hint(event.data.as_bytes());
-                    if matches!(self.mode, Mode::PassWithoutUsage) {
+                    if rewrite {
                         write_event(&mut out, event.event.as_deref(), event.data.as_bytes());
                     }
                     continue;
@@ -127,7 +149,9 @@ impl AiStream {
                 // not read.)
                 let usage_only = self.steps.iter().any(|s| matches!(s, StreamEvent::Usage(_)))
                     && self.steps.iter().all(|s| matches!(s, StreamEvent::Usage(_) | StreamEvent::Start { .. }));
-                if !usage_only {
+                if usage_only {
+                    self.left_out.push(i);
+                } else if rewrite {
                     write_event(&mut out, event.event.as_deref(), event.data.as_bytes());
                 }
             }
@@ -246,7 +270,8 @@ impl Body for AiStream {
                     this.done = true;
                     this.events.clear();
                     this.parser.finish(&mut this.events);
-                    let mut out = this.translate(true).to_vec();
+                    let rewrite = matches!(this.mode, Mode::PassWithoutUsage);
+                    let mut out = this.translate(true, rewrite).to_vec();
                     if !this.complete {
                         out.extend_from_slice(&this.fail("the provider's stream ended before the answer was complete"));
                     }
@@ -267,6 +292,31 @@ mod tests {
 
     fn event(name: Option<&str>, data: &str) -> SseEvent {
         SseEvent { event: name.map(str::to_owned), data: data.to_owned() }
+    }
+
+    #[test]
+    fn chunks_of_whole_events_pass_as_they_came_and_usage_chunks_nobody_asked_for_are_left_out() {
+        let upstream = ResponseBody::full(Bytes::new());
+        let mut stream = AiStream::new(upstream, Dialect::OpenAi, Format::OpenAi, Mode::PassWithoutUsage, None);
+        let first = r#"data: {"id":"c","choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}"#;
+        let last = r#"data: {"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#;
+        let usage = r#"data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
+
+        // Whole events: the very bytes that came (no copy).
+        let chunk = Bytes::from(format!("{first}\n\n"));
+        let out = stream.take(chunk.clone());
+        assert_eq!((out.as_ptr(), out.len()), (chunk.as_ptr(), chunk.len()));
+
+        // An event cut in two goes out whole once its end has come, as an event.
+        let split = format!("{last}\n\n");
+        assert!(stream.take(Bytes::copy_from_slice(&split.as_bytes()[..20])).is_empty());
+        assert_eq!(stream.take(Bytes::copy_from_slice(&split.as_bytes()[20..])), split);
+
+        // The usage chunk Portico asked for is left out, the events around it are kept.
+        let out = stream.take(Bytes::from(format!("{usage}\n\ndata: [DONE]\n\n")));
+        assert_eq!(out, "data: [DONE]\n\n");
+        assert_eq!(stream.usage.map(|u| u.completion_tokens), Some(1));
+        assert!(stream.complete);
     }
 
     #[test]
