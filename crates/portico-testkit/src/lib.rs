@@ -1,5 +1,6 @@
-//! Test helpers for Portico: a scriptable upstream, a mock model provider ([`MockProvider`])
-//! and throwaway PostgreSQL databases.
+//! Test helpers for Portico: a scriptable upstream, a WebSocket upstream
+//! ([`MockWebSocket`]), a mock model provider ([`MockProvider`]) and throwaway PostgreSQL
+//! databases.
 //!
 //! [`MockUpstream`] is a real HTTP/1.1 server on a free loopback port. What it does is chosen
 //! by the request path, so a test scripts it through the route it configures:
@@ -12,6 +13,7 @@
 //! | `/count` | reads the whole request body, streaming, and answers `{"bytes": n}` |
 //! | `/close` | closes the connection without answering |
 //! | `/truncate/{n}` | promises `2n` bytes, sends `n`, then breaks the connection |
+//! | `/drip/{pieces}/{ms}` | 200 at once, then a `drip` line every `ms` |
 //! | `/health` | 200, or 503 after [`MockUpstream::set_healthy`]`(false)` |
 //! | anything else | 200 with a JSON echo of the request (method, path, query, headers, body size) |
 //!
@@ -25,12 +27,14 @@ mod dns;
 mod postgres;
 mod redis;
 mod tls;
+mod websocket;
 
 pub use ai::{MockProvider, ProviderFault, Received, UsageReport};
 pub use dns::Dnsmasq;
 pub use postgres::{fresh_postgres, POSTGRES_URL_VAR};
 pub use redis::{redis_url, REDIS_URL_VAR};
 pub use tls::{Issued, TestCa, TlsUpstream};
+pub use websocket::MockWebSocket;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};

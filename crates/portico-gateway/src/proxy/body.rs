@@ -4,6 +4,7 @@
 //! recording progress for the write timeout. [`ResponseBody`] is either a small body Portico
 //! made (errors, mocks) or the upstream's body with a read-idle timeout.
 
+use super::tunnel::Tunnel;
 use crate::observe::Trail;
 use crate::server::InFlight;
 use crate::upstream::{InFlightRequest, Lease};
@@ -247,6 +248,12 @@ enum Kind {
         /// Counts the request against its target until the body is done with.
         _in_flight: Option<InFlightRequest>,
     },
+    /// The empty body of a `101 Switching Protocols`; once it is dropped (the answer has
+    /// been written), the tunnel runs on a task of its own.
+    Tunnel {
+        tunnel: Option<Tunnel>,
+        in_flight: Option<InFlightRequest>,
+    },
 }
 
 impl ResponseBody {
@@ -296,6 +303,17 @@ impl ResponseBody {
         }
     }
 
+    /// The body of a `101 Switching Protocols` answer, which opens `tunnel`.
+    pub(crate) fn tunnel(tunnel: Tunnel, in_flight: Option<InFlightRequest>) -> ResponseBody {
+        ResponseBody {
+            kind: Kind::Tunnel { tunnel: Some(tunnel), in_flight },
+            trail: None,
+            sent: 0,
+            on_drop: None,
+            permit: None,
+        }
+    }
+
     /// Keeps the request's bulkhead place until the body is dropped.
     pub(crate) fn hold(&mut self, permit: OwnedSemaphorePermit) {
         self.permit = Some(permit);
@@ -314,6 +332,22 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        if let Kind::Tunnel { tunnel, in_flight } = &mut self.kind {
+            if let (Some(tunnel), Ok(runtime)) = (tunnel.take(), tokio::runtime::Handle::try_current()) {
+                // What the request holds (its place in flight on the connection and on the
+                // target, its bulkhead place, its trail) is held by the tunnel until it closes.
+                let held = (in_flight.take(), self.on_drop.take(), self.permit.take());
+                let trail = self.trail.take();
+                runtime.spawn(async move {
+                    let sent = tunnel.run().await;
+                    drop(held);
+                    if let Some(trail) = trail {
+                        trail.finish(sent);
+                    }
+                });
+                return;
+            }
+        }
         if let Some(trail) = self.trail.take() {
             // The body goes first: a body made as it goes may still have to leave what
             // it learned in the trail (an AI stream's usage).
@@ -338,6 +372,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
+            Kind::Tunnel { .. } => true,
             Kind::Boxed(body) => body.is_end_stream(),
             Kind::Upstream { inner, .. } => inner.is_end_stream(),
         }
@@ -346,6 +381,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Tunnel { .. } => SizeHint::with_exact(0),
             Kind::Boxed(body) => body.size_hint(),
             Kind::Upstream { inner, .. } => inner.size_hint(),
         }
@@ -356,6 +392,7 @@ impl ResponseBody {
     fn poll_inner(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Tunnel { .. } => Poll::Ready(None),
             Kind::Boxed(body) => body.as_mut().poll_frame(cx),
             Kind::Upstream { inner, idle, timer, last_frame, lease, .. } => {
                 match Pin::new(&mut *inner).poll_frame(cx) {

@@ -20,6 +20,7 @@ use crate::upstream::{
 use http::uri::PathAndQuery;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use portico_model::HostHeader;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -34,6 +35,8 @@ pub(super) struct Exchanged {
     pub in_flight: Option<InFlightRequest>,
     /// The request as sent, for a mirror, when one was asked for and the body was kept whole.
     pub copy: Option<Copy>,
+    /// The client's side of a switch of protocols it asked for (a WebSocket handshake).
+    pub client_upgrade: Option<OnUpgrade>,
 }
 
 /// Why one try failed, and the request if it never left.
@@ -81,8 +84,15 @@ pub(super) async fn send_upstream(
         .or_else(|| parts.headers.get(header::HOST).cloned());
     // Origin-form (`/path?query`): the target's address travels in the `Host` header.
     parts.uri = Uri::from(path_and_query);
+    // A switch of protocols (HTTP/1.1 only) keeps the headers that ask for it; the client's
+    // side of it waits for the upstream's answer.
+    let upgrade = (parts.version == Version::HTTP_11).then(|| headers::upgrade_protocol(&parts.headers)).flatten();
+    let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<OnUpgrade>());
     parts.version = Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = upgrade {
+        headers::keep_upgrade(&mut parts.headers, protocol);
+    }
     headers::set_forwarded(&mut parts.headers, &client.address, client.tls, client_host.as_ref());
     parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
     parts.headers.insert(TRACEPARENT.clone(), trail.trace.header());
@@ -167,7 +177,7 @@ pub(super) async fn send_upstream(
             Ok((response, lease)) => {
                 upstream.state.counters.responses.count(response.status().as_u16());
                 let copy = if mirror { copy_of(head.as_ref(), progress.as_deref()) } else { None };
-                Ok(Exchanged { response, lease, in_flight, copy })
+                Ok(Exchanged { response, lease, in_flight, copy, client_upgrade })
             }
             Err(failed) => {
                 upstream.state.counters.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -60,6 +60,26 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocol a message asks to switch to: its `Upgrade` header, when its `Connection`
+/// header names `upgrade` (RFC 9110 §7.8). A WebSocket handshake asks for `websocket`.
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let protocol = headers.get(header::UPGRADE)?;
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| protocol.clone())
+}
+
+/// Puts back the two headers a switch of protocols needs on the next hop, after the
+/// hop-by-hop headers have gone.
+pub fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
 /// The client's address as a header value; made once per connection.
 pub fn client_address(client: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&client.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
@@ -134,6 +154,22 @@ mod tests {
         headers.insert("x-kept", HeaderValue::from_static("1"));
         remove_hop_by_hop(&mut headers);
         assert_eq!(headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn an_upgrade_is_asked_for_by_connection_and_upgrade_together() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(upgrade_protocol(&headers), None, "Upgrade alone is only an offer");
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        assert_eq!(upgrade_protocol(&headers), Some(HeaderValue::from_static("websocket")));
+        remove_hop_by_hop(&mut headers);
+        assert!(headers.is_empty());
+        keep_upgrade(&mut headers, HeaderValue::from_static("websocket"));
+        assert_eq!(
+            (headers["connection"].as_bytes(), headers["upgrade"].as_bytes()),
+            (&b"upgrade"[..], &b"websocket"[..])
+        );
     }
 
     #[test]

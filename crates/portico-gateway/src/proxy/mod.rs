@@ -24,6 +24,7 @@ mod exchange;
 mod headers;
 mod rewrite;
 mod traffic;
+mod tunnel;
 
 pub(crate) use body::{BodyError, Progress, RequestBody, ResponseBody};
 pub(crate) use error::ProxyError;
@@ -249,8 +250,21 @@ async fn forward_to(
 
     // 6. response
     let (mut parts, body) = exchanged.response.into_parts();
+    let switched = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    let protocol = switched.then(|| headers::upgrade_protocol(&parts.headers)).flatten();
     headers::remove_hop_by_hop(&mut parts.headers);
-    let mut body = ResponseBody::upstream(body, upstream.read_timeout, exchanged.lease, exchanged.in_flight);
+    let mut body = match (switched, exchanged.client_upgrade, protocol) {
+        (false, ..) => ResponseBody::upstream(body, upstream.read_timeout, exchanged.lease, exchanged.in_flight),
+        (true, Some(client), Some(protocol)) => {
+            let upstream_side =
+                parts.extensions.remove::<hyper::upgrade::OnUpgrade>().ok_or(ProxyError::UpstreamBroken)?;
+            headers::keep_upgrade(&mut parts.headers, protocol);
+            let tunnel = tunnel::Tunnel { client, upstream: upstream_side, idle: upstream.read_timeout };
+            ResponseBody::tunnel(tunnel, exchanged.in_flight)
+        }
+        // A switch the client did not ask for, or to no protocol.
+        (true, ..) => return Err(ProxyError::UpstreamBroken),
+    };
     if let Some(permit) = permit {
         body.hold(permit);
     }

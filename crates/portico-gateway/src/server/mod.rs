@@ -326,7 +326,7 @@ impl Connections {
                 Ok::<_, Infallible>(response)
             }
         });
-        let connection = watcher.watch(self.builder.serve_connection(io, service).into_owned());
+        let connection = watcher.watch(self.builder.serve_connection_with_upgrades(io, service).into_owned());
         async move {
             let _open = open;
             if let Err(error) = connection.await {

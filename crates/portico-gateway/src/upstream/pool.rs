@@ -5,6 +5,10 @@
 //! response body has been read to the end; a body abandoned half-way takes its connection
 //! with it, since the connection is then in an unknown state.
 //!
+//! A request to switch protocols (a WebSocket handshake: it still carries an `Upgrade`
+//! header here) gets a connection of its own, opened for it and never pooled, since the
+//! switch takes the connection over.
+//!
 //! Idle connections are dropped after [`IDLE_TIMEOUT`], kept below the usual upstream
 //! keep-alive timeouts (60 s and more) so that Portico closes an idle connection before the
 //! upstream does instead of racing it with a new request. When that race is lost anyway (the
@@ -58,12 +62,17 @@ pub(crate) struct Lease {
     pool: Arc<Pool>,
     key: Key,
     sender: Sender,
+    /// Opened for a switch of protocols: never pooled.
+    upgrade: bool,
 }
 
 impl Lease {
     /// Returns the connection to the pool; called when the response body has ended.
     pub fn give_back(self) {
-        let Lease { pool, key, sender } = self;
+        let Lease { pool, key, sender, upgrade } = self;
+        if upgrade {
+            return;
+        }
         if sender.is_ready() {
             pool.put(key, sender);
         } else if !sender.is_closed() {
@@ -103,18 +112,20 @@ impl Pool {
         mut request: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lease), SendFailure> {
         let key = (scheme.clone(), authority.clone());
+        let upgrade = request.headers().contains_key(http::header::UPGRADE);
         loop {
-            let (mut sender, reused) = match self.take(&key) {
+            let pooled = if upgrade { None } else { self.take(&key) };
+            let (mut sender, reused) = match pooled {
                 Some(sender) => (sender, true),
                 // Boxed: connecting (TCP, perhaps TLS) is a large future, and an inline one
                 // would be copied with every request's future though it is rarely needed.
-                None => match Box::pin(self.connect(&key)).await {
+                None => match Box::pin(self.connect(&key, upgrade)).await {
                     Ok(sender) => (sender, false),
                     Err(error) => return Err(SendFailure { error, unsent: Some(request) }),
                 },
             };
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, Lease { pool: self.clone(), key, sender })),
+                Ok(response) => return Ok((response, Lease { pool: self.clone(), key, sender, upgrade })),
                 Err(mut error) => match error.take_message() {
                     // A reused connection the upstream had closed: the request never left,
                     // so it is safe to send it again, on another connection.
@@ -148,7 +159,9 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, (scheme, authority): &Key) -> Result<Sender, SendError> {
+    /// Opens a connection; with `upgrade`, one that can be taken over by a switch of
+    /// protocols.
+    async fn connect(&self, (scheme, authority): &Key, upgrade: bool) -> Result<Sender, SendError> {
         let uri = Uri::builder()
             .scheme(scheme.clone())
             .authority(authority.clone())
@@ -157,11 +170,17 @@ impl Pool {
             .map_err(|e| SendError::Connect(e.into()))?;
         let io = self.connector.clone().call(uri).await.map_err(SendError::Connect)?;
         let (sender, connection) = http1::handshake(io).await.map_err(SendError::Http)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "upstream connection ended with an error");
-            }
-        });
+        match upgrade {
+            true => tokio::spawn(drive(connection.with_upgrades())),
+            false => tokio::spawn(drive(connection)),
+        };
         Ok(sender)
+    }
+}
+
+/// Runs an upstream connection to its end.
+async fn drive(connection: impl std::future::Future<Output = Result<(), hyper::Error>>) {
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "upstream connection ended with an error");
     }
 }

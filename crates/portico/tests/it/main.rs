@@ -28,3 +28,4 @@ mod reload;
 mod retries;
 mod tls;
 mod traffic;
+mod websocket;

@@ -1,0 +1,119 @@
+//! Tunnels: connections that switched protocols (WebSocket, or any other `Upgrade`).
+//!
+//! When the upstream answers `101 Switching Protocols`, the client gets that answer like any
+//! other. Once it has been written, hyper hands over both connections, and Portico copies
+//! bytes both ways until either side closes, or until nothing has moved either way for the
+//! service's read timeout (as a proxy's read timeout closes an idle WebSocket; clients that
+//! stay quiet longer send pings). The request stays in flight while its tunnel is open, and
+//! its access log line is written when the tunnel closes.
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// Both sides of a switch of protocols, waiting for hyper to hand them over.
+pub(crate) struct Tunnel {
+    pub client: OnUpgrade,
+    pub upstream: OnUpgrade,
+    /// The tunnel closes when nothing has moved either way for this long.
+    pub idle: Duration,
+}
+
+impl Tunnel {
+    /// Copies bytes both ways until the tunnel closes; returns the bytes sent to the client.
+    pub async fn run(self) -> u64 {
+        let (client, upstream) = match tokio::try_join!(self.client, self.upstream) {
+            Ok(both) => both,
+            Err(error) => {
+                tracing::debug!(%error, "a switch of protocols did not complete");
+                return 0;
+            }
+        };
+        let activity =
+            Arc::new(Activity { start: Instant::now(), last_ms: AtomicU64::new(0), to_client: AtomicU64::new(0) });
+        let mut client = Watched { io: TokioIo::new(client), activity: activity.clone(), counts_writes: true };
+        let mut upstream = Watched { io: TokioIo::new(upstream), activity: activity.clone(), counts_writes: false };
+        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        tokio::pin!(copy);
+        loop {
+            let deadline = activity.last() + self.idle;
+            tokio::select! {
+                copied = &mut copy => {
+                    if let Err(error) = copied {
+                        tracing::debug!(%error, "a tunnel ended with an error");
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    // Bytes may have moved since the deadline was set: only a quiet tunnel closes.
+                    if activity.last() + self.idle <= Instant::now() {
+                        break;
+                    }
+                }
+            }
+        }
+        activity.to_client.load(Ordering::Relaxed)
+    }
+}
+
+/// When bytes last moved through a tunnel, and how many went to the client.
+struct Activity {
+    start: Instant,
+    /// Milliseconds from `start` to the last read on either side.
+    last_ms: AtomicU64,
+    to_client: AtomicU64,
+}
+
+impl Activity {
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    fn moved(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// One side of a tunnel, noting each read in the tunnel's activity.
+struct Watched<T> {
+    io: T,
+    activity: Arc<Activity>,
+    /// This is the client's side: bytes written to it are counted.
+    counts_writes: bool,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            self.activity.moved();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let written = ready!(Pin::new(&mut self.io).poll_write(cx, buf))?;
+        if self.counts_writes {
+            self.activity.to_client.fetch_add(written as u64, Ordering::Relaxed);
+        }
+        Poll::Ready(Ok(written))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
