@@ -86,13 +86,12 @@ pub(super) async fn send_upstream(
     parts.uri = Uri::from(path_and_query);
     // A switch of protocols (HTTP/1.1 only) keeps the headers that ask for it; the client's
     // side of it waits for the upstream's answer.
-    let upgrade = (parts.version == Version::HTTP_11).then(|| headers::upgrade_protocol(&parts.headers)).flatten();
+    let upgrade = headers::remove_hop_by_hop(&mut parts.headers).filter(|_| parts.version == Version::HTTP_11);
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<OnUpgrade>());
-    parts.version = Version::HTTP_11;
-    headers::remove_hop_by_hop(&mut parts.headers);
     if let Some(protocol) = upgrade {
         headers::keep_upgrade(&mut parts.headers, protocol);
     }
+    parts.version = Version::HTTP_11;
     headers::set_forwarded(&mut parts.headers, &client.address, client.tls, client_host.as_ref());
     parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
     parts.headers.insert(TRACEPARENT.clone(), trail.trace.header());

@@ -14,10 +14,15 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// The fixed hop-by-hop headers, besides `Connection` and `TE` which need a look at values.
 static FIXED: [&HeaderName; 5] =
     [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TRANSFER_ENCODING, &header::UPGRADE, &header::TRAILER];
+/// Where `Upgrade` is in [`FIXED`].
+const UPGRADE_AT: usize = 3;
 
 /// Removes the headers that describe one connection rather than the message: the fixed
-/// list and any header the `Connection` header names.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+/// list and any header the `Connection` header names. Returns the protocol the message
+/// asks to switch to, if any: its `Upgrade` header when `Connection` names `upgrade` (RFC
+/// 9110 §7.8; a WebSocket handshake asks for `websocket`), which the caller may put back
+/// with [`keep_upgrade`].
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     // One pass over the names finds what is there, so that only present headers are looked
     // up again: most messages carry none, or only `Connection: keep-alive`.
     let (mut connection, mut te, mut fixed) = (false, false, [false; FIXED.len()]);
@@ -30,6 +35,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             fixed[i] = true;
         }
     }
+    let mut protocol = None;
     // Most messages say only `Connection: keep-alive` (or `close`), which names no header.
     let names_nothing = |v: &HeaderValue| v == "keep-alive" || v == "close" || v == "Keep-Alive" || v == "Close";
     if connection && headers.get_all(header::CONNECTION).iter().all(names_nothing) {
@@ -44,6 +50,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             .filter(|token| !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close"))
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
+        if fixed[UPGRADE_AT] && named.contains(&header::UPGRADE) {
+            protocol = headers.get(header::UPGRADE).cloned();
+        }
         for name in named {
             headers.remove(name);
         }
@@ -58,19 +67,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if te && headers.get(header::TE).is_some_and(|value| value != "trailers") {
         headers.remove(header::TE);
     }
-}
-
-/// The protocol a message asks to switch to: its `Upgrade` header, when its `Connection`
-/// header names `upgrade` (RFC 9110 §7.8). A WebSocket handshake asks for `websocket`.
-pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let protocol = headers.get(header::UPGRADE)?;
-    let asks = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| protocol.clone())
+    protocol
 }
 
 /// Puts back the two headers a switch of protocols needs on the next hop, after the
@@ -160,10 +157,9 @@ mod tests {
     fn an_upgrade_is_asked_for_by_connection_and_upgrade_together() {
         let mut headers = HeaderMap::new();
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert_eq!(upgrade_protocol(&headers), None, "Upgrade alone is only an offer");
+        assert_eq!(remove_hop_by_hop(&mut headers.clone()), None, "Upgrade alone is only an offer");
         headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
-        assert_eq!(upgrade_protocol(&headers), Some(HeaderValue::from_static("websocket")));
-        remove_hop_by_hop(&mut headers);
+        assert_eq!(remove_hop_by_hop(&mut headers), Some(HeaderValue::from_static("websocket")));
         assert!(headers.is_empty());
         keep_upgrade(&mut headers, HeaderValue::from_static("websocket"));
         assert_eq!(

@@ -251,8 +251,7 @@ async fn forward_to(
     // 6. response
     let (mut parts, body) = exchanged.response.into_parts();
     let switched = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    let protocol = switched.then(|| headers::upgrade_protocol(&parts.headers)).flatten();
-    headers::remove_hop_by_hop(&mut parts.headers);
+    let protocol = headers::remove_hop_by_hop(&mut parts.headers);
     let mut body = match (switched, exchanged.client_upgrade, protocol) {
         (false, ..) => ResponseBody::upstream(body, upstream.read_timeout, exchanged.lease, exchanged.in_flight),
         (true, Some(client), Some(protocol)) => {
