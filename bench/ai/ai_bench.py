@@ -188,11 +188,20 @@ class Alone:
 
     def __enter__(self):
         for pid in self.paused:
-            os.kill(pid, signal.SIGSTOP)
+            signal_if_alive(pid, signal.SIGSTOP)
 
     def __exit__(self, *_):
         for pid in self.paused:
-            os.kill(pid, signal.SIGCONT)
+            signal_if_alive(pid, signal.SIGCONT)
+
+
+def signal_if_alive(pid, sig):
+    """LiteLLM replaces its workers now and then: one listed when a gateway was paused may be
+    gone when it is resumed."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def lua(target):
