@@ -118,6 +118,11 @@ impl Progress {
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
     }
+
+    /// Counts bytes the client sent after the body, through a tunnel.
+    pub(crate) fn add_received(&self, bytes: u64) {
+        self.received.fetch_add(bytes, Ordering::Relaxed);
+    }
 }
 
 /// The client's request body on its way upstream (or a kept copy of it, for a retry).
@@ -337,9 +342,12 @@ impl Drop for ResponseBody {
                 // What the request holds (its place in flight on the connection and on the
                 // target, its bulkhead place, its trail) is held by the tunnel until it closes.
                 let held = (in_flight.take(), self.on_drop.take(), self.permit.take());
-                let trail = self.trail.take();
+                let mut trail = self.trail.take();
+                // A handshake has no body, so nothing counts the client's bytes yet.
+                let from_client =
+                    trail.as_mut().map(|t| t.bytes_in.get_or_insert_with(|| Arc::new(Progress::new(None))).clone());
                 runtime.spawn(async move {
-                    let sent = tunnel.run().await;
+                    let sent = tunnel.run(from_client).await;
                     drop(held);
                     if let Some(trail) = trail {
                         trail.finish(sent);

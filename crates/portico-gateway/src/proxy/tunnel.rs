@@ -5,8 +5,10 @@
 //! bytes both ways until either side closes, or until nothing has moved either way for the
 //! service's read timeout (as a proxy's read timeout closes an idle WebSocket; clients that
 //! stay quiet longer send pings). The request stays in flight while its tunnel is open, and
-//! its access log line is written when the tunnel closes.
+//! its access log line and metrics, with the bytes that went each way, are written when the
+//! tunnel closes.
 
+use super::body::Progress;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::io;
@@ -27,8 +29,9 @@ pub(crate) struct Tunnel {
 }
 
 impl Tunnel {
-    /// Copies bytes both ways until the tunnel closes; returns the bytes sent to the client.
-    pub async fn run(self) -> u64 {
+    /// Copies bytes both ways until the tunnel closes; returns the bytes sent to the client,
+    /// and counts those from the client in `from_client` (the request's body count).
+    pub async fn run(self, from_client: Option<Arc<Progress>>) -> u64 {
         let (client, upstream) = match tokio::try_join!(self.client, self.upstream) {
             Ok(both) => both,
             Err(error) => {
@@ -36,10 +39,14 @@ impl Tunnel {
                 return 0;
             }
         };
-        let activity =
-            Arc::new(Activity { start: Instant::now(), last_ms: AtomicU64::new(0), to_client: AtomicU64::new(0) });
-        let mut client = Watched { io: TokioIo::new(client), activity: activity.clone(), counts_writes: true };
-        let mut upstream = Watched { io: TokioIo::new(upstream), activity: activity.clone(), counts_writes: false };
+        let activity = Arc::new(Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            to_client: AtomicU64::new(0),
+            from_client: AtomicU64::new(0),
+        });
+        let mut client = Watched { io: TokioIo::new(client), activity: activity.clone(), writes_to_client: true };
+        let mut upstream = Watched { io: TokioIo::new(upstream), activity: activity.clone(), writes_to_client: false };
         let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::pin!(copy);
         loop {
@@ -59,6 +66,9 @@ impl Tunnel {
                 }
             }
         }
+        if let Some(progress) = from_client {
+            progress.add_received(activity.from_client.load(Ordering::Relaxed));
+        }
         activity.to_client.load(Ordering::Relaxed)
     }
 }
@@ -69,6 +79,7 @@ struct Activity {
     /// Milliseconds from `start` to the last read on either side.
     last_ms: AtomicU64,
     to_client: AtomicU64,
+    from_client: AtomicU64,
 }
 
 impl Activity {
@@ -85,8 +96,9 @@ impl Activity {
 struct Watched<T> {
     io: T,
     activity: Arc<Activity>,
-    /// This is the client's side: bytes written to it are counted.
-    counts_writes: bool,
+    /// This is the client's side (bytes written to it went to the client), not the
+    /// upstream's (bytes written to it came from the client).
+    writes_to_client: bool,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
@@ -103,9 +115,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
 impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let written = ready!(Pin::new(&mut self.io).poll_write(cx, buf))?;
-        if self.counts_writes {
-            self.activity.to_client.fetch_add(written as u64, Ordering::Relaxed);
-        }
+        let count = if self.writes_to_client { &self.activity.to_client } else { &self.activity.from_client };
+        count.fetch_add(written as u64, Ordering::Relaxed);
         Poll::Ready(Ok(written))
     }
 

@@ -86,6 +86,15 @@ async fn websockets_pass_through_both_ways_with_the_forwarded_headers() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(counted(&metrics), "{metrics}");
+    // With the bytes that went each way: the 200 KB message and its echo, framed, and more.
+    let bytes = |name: &str| {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name}{{route=\"chat\"")));
+        line.and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let (from_client, to_client) =
+        (bytes("portico_http_request_body_bytes_total"), bytes("portico_http_response_body_bytes_total"));
+    assert!((200_000..210_000).contains(&from_client), "from the client: {from_client}");
+    assert!((200_000..210_000).contains(&to_client), "to the client: {to_client}");
     portico.stop().await;
 }
 
