@@ -173,7 +173,9 @@ async fn idle_keep_alive_connections_are_closed_quietly() {
     assert!(read.is_ok(), "the idle connection was not closed");
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
-    assert!(!answer.contains("408"), "an idle connection gets no error: {answer}");
+    // (Not a search for "408": the random request id may hold those digits.)
+    let quiet = answer.matches("HTTP/1.1 ").count() == 1 && !answer.contains("client_timeout");
+    assert!(quiet, "an idle connection gets no error: {answer}");
     portico.stop().await;
 }
 
