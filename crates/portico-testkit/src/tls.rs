@@ -12,6 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::net::TcpStream;
 
 /// A CA that issues server certificates for test host names.
 pub struct TestCa {
@@ -39,6 +40,21 @@ impl TestCa {
     /// The CA certificate in PEM, for clients to trust.
     pub fn pem(&self) -> String {
         self.issuer.pem()
+    }
+
+    /// A TLS connection to `addr` for host name `host`, trusting this CA and offering no
+    /// ALPN (so HTTP/1.1), for clients that bring their own protocol on top (WebSocket).
+    pub async fn connect(&self, addr: SocketAddr, host: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(self.pem().as_bytes()).expect("CA certificate")).expect("CA root");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).expect("host name");
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("TLS handshake")
     }
 
     /// A client certificate with this common name, for mTLS.

@@ -1,5 +1,5 @@
 //! TLS termination: certificates stored sealed, chosen by SNI, replaced without a restart;
-//! HTTP/2 by ALPN; redirects from plain HTTP.
+//! HTTP/2 by ALPN; redirects from plain HTTP; WebSocket over TLS.
 
 use crate::helpers::Portico;
 use portico_model::MasterKey;
@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-async fn tls_portico() -> (Portico, SocketAddr) {
+pub(crate) async fn tls_portico() -> (Portico, SocketAddr) {
     let key = MasterKey::parse(&MasterKey::generate()).expect("key");
     let portico = Portico::start_with(|s| {
         s.master_key = Some(Arc::new(key));

@@ -2,7 +2,7 @@
 
 use crate::helpers::Portico;
 use futures_util::{SinkExt, StreamExt};
-use portico_testkit::MockWebSocket;
+use portico_testkit::{MockWebSocket, TestCa};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -29,7 +29,10 @@ async fn connect(portico: &Portico, path: &str, headers: &[(&'static str, &str)]
     tokio_tungstenite::connect_async(request).await.map(|(socket, _)| socket)
 }
 
-async fn next_text(socket: &mut Socket) -> String {
+async fn next_text<S>(socket: &mut tokio_tungstenite::WebSocketStream<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     match tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
         Ok(Some(Ok(Message::Text(text)))) => text.to_string(),
         other => panic!("expected a text message, got {other:?}"),
@@ -135,5 +138,30 @@ async fn a_tunnel_closes_when_quiet_for_the_read_timeout_and_not_while_busy() {
     // Quiet for longer than the timeout: Portico closes both sides.
     let closed = tokio::time::timeout(Duration::from_secs(3), socket.next()).await.expect("closed within 3 s");
     assert!(!matches!(closed, Some(Ok(Message::Text(_) | Message::Binary(_)))), "{closed:?}");
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn websockets_pass_through_the_tls_listener() {
+    let upstream = MockWebSocket::start().await;
+    let ca = TestCa::new("Portico test CA");
+    let (portico, addr) = crate::tls::tls_portico().await;
+    let issued = ca.issue(&["chat.test"]);
+    let certificate = json!({"name": "chat", "snis": ["chat.test"], "cert": issued.cert_pem, "key": issued.key_pem});
+    portico.create("certificates", certificate).await;
+    route(&portico, &upstream, json!({}), json!({})).await;
+    portico.settle().await;
+
+    let tls = ca.connect(addr, "chat.test").await;
+    let url = format!("wss://chat.test:{}/ws/secure", addr.port());
+    let (mut socket, _) = tokio_tungstenite::client_async(url, tls).await.expect("handshake over TLS");
+    let handshake: Value = serde_json::from_str(&next_text(&mut socket).await).expect("json");
+    assert_eq!(handshake["path"], "/ws/secure");
+    assert_eq!(handshake["headers"]["x-forwarded-proto"], "https");
+    for round in 0..5 {
+        socket.send(Message::text(format!("over tls {round}"))).await.expect("send");
+        assert_eq!(next_text(&mut socket).await, format!("over tls {round}"));
+    }
+    socket.close(None).await.expect("close");
     portico.stop().await;
 }
