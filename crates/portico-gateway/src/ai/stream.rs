@@ -91,17 +91,17 @@ impl AiStream {
             return self.fail("the provider's stream is not an event stream");
         }
         let whole = starts_whole && self.parser.at_boundary();
-        let rewrite = matches!(self.mode, Mode::PassWithoutUsage) && !whole;
-        let out = self.translate(false, rewrite);
+        let translated = self.translate(false);
         match self.mode {
             Mode::Pass => chunk,
             Mode::PassWithoutUsage if whole && self.left_out.is_empty() => chunk,
-            Mode::PassWithoutUsage if whole => self.kept_events(),
-            Mode::PassWithoutUsage | Mode::Translate(_) => out,
+            Mode::PassWithoutUsage => self.kept_events(),
+            Mode::Translate(_) => translated,
         }
     }
 
-    /// The events of the last chunk but those left out, written anew.
+    /// The events read last but those left out, written anew (passed through without usage,
+    /// when the chunk was not whole events or one was left out).
     fn kept_events(&self) -> Bytes {
         let mut out = Vec::new();
         let kept = self.events.iter().enumerate().filter(|(i, _)| !self.left_out.contains(i));
@@ -113,8 +113,8 @@ impl AiStream {
 
     /// Runs the events read so far through the reader (and the writer, when translating);
     /// at the end of the body, the reader's last word too. Passed through without usage,
-    /// the events kept are written when `rewrite` is set, and those left out are noted.
-    fn translate(&mut self, ended: bool, rewrite: bool) -> Bytes {
+    /// the events to leave out are noted in `left_out`.
+    fn translate(&mut self, ended: bool) -> Bytes {
         let mut out = Vec::new();
         let passing = !matches!(self.mode, Mode::Translate(_));
         self.left_out.clear();
@@ -126,9 +126,6 @@ impl AiStream {
                 // a look at their bytes spares parsing them.
                 Some(event) if passing && !worth_reading(event) => {
                     self.written += written_hint(event.data.as_bytes());
-                    if rewrite {
-                        write_event(&mut out, event.event.as_deref(), event.data.as_bytes());
-                    }
                     continue;
                 }
                 Some(event) => self.reader.read(event, &mut self.steps),
@@ -144,15 +141,13 @@ impl AiStream {
                     writer.write(step, &mut out);
                 }
             }
-            if let (Mode::PassWithoutUsage, Some(event)) = (&self.mode, event) {
+            if let (Mode::PassWithoutUsage, Some(_)) = (&self.mode, event) {
                 // (The reader may also see the stream start here: the events before were
                 // not read.)
                 let usage_only = self.steps.iter().any(|s| matches!(s, StreamEvent::Usage(_)))
                     && self.steps.iter().all(|s| matches!(s, StreamEvent::Usage(_) | StreamEvent::Start { .. }));
                 if usage_only {
                     self.left_out.push(i);
-                } else if rewrite {
-                    write_event(&mut out, event.event.as_deref(), event.data.as_bytes());
                 }
             }
         }
@@ -270,8 +265,12 @@ impl Body for AiStream {
                     this.done = true;
                     this.events.clear();
                     this.parser.finish(&mut this.events);
-                    let rewrite = matches!(this.mode, Mode::PassWithoutUsage);
-                    let mut out = this.translate(true, rewrite).to_vec();
+                    let translated = this.translate(true);
+                    let out = match this.mode {
+                        Mode::PassWithoutUsage => this.kept_events(),
+                        _ => translated,
+                    };
+                    let mut out = out.to_vec();
                     if !this.complete {
                         out.extend_from_slice(&this.fail("the provider's stream ended before the answer was complete"));
                     }
