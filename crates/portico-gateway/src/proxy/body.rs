@@ -243,11 +243,9 @@ enum Kind {
     Upstream {
         inner: Incoming,
         idle: Duration,
-        /// Made the first time the upstream makes the body wait; it fires at `idle` after
-        /// the frame before that wait at the earliest, and is moved on only when it fires.
-        timer: Option<Pin<Box<Sleep>>>,
-        /// When the last frame arrived, once there is a timer to move on.
-        last_frame: Instant,
+        /// Made the first time the upstream makes the body wait, with when the last frame
+        /// arrived (from then on); the timer is moved on only when it fires.
+        timer: Option<(Pin<Box<Sleep>>, Instant)>,
         /// The connection the body arrives on, given back to the pool when the body ends.
         lease: Option<Lease>,
         /// Counts the request against its target until the body is done with.
@@ -300,7 +298,7 @@ impl ResponseBody {
             Some(lease)
         };
         ResponseBody {
-            kind: Kind::Upstream { inner, idle, timer: None, last_frame: Instant::now(), lease, _in_flight: in_flight },
+            kind: Kind::Upstream { inner, idle, timer: None, lease, _in_flight: in_flight },
             trail: None,
             sent: 0,
             on_drop: None,
@@ -402,10 +400,10 @@ impl ResponseBody {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Tunnel { .. } => Poll::Ready(None),
             Kind::Boxed(body) => body.as_mut().poll_frame(cx),
-            Kind::Upstream { inner, idle, timer, last_frame, lease, .. } => {
+            Kind::Upstream { inner, idle, timer, lease, .. } => {
                 match Pin::new(&mut *inner).poll_frame(cx) {
                     Poll::Ready(frame) => {
-                        if timer.is_some() {
+                        if let Some((_, last_frame)) = timer {
                             *last_frame = Instant::now();
                         }
                         if frame.is_none() || inner.is_end_stream() {
@@ -419,7 +417,10 @@ impl ResponseBody {
                         // The timer is made only when the upstream makes us wait, so bodies that
                         // arrive in one go never pay for it; and it is not moved with every frame
                         // (a stream has many) but only when it fires before its time.
-                        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
+                        let (timer, last_frame) = timer.get_or_insert_with(|| {
+                            let now = Instant::now();
+                            (Box::pin(tokio::time::sleep_until(now + *idle)), now)
+                        });
                         loop {
                             ready!(timer.as_mut().poll(cx));
                             let deadline = *last_frame + *idle;
