@@ -14,8 +14,6 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// The fixed hop-by-hop headers, besides `Connection` and `TE` which need a look at values.
 static FIXED: [&HeaderName; 5] =
     [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TRANSFER_ENCODING, &header::UPGRADE, &header::TRAILER];
-/// Where `Upgrade` is in [`FIXED`].
-const UPGRADE_AT: usize = 3;
 
 /// Removes the headers that describe one connection rather than the message: the fixed
 /// list and any header the `Connection` header names. Returns the protocol the message
@@ -50,7 +48,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
             .filter(|token| !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close"))
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
-        if fixed[UPGRADE_AT] && named.contains(&header::UPGRADE) {
+        if named.contains(&header::UPGRADE) {
             protocol = headers.get(header::UPGRADE).cloned();
         }
         for name in named {
