@@ -39,14 +39,14 @@ impl Tunnel {
                 return 0;
             }
         };
-        let activity = Arc::new(Activity {
+        let activity = Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             to_client: AtomicU64::new(0),
             from_client: AtomicU64::new(0),
-        });
-        let mut client = Watched { io: TokioIo::new(client), activity: activity.clone(), writes_to_client: true };
-        let mut upstream = Watched { io: TokioIo::new(upstream), activity: activity.clone(), writes_to_client: false };
+        };
+        let mut client = Watched { io: TokioIo::new(client), activity: &activity, writes_to_client: true };
+        let mut upstream = Watched { io: TokioIo::new(upstream), activity: &activity, writes_to_client: false };
         let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::pin!(copy);
         loop {
@@ -93,15 +93,15 @@ impl Activity {
 }
 
 /// One side of a tunnel, noting each read in the tunnel's activity.
-struct Watched<T> {
+struct Watched<'a, T> {
     io: T,
-    activity: Arc<Activity>,
+    activity: &'a Activity,
     /// This is the client's side (bytes written to it went to the client), not the
     /// upstream's (bytes written to it came from the client).
     writes_to_client: bool,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<'_, T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
@@ -112,7 +112,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<'_, T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let written = ready!(Pin::new(&mut self.io).poll_write(cx, buf))?;
         let count = if self.writes_to_client { &self.activity.to_client } else { &self.activity.from_client };
