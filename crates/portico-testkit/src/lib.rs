@@ -1,6 +1,6 @@
-//! Test helpers for Portico: a scriptable upstream, a WebSocket upstream
-//! ([`MockWebSocket`]), a mock model provider ([`MockProvider`]) and throwaway PostgreSQL
-//! databases.
+//! Test helpers for Portico: a scriptable upstream, one that answers byte for byte
+//! ([`WireUpstream`]), a WebSocket upstream ([`MockWebSocket`]), a mock model provider
+//! ([`MockProvider`]) and throwaway PostgreSQL databases.
 //!
 //! [`MockUpstream`] is a real HTTP/1.1 server on a free loopback port. What it does is chosen
 //! by the request path, so a test scripts it through the route it configures:
@@ -28,6 +28,7 @@ mod postgres;
 mod redis;
 mod tls;
 mod websocket;
+mod wire;
 
 pub use ai::{MockProvider, ProviderFault, Received, UsageReport};
 pub use dns::Dnsmasq;
@@ -35,6 +36,7 @@ pub use postgres::{fresh_postgres, POSTGRES_URL_VAR};
 pub use redis::{redis_url, REDIS_URL_VAR};
 pub use tls::{Issued, TestCa, TlsUpstream};
 pub use websocket::MockWebSocket;
+pub use wire::{Reply, WireUpstream};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};

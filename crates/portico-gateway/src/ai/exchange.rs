@@ -374,7 +374,7 @@ impl<'a> Call<'a> {
         let sent =
             tokio::time::timeout(target.timeout, pool.send(&provider.scheme, &provider.authority, request)).await;
         trail.record_try(started, started.elapsed());
-        let (response, lease) = match sent {
+        let response = match sent {
             Err(_) => {
                 let message =
                     format!("provider `{}` did not answer within {} ms", provider.name, target.timeout.as_millis());
@@ -390,7 +390,7 @@ impl<'a> Call<'a> {
         let status = response.status();
         let dialect = provider.dialect;
         let (parts, incoming) = response.into_parts();
-        let body = ResponseBody::upstream(incoming, target.timeout, lease, None);
+        let body = ResponseBody::upstream(incoming, target.timeout, None);
         if !status.is_success() {
             let text = read(body, MAX_ERROR_BYTES).await.unwrap_or_default();
             let error = dialect.parse_error(status.as_u16(), &text);

@@ -7,7 +7,7 @@
 use super::tunnel::Tunnel;
 use crate::observe::Trail;
 use crate::server::InFlight;
-use crate::upstream::{InFlightRequest, Lease};
+use crate::upstream::{InFlightRequest, UpstreamBody};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -27,6 +27,10 @@ pub enum BodyError {
     TooLarge,
     #[error("the upstream stopped sending the response body")]
     ReadTimeout,
+    /// The upstream broke off the response body or sent one that is not valid.
+    #[error("{0}")]
+    Upstream(String),
+    /// The client's side failed.
     #[error(transparent)]
     Http(#[from] hyper::Error),
 }
@@ -240,14 +244,13 @@ enum Kind {
     Full(Option<Bytes>),
     /// A body Portico makes as it goes (a translated AI stream).
     Boxed(Pin<Box<dyn Body<Data = Bytes, Error = BodyError> + Send>>),
+    /// The upstream's body; it gives its connection back to the pool when it ends.
     Upstream {
-        inner: Incoming,
+        inner: UpstreamBody,
         idle: Duration,
         /// Made the first time the upstream makes the body wait, with when the last frame
         /// arrived (from then on); the timer is moved on only when it fires.
         timer: Option<(Pin<Box<Sleep>>, Instant)>,
-        /// The connection the body arrives on, given back to the pool when the body ends.
-        lease: Option<Lease>,
         /// Counts the request against its target until the body is done with.
         _in_flight: Option<InFlightRequest>,
     },
@@ -284,21 +287,9 @@ impl ResponseBody {
     }
 
     /// The upstream's body; it fails if no data arrives for `idle`.
-    pub(crate) fn upstream(
-        inner: Incoming,
-        idle: Duration,
-        lease: Lease,
-        in_flight: Option<InFlightRequest>,
-    ) -> ResponseBody {
-        let lease = if inner.is_end_stream() {
-            // Nothing more will arrive: the connection is free now.
-            lease.give_back();
-            None
-        } else {
-            Some(lease)
-        };
+    pub(crate) fn upstream(inner: UpstreamBody, idle: Duration, in_flight: Option<InFlightRequest>) -> ResponseBody {
         ResponseBody {
-            kind: Kind::Upstream { inner, idle, timer: None, lease, _in_flight: in_flight },
+            kind: Kind::Upstream { inner, idle, timer: None, _in_flight: in_flight },
             trail: None,
             sent: 0,
             on_drop: None,
@@ -400,18 +391,13 @@ impl ResponseBody {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Tunnel { .. } => Poll::Ready(None),
             Kind::Boxed(body) => body.as_mut().poll_frame(cx),
-            Kind::Upstream { inner, idle, timer, lease, .. } => {
+            Kind::Upstream { inner, idle, timer, .. } => {
                 match Pin::new(&mut *inner).poll_frame(cx) {
                     Poll::Ready(frame) => {
                         if let Some((_, last_frame)) = timer {
                             *last_frame = Instant::now();
                         }
-                        if frame.is_none() || inner.is_end_stream() {
-                            if let Some(lease) = lease.take() {
-                                lease.give_back();
-                            }
-                        }
-                        Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
+                        Poll::Ready(frame)
                     }
                     Poll::Pending => {
                         // The timer is made only when the upstream makes us wait, so bodies that

@@ -138,6 +138,11 @@ impl ProxyError {
         if let Some(seconds) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        // The rest of the request body will not be read, so the connection closes after the
+        // answer; saying so keeps a client from sending its next request on it.
+        if matches!(self, ProxyError::BodyTooLarge | ProxyError::ClientTimeout | ProxyError::ClientBodyFailed) {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }

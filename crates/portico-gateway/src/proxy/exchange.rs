@@ -15,7 +15,7 @@ use super::{Client, RequestContext};
 use crate::observe::{Trail, TRACEPARENT};
 use crate::snapshot::CompiledRoute;
 use crate::upstream::{
-    hash_key, HashKey, InFlightRequest, Lease, Pools, RetryPolicy, SendError, Upstream, UpstreamTarget,
+    hash_key, Failure, HashKey, InFlightRequest, Pools, RetryPolicy, SendError, Upstream, UpstreamBody, UpstreamTarget,
 };
 use http::uri::PathAndQuery;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
@@ -30,8 +30,7 @@ const MAX_TRIES: usize = 11;
 
 /// A response head from the upstream, with what the response body needs to finish.
 pub(super) struct Exchanged {
-    pub response: Response<Incoming>,
-    pub lease: Lease,
+    pub response: Response<UpstreamBody>,
     pub in_flight: Option<InFlightRequest>,
     /// The request as sent, for a mirror, when one was asked for and the body was kept whole.
     pub copy: Option<Copy>,
@@ -138,7 +137,7 @@ pub(super) async fn send_upstream(
         trail.record_try(started.into_std(), took);
         upstream.state.counters.duration.observe(took);
         match &outcome {
-            Ok((response, _)) => {
+            Ok(response) => {
                 if let Some(passive) = &upstream.passive_check {
                     target.state.record_outcome(passive, passive.statuses.contains(response.status().as_u16()));
                 }
@@ -173,10 +172,10 @@ pub(super) async fn send_upstream(
             }
         }
         return match outcome {
-            Ok((response, lease)) => {
+            Ok(response) => {
                 upstream.state.counters.responses.count(response.status().as_u16());
                 let copy = if mirror { copy_of(head.as_ref(), progress.as_deref()) } else { None };
-                Ok(Exchanged { response, lease, in_flight, copy, client_upgrade })
+                Ok(Exchanged { response, in_flight, copy, client_upgrade })
             }
             Err(failed) => {
                 upstream.state.counters.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -194,7 +193,7 @@ async fn try_once(
     pools: &Pools,
     progress: Option<&Progress>,
     deadline: Option<Instant>,
-) -> Result<(Response<Incoming>, Lease), Failed> {
+) -> Result<Response<UpstreamBody>, Failed> {
     let pool = pools.pool(upstream);
     let sending = pool.send(&upstream.scheme, &target.authority, request);
     let result = match progress {
@@ -218,9 +217,9 @@ fn earliest(at: Instant, deadline: Option<Instant>) -> Instant {
 }
 
 /// Whether the policy retries this outcome.
-fn wants_retry(policy: &RetryPolicy, outcome: &Result<(Response<Incoming>, Lease), Failed>) -> bool {
+fn wants_retry(policy: &RetryPolicy, outcome: &Result<Response<UpstreamBody>, Failed>) -> bool {
     match outcome {
-        Ok((response, _)) => policy.on.statuses.contains(response.status().as_u16()),
+        Ok(response) => policy.on.statuses.contains(response.status().as_u16()),
         Err(Failed { error: ProxyError::UpstreamUnavailable, .. }) => policy.on.connect_failure,
         Err(Failed { error: ProxyError::UpstreamTimeout, connecting: true, .. }) => policy.on.connect_failure,
         Err(Failed { error: ProxyError::UpstreamTimeout, .. }) => policy.on.timeout,
@@ -282,25 +281,14 @@ fn classify(error: &SendError, progress: Option<&Progress>) -> ProxyError {
     if progress.is_some_and(Progress::too_large) {
         return ProxyError::BodyTooLarge;
     }
-    let (root, connecting): (&(dyn std::error::Error + 'static), bool) = match error {
-        SendError::Connect(error) => (error.as_ref(), true),
-        SendError::Http(error) => (error, false),
-    };
-    let mut cause = Some(root);
-    while let Some(error) = cause {
-        if let Some(io) = error.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return ProxyError::UpstreamTimeout;
-            }
+    match error {
+        SendError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => ProxyError::UpstreamTimeout,
+        SendError::Connect(_) => ProxyError::UpstreamUnavailable,
+        SendError::Exchange(Failure::Io(io)) if io.kind() == std::io::ErrorKind::TimedOut => {
+            ProxyError::UpstreamTimeout
         }
-        if let Some(BodyError::Http(_)) = error.downcast_ref::<BodyError>() {
-            return ProxyError::ClientBodyFailed;
-        }
-        cause = error.source();
-    }
-    if connecting {
-        ProxyError::UpstreamUnavailable
-    } else {
-        ProxyError::UpstreamBroken
+        SendError::Exchange(Failure::Body(BodyError::TooLarge)) => ProxyError::BodyTooLarge,
+        SendError::Exchange(Failure::Body(BodyError::Http(_))) => ProxyError::ClientBodyFailed,
+        SendError::Exchange(_) => ProxyError::UpstreamBroken,
     }
 }

@@ -253,10 +253,9 @@ async fn forward_to(
     let switched = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
     let protocol = headers::remove_hop_by_hop(&mut parts.headers);
     let mut body = match (switched, exchanged.client_upgrade, protocol) {
-        (false, ..) => ResponseBody::upstream(body, upstream.read_timeout, exchanged.lease, exchanged.in_flight),
+        (false, ..) => ResponseBody::upstream(body, upstream.read_timeout, exchanged.in_flight),
         (true, Some(client), Some(protocol)) => {
-            let upstream_side =
-                parts.extensions.remove::<hyper::upgrade::OnUpgrade>().ok_or(ProxyError::UpstreamBroken)?;
+            let upstream_side = body.into_upgraded().ok_or(ProxyError::UpstreamBroken)?;
             headers::keep_upgrade(&mut parts.headers, protocol);
             let tunnel = tunnel::Tunnel { client, upstream: upstream_side, idle: upstream.read_timeout };
             ResponseBody::tunnel(tunnel, exchanged.in_flight)

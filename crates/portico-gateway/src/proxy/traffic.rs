@@ -173,8 +173,8 @@ impl Mirror {
             let pool = pools.pool(&upstream);
             let sending = pool.send(&upstream.scheme, &target.authority, request);
             match tokio::time::timeout(upstream.read_timeout, sending).await {
-                Ok(Ok((response, lease))) => {
-                    let body = ResponseBody::upstream(response.into_body(), upstream.read_timeout, lease, None);
+                Ok(Ok(response)) => {
+                    let body = ResponseBody::upstream(response.into_body(), upstream.read_timeout, None);
                     let _ = body.collect().await;
                 }
                 Ok(Err(failure)) => tracing::debug!(upstream = %upstream.name, error = ?failure.error, "mirror failed"),

@@ -9,6 +9,7 @@
 //! tunnel closes.
 
 use super::body::Progress;
+use crate::upstream::Upgraded;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::io;
@@ -20,10 +21,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// Both sides of a switch of protocols, waiting for hyper to hand them over.
+/// Both sides of a switch of protocols: the client's waits for hyper to hand it over.
 pub(crate) struct Tunnel {
     pub client: OnUpgrade,
-    pub upstream: OnUpgrade,
+    pub upstream: Upgraded,
     /// The tunnel closes when nothing has moved either way for this long.
     pub idle: Duration,
 }
@@ -32,8 +33,8 @@ impl Tunnel {
     /// Copies bytes both ways until the tunnel closes; returns the bytes sent to the client,
     /// and counts those from the client in `from_client` (the request's body count).
     pub async fn run(self, from_client: Option<Arc<Progress>>) -> u64 {
-        let (client, upstream) = match tokio::try_join!(self.client, self.upstream) {
-            Ok(both) => both,
+        let client = match self.client.await {
+            Ok(client) => client,
             Err(error) => {
                 tracing::debug!(%error, "a switch of protocols did not complete");
                 return 0;
@@ -46,7 +47,7 @@ impl Tunnel {
             from_client: AtomicU64::new(0),
         };
         let mut client = Watched { io: TokioIo::new(client), activity: &activity, writes_to_client: true };
-        let mut upstream = Watched { io: TokioIo::new(upstream), activity: &activity, writes_to_client: false };
+        let mut upstream = Watched { io: self.upstream, activity: &activity, writes_to_client: false };
         let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::pin!(copy);
         loop {

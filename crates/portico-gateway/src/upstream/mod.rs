@@ -3,6 +3,7 @@
 mod balance;
 pub(crate) mod dns;
 pub(crate) mod health;
+mod http1;
 mod pool;
 mod protect;
 mod state;
@@ -11,7 +12,8 @@ mod tasks;
 mod tls;
 
 pub(crate) use balance::hash as hash_key;
-pub(crate) use pool::{Lease, Pool, SendError};
+pub(crate) use http1::{Failure, Upgraded, UpstreamBody};
+pub(crate) use pool::{Pool, SendError};
 pub(crate) use protect::{Admission, BreakerPolicy, Bulkhead, Fallback};
 pub(crate) use state::{now_ms, InFlightRequest, PassivePolicy, ServiceState};
 pub use state::{TargetReport, UpstreamStates};

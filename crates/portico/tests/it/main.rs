@@ -28,4 +28,5 @@ mod reload;
 mod retries;
 mod tls;
 mod traffic;
+mod upstream_wire;
 mod websocket;

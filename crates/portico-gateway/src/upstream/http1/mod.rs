@@ -1,0 +1,432 @@
+//! Portico's HTTP/1.1 client for upstream connections.
+//!
+//! A request is written and its answer read by the request's own task, on a connection it
+//! borrows from the pool: no task per connection and no channel between the two, which is
+//! where a general-purpose client spends much of its time on a proxy's short exchanges. The
+//! response body reads straight from the connection, and hands it back to the pool with its
+//! last byte.
+//!
+//! - [`head`]: the request head written and the response head read (and how each is framed);
+//! - [`chunked`]: the chunked coding of response bodies;
+//! - [`stream`]: TCP or TLS under a connection.
+
+mod chunked;
+mod head;
+mod stream;
+
+pub(crate) use head::Malformed;
+pub(crate) use stream::{connect, tls_connector, Stream};
+
+use super::pool::Lease;
+use crate::proxy::{BodyError, RequestBody};
+use bytes::{Bytes, BytesMut};
+use head::{RequestFraming, ResponseFraming, ResponseHead};
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Reads start with room for this many bytes; the room grows for bodies that fill it.
+const MIN_READ: usize = 8 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
+/// One connection to an upstream, with what has been read from it and not used yet.
+pub(crate) struct Connection {
+    stream: Stream,
+    read: BytesMut,
+    /// The room the next read gets.
+    read_size: usize,
+    /// Bytes to write: a request head, and request body pieces with their framing.
+    write: Vec<u8>,
+}
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("the upstream closed the connection before it answered")]
+    Closed,
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+}
+
+/// A failed exchange, and whether the request can go again as it is: the upstream took
+/// none of it, as when it had closed a pooled connection just before it was reused.
+#[derive(Debug)]
+pub(crate) struct ExchangeError {
+    pub failure: Failure,
+    pub untouched: bool,
+}
+
+impl Connection {
+    pub fn new(stream: Stream) -> Connection {
+        Connection { stream, read: BytesMut::new(), read_size: MIN_READ, write: Vec::new() }
+    }
+
+    /// Whether an idle connection can carry a request: it has nothing to read, and the
+    /// upstream has not closed it. Costs no system call when the runtime has seen nothing
+    /// happen on the connection.
+    pub fn is_usable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.read.is_empty() && self.poll_fill(&mut cx).is_pending()
+    }
+
+    /// Reads more bytes into the read buffer; `Ok(0)` when the upstream has closed.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < self.read_size / 2 {
+            self.read.reserve(self.read_size);
+        }
+        let room = self.read.capacity() - self.read.len();
+        let read = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read))?;
+        // A read that fills the room suggests a larger body: give the next one more.
+        if read == room && self.read_size < MAX_READ {
+            self.read_size *= 2;
+        }
+        Poll::Ready(Ok(read))
+    }
+
+    async fn write_pending(&mut self) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(&self.write).await?;
+        self.write.clear();
+        self.stream.flush().await
+    }
+
+    /// Sends `request` and reads the response head. The body goes up as the client sends
+    /// it; if the upstream answers before the body is all sent, the rest is not sent and
+    /// the connection is not used again.
+    async fn exchange(
+        &mut self,
+        parts: &http::request::Parts,
+        body: &mut RequestBody,
+    ) -> Result<ResponseHead, ExchangeError> {
+        let exact = if body.is_end_stream() { Some(0) } else { body.size_hint().exact() };
+        let framing = RequestFraming::for_body(&parts.method, exact);
+        head::write_request_head(&mut self.write, parts, framing);
+        let mut body_done = matches!(framing, RequestFraming::None | RequestFraming::Length(0));
+        if body_done {
+            // A write to a pooled connection the upstream had closed fails here, before
+            // anything was taken: such a request may always go again.
+            if let Err(error) = self.write_pending().await {
+                let untouched = matches!(error.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset);
+                return Err(ExchangeError { failure: error.into(), untouched });
+            }
+        } else {
+            let mut sender = BodySender { framing, sent: 0, ended: false };
+            body_done = poll_fn(|cx| self.poll_send_body(cx, Pin::new(&mut *body), &mut sender))
+                .await
+                .map_err(|failure| ExchangeError { failure, untouched: false })?;
+        }
+        let streamed = !matches!(framing, RequestFraming::None | RequestFraming::Length(0));
+        let mut head = self.read_head(&parts.method, !body_done).await.map_err(|mut error| {
+            // Nothing came back, but the request went out: it may go again only if it had no
+            // body (which is gone now) and doing it twice is harmless.
+            error.untouched &= !streamed && parts.method.is_idempotent();
+            error
+        })?;
+        if head.status == StatusCode::SWITCHING_PROTOCOLS && !parts.headers.contains_key(http::header::UPGRADE) {
+            return Err(ExchangeError { failure: Malformed::UnaskedSwitch.into(), untouched: false });
+        }
+        if !body_done {
+            head.keep_alive = false;
+        }
+        Ok(head)
+    }
+
+    /// Reads response heads until a final one (or a `101`); informational ones are passed over.
+    async fn read_head(&mut self, method: &Method, answered_early: bool) -> Result<ResponseHead, ExchangeError> {
+        let mut received = answered_early;
+        loop {
+            match head::read_response_head(&mut self.read, method) {
+                Ok(Some(head)) if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS => {
+                    received = true;
+                    continue;
+                }
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
+                Err(error) => return Err(ExchangeError { failure: error.into(), untouched: false }),
+            }
+            match poll_fn(|cx| self.poll_fill(cx)).await {
+                Ok(0) => {
+                    let untouched = !received && self.read.is_empty();
+                    return Err(ExchangeError { failure: Failure::Closed, untouched });
+                }
+                Ok(_) => received = true,
+                Err(error) => {
+                    let untouched = !received && error.kind() == io::ErrorKind::ConnectionReset;
+                    return Err(ExchangeError { failure: error.into(), untouched });
+                }
+            }
+        }
+    }
+
+    /// Sends the request head and body; ready with `true` once all is sent, or with `false`
+    /// as soon as a response has begun to arrive (the upstream answered early).
+    fn poll_send_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut body: Pin<&mut RequestBody>,
+        sender: &mut BodySender,
+    ) -> Poll<Result<bool, Failure>> {
+        loop {
+            // An answer before the body is all sent: stop sending.
+            if !self.read.is_empty() {
+                return Poll::Ready(Ok(false));
+            }
+            match self.poll_fill(cx)? {
+                Poll::Ready(0) => return Poll::Ready(Err(Failure::Closed)),
+                Poll::Ready(_) => return Poll::Ready(Ok(false)),
+                Poll::Pending => {}
+            }
+            if !self.write.is_empty() {
+                let written = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.write))?;
+                if written == 0 {
+                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+                }
+                self.write.drain(..written);
+                continue;
+            }
+            if sender.ended {
+                ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
+                return Poll::Ready(Ok(true));
+            }
+            match ready!(body.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        sender.frame(&mut self.write, data)?;
+                    }
+                }
+                Some(Err(error)) => return Poll::Ready(Err(error.into())),
+                None => sender.end(&mut self.write)?,
+            }
+        }
+    }
+}
+
+/// Writes request body pieces with the framing the head announced, and checks that a
+/// body of announced length keeps to it.
+struct BodySender {
+    framing: RequestFraming,
+    sent: u64,
+    ended: bool,
+}
+
+impl BodySender {
+    fn frame(&mut self, out: &mut Vec<u8>, data: &Bytes) -> Result<(), Failure> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.sent += data.len() as u64;
+        match self.framing {
+            RequestFraming::Length(length) if self.sent > length => return Err(length_mismatch()),
+            RequestFraming::Chunked => {
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(data);
+                out.extend_from_slice(b"\r\n");
+            }
+            _ => out.extend_from_slice(data),
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) -> Result<(), Failure> {
+        match self.framing {
+            RequestFraming::Length(length) if self.sent != length => return Err(length_mismatch()),
+            RequestFraming::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+            _ => {}
+        }
+        self.ended = true;
+        Ok(())
+    }
+}
+
+fn length_mismatch() -> Failure {
+    Failure::Io(io::Error::new(io::ErrorKind::InvalidData, "the request body does not have the length it announced"))
+}
+
+/// Sends `request` on `connection` and returns the response, whose body reads from the
+/// connection and gives it back through `lease` when it ends (if it can carry another
+/// request).
+/// On failure the request comes back if nothing of it was taken, for another connection.
+pub(crate) async fn send(
+    mut connection: Connection,
+    request: Request<RequestBody>,
+    lease: Lease,
+) -> Result<Response<UpstreamBody>, (ExchangeError, Option<Request<RequestBody>>)> {
+    let (parts, mut body) = request.into_parts();
+    match connection.exchange(&parts, &mut body).await {
+        Ok(head) => {
+            let ResponseHead { status, version, headers, framing, keep_alive } = head;
+            let state = match framing {
+                _ if status == StatusCode::SWITCHING_PROTOCOLS => State::Switched,
+                ResponseFraming::Length(length) => State::Length(length),
+                ResponseFraming::Chunked => State::Chunked(chunked::Decoder::new()),
+                ResponseFraming::UntilClose => State::UntilClose,
+            };
+            let mut body = UpstreamBody { connection: Some((connection, lease)), state, keep_alive };
+            body.release_if_done();
+            let mut response = Response::new(body);
+            *response.status_mut() = status;
+            *response.version_mut() = version;
+            *response.headers_mut() = headers;
+            Ok(response)
+        }
+        Err(error) => {
+            let unsent = error.untouched.then(|| Request::from_parts(parts, body));
+            Err((error, unsent))
+        }
+    }
+}
+
+/// A response body read from an upstream connection.
+pub(crate) struct UpstreamBody {
+    connection: Option<(Connection, Lease)>,
+    state: State,
+    keep_alive: bool,
+}
+
+enum State {
+    Length(u64),
+    Chunked(chunked::Decoder),
+    UntilClose,
+    /// The upstream switched protocols: the connection is the tunnel's now.
+    Switched,
+}
+
+impl UpstreamBody {
+    /// The connection, with the bytes already read from it, after a `101 Switching
+    /// Protocols`.
+    pub fn into_upgraded(mut self) -> Option<Upgraded> {
+        match self.state {
+            State::Switched => self.connection.take().map(|(c, _)| Upgraded { stream: c.stream, read: c.read }),
+            _ => None,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        match &self.state {
+            State::Length(left) => *left == 0,
+            State::Chunked(decoder) => decoder.is_done(),
+            State::UntilClose | State::Switched => false,
+        }
+    }
+
+    /// Gives the connection back once the body has been read to its end.
+    fn release_if_done(&mut self) {
+        if self.is_done() {
+            if let Some((connection, lease)) = self.connection.take() {
+                // Bytes after the end of the response mean the two sides disagree on framing:
+                // such a connection is not used again.
+                if self.keep_alive && connection.read.is_empty() {
+                    lease.give_back(connection);
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.connection = None;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some((connection, _)) = this.connection.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let buf = &mut connection.read;
+            let data = match &mut this.state {
+                State::Switched => return Poll::Ready(None),
+                State::Length(left) if *left > 0 && !buf.is_empty() => {
+                    let take = (*left).min(buf.len() as u64);
+                    *left -= take;
+                    Ok(Some(buf.split_to(take as usize).freeze()))
+                }
+                State::Chunked(decoder) => decoder.next(buf),
+                State::UntilClose if !buf.is_empty() => Ok(Some(buf.split().freeze())),
+                State::Length(_) | State::UntilClose => Ok(None),
+            };
+            match data {
+                Ok(Some(data)) => {
+                    this.release_if_done();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Err(malformed) => return this.fail(BodyError::Upstream(malformed.to_string())),
+                Ok(None) if this.is_done() => {
+                    this.release_if_done();
+                    return Poll::Ready(None);
+                }
+                Ok(None) => {}
+            }
+            let Some((connection, _)) = this.connection.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(connection.poll_fill(cx)) {
+                Ok(0) if matches!(this.state, State::UntilClose) => {
+                    this.connection = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail(BodyError::Upstream("the upstream closed the connection mid-body".into())),
+                Ok(_) => {}
+                Err(error) => return this.fail(BodyError::Upstream(error.to_string())),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.connection.is_none() || self.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(left) => SizeHint::with_exact(left),
+            _ if self.connection.is_none() => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// An upstream connection that switched protocols, with the bytes that came after the
+/// `101` answer and have not been read yet.
+pub(crate) struct Upgraded {
+    stream: Stream,
+    read: BytesMut,
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.read.is_empty() {
+            let take = this.read.len().min(buf.remaining());
+            buf.put_slice(&this.read.split_to(take));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,153 @@
+//! What Portico makes of the bytes an upstream sends: every framing of a response body,
+//! informational answers, answers that come before the request body is all sent, and
+//! responses that are broken or could be read two ways (how responses get smuggled).
+
+use crate::helpers::Portico;
+use portico_testkit::{Reply, WireUpstream};
+use serde_json::json;
+
+async fn portico_to(upstream: &WireUpstream) -> Portico {
+    let portico = Portico::start().await;
+    portico.service("wire", &[upstream.addr.to_string()]).await;
+    portico.create("routes", json!({"name": "wire", "paths": ["/*"], "service": "wire"})).await;
+    portico
+}
+
+fn answer(head: &str) -> Reply {
+    let path = head.split(' ').nth(1).unwrap_or("/");
+    match path {
+        // The answer to a HEAD says how long the body would be, and has none.
+        "/length" if head.starts_with("HEAD ") => Reply::bytes("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n"),
+        "/length" => Reply::bytes("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nhello, world"),
+        "/chunked" => Reply::Pieces(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel".to_vec(),
+            b"lo\r\n7;ext=1\r\n, world\r\n".to_vec(),
+            b"0\r\nx-checksum: 1\r\n\r\n".to_vec(),
+        ]),
+        "/until-close" => Reply::ThenClose(b"HTTP/1.1 200 OK\r\n\r\nall of it, until the close".to_vec()),
+        "/continue" => {
+            Reply::bytes("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone")
+        }
+        "/no-content" => Reply::bytes("HTTP/1.1 204 No Content\r\n\r\n"),
+        "/two-lengths" => Reply::bytes("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
+        "/smuggle" => Reply::bytes(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
+        ),
+        "/bad-chunk" => Reply::Pieces(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n".to_vec(),
+            b"zz\r\n".to_vec(),
+        ]),
+        "/echo" => Reply::bytes("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        "/early" => Reply::Early(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope".to_vec()),
+        _ => Reply::bytes("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+    }
+}
+
+#[tokio::test]
+async fn bodies_in_every_framing_arrive_whole_and_the_connection_is_reused_when_it_can_be() {
+    let upstream = WireUpstream::start(answer).await;
+    let portico = portico_to(&upstream).await;
+    let text = |path: &'static str| {
+        let request = portico.get(path);
+        async move {
+            let response = request.send().await.expect("request");
+            (response.status().as_u16(), response.text().await.expect("body"))
+        }
+    };
+
+    assert_eq!(text("/length").await, (200, "hello, world".into()));
+    assert_eq!(text("/chunked").await, (200, "hello, world".into()), "chunks and trailers decoded");
+    assert_eq!(text("/continue").await, (201, "done".into()), "a 100 Continue is passed over");
+    assert_eq!(text("/no-content").await, (204, String::new()));
+    assert_eq!(text("/length").await, (200, "hello, world".into()));
+    assert_eq!(upstream.connections(), 1, "one connection carried every length-framed answer");
+
+    assert_eq!(text("/until-close").await, (200, "all of it, until the close".into()));
+    assert_eq!(text("/length").await, (200, "hello, world".into()));
+    assert_eq!(upstream.connections(), 2, "a body that ends with its connection takes it along");
+
+    let head = portico.http.head(format!("{}/length", portico.proxy)).send().await.expect("HEAD");
+    assert_eq!((head.status().as_u16(), head.headers()["content-length"].to_str().ok()), (200, Some("12")));
+    assert_eq!(text("/length").await, (200, "hello, world".into()), "the answer to HEAD was not waited on for a body");
+    assert_eq!(upstream.connections(), 2);
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn request_bodies_go_up_framed_by_portico() {
+    let upstream = WireUpstream::start(answer).await;
+    let portico = portico_to(&upstream).await;
+    let post = |body: reqwest::Body| portico.http.post(format!("{}/echo", portico.proxy)).body(body).send();
+
+    assert_eq!(post("0123456789".into()).await.expect("request").status(), 200);
+    let pieces = futures_util::stream::iter(["abc", "defgh"].map(|p| Ok::<_, std::io::Error>(p.as_bytes().to_vec())));
+    assert_eq!(post(reqwest::Body::wrap_stream(pieces)).await.expect("request").status(), 200);
+    let empty = portico.http.post(format!("{}/echo", portico.proxy)).send().await.expect("request");
+    assert_eq!(empty.status(), 200);
+
+    let requests = upstream.requests();
+    assert!(
+        requests[0].contains("\r\ncontent-length: 10\r\n") && requests[0].ends_with("\r\n\r\n0123456789"),
+        "{:?}",
+        requests[0]
+    );
+    assert!(requests[1].contains("\r\ntransfer-encoding: chunked\r\n"), "{:?}", requests[1]);
+    assert!(requests[1].ends_with("\r\n\r\n3\r\nabc\r\n5\r\ndefgh\r\n0\r\n\r\n"), "{:?}", requests[1]);
+    assert!(
+        requests[2].contains("\r\ncontent-length: 0\r\n"),
+        "an empty POST still says its length: {:?}",
+        requests[2]
+    );
+    assert_eq!(upstream.connections(), 1);
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn an_answer_before_the_body_is_sent_stops_the_upload() {
+    let upstream = WireUpstream::start(answer).await;
+    let portico = portico_to(&upstream).await;
+    // A body that would take 5 s to send; the upstream refuses it at its head.
+    let slow = futures_util::stream::unfold(0, |n| async move {
+        (n < 50).then_some(())?;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Some((Ok::<_, std::io::Error>(vec![b'x'; 1024]), n + 1))
+    });
+    let started = std::time::Instant::now();
+    let response = portico.http.post(format!("{}/early", portico.proxy)).body(reqwest::Body::wrap_stream(slow)).send();
+    let response = response.await.expect("request");
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.text().await.expect("body"), "nope");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "the answer did not wait for the body");
+
+    // That connection is not used again: it is in the middle of a request.
+    let next = portico.get("/length").send().await.expect("request");
+    assert_eq!(next.text().await.expect("body"), "hello, world");
+    assert_eq!(upstream.connections(), 2);
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn ambiguous_or_broken_answers_go_no_further() {
+    let upstream = WireUpstream::start(answer).await;
+    let portico = portico_to(&upstream).await;
+
+    // Two lengths: which is right cannot be known, so nothing of it is passed on.
+    let response = portico.get("/two-lengths").send().await.expect("request");
+    assert_eq!(response.status(), 502);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["error"], "upstream_error");
+
+    // Bytes after the end of an answer are not taken for the next answer.
+    let first = portico.get("/smuggle").send().await.expect("request");
+    assert_eq!(first.text().await.expect("body"), "ok");
+    let connections = upstream.connections();
+    let next = portico.get("/length").send().await.expect("request");
+    assert_eq!(next.text().await.expect("body"), "hello, world", "not the smuggled answer");
+    assert_eq!(upstream.connections(), connections + 1, "the connection with extra bytes was dropped");
+
+    // A chunk size that is not hex: the head has gone, so the body breaks off.
+    let broken = portico.get("/bad-chunk").send().await.expect("request");
+    assert_eq!(broken.status(), 200);
+    assert!(broken.bytes().await.is_err(), "a broken body does not pass for a complete one");
+    portico.stop().await;
+}
