@@ -18,6 +18,9 @@ pub enum Reply {
     /// Writes this as soon as the head has arrived, without reading the body, and closes the
     /// connection a second later.
     Early(Vec<u8>),
+    /// Writes `100 Continue` as soon as the head has arrived, then reads the body and
+    /// answers with this.
+    Continue(Vec<u8>),
 }
 
 impl Reply {
@@ -85,6 +88,11 @@ async fn serve(mut stream: TcpStream, answer: Arc<Answer>, seen: Arc<Mutex<Vec<S
             tokio::time::sleep(Duration::from_secs(1)).await;
             return;
         }
+        if let Reply::Continue(_) = reply {
+            if stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                return;
+            }
+        }
         let lower = head.to_ascii_lowercase();
         let length = lower
             .lines()
@@ -100,6 +108,11 @@ async fn serve(mut stream: TcpStream, answer: Arc<Answer>, seen: Arc<Mutex<Vec<S
         seen.lock().expect("requests").push(String::from_utf8_lossy(&buf[..end]).into_owned());
         buf.drain(..end);
         match reply {
+            Reply::Continue(bytes) => {
+                if stream.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
             Reply::Pieces(pieces) => {
                 for (i, piece) in pieces.iter().enumerate() {
                     if i > 0 {

@@ -31,12 +31,14 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 const MAX_IDLE_PER_TARGET: usize = 1024;
 
 type Key = (Scheme, Authority);
+/// Idle connections to one target, with when each became idle; the newest last.
+type Idle = Vec<(Box<Connection>, Instant)>;
 
 pub(crate) struct Pool {
     tls: TlsConnector,
     connect_timeout: Duration,
     // Keys come from configuration, not from clients, so a fast non-keyed hash is safe.
-    idle: Mutex<FxHashMap<Key, Vec<(Connection, Instant)>>>,
+    idle: Mutex<FxHashMap<Key, Idle>>,
 }
 
 /// Why a request could not be sent.
@@ -64,7 +66,7 @@ pub(crate) struct Lease {
 
 impl Lease {
     /// Returns the connection to the pool; called when the response body has ended.
-    pub fn give_back(self, connection: Connection) {
+    pub fn give_back(self, connection: Box<Connection>) {
         if !self.upgrade {
             self.pool.put(self.key, connection);
         }
@@ -110,7 +112,7 @@ impl Pool {
         }
     }
 
-    fn take(&self, key: &Key) -> Option<Connection> {
+    fn take(&self, key: &Key) -> Option<Box<Connection>> {
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let connections = idle.get_mut(key)?;
         while let Some((mut connection, since)) = connections.pop() {
@@ -121,7 +123,7 @@ impl Pool {
         None
     }
 
-    fn put(&self, key: Key, connection: Connection) {
+    fn put(&self, key: Key, connection: Box<Connection>) {
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let connections = idle.entry(key).or_default();
         let now = Instant::now();

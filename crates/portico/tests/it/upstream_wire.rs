@@ -38,6 +38,7 @@ fn answer(head: &str) -> Reply {
             b"zz\r\n".to_vec(),
         ]),
         "/echo" => Reply::bytes("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        "/expect" => Reply::Continue(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ngot".to_vec()),
         "/early" => Reply::Early(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope".to_vec()),
         _ => Reply::bytes("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
     }
@@ -123,6 +124,25 @@ async fn an_answer_before_the_body_is_sent_stops_the_upload() {
     let next = portico.get("/length").send().await.expect("request");
     assert_eq!(next.text().await.expect("body"), "hello, world");
     assert_eq!(upstream.connections(), 2);
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn a_100_continue_during_the_upload_lets_the_body_go_on() {
+    let upstream = WireUpstream::start(answer).await;
+    let portico = portico_to(&upstream).await;
+    // The upstream says `100 Continue` at the head; the body is still on its way then.
+    let pieces = futures_util::stream::unfold(0, |n| async move {
+        (n < 3).then_some(())?;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        Some((Ok::<_, std::io::Error>(b"part".to_vec()), n + 1))
+    });
+    let response = portico.http.post(format!("{}/expect", portico.proxy)).body(reqwest::Body::wrap_stream(pieces));
+    let response = response.send().await.expect("request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.expect("body"), "got");
+    let requests = upstream.requests();
+    assert!(requests[0].ends_with("4\r\npart\r\n4\r\npart\r\n4\r\npart\r\n0\r\n\r\n"), "{:?}", requests[0]);
     portico.stop().await;
 }
 

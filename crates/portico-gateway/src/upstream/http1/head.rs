@@ -205,6 +205,14 @@ pub(crate) fn read_response_head(buf: &mut BytesMut, method: &Method) -> Result<
     Ok(Some(ResponseHead { status, version, headers, framing, keep_alive }))
 }
 
+/// Whether `buf` starts with a whole informational head (`100 Continue`, `103 Early Hints`;
+/// not `101`, which ends HTTP/1.1 on the connection): `None` while the head is not whole.
+pub(crate) fn starts_with_interim_head(buf: &[u8]) -> Option<bool> {
+    head_length(buf)?;
+    let status = buf.get(9..12)?;
+    Some(buf.starts_with(b"HTTP/1.") && status[0] == b'1' && status != b"101")
+}
+
 /// The length of the head at the front of `buf`, up to and with the empty line that ends it
 /// (CRLF CRLF, or the bare LFs some servers send), if that line has arrived.
 fn head_length(buf: &[u8]) -> Option<usize> {

@@ -41,6 +41,8 @@ pub(crate) struct Connection {
     read_size: usize,
     /// Bytes to write: a request head, and request body pieces with their framing.
     write: Vec<u8>,
+    /// How much of `write` has been written.
+    written: usize,
 }
 
 /// Why an exchange failed.
@@ -65,8 +67,10 @@ pub(crate) struct ExchangeError {
 }
 
 impl Connection {
-    pub fn new(stream: Stream) -> Connection {
-        Connection { stream, read: BytesMut::new(), read_size: MIN_READ, write: Vec::new() }
+    /// A connection over `stream`. Boxed: it moves with every request that borrows it, from
+    /// the pool into the response body and back.
+    pub fn new(stream: Stream) -> Box<Connection> {
+        Box::new(Connection { stream, read: BytesMut::new(), read_size: MIN_READ, write: Vec::new(), written: 0 })
     }
 
     /// Whether an idle connection can carry a request: it has nothing to read, and the
@@ -119,7 +123,7 @@ impl Connection {
             }
         } else {
             let mut sender = BodySender { framing, sent: 0, ended: false };
-            body_done = poll_fn(|cx| self.poll_send_body(cx, Pin::new(&mut *body), &mut sender))
+            body_done = poll_fn(|cx| self.poll_send_body(cx, &parts.method, Pin::new(&mut *body), &mut sender))
                 .await
                 .map_err(|failure| ExchangeError { failure, untouched: false })?;
         }
@@ -171,25 +175,38 @@ impl Connection {
     fn poll_send_body(
         &mut self,
         cx: &mut Context<'_>,
+        method: &Method,
         mut body: Pin<&mut RequestBody>,
         sender: &mut BodySender,
     ) -> Poll<Result<bool, Failure>> {
         loop {
-            // An answer before the body is all sent: stop sending.
-            if !self.read.is_empty() {
-                return Poll::Ready(Ok(false));
+            // An answer before the body is all sent stops the sending, unless it is an
+            // interim one (a `100 Continue` to a forwarded `Expect`), which is passed over;
+            // a head still arriving may be either, so the body goes on meanwhile.
+            while !self.read.is_empty() {
+                match head::starts_with_interim_head(&self.read) {
+                    Some(true) => {
+                        head::read_response_head(&mut self.read, method)?;
+                    }
+                    Some(false) => return Poll::Ready(Ok(false)),
+                    None => break,
+                }
             }
             match self.poll_fill(cx)? {
                 Poll::Ready(0) => return Poll::Ready(Err(Failure::Closed)),
-                Poll::Ready(_) => return Poll::Ready(Ok(false)),
+                Poll::Ready(_) => continue,
                 Poll::Pending => {}
             }
-            if !self.write.is_empty() {
-                let written = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.write))?;
+            if self.written < self.write.len() {
+                let written = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.write[self.written..]))?;
                 if written == 0 {
                     return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
                 }
-                self.write.drain(..written);
+                self.written += written;
+                if self.written == self.write.len() {
+                    self.write.clear();
+                    self.written = 0;
+                }
                 continue;
             }
             if sender.ended {
@@ -255,7 +272,7 @@ fn length_mismatch() -> Failure {
 /// request).
 /// On failure the request comes back if nothing of it was taken, for another connection.
 pub(crate) async fn send(
-    mut connection: Connection,
+    mut connection: Box<Connection>,
     request: Request<RequestBody>,
     lease: Lease,
 ) -> Result<Response<UpstreamBody>, (ExchangeError, Option<Request<RequestBody>>)> {
@@ -286,7 +303,7 @@ pub(crate) async fn send(
 
 /// A response body read from an upstream connection.
 pub(crate) struct UpstreamBody {
-    connection: Option<(Connection, Lease)>,
+    connection: Option<(Box<Connection>, Lease)>,
     state: State,
     keep_alive: bool,
 }
@@ -304,7 +321,10 @@ impl UpstreamBody {
     /// Protocols`.
     pub fn into_upgraded(mut self) -> Option<Upgraded> {
         match self.state {
-            State::Switched => self.connection.take().map(|(c, _)| Upgraded { stream: c.stream, read: c.read }),
+            State::Switched => self.connection.take().map(|(c, _)| {
+                let Connection { stream, read, .. } = *c;
+                Upgraded { stream, read }
+            }),
             _ => None,
         }
     }
