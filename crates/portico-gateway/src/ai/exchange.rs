@@ -372,7 +372,7 @@ impl<'a> Call<'a> {
         trail.set_target(&provider.authority);
         let started = Instant::now();
         let sent =
-            tokio::time::timeout(target.timeout, pool.send(&provider.scheme, &provider.authority, request)).await;
+            tokio::time::timeout(target.timeout, pool.send(&provider.scheme, &provider.authority, request, &[])).await;
         trail.record_try(started, started.elapsed());
         let response = match sent {
             Err(_) => {

@@ -15,7 +15,8 @@ use super::{Client, RequestContext};
 use crate::observe::{Trail, TRACEPARENT};
 use crate::snapshot::CompiledRoute;
 use crate::upstream::{
-    hash_key, Failure, HashKey, InFlightRequest, Pools, RetryPolicy, SendError, Upstream, UpstreamBody, UpstreamTarget,
+    hash_key, Failure, HashKey, InFlightRequest, Pools, RetryPolicy, SendError, SetHeaders, Upstream, UpstreamBody,
+    UpstreamTarget,
 };
 use http::uri::PathAndQuery;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
@@ -91,9 +92,9 @@ pub(super) async fn send_upstream(
         headers::keep_upgrade(&mut parts.headers, protocol);
     }
     parts.version = Version::HTTP_11;
-    headers::set_forwarded(&mut parts.headers, &client.address, client.tls, client_host.as_ref());
-    parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    parts.headers.insert(TRACEPARENT.clone(), trail.trace.header());
+    headers::append_forwarded_for(&mut parts.headers, &client.address);
+    // The other headers Portico sets are written with the head of each try (`set` below).
+    let traceparent = trail.trace.header();
 
     let policy = upstream.retries.as_ref().filter(|_| route.retry_non_idempotent || parts.method.is_idempotent());
     if let Some(policy) = policy {
@@ -122,17 +123,26 @@ pub(super) async fn send_upstream(
         tries += 1;
         let target = &members.targets[index];
         let host = match (upstream.host_header, &client_host) {
-            (HostHeader::Pass, Some(host)) => host.clone(),
-            _ => target.host.clone(),
+            (HostHeader::Pass, Some(host)) => host,
+            _ => &target.host,
         };
-        request.headers_mut().insert(header::HOST, host);
+        let proto = headers::forwarded_proto(client.tls);
+        let set = [
+            (&header::HOST, host),
+            (&headers::X_FORWARDED_PROTO, proto),
+            (&X_REQUEST_ID, request_id),
+            (&TRACEPARENT, &traceparent),
+            (&headers::X_FORWARDED_HOST, client_host.as_ref().unwrap_or(host)),
+        ];
+        // Without a host from the client, a client's own `X-Forwarded-Host` is passed on.
+        let set = if client_host.is_some() { &set[..] } else { &set[..4] };
 
         let in_flight = upstream.counts_requests().then(|| target.state.start_request());
         trail.set_target(&target.authority);
         let started = Instant::now();
         // Only the first try streams the client's body and watches its progress.
         let progress_now = if tries == 1 { progress.as_deref() } else { None };
-        let mut outcome = try_once(request, upstream, target, pools, progress_now, deadline).await;
+        let mut outcome = try_once(request, set, upstream, target, pools, progress_now, deadline).await;
         let took = started.elapsed();
         trail.record_try(started.into_std(), took);
         upstream.state.counters.duration.observe(took);
@@ -174,7 +184,16 @@ pub(super) async fn send_upstream(
         return match outcome {
             Ok(response) => {
                 upstream.state.counters.responses.count(response.status().as_u16());
-                let copy = if mirror { copy_of(head.as_ref(), progress.as_deref()) } else { None };
+                // A mirrored copy carries what this request was sent with, but its `Host`.
+                let copy = match mirror {
+                    true => copy_of(head.as_ref(), progress.as_deref()).map(|mut copy| {
+                        for (name, value) in set.iter().filter(|(name, _)| **name != header::HOST) {
+                            copy.headers.insert(*name, (*value).clone());
+                        }
+                        copy
+                    }),
+                    false => None,
+                };
                 Ok(Exchanged { response, in_flight, copy, client_upgrade })
             }
             Err(failed) => {
@@ -188,6 +207,7 @@ pub(super) async fn send_upstream(
 /// One try on one target, with the per-try (read) and total timeouts.
 async fn try_once(
     request: Request<RequestBody>,
+    set: &SetHeaders<'_>,
     upstream: &Upstream,
     target: &UpstreamTarget,
     pools: &Pools,
@@ -195,7 +215,7 @@ async fn try_once(
     deadline: Option<Instant>,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let pool = pools.pool(upstream);
-    let sending = pool.send(&upstream.scheme, &target.authority, request);
+    let sending = pool.send(&upstream.scheme, &target.authority, request, set);
     let result = match progress {
         None => {
             let read = earliest(Instant::now() + upstream.read_timeout, deadline);

@@ -6,8 +6,10 @@ use std::net::IpAddr;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
+static HTTP: HeaderValue = HeaderValue::from_static("http");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -80,8 +82,9 @@ pub fn client_address(client: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&client.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// Tells the upstream who the client is and what it asked for.
-pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, tls: bool, host: Option<&HeaderValue>) {
+/// Adds the client to `X-Forwarded-For`. (`X-Forwarded-Proto` and `X-Forwarded-Host`, like
+/// `Host` and `X-Request-Id`, are written with the request head: see `exchange`.)
+pub fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(previous) => HeaderValue::from_str(&format!("{previous}, {}", client.to_str().unwrap_or(""))).ok(),
         None => Some(client.clone()),
@@ -89,9 +92,14 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, tls: bool, h
     if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if tls { "https" } else { "http" }));
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+}
+
+/// The `X-Forwarded-Proto` value for a client connection.
+pub fn forwarded_proto(tls: bool) -> &'static HeaderValue {
+    if tls {
+        &HTTPS
+    } else {
+        &HTTP
     }
 }
 
@@ -169,12 +177,12 @@ mod tests {
     #[test]
     fn forwarded_for_is_appended() {
         let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         let client = client_address("127.0.0.1".parse().expect("ip"));
-        set_forwarded(&mut headers, &client, false, Some(&HeaderValue::from_static("api.test")));
+        append_forwarded_for(&mut headers, &client);
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        append_forwarded_for(&mut headers, &client);
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(headers["x-forwarded-host"], "api.test");
-        assert_eq!(headers["x-forwarded-proto"], "http");
     }
 
     #[test]

@@ -168,10 +168,10 @@ impl Mirror {
                 return;
             }
             let target = &members.targets[members.pick(upstream.balancer(), None, &[])];
-            let mut request = copy.into_request();
-            request.headers_mut().insert(header::HOST, target.host.clone());
+            let request = copy.into_request();
             let pool = pools.pool(&upstream);
-            let sending = pool.send(&upstream.scheme, &target.authority, request);
+            let host = [(&header::HOST, &target.host)];
+            let sending = pool.send(&upstream.scheme, &target.authority, request, &host);
             match tokio::time::timeout(upstream.read_timeout, sending).await {
                 Ok(Ok(response)) => {
                     let body = ResponseBody::upstream(response.into_body(), upstream.read_timeout, None);

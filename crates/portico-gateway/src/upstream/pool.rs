@@ -15,7 +15,7 @@
 //! upstream closed a pooled connection just before it was reused), a request that was not
 //! sent is retried once on another connection.
 
-use super::http1::{self, Connection, Failure, UpstreamBody};
+use super::http1::{self, Connection, Failure, SetHeaders, UpstreamBody};
 use crate::proxy::RequestBody;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response};
@@ -80,12 +80,14 @@ impl Pool {
         Pool { tls: http1::tls_connector(tls), connect_timeout, idle: Mutex::new(FxHashMap::default()) }
     }
 
-    /// Sends `request` (whose URI is origin-form) to `scheme://authority`.
+    /// Sends `request` (whose URI is origin-form) to `scheme://authority`, with the headers
+    /// in `set` in place of its own of those names.
     pub async fn send(
         self: &Arc<Self>,
         scheme: &Scheme,
         authority: &Authority,
         mut request: Request<RequestBody>,
+        set: &SetHeaders<'_>,
     ) -> Result<Response<UpstreamBody>, SendFailure> {
         let key = (scheme.clone(), authority.clone());
         let upgrade = request.headers().contains_key(http::header::UPGRADE);
@@ -102,7 +104,7 @@ impl Pool {
                 },
             };
             let lease = Lease { pool: self.clone(), key: key.clone(), upgrade };
-            match http1::send(connection, request, lease).await {
+            match http1::send(connection, request, set, lease).await {
                 Ok(response) => return Ok(response),
                 // A reused connection the upstream had closed: the request never left,
                 // so it is safe to send it again, on another connection.

@@ -171,3 +171,60 @@ async fn ambiguous_or_broken_answers_go_no_further() {
     assert!(broken.bytes().await.is_err(), "a broken body does not pass for a complete one");
     portico.stop().await;
 }
+
+/// The request's headers as one upstream saw them, lower-cased names.
+fn header<'r>(request: &'r str, name: &str) -> Option<&'r str> {
+    request.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+#[tokio::test]
+async fn retried_and_mirrored_requests_carry_the_headers_portico_sets() {
+    // The first target answers 503 and is retried; the shadow gets a copy of what was sent.
+    let failing = WireUpstream::start(|_| Reply::bytes("HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")).await;
+    let healthy = WireUpstream::start(answer).await;
+    let shadow = WireUpstream::start(answer).await;
+    let portico = Portico::start().await;
+    let targets = [failing.addr.to_string(), healthy.addr.to_string()];
+    let service = json!({"name": "pair",
+        "targets": targets.iter().map(|t| json!({"address": t})).collect::<Vec<_>>(),
+        "retries": {"attempts": 1, "on": ["503"], "budget_percent": 100}});
+    portico.create("services", service).await;
+    portico.service("shadow", &[shadow.addr.to_string()]).await;
+    portico.create("routes", json!({"name": "pair", "service": "pair", "mirror": {"service": "shadow"}})).await;
+
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let response = portico.get("/echo").header("host", "api.example").send().await.expect("request");
+        assert_eq!(response.status(), 200);
+        ids.push(response.headers()["x-request-id"].to_str().expect("id").to_owned());
+    }
+    for _ in 0..100 {
+        if shadow.requests().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (tried, answered, mirrored) = (failing.requests(), healthy.requests(), shadow.requests());
+    assert!(!tried.is_empty(), "round robin sent a request to the failing target");
+    assert_eq!((answered.len(), mirrored.len()), (2, 2), "every request was answered, after a retry if need be");
+    for (request, upstream) in [(&tried[0], &failing), (&answered[0], &healthy), (&mirrored[0], &shadow)] {
+        assert!(ids.iter().any(|id| header(request, "x-request-id") == Some(id)), "{request}");
+        assert_eq!(header(request, "x-forwarded-proto"), Some("http"), "{request}");
+        assert_eq!(header(request, "x-forwarded-host"), Some("api.example"), "{request}");
+        assert_eq!(header(request, "x-forwarded-for"), Some("127.0.0.1"), "{request}");
+        assert_eq!(header(request, "traceparent").map(str::len), Some(55), "{request}");
+        assert_eq!(
+            header(request, "host"),
+            Some(upstream.addr.to_string().as_str()),
+            "each upstream sees its own host"
+        );
+        assert_eq!(request.matches("\r\nhost:").count(), 1, "one Host header: {request}");
+    }
+    // The retried request is the same request: same id, same trace.
+    let retried = answered.iter().find(|r| header(r, "x-request-id") == header(&tried[0], "x-request-id"));
+    assert_eq!(retried.and_then(|r| header(r, "traceparent")), header(&tried[0], "traceparent"));
+    portico.stop().await;
+}

@@ -39,24 +39,28 @@ impl RequestFraming {
     }
 }
 
-/// Writes the request head into `out`: the request line, the headers but those that frame
-/// the body, and the framing header for `framing`.
-pub(crate) fn write_request_head(out: &mut Vec<u8>, head: &request::Parts, framing: RequestFraming) {
+/// Headers Portico sets on a request (`Host`, `X-Request-Id`, ...): written with the head in
+/// place of any of the same name in the request's header map, which saves a hash and an
+/// insert into that map for each.
+pub(crate) type SetHeaders<'a> = [(&'a HeaderName, &'a HeaderValue)];
+
+/// Writes the request head into `out`: the request line, the headers in `set`, the request's
+/// headers but those `set` replaces and those that frame the body, and the framing header
+/// for `framing`.
+pub(crate) fn write_request_head(out: &mut Vec<u8>, head: &request::Parts, framing: RequestFraming, set: &SetHeaders) {
     out.clear();
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(head.uri.path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in set {
+        write_header(out, name, value);
+    }
     for (name, value) in &head.headers {
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || set.iter().any(|(set, _)| *set == name) {
             continue;
         }
-        // Names and values were checked when they were made (`http` refuses CR and LF in
-        // both), so nothing here can end a header early.
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_header(out, name, value);
     }
     match framing {
         RequestFraming::None => {}
@@ -67,6 +71,15 @@ pub(crate) fn write_request_head(out: &mut Vec<u8>, head: &request::Parts, frami
         }
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    // Names and values were checked when they were made (`http` refuses CR and LF in both),
+    // so nothing here can end a header early.
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -259,10 +272,24 @@ mod tests {
         request.headers_mut().insert("x-kept", HeaderValue::from_static("yes"));
         let (parts, ()) = request.into_parts();
         let mut out = Vec::new();
-        write_request_head(&mut out, &parts, RequestFraming::Length(5));
+        write_request_head(&mut out, &parts, RequestFraming::Length(5), &[]);
         assert_eq!(out, b"POST /upload?x=1 HTTP/1.1\r\nx-kept: yes\r\ncontent-length: 5\r\n\r\n");
-        write_request_head(&mut out, &parts, RequestFraming::Chunked);
+        write_request_head(&mut out, &parts, RequestFraming::Chunked, &[]);
         assert_eq!(out, b"POST /upload?x=1 HTTP/1.1\r\nx-kept: yes\r\ntransfer-encoding: chunked\r\n\r\n");
+    }
+
+    #[test]
+    fn headers_portico_sets_replace_the_client_s() {
+        let mut request = http::Request::get("/").body(()).expect("request");
+        request.headers_mut().insert("host", HeaderValue::from_static("client.example"));
+        request.headers_mut().insert("x-request-id", HeaderValue::from_static("from-client"));
+        request.headers_mut().insert("accept", HeaderValue::from_static("*/*"));
+        let (parts, ()) = request.into_parts();
+        let (host, id) = (HeaderValue::from_static("upstream:80"), HeaderValue::from_static("abc"));
+        let request_id = HeaderName::from_static("x-request-id");
+        let mut out = Vec::new();
+        write_request_head(&mut out, &parts, RequestFraming::None, &[(&http::header::HOST, &host), (&request_id, &id)]);
+        assert_eq!(out, b"GET / HTTP/1.1\r\nhost: upstream:80\r\nx-request-id: abc\r\naccept: */*\r\n\r\n");
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod chunked;
 mod head;
 mod stream;
 
-pub(crate) use head::Malformed;
+pub(crate) use head::{Malformed, SetHeaders};
 pub(crate) use stream::{connect, tls_connector, Stream};
 
 use super::pool::Lease;
@@ -109,10 +109,11 @@ impl Connection {
         &mut self,
         parts: &http::request::Parts,
         body: &mut RequestBody,
+        set: &SetHeaders<'_>,
     ) -> Result<ResponseHead, ExchangeError> {
         let exact = if body.is_end_stream() { Some(0) } else { body.size_hint().exact() };
         let framing = RequestFraming::for_body(&parts.method, exact);
-        head::write_request_head(&mut self.write, parts, framing);
+        head::write_request_head(&mut self.write, parts, framing, set);
         let mut body_done = matches!(framing, RequestFraming::None | RequestFraming::Length(0));
         if body_done {
             // A write to a pooled connection the upstream had closed fails here, before
@@ -267,17 +268,19 @@ fn length_mismatch() -> Failure {
     Failure::Io(io::Error::new(io::ErrorKind::InvalidData, "the request body does not have the length it announced"))
 }
 
-/// Sends `request` on `connection` and returns the response, whose body reads from the
+/// Sends `request`, with the headers in `set` in place of its own of those names, on
+/// `connection` and returns the response, whose body reads from the
 /// connection and gives it back through `lease` when it ends (if it can carry another
 /// request).
 /// On failure the request comes back if nothing of it was taken, for another connection.
 pub(crate) async fn send(
     mut connection: Box<Connection>,
     request: Request<RequestBody>,
+    set: &SetHeaders<'_>,
     lease: Lease,
 ) -> Result<Response<UpstreamBody>, (ExchangeError, Option<Request<RequestBody>>)> {
     let (parts, mut body) = request.into_parts();
-    match connection.exchange(&parts, &mut body).await {
+    match connection.exchange(&parts, &mut body, set).await {
         Ok(head) => {
             let ResponseHead { status, version, headers, framing, keep_alive } = head;
             let state = match framing {
