@@ -32,6 +32,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Reads start with room for this many bytes; the room grows for bodies that fill it.
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 256 * 1024;
+/// A pooled connection keeps a write buffer up to this size (request heads fit in it).
+const MAX_KEPT_WRITE: usize = 64 * 1024;
 
 /// One connection to an upstream, with what has been read from it and not used yet.
 pub(crate) struct Connection {
@@ -79,6 +81,18 @@ impl Connection {
     pub fn is_usable(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         self.read.is_empty() && self.poll_fill(&mut cx).is_pending()
+    }
+
+    /// Lets go of buffers a large body grew, before the connection waits in the pool: a
+    /// thousand idle connections must not each keep a body's worth of memory.
+    fn trim(&mut self) {
+        if self.read.capacity() > 2 * MIN_READ {
+            self.read = BytesMut::new();
+        }
+        self.read_size = MIN_READ;
+        if self.write.capacity() > MAX_KEPT_WRITE {
+            self.write = Vec::new();
+        }
     }
 
     /// Reads more bytes into the read buffer; `Ok(0)` when the upstream has closed.
@@ -343,10 +357,11 @@ impl UpstreamBody {
     /// Gives the connection back once the body has been read to its end.
     fn release_if_done(&mut self) {
         if self.is_done() {
-            if let Some((connection, lease)) = self.connection.take() {
+            if let Some((mut connection, lease)) = self.connection.take() {
                 // Bytes after the end of the response mean the two sides disagree on framing:
                 // such a connection is not used again.
                 if self.keep_alive && connection.read.is_empty() {
+                    connection.trim();
                     lease.give_back(connection);
                 }
             }
@@ -451,5 +466,31 @@ impl AsyncWrite for Upgraded {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_going_back_to_the_pool_lets_go_of_what_a_large_body_grew() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let tcp = tokio::net::TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        let mut connection = Connection::new(Stream::Plain(tcp));
+        connection.read.reserve(MAX_READ);
+        connection.read_size = MAX_READ;
+        connection.write.reserve(1 << 20);
+        connection.trim();
+        assert!(connection.read.capacity() <= 2 * MIN_READ);
+        assert!(connection.write.capacity() <= MAX_KEPT_WRITE);
+        assert_eq!(connection.read_size, MIN_READ);
+
+        // Small buffers stay: the next request would only allocate them again.
+        connection.read.reserve(MIN_READ);
+        connection.write.reserve(1024);
+        let (read, write) = (connection.read.capacity(), connection.write.capacity());
+        connection.trim();
+        assert_eq!((connection.read.capacity(), connection.write.capacity()), (read, write));
     }
 }
