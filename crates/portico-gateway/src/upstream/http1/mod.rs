@@ -7,27 +7,30 @@
 //! last byte.
 //!
 //! - [`head`]: the request head written and the response head read (and how each is framed);
+//! - [`body`]: the response body, and the connection after a switch of protocols;
 //! - [`chunked`]: the chunked coding of response bodies;
 //! - [`stream`]: TCP or TLS under a connection.
 
+mod body;
 mod chunked;
 mod head;
 mod stream;
 
+pub(crate) use body::{Upgraded, UpstreamBody};
 pub(crate) use head::{Malformed, SetHeaders};
 pub(crate) use stream::{connect, tls_connector, Stream};
 
 use super::pool::Lease;
 use crate::proxy::{BodyError, RequestBody};
 use bytes::{Bytes, BytesMut};
-use head::{RequestFraming, ResponseFraming, ResponseHead};
+use head::{RequestFraming, ResponseHead};
 use http::{Method, Request, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll, Waker};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 
 /// Reads start with room for this many bytes; the room grows for bodies that fill it.
 const MIN_READ: usize = 8 * 1024;
@@ -258,7 +261,8 @@ impl BodySender {
         match self.framing {
             RequestFraming::Length(length) if self.sent > length => return Err(length_mismatch()),
             RequestFraming::Chunked => {
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                // Writing to a `Vec` cannot fail.
+                let _ = write!(out, "{:x}\r\n", data.len());
                 out.extend_from_slice(data);
                 out.extend_from_slice(b"\r\n");
             }
@@ -282,11 +286,10 @@ fn length_mismatch() -> Failure {
     Failure::Io(io::Error::new(io::ErrorKind::InvalidData, "the request body does not have the length it announced"))
 }
 
-/// Sends `request`, with the headers in `set` in place of its own of those names, on
-/// `connection` and returns the response, whose body reads from the
-/// connection and gives it back through `lease` when it ends (if it can carry another
-/// request).
-/// On failure the request comes back if nothing of it was taken, for another connection.
+/// Sends `request` on `connection`, with the headers in `set` in place of its own of those
+/// names, and returns the response. Its body reads from the connection and gives it back
+/// through `lease` when it ends, if the connection can carry another request. On failure
+/// the request comes back if nothing of it was taken, so that it can go on another one.
 pub(crate) async fn send(
     mut connection: Box<Connection>,
     request: Request<RequestBody>,
@@ -297,15 +300,8 @@ pub(crate) async fn send(
     match connection.exchange(&parts, &mut body, set).await {
         Ok(head) => {
             let ResponseHead { status, version, headers, framing, keep_alive } = head;
-            let state = match framing {
-                _ if status == StatusCode::SWITCHING_PROTOCOLS => State::Switched,
-                ResponseFraming::Length(length) => State::Length(length),
-                ResponseFraming::Chunked => State::Chunked(chunked::Decoder::new()),
-                ResponseFraming::UntilClose => State::UntilClose,
-            };
-            let mut body = UpstreamBody { connection: Some((connection, lease)), state, keep_alive };
-            body.release_if_done();
-            let mut response = Response::new(body);
+            let switched = status == StatusCode::SWITCHING_PROTOCOLS;
+            let mut response = Response::new(UpstreamBody::new(connection, lease, switched, framing, keep_alive));
             *response.status_mut() = status;
             *response.version_mut() = version;
             *response.headers_mut() = headers;
@@ -315,157 +311,6 @@ pub(crate) async fn send(
             let unsent = error.untouched.then(|| Request::from_parts(parts, body));
             Err((error, unsent))
         }
-    }
-}
-
-/// A response body read from an upstream connection.
-pub(crate) struct UpstreamBody {
-    connection: Option<(Box<Connection>, Lease)>,
-    state: State,
-    keep_alive: bool,
-}
-
-enum State {
-    Length(u64),
-    Chunked(chunked::Decoder),
-    UntilClose,
-    /// The upstream switched protocols: the connection is the tunnel's now.
-    Switched,
-}
-
-impl UpstreamBody {
-    /// The connection, with the bytes already read from it, after a `101 Switching
-    /// Protocols`.
-    pub fn into_upgraded(mut self) -> Option<Upgraded> {
-        match self.state {
-            State::Switched => self.connection.take().map(|(c, _)| {
-                let Connection { stream, read, .. } = *c;
-                Upgraded { stream, read }
-            }),
-            _ => None,
-        }
-    }
-
-    fn is_done(&self) -> bool {
-        match &self.state {
-            State::Length(left) => *left == 0,
-            State::Chunked(decoder) => decoder.is_done(),
-            State::UntilClose | State::Switched => false,
-        }
-    }
-
-    /// Gives the connection back once the body has been read to its end.
-    fn release_if_done(&mut self) {
-        if self.is_done() {
-            if let Some((mut connection, lease)) = self.connection.take() {
-                // Bytes after the end of the response mean the two sides disagree on framing:
-                // such a connection is not used again.
-                if self.keep_alive && connection.read.is_empty() {
-                    connection.trim();
-                    lease.give_back(connection);
-                }
-            }
-        }
-    }
-
-    fn fail(&mut self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        self.connection = None;
-        Poll::Ready(Some(Err(error)))
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        loop {
-            let Some((connection, _)) = this.connection.as_mut() else {
-                return Poll::Ready(None);
-            };
-            let buf = &mut connection.read;
-            let data = match &mut this.state {
-                State::Switched => return Poll::Ready(None),
-                State::Length(left) if *left > 0 && !buf.is_empty() => {
-                    let take = (*left).min(buf.len() as u64);
-                    *left -= take;
-                    Ok(Some(buf.split_to(take as usize).freeze()))
-                }
-                State::Chunked(decoder) => decoder.next(buf),
-                State::UntilClose if !buf.is_empty() => Ok(Some(buf.split().freeze())),
-                State::Length(_) | State::UntilClose => Ok(None),
-            };
-            match data {
-                Ok(Some(data)) => {
-                    this.release_if_done();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Err(malformed) => return this.fail(BodyError::Upstream(malformed.to_string())),
-                Ok(None) if this.is_done() => {
-                    this.release_if_done();
-                    return Poll::Ready(None);
-                }
-                Ok(None) => {}
-            }
-            let Some((connection, _)) = this.connection.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match ready!(connection.poll_fill(cx)) {
-                Ok(0) if matches!(this.state, State::UntilClose) => {
-                    this.connection = None;
-                    return Poll::Ready(None);
-                }
-                Ok(0) => return this.fail(BodyError::Upstream("the upstream closed the connection mid-body".into())),
-                Ok(_) => {}
-                Err(error) => return this.fail(BodyError::Upstream(error.to_string())),
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.connection.is_none() || self.is_done()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.state {
-            State::Length(left) => SizeHint::with_exact(left),
-            _ if self.connection.is_none() => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
-    }
-}
-
-/// An upstream connection that switched protocols, with the bytes that came after the
-/// `101` answer and have not been read yet.
-pub(crate) struct Upgraded {
-    stream: Stream,
-    read: BytesMut,
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.read.is_empty() {
-            let take = this.read.len().min(buf.remaining());
-            buf.put_slice(&this.read.split_to(take));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 
