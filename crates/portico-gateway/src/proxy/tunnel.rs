@@ -1,7 +1,8 @@
 //! Tunnels: connections that switched protocols (WebSocket, or any other `Upgrade`).
 //!
 //! When the upstream answers `101 Switching Protocols`, the client gets that answer like any
-//! other. Once it has been written, hyper hands over both connections, and Portico copies
+//! other. Once it has been written, hyper hands over the client's connection (the upstream's
+//! is Portico's own from the start, with any bytes read after the `101`), and Portico copies
 //! bytes both ways until either side closes, or until nothing has moved either way for the
 //! service's read timeout (as a proxy's read timeout closes an idle WebSocket; clients that
 //! stay quiet longer send pings). The request stays in flight while its tunnel is open, and

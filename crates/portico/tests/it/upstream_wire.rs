@@ -38,6 +38,9 @@ fn answer(head: &str) -> Reply {
             b"zz\r\n".to_vec(),
         ]),
         "/echo" => Reply::bytes("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        "/switch" => {
+            Reply::bytes("HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: chat\r\n\r\nfirst words")
+        }
         "/expect" => Reply::Continue(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ngot".to_vec()),
         "/early" => Reply::Early(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope".to_vec()),
         _ => Reply::bytes("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
@@ -226,5 +229,32 @@ async fn retried_and_mirrored_requests_carry_the_headers_portico_sets() {
     // The retried request is the same request: same id, same trace.
     let retried = answered.iter().find(|r| header(r, "x-request-id") == header(&tried[0], "x-request-id"));
     assert_eq!(retried.and_then(|r| header(r, "traceparent")), header(&tried[0], "traceparent"));
+    portico.stop().await;
+}
+
+#[tokio::test]
+async fn bytes_that_come_with_a_101_reach_the_client_through_the_tunnel() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = WireUpstream::start(answer).await;
+    let portico = portico_to(&upstream).await;
+    let address = portico.proxy.trim_start_matches("http://");
+    let mut client = tokio::net::TcpStream::connect(address).await.expect("connect");
+    client
+        .write_all(b"GET /switch HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: chat\r\n\r\n")
+        .await
+        .expect("handshake");
+    // The upstream wrote its first words in the same write as its 101.
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !seen.ends_with(b"first words") && tokio::time::Instant::now() < deadline {
+        let mut chunk = [0u8; 1024];
+        match tokio::time::timeout_at(deadline, client.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.starts_with("HTTP/1.1 101 "), "{seen}");
+    assert!(seen.ends_with("\r\n\r\nfirst words"), "{seen}");
     portico.stop().await;
 }
