@@ -1,7 +1,7 @@
 //! A throwaway certificate authority for TLS tests.
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rcgen::{
@@ -118,10 +118,14 @@ impl TlsUpstream {
                 tokio::spawn(async move {
                     let Ok(stream) = acceptor.accept(stream).await else { return };
                     let client = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(common_name);
-                    let body = serde_json::json!({ "client": client.unwrap_or_else(|| "none".into()) }).to_string();
-                    let service = service_fn(move |_request| {
-                        let body = body.clone();
-                        async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(body)))) }
+                    let client = client.unwrap_or_else(|| "none".into());
+                    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let client = client.clone();
+                        async move {
+                            let bytes = request.into_body().collect().await.map_or(0, |b| b.to_bytes().len());
+                            let body = serde_json::json!({ "client": client, "bytes": bytes }).to_string();
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)

@@ -163,6 +163,16 @@ async fn upstreams_are_verified_with_their_ca_and_get_portico_s_client_certifica
     portico.create("routes", json!({"name": "secure", "paths": ["/secure"], "service": "secure"})).await;
     let body: Value = portico.get("/secure").send().await.expect("request").json().await.expect("json");
     assert_eq!(body["client"], "portico-gateway");
+    // Bodies go up over TLS whole, of known length or streamed in chunks, on reused connections.
+    for _ in 0..3 {
+        let known = portico.http.post(format!("{}/secure", portico.proxy)).body(vec![b'k'; 200_000]).send();
+        let body: Value = known.await.expect("request").json().await.expect("json");
+        assert_eq!(body["bytes"], 200_000);
+        let pieces = futures_util::stream::iter((0..16).map(|_| Ok::<_, std::io::Error>(vec![b's'; 65_536])));
+        let streamed = portico.http.post(format!("{}/secure", portico.proxy)).body(reqwest::Body::wrap_stream(pieces));
+        let body: Value = streamed.send().await.expect("request").json().await.expect("json");
+        assert_eq!(body["bytes"], 16 * 65_536);
+    }
     // Health probes speak TLS as requests do: the service's CA and client certificate.
     let mut probes = Value::Null;
     for _ in 0..100 {
