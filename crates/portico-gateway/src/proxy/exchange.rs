@@ -95,6 +95,7 @@ pub(super) async fn send_upstream(
     headers::append_forwarded_for(&mut parts.headers, &client.address);
     // The other headers Portico sets are written with the head of each try (`set` below).
     let traceparent = trail.trace.header();
+    let proto = headers::forwarded_proto(client.tls);
 
     let policy = upstream.retries.as_ref().filter(|_| route.retry_non_idempotent || parts.method.is_idempotent());
     if let Some(policy) = policy {
@@ -126,7 +127,6 @@ pub(super) async fn send_upstream(
             (HostHeader::Pass, Some(host)) => host,
             _ => &target.host,
         };
-        let proto = headers::forwarded_proto(client.tls);
         let set = [
             (&header::HOST, host),
             (&headers::X_FORWARDED_PROTO, proto),

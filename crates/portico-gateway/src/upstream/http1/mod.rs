@@ -131,25 +131,25 @@ impl Connection {
         let exact = if body.is_end_stream() { Some(0) } else { body.size_hint().exact() };
         let framing = RequestFraming::for_body(&parts.method, exact);
         head::write_request_head(&mut self.write, parts, framing, set);
-        let mut body_done = matches!(framing, RequestFraming::None | RequestFraming::Length(0));
-        if body_done {
+        let bodiless = matches!(framing, RequestFraming::None | RequestFraming::Length(0));
+        let body_done = if bodiless {
             // A write to a pooled connection the upstream had closed fails here, before
             // anything was taken: such a request may always go again.
             if let Err(error) = self.write_pending().await {
                 let untouched = matches!(error.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset);
                 return Err(ExchangeError { failure: error.into(), untouched });
             }
+            true
         } else {
             let mut sender = BodySender { framing, sent: 0, ended: false };
-            body_done = poll_fn(|cx| self.poll_send_body(cx, &parts.method, Pin::new(&mut *body), &mut sender))
+            poll_fn(|cx| self.poll_send_body(cx, &parts.method, Pin::new(&mut *body), &mut sender))
                 .await
-                .map_err(|failure| ExchangeError { failure, untouched: false })?;
-        }
-        let streamed = !matches!(framing, RequestFraming::None | RequestFraming::Length(0));
+                .map_err(|failure| ExchangeError { failure, untouched: false })?
+        };
         let mut head = self.read_head(&parts.method, !body_done).await.map_err(|mut error| {
             // Nothing came back, but the request went out: it may go again only if it had no
-            // body (which is gone now) and doing it twice is harmless.
-            error.untouched &= !streamed && parts.method.is_idempotent();
+            // body (a sent one is gone) and doing it twice is harmless.
+            error.untouched &= bodiless && parts.method.is_idempotent();
             error
         })?;
         if head.status == StatusCode::SWITCHING_PROTOCOLS && !parts.headers.contains_key(http::header::UPGRADE) {

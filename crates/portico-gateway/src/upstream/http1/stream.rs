@@ -1,6 +1,8 @@
 //! The byte stream under an upstream connection: plain TCP or TLS over TCP.
 
+use crate::upstream::ClientTls;
 use http::uri::{Authority, Scheme};
+use portico_model::UpstreamTls;
 use rustls::pki_types::ServerName;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -44,20 +46,14 @@ pub(crate) async fn connect(
     })
 }
 
-/// TLS settings for upstream connections: `config` (or the public roots and no client
-/// certificate), offering HTTP/1.1 only in ALPN.
+/// TLS settings for upstream connections: `config`, or the defaults of a service without
+/// TLS settings (the public roots, no client certificate), offering HTTP/1.1 only in ALPN.
 pub(crate) fn tls_connector(config: Option<Arc<rustls::ClientConfig>>) -> TlsConnector {
-    let mut config = match config {
-        Some(config) => (*config).clone(),
-        None => {
-            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default TLS versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth()
-        }
-    };
+    // The defaults cannot fail to build: no certificate or key is parsed for them.
+    let config = config.unwrap_or_else(|| {
+        ClientTls::new(&UpstreamTls::default(), None).expect("the default TLS settings are valid").config
+    });
+    let mut config = (*config).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     TlsConnector::from(Arc::new(config))
 }
