@@ -13,7 +13,6 @@ use crate::proxy::{RequestBody, RequestContext, ResponseBody};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use portico_ai::{AiError, ChatRequest, Dialect, ErrorKind, Fields, Format, Usage};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -39,7 +38,7 @@ enum Api {
 
 /// Answers one request to an AI service; every failure is answered in the client's format.
 pub(crate) async fn handle(
-    request: Request<Incoming>,
+    request: Request<crate::server::ClientBody>,
     route: &AiRoute,
     body_limit: Option<u64>,
     caller: Caller<'_>,

@@ -6,11 +6,10 @@
 
 use super::tunnel::Tunnel;
 use crate::observe::Trail;
-use crate::server::InFlight;
+use crate::server::ClientBody;
 use crate::upstream::{InFlightRequest, UpstreamBody};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,9 +29,9 @@ pub enum BodyError {
     /// The upstream broke off the response body or sent one that is not valid.
     #[error("{0}")]
     Upstream(String),
-    /// The client's side failed.
-    #[error(transparent)]
-    Http(#[from] hyper::Error),
+    /// The client broke off the request body or sent one that is not valid.
+    #[error("{0}")]
+    Client(String),
 }
 
 /// How far the request body has got, shared between the body (which records it) and the
@@ -131,7 +130,7 @@ impl Progress {
 
 /// The client's request body on its way upstream (or a kept copy of it, for a retry).
 pub struct RequestBody {
-    inner: Option<Incoming>,
+    inner: Option<ClientBody>,
     /// A replayed body's chunks, last first.
     replay: Vec<Bytes>,
     limit: u64,
@@ -143,7 +142,7 @@ impl RequestBody {
     /// Wraps a body; `None` for `limit` means no limit. With `keep`, a body up to that size
     /// is kept for a retry. Bodies that are known to be empty get no progress tracking, which
     /// saves an allocation on most GETs.
-    pub fn new(body: Incoming, limit: Option<u64>, keep: Option<u64>) -> (RequestBody, Option<Arc<Progress>>) {
+    pub fn new(body: ClientBody, limit: Option<u64>, keep: Option<u64>) -> (RequestBody, Option<Arc<Progress>>) {
         if body.is_end_stream() {
             return (RequestBody::replayed(Vec::new()), None);
         }
@@ -204,7 +203,7 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
             None => {
                 if let Some(p) = progress {
                     p.touch();
@@ -234,8 +233,6 @@ pub struct ResponseBody {
     trail: Option<Box<Trail>>,
     /// Body bytes sent so far.
     sent: u64,
-    /// Dropped together with the body, i.e. when the response is finished or abandoned.
-    on_drop: Option<InFlight>,
     /// The request's place in its service's bulkhead, freed with the body.
     permit: Option<OwnedSemaphorePermit>,
 }
@@ -264,13 +261,7 @@ enum Kind {
 
 impl ResponseBody {
     pub fn full(bytes: Bytes) -> ResponseBody {
-        ResponseBody {
-            kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())),
-            trail: None,
-            sent: 0,
-            on_drop: None,
-            permit: None,
-        }
+        ResponseBody { kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())), trail: None, sent: 0, permit: None }
     }
 
     /// The whole body, when it is one piece made by Portico.
@@ -283,7 +274,7 @@ impl ResponseBody {
 
     /// A body made as it goes.
     pub(crate) fn boxed(body: impl Body<Data = Bytes, Error = BodyError> + Send + 'static) -> ResponseBody {
-        ResponseBody { kind: Kind::Boxed(Box::pin(body)), trail: None, sent: 0, on_drop: None, permit: None }
+        ResponseBody { kind: Kind::Boxed(Box::pin(body)), trail: None, sent: 0, permit: None }
     }
 
     /// The upstream's body; it fails if no data arrives for `idle`.
@@ -292,30 +283,19 @@ impl ResponseBody {
             kind: Kind::Upstream { inner, idle, timer: None, _in_flight: in_flight },
             trail: None,
             sent: 0,
-            on_drop: None,
+
             permit: None,
         }
     }
 
     /// The body of a `101 Switching Protocols` answer, which opens `tunnel`.
     pub(crate) fn tunnel(tunnel: Tunnel, in_flight: Option<InFlightRequest>) -> ResponseBody {
-        ResponseBody {
-            kind: Kind::Tunnel { tunnel: Some(tunnel), in_flight },
-            trail: None,
-            sent: 0,
-            on_drop: None,
-            permit: None,
-        }
+        ResponseBody { kind: Kind::Tunnel { tunnel: Some(tunnel), in_flight }, trail: None, sent: 0, permit: None }
     }
 
     /// Keeps the request's bulkhead place until the body is dropped.
     pub(crate) fn hold(&mut self, permit: OwnedSemaphorePermit) {
         self.permit = Some(permit);
-    }
-
-    /// Keeps the connection marked as busy until the body is dropped.
-    pub(crate) fn drop_with(&mut self, in_flight: InFlight) {
-        self.on_drop = Some(in_flight);
     }
 
     /// Finishes `trail` when the body is done with.
@@ -328,9 +308,9 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         if let Kind::Tunnel { tunnel, in_flight } = &mut self.kind {
             if let (Some(tunnel), Ok(runtime)) = (tunnel.take(), tokio::runtime::Handle::try_current()) {
-                // What the request holds (its place in flight on the connection and on the
-                // target, its bulkhead place, its trail) is held by the tunnel until it closes.
-                let held = (in_flight.take(), self.on_drop.take(), self.permit.take());
+                // What the request holds (its place in flight on the target, its bulkhead
+                // place, its trail) is held by the tunnel until it closes.
+                let held = (in_flight.take(), self.permit.take());
                 let mut trail = self.trail.take();
                 // A handshake has no body, so nothing counts the client's bytes yet.
                 let from_client =

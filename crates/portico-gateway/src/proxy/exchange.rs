@@ -13,6 +13,7 @@ use super::headers::{self, X_REQUEST_ID};
 use super::traffic::{Copy, MIRROR_BODY_BYTES};
 use super::{Client, RequestContext};
 use crate::observe::{Trail, TRACEPARENT};
+use crate::server::{ClientBody, ClientUpgrade};
 use crate::snapshot::CompiledRoute;
 use crate::upstream::{
     hash_key, Failure, HashKey, InFlightRequest, Pools, RetryPolicy, SendError, SetHeaders, Upstream, UpstreamBody,
@@ -20,8 +21,6 @@ use crate::upstream::{
 };
 use http::uri::PathAndQuery;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 use portico_model::HostHeader;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -36,7 +35,7 @@ pub(super) struct Exchanged {
     /// The request as sent, for a mirror, when one was asked for and the body was kept whole.
     pub copy: Option<Copy>,
     /// The client's side of a switch of protocols it asked for (a WebSocket handshake).
-    pub client_upgrade: Option<OnUpgrade>,
+    pub client_upgrade: Option<ClientUpgrade>,
 }
 
 /// Why one try failed, and the request if it never left.
@@ -54,7 +53,7 @@ impl From<ProxyError> for Failed {
 }
 
 pub(super) async fn send_upstream(
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
     route: &CompiledRoute,
     upstream: &Upstream,
     path: Option<String>,
@@ -87,7 +86,7 @@ pub(super) async fn send_upstream(
     // A switch of protocols (HTTP/1.1 only) keeps the headers that ask for it; the client's
     // side of it waits for the upstream's answer.
     let upgrade = headers::remove_hop_by_hop(&mut parts.headers).filter(|_| parts.version == Version::HTTP_11);
-    let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<OnUpgrade>());
+    let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<ClientUpgrade>());
     if let Some(protocol) = upgrade {
         headers::keep_upgrade(&mut parts.headers, protocol);
     }
@@ -308,7 +307,7 @@ fn classify(error: &SendError, progress: Option<&Progress>) -> ProxyError {
             ProxyError::UpstreamTimeout
         }
         SendError::Exchange(Failure::Body(BodyError::TooLarge)) => ProxyError::BodyTooLarge,
-        SendError::Exchange(Failure::Body(BodyError::Http(_))) => ProxyError::ClientBodyFailed,
+        SendError::Exchange(Failure::Body(BodyError::Client(_))) => ProxyError::ClientBodyFailed,
         SendError::Exchange(_) => ProxyError::UpstreamBroken,
     }
 }

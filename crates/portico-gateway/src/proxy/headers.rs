@@ -113,7 +113,7 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 /// 128 random bits as 32 hex digits. Ids only need to be unique, not secret, so a fast
 /// non-cryptographic generator is enough.
-fn new_request_id() -> HeaderValue {
+pub fn new_request_id() -> HeaderValue {
     let mut text = [0u8; 32];
     crate::observe::trace::hex(&fastrand::u128(..).to_be_bytes(), &mut text);
     HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))

@@ -28,15 +28,15 @@ mod tunnel;
 
 pub(crate) use body::{BodyError, Progress, RequestBody, ResponseBody};
 pub(crate) use error::ProxyError;
-pub(crate) use headers::{client_address, X_REQUEST_ID};
+pub(crate) use headers::{client_address, new_request_id, X_REQUEST_ID};
 pub(crate) use traffic::{Condition, Fault, Mirror, Share};
 
 use crate::access;
 use crate::observe::{Telemetry, Trail, SERVER_TIMING};
+use crate::server::ClientBody;
 use crate::snapshot::{Action, CompiledRoute, MockResponse, Snapshot};
 use crate::upstream::{Admission, Fallback, Pools, Upstream};
 use http::{header, HeaderValue, Request, Response};
-use hyper::body::Incoming;
 use portico_model::Method;
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -79,7 +79,7 @@ pub(crate) struct Serving<'a> {
 
 /// Proxies one request and always produces a response, carrying the request id.
 pub(crate) async fn handle(
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
     snapshot: &Snapshot,
     serving: &Serving<'_>,
 ) -> Response<ResponseBody> {
@@ -122,7 +122,7 @@ pub(crate) async fn handle(
 
 /// What the access log records of the request itself.
 /// Values from the request head are copied (see `AccessEvent`).
-fn describe(event: &mut crate::observe::AccessEvent, request: &Request<Incoming>, client: &Client, id: &HeaderValue) {
+fn describe(event: &mut crate::observe::AccessEvent, request: &Request<ClientBody>, client: &Client, id: &HeaderValue) {
     let copy = |value: &HeaderValue| HeaderValue::from_bytes(value.as_bytes()).ok();
     event.request_id = copy(id).unwrap_or_else(|| id.clone());
     event.client_ip = client.ip;
@@ -135,7 +135,7 @@ fn describe(event: &mut crate::observe::AccessEvent, request: &Request<Incoming>
 }
 
 async fn forward<'s>(
-    mut request: Request<Incoming>,
+    mut request: Request<ClientBody>,
     snapshot: &'s Snapshot,
     cx: &RequestContext<'_>,
     limits: &RequestLimits,
@@ -231,7 +231,7 @@ async fn forward<'s>(
 /// Sends the request to `upstream` and turns its answer into the client's response.
 #[allow(clippy::too_many_arguments)]
 async fn forward_to(
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
     route: &CompiledRoute,
     upstream: &Upstream,
     path: Option<String>,
@@ -271,7 +271,7 @@ async fn forward_to(
 
 fn find_route<'s>(
     snapshot: &'s Snapshot,
-    request: &Request<Incoming>,
+    request: &Request<ClientBody>,
 ) -> Result<(&'s CompiledRoute, usize), ProxyError> {
     let host = request_host(request);
     let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -293,7 +293,7 @@ fn find_route<'s>(
 
 /// The host the client asked for, without port: from the URI (HTTP/2 and absolute-form
 /// requests) or the `Host` header.
-fn request_host(request: &Request<Incoming>) -> &str {
+fn request_host(request: &Request<ClientBody>) -> &str {
     let raw = match request.uri().authority() {
         Some(authority) => authority.as_str(),
         None => request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""),
@@ -333,7 +333,7 @@ fn strip_port(authority: &str) -> &str {
 }
 
 /// A permanent redirect to the same URL over HTTPS (308 keeps the method and body).
-fn redirect_to_https(request: &Request<Incoming>, port: Option<u16>) -> Response<ResponseBody> {
+fn redirect_to_https(request: &Request<ClientBody>, port: Option<u16>) -> Response<ResponseBody> {
     let host = request_host(request);
     let port = port.filter(|p| *p != 443).map(|p| format!(":{p}")).unwrap_or_default();
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());

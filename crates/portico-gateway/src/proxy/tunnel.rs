@@ -1,8 +1,8 @@
 //! Tunnels: connections that switched protocols (WebSocket, or any other `Upgrade`).
 //!
 //! When the upstream answers `101 Switching Protocols`, the client gets that answer like any
-//! other. Once it has been written, hyper hands over the client's connection (the upstream's
-//! is Portico's own from the start, with any bytes read after the `101`), and Portico copies
+//! other. Once it has been written, the client's connection is handed over (each side with
+//! any bytes read after its `101`), and Portico copies
 //! bytes both ways until either side closes, or until nothing has moved either way for the
 //! service's read timeout (as a proxy's read timeout closes an idle WebSocket; clients that
 //! stay quiet longer send pings). The request stays in flight while its tunnel is open, and
@@ -10,9 +10,8 @@
 //! tunnel closes.
 
 use super::body::Progress;
+use crate::server::ClientUpgrade;
 use crate::upstream::Upgraded;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,9 +21,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// Both sides of a switch of protocols: the client's waits for hyper to hand it over.
+/// Both sides of a switch of protocols: the client's waits for the `101` to be written.
 pub(crate) struct Tunnel {
-    pub client: OnUpgrade,
+    pub client: ClientUpgrade,
     pub upstream: Upgraded,
     /// The tunnel closes when nothing has moved either way for this long.
     pub idle: Duration,
@@ -34,12 +33,9 @@ impl Tunnel {
     /// Copies bytes both ways until the tunnel closes; returns the bytes sent to the client,
     /// and counts those from the client in `from_client` (the request's body count).
     pub async fn run(self, from_client: Option<Arc<Progress>>) -> u64 {
-        let client = match self.client.await {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::debug!(%error, "a switch of protocols did not complete");
-                return 0;
-            }
+        let Some(client) = self.client.connection().await else {
+            tracing::debug!("a switch of protocols did not complete");
+            return 0;
         };
         let activity = Activity {
             start: Instant::now(),
@@ -47,7 +43,7 @@ impl Tunnel {
             to_client: AtomicU64::new(0),
             from_client: AtomicU64::new(0),
         };
-        let mut client = Watched { io: TokioIo::new(client), activity: &activity, writes_to_client: true };
+        let mut client = Watched { io: client, activity: &activity, writes_to_client: true };
         let mut upstream = Watched { io: self.upstream, activity: &activity, writes_to_client: false };
         let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::pin!(copy);

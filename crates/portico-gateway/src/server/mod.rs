@@ -5,23 +5,22 @@
 //! connections and a request never hops between threads. Each worker has its own upstream
 //! connection pools. Workers share only the [`SnapshotCell`].
 
-mod guard;
+mod http1;
 mod tls;
 
-pub(crate) use guard::InFlight;
+pub use http1::ClientBody;
+pub(crate) use http1::ClientUpgrade;
 pub use tls::ClientCert;
 pub(crate) use tls::TlsCertificates;
 
 use crate::observe::Telemetry;
-use crate::proxy::{self, RequestLimits, Serving};
+use crate::proxy::{self, RequestLimits, ResponseBody, Serving};
 use crate::upstream::Pools;
 use crate::SnapshotCell;
-use guard::{ConnState, GuardedIo};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +28,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
 
 /// Settings of the proxy listener.
 #[derive(Debug, Clone)]
@@ -174,18 +174,9 @@ async fn serve(
         },
         None => (None, None),
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Portico's own guard answers slow heads with 408; see `guard`.
-        .header_read_timeout(None)
-        .keep_alive(true)
-        // Large enough that Portico's own header limit (431 with a JSON body) applies first.
-        .max_buf_size((settings.max_header_bytes * 2).max(64 * 1024));
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
-    let connections = Connections { builder, worker, settings };
-    let graceful = GracefulShutdown::new();
+    let drain_timeout = settings.drain_timeout;
+    let tracker = TaskTracker::new();
+    let connections = Connections { worker, settings, tracker: tracker.clone(), shutdown: shutdown.clone() };
     let mut accepted = 0u32;
 
     while !*shutdown.borrow() {
@@ -208,8 +199,8 @@ async fn serve(
         };
         let _ = stream.set_nodelay(true);
         match (&acceptor, secure) {
-            (Some(acceptor), true) => connections.serve_tls(&graceful, acceptor.clone(), stream, peer),
-            _ => connections.serve(&graceful, stream, peer),
+            (Some(acceptor), true) => connections.serve_tls(acceptor.clone(), stream, peer),
+            _ => connections.serve(stream, peer),
         }
         // A few connections per turn of the worker: a burst of new connections then waits
         // in the kernel's queue instead of in the worker's, and the requests and streams
@@ -223,9 +214,11 @@ async fn serve(
 
     drop(listener);
     drop(tls_listener);
+    // Connections see the shutdown too: idle ones close, busy ones finish their request.
+    tracker.close();
     tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(connections.settings.drain_timeout) => {
+        _ = tracker.wait() => {}
+        _ = tokio::time::sleep(drain_timeout) => {
             tracing::warn!("drain timeout reached; closing the remaining connections");
         }
     }
@@ -250,34 +243,30 @@ async fn accept_from(listener: Option<&tokio::net::TcpListener>) -> io::Result<(
 /// What every connection of a worker is served with.
 #[derive(Clone)]
 struct Connections {
-    builder: auto::Builder<TokioExecutor>,
     worker: Arc<Worker>,
     settings: ProxySettings,
+    tracker: TaskTracker,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Connections {
     /// Serves one plain connection on its own task.
-    fn serve(&self, graceful: &GracefulShutdown, stream: tokio::net::TcpStream, peer: SocketAddr) {
-        tokio::spawn(self.connection(graceful.watcher(), stream, peer, None));
+    fn serve(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        self.tracker.spawn(self.clone().connection(Box::new(stream), peer, None, false));
     }
 
     /// Completes a TLS handshake on the connection's own task, then serves it there. The
     /// handshake must finish within the header timeout: a client that stalls it is treated
     /// like one that stalls its request head.
-    fn serve_tls(
-        &self,
-        graceful: &GracefulShutdown,
-        acceptor: TlsAcceptor,
-        stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-    ) {
-        let (this, watcher) = (self.clone(), graceful.watcher());
-        tokio::spawn(async move {
+    fn serve_tls(&self, acceptor: TlsAcceptor, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        let this = self.clone();
+        self.tracker.spawn(async move {
             match tokio::time::timeout(this.settings.header_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    let cert =
-                        stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| ClientCert::new(c));
-                    this.connection(watcher, stream, peer, Some(cert)).await
+                    let (_, session) = stream.get_ref();
+                    let cert = session.peer_certificates().and_then(|c| c.first()).map(|c| ClientCert::new(c));
+                    let http2 = session.alpn_protocol() == Some(b"h2");
+                    this.connection(Box::new(stream), peer, Some(cert), http2).await
                 }
                 Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -285,54 +274,86 @@ impl Connections {
         });
     }
 
-    /// The connection, watched for graceful shutdown, as a future that serves it to the end.
-    /// `tls` is `Some` for TLS connections, with the client's verified certificate if any.
-    fn connection<S>(
-        &self,
-        watcher: Watcher,
-        stream: S,
-        peer: SocketAddr,
-        tls: Option<Option<ClientCert>>,
-    ) -> impl std::future::Future<Output = ()>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let state = Arc::new(ConnState::default());
-        let (header_timeout, idle_timeout) = (self.settings.header_timeout, self.settings.idle_timeout);
-        let io = TokioIo::new(GuardedIo::new(stream, state.clone(), header_timeout, idle_timeout));
-        let worker = self.worker.clone();
-        let client = Arc::new(proxy::Client {
-            ip: peer.ip(),
-            address: proxy::client_address(peer.ip()),
-            tls: tls.is_some(),
-            certificate: tls.flatten(),
-        });
-        let open = OpenConnection::new(&worker.telemetry);
-        let service = service_fn(move |request| {
-            let in_flight = (request.version() < http::Version::HTTP_2).then(|| InFlight::start(&state));
-            let (worker, client) = (worker.clone(), client.clone());
-            async move {
-                let snapshot = worker.snapshots.load();
-                let serving = Serving {
-                    client: &client,
-                    pools: &worker.pools,
-                    limits: &worker.limits,
-                    telemetry: &worker.telemetry,
-                };
-                let mut response = proxy::handle(request, &snapshot, &serving).await;
-                if let Some(in_flight) = in_flight {
-                    response.body_mut().drop_with(in_flight);
-                }
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let connection = watcher.watch(self.builder.serve_connection_with_upgrades(io, service).into_owned());
-        async move {
-            let _open = open;
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
+    /// Serves a connection to the end: HTTP/1.1 with Portico's own engine, HTTP/2 (asked
+    /// for in the TLS handshake, or begun with its preface) with hyper's. `tls` is `Some` for
+    /// TLS connections, with the client's verified certificate if any.
+    async fn connection(self, io: Box<dyn http1::Io>, peer: SocketAddr, tls: Option<Option<ClientCert>>, http2: bool) {
+        let _open = OpenConnection::new(&self.worker.telemetry);
+        let handler = Handler {
+            worker: self.worker,
+            client: Arc::new(proxy::Client {
+                ip: peer.ip(),
+                address: proxy::client_address(peer.ip()),
+                tls: tls.is_some(),
+                certificate: tls.flatten(),
+            }),
+        };
+        let mut shutdown = self.shutdown;
+        if http2 {
+            return serve_http2(io, handler, shutdown).await;
         }
+        let limits = http1::Limits {
+            max_header_bytes: self.settings.max_header_bytes,
+            header_timeout: self.settings.header_timeout,
+            idle_timeout: self.settings.idle_timeout,
+        };
+        if let http1::Ended::Http2(io) = http1::serve(io, &handler, limits, &mut shutdown).await {
+            serve_http2(Box::new(io), handler, shutdown).await;
+        }
+    }
+}
+
+/// Serves HTTP/2 on a connection with hyper, until it closes or shutdown asks it to.
+async fn serve_http2(io: Box<dyn http1::Io>, handler: Handler, mut shutdown: watch::Receiver<bool>) {
+    let handler = Arc::new(handler);
+    let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler.answer(request.map(ClientBody::http2)).await) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let stopping = *shutdown.borrow();
+    if stopping {
+        connection.as_mut().graceful_shutdown();
+    }
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.changed(), if !stopping => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "HTTP/2 connection ended with an error");
+    }
+}
+
+/// Answers a connection's requests from the worker's current snapshot.
+struct Handler {
+    worker: Arc<Worker>,
+    client: Arc<proxy::Client>,
+}
+
+impl Handler {
+    async fn answer(&self, request: http::Request<ClientBody>) -> http::Response<ResponseBody> {
+        let snapshot = self.worker.snapshots.load();
+        let serving = Serving {
+            client: &self.client,
+            pools: &self.worker.pools,
+            limits: &self.worker.limits,
+            telemetry: &self.worker.telemetry,
+        };
+        proxy::handle(request, &snapshot, &serving).await
+    }
+}
+
+impl http1::Handler for Handler {
+    type Body = ResponseBody;
+
+    fn handle(&self, request: http::Request<ClientBody>) -> impl Future<Output = http::Response<ResponseBody>> + Send {
+        self.answer(request)
     }
 }
 

@@ -12,7 +12,7 @@ mod tasks;
 mod tls;
 
 pub(crate) use balance::hash as hash_key;
-pub(crate) use http1::{Failure, SetHeaders, Upgraded, UpstreamBody};
+pub(crate) use http1::{chunked, Failure, SetHeaders, Upgraded, UpstreamBody};
 pub(crate) use pool::{Pool, SendError};
 pub(crate) use protect::{Admission, BreakerPolicy, Bulkhead, Fallback};
 pub(crate) use state::{now_ms, InFlightRequest, PassivePolicy, ServiceState};

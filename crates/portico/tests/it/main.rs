@@ -14,6 +14,7 @@ mod audit;
 mod auth;
 mod balancing;
 mod cli;
+mod client_wire;
 mod config_file;
 mod discovery;
 mod errors;

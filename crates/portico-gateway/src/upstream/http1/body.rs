@@ -150,14 +150,21 @@ impl Body for UpstreamBody {
     }
 }
 
-/// An upstream connection that switched protocols, with the bytes that came after the
-/// `101` answer and have not been read yet.
-pub(crate) struct Upgraded {
-    stream: super::Stream,
+/// A connection that switched protocols, with the bytes that came after the switch and
+/// have not been read yet: an upstream's after its `101`, a client's after Portico's (or
+/// after HTTP/2's preface, read while looking for an HTTP/1.1 request).
+pub(crate) struct Upgraded<S = super::Stream> {
+    stream: S,
     read: BytesMut,
 }
 
-impl AsyncRead for Upgraded {
+impl<S> Upgraded<S> {
+    pub fn new(stream: S, read: BytesMut) -> Upgraded<S> {
+        Upgraded { stream, read }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Upgraded<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.read.is_empty() {
@@ -169,7 +176,7 @@ impl AsyncRead for Upgraded {
     }
 }
 
-impl AsyncWrite for Upgraded {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Upgraded<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }

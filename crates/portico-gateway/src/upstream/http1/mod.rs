@@ -12,7 +12,7 @@
 //! - [`stream`]: TCP or TLS under a connection.
 
 mod body;
-mod chunked;
+pub(crate) mod chunked;
 mod head;
 mod stream;
 
