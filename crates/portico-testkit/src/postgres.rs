@@ -1,5 +1,7 @@
 //! Throwaway PostgreSQL databases for tests.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use sqlx::{Connection, Row};
 
 /// The variable that names the PostgreSQL server tests may use; `.ci/run` sets it.
@@ -16,8 +18,11 @@ pub async fn fresh_postgres() -> Option<String> {
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect to PostgreSQL");
     drop_leftovers(&mut conn).await;
+    // Tests of one process run on parallel threads, and the clock alone has been seen to give
+    // two of them the same reading: the counter keeps their names apart.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let name = format!("portico_test_{}_{nanos}", std::process::id());
+    let name = format!("portico_test_{}_{nanos}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
     // Database names cannot be bound as parameters; this one is made of digits and '_'.
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
     let base = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base);

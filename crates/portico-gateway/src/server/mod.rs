@@ -176,7 +176,10 @@ async fn serve(
     };
     let drain_timeout = settings.drain_timeout;
     let tracker = TaskTracker::new();
-    let connections = Connections { worker, settings, tracker: tracker.clone(), shutdown: shutdown.clone() };
+    // The worker's own signal to its connections: each looks at it between requests, and a
+    // signal shared by all workers would bounce its cache line between their cores.
+    let (stopping, stop) = watch::channel(false);
+    let connections = Connections { worker, settings, tracker: tracker.clone(), shutdown: stop };
     let mut accepted = 0u32;
 
     while !*shutdown.borrow() {
@@ -214,7 +217,8 @@ async fn serve(
 
     drop(listener);
     drop(tls_listener);
-    // Connections see the shutdown too: idle ones close, busy ones finish their request.
+    // Idle connections close now; busy ones finish their request.
+    let _ = stopping.send(true);
     tracker.close();
     tokio::select! {
         _ = tracker.wait() => {}

@@ -767,3 +767,32 @@ async fn a_streamed_body_reaches_an_http_1_0_client_unchunked_and_the_connection
     assert!(answer.closed, "{text:?}");
     portico.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_closes_idle_connections_at_once_and_lets_a_request_in_flight_finish() {
+    let upstream = portico_testkit::MockUpstream::start("slow").await;
+    let portico = Portico::start().await;
+    portico.service("slow", &[upstream.addr.to_string()]).await;
+    portico.create("routes", json!({"name": "slow", "paths": ["/delay/*"], "service": "slow"})).await;
+    portico.create("routes", json!({"name": "mock", "paths": ["/mock"], "mock": {"body": "mocked"}})).await;
+
+    let mut idle = Client::connect(&portico).await;
+    idle.send(b"GET /mock HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(idle.read_responses(1).await.ends_with("mocked"));
+    let mut busy = Client::connect(&portico).await;
+    busy.send(b"GET /delay/700 HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The drain timeout is 30 s: an idle connection that held up the shutdown would show.
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(portico.stop());
+    let answer = busy.read_until(|_| false).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "the request in flight finishes: {answer}");
+    assert!(answer.contains("connection: close\r\n"), "and says the connection closes: {answer}");
+    assert!(busy.closed, "the busy connection closes after its answer");
+    idle.read_until(|_| false).await;
+    assert!(idle.closed, "the idle connection is closed");
+    assert_eq!(idle.text().matches("HTTP/1.1 ").count(), 1, "quietly: {}", idle.text());
+    stopping.await.expect("shutdown");
+    assert!(started.elapsed() < Duration::from_secs(10), "shutdown waited for the drain timeout");
+}

@@ -300,7 +300,7 @@ pub async fn serve<H: Handler>(
         let (parts, mut body) = response.into_parts();
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS && switch.is_some();
         let mut close = !keep_alive
-            || *shutdown.borrow()
+            || shutdown.has_changed().unwrap_or(true)
             || parts.headers.get_all(CONNECTION).iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         {
             // A client that waits for `100 Continue` before it sends its body may send it
@@ -366,7 +366,8 @@ async fn next_head(
     if first {
         deadline = Some(Instant::now() + limits.header_timeout);
     }
-    let mut closing_done = *shutdown.borrow();
+    // The signal turns true once, so any change means shutdown.
+    let mut closing_done = shutdown.has_changed().unwrap_or(true);
     let closing = shutdown.changed();
     tokio::pin!(closing);
     poll_fn(|cx| {
