@@ -7,6 +7,8 @@
 # read and one write on each side per request).
 #
 # Usage: bash bench/instructions.sh [PORTICO_BIN]   (default: target/release/portico)
+#   ONLY="portico-auth nginx"  measures only these; KEEP=DIR keeps each callgrind profile
+#   there as callgrind.<name> (read it with callgrind_annotate).
 # Needs valgrind, nginx and wrk (installed from Debian's packages if missing).
 # Prints instructions/request for Portico (plain; with two targets, health checks and a
 # circuit breaker: portico-2; with an API key and a local rate limit on the route:
@@ -95,6 +97,7 @@ nginx -c "$SCRATCH/backend.conf" -g 'daemon off; worker_processes 1;' & PIDS+=($
 # carry the API key (only portico-auth looks at it).
 measure() {
   local name=$1 port=$2; shift 2
+  [[ -z ${ONLY:-} || " $ONLY " == *" $name "* ]] || return 0
   local key="x-api-key: $API_KEY"
   local out="$SCRATCH/callgrind.$name"
   valgrind --tool=callgrind --callgrind-out-file="$out" "$@" 2>"$SCRATCH/$name.log" & local pid=$!
@@ -110,6 +113,7 @@ measure() {
   dump=$(ls -t "$out"* | head -n1)
   instructions=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
   printf '%-12s %8d requests  %7d instructions/request\n' "$name" "$requests" $((instructions / requests))
+  if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP" && cp "$dump" "$KEEP/callgrind.$name"; fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 

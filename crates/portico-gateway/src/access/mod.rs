@@ -31,7 +31,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use identity::Consumers;
 use jwt::JwtPolicy;
 use portico_model::{Acl, Config, KeyAuth, MasterKey, Policies, Route};
-use rate_limit::{Caller, LimitHeaders, RateLimiter};
+pub(crate) use rate_limit::LimitHeaders;
+use rate_limit::{Caller, RateLimiter};
 use std::sync::Arc;
 
 static X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
@@ -175,15 +176,14 @@ pub(crate) struct ResponseExtras<'s> {
     pub consumer: Option<&'s Consumer>,
     /// The id of the API key it was authenticated with, for AI budgets.
     pub credential: Option<&'s str>,
-    limit: Option<LimitHeaders>,
+    /// The rate-limit state, which goes with the response's other stamped headers.
+    pub limit: Option<LimitHeaders>,
     cors: Option<(&'s CorsPolicy, HeaderValue)>,
 }
 
 impl ResponseExtras<'_> {
+    /// Adds the CORS headers (the rate-limit state is taken out before, see `limit`).
     pub fn write(self, headers: &mut HeaderMap) {
-        if let Some(limit) = self.limit {
-            limit.write(headers);
-        }
         if let Some((cors, origin)) = self.cors {
             cors.decorate(origin, headers);
         }

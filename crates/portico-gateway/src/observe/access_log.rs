@@ -229,7 +229,7 @@ fn write_ai(out: &mut Vec<u8>, ai: &AiUsage) {
 /// A JSON string; bytes that are not UTF-8 become U+FFFD.
 fn string(out: &mut Vec<u8>, bytes: &[u8]) {
     // Names, paths and ids are plain ASCII nearly always: copied as they are.
-    if bytes.iter().all(|b| (0x20..0x7f).contains(b) && *b != b'"' && *b != b'\\') {
+    if is_plain(bytes) {
         out.push(b'"');
         out.extend_from_slice(bytes);
         out.push(b'"');
@@ -251,6 +251,31 @@ fn string(out: &mut Vec<u8>, bytes: &[u8]) {
         }
     }
     out.push(b'"');
+}
+
+/// Whether `bytes` is printable ASCII without `"` or `\\`: a JSON string as it is. Looks at
+/// eight bytes at a time (this runs for every field of every event).
+fn is_plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // A byte of `word - n * ONES` borrows (its high bit is set where the word's was not)
+    // exactly when it was below `n`: the usual test for a zero or small byte.
+    let below = |word: u64, n: u64| word.wrapping_sub(n * ONES) & !word & HIGHS;
+    let special = |word: u64| {
+        below(word, 0x20)
+            | below(word ^ (u64::from(b'"') * ONES), 1)
+            | below(word ^ (u64::from(b'\\') * ONES), 1)
+            | (word & HIGHS)
+            | below(word ^ (0x7f * ONES), 1)
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8]));
+        if special(word) != 0 {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|b| (0x20..0x7f).contains(b) && *b != b'"' && *b != b'\\')
 }
 
 fn optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
@@ -616,6 +641,22 @@ mod tests {
         }
         let last = current.lines().last().expect("a line");
         assert!(last.contains("\"/users/11\""), "{last}");
+    }
+
+    #[test]
+    fn plain_strings_are_told_apart_from_those_that_need_escaping() {
+        // Each kind of byte that needs care, at every place of an eight-byte word and in
+        // the remainder after the words.
+        for special in [b'"', b'\\', b'\n', 0x00, 0x1f, 0x7f, 0x80, 0xff] {
+            for at in 0..19 {
+                let mut bytes = b"abcdefghijklmnopqrs".to_vec();
+                bytes[at] = special;
+                assert!(!is_plain(&bytes), "{special:#x} at {at}");
+            }
+        }
+        for plain in [&b""[..], b"GET", b"/users/{id}", b" !#$%&'()*+,-./09:;<=>?@AZ[]^_`az{|}~ 0123456789"] {
+            assert!(is_plain(plain), "{}", String::from_utf8_lossy(plain));
+        }
     }
 
     #[test]

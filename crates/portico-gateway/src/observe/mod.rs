@@ -276,8 +276,9 @@ impl Trail {
         }
     }
 
-    /// The response head is ready with `status`: returns `Server-Timing` when wanted.
-    pub fn head_ready(&mut self, status: u16, server_timing: bool) -> Option<HeaderValue> {
+    /// The response head is ready with `status`: returns the `Server-Timing` value when
+    /// wanted.
+    pub fn head_ready(&mut self, status: u16, server_timing: bool) -> Option<Text> {
         self.head = self.started.elapsed();
         self.status = status;
         if !server_timing {
@@ -293,7 +294,7 @@ impl Trail {
             text.push(b", upstream;dur=");
             text.millis(upstream);
         }
-        HeaderValue::from_bytes(text.as_bytes()).ok()
+        Some(text)
     }
 
     /// The response is done (sent or abandoned) after `bytes_out` body bytes.
@@ -368,18 +369,8 @@ impl Text {
     }
 
     /// Appends a whole number.
-    pub fn number(&mut self, mut n: u64) {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push(&digits[at..]);
+    pub fn number(&mut self, n: u64) {
+        self.push(itoa::Buffer::new().format(n).as_bytes());
     }
 
     pub fn as_bytes(&self) -> &[u8] {

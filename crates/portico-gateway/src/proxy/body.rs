@@ -4,9 +4,10 @@
 //! recording progress for the write timeout. [`ResponseBody`] is either a small body Portico
 //! made (errors, mocks) or the upstream's body with a read-idle timeout.
 
+use super::stamp::Stamp;
 use super::tunnel::Tunnel;
 use crate::observe::Trail;
-use crate::server::ClientBody;
+use crate::server::{ClientBody, HeadLines};
 use crate::upstream::{InFlightRequest, UpstreamBody};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -229,8 +230,9 @@ impl Body for RequestBody {
 /// A response body for the client.
 pub struct ResponseBody {
     kind: Kind,
-    /// What the request leaves behind, finished when the body is dropped.
-    trail: Option<Box<Trail>>,
+    /// What the request leaves behind, finished when the body is dropped, and the headers
+    /// to stamp on the head.
+    ending: Option<Box<Ending>>,
     /// Body bytes sent so far.
     sent: u64,
     /// The request's place in its service's bulkhead, freed with the body.
@@ -261,7 +263,7 @@ enum Kind {
 
 impl ResponseBody {
     pub fn full(bytes: Bytes) -> ResponseBody {
-        ResponseBody { kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())), trail: None, sent: 0, permit: None }
+        ResponseBody { kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())), ending: None, sent: 0, permit: None }
     }
 
     /// The whole body, when it is one piece made by Portico.
@@ -274,23 +276,22 @@ impl ResponseBody {
 
     /// A body made as it goes.
     pub(crate) fn boxed(body: impl Body<Data = Bytes, Error = BodyError> + Send + 'static) -> ResponseBody {
-        ResponseBody { kind: Kind::Boxed(Box::pin(body)), trail: None, sent: 0, permit: None }
+        ResponseBody { kind: Kind::Boxed(Box::pin(body)), ending: None, sent: 0, permit: None }
     }
 
     /// The upstream's body; it fails if no data arrives for `idle`.
     pub(crate) fn upstream(inner: UpstreamBody, idle: Duration, in_flight: Option<InFlightRequest>) -> ResponseBody {
         ResponseBody {
             kind: Kind::Upstream { inner, idle, timer: None, _in_flight: in_flight },
-            trail: None,
+            ending: None,
             sent: 0,
-
             permit: None,
         }
     }
 
     /// The body of a `101 Switching Protocols` answer, which opens `tunnel`.
     pub(crate) fn tunnel(tunnel: Tunnel, in_flight: Option<InFlightRequest>) -> ResponseBody {
-        ResponseBody { kind: Kind::Tunnel { tunnel: Some(tunnel), in_flight }, trail: None, sent: 0, permit: None }
+        ResponseBody { kind: Kind::Tunnel { tunnel: Some(tunnel), in_flight }, ending: None, sent: 0, permit: None }
     }
 
     /// Keeps the request's bulkhead place until the body is dropped.
@@ -298,9 +299,33 @@ impl ResponseBody {
         self.permit = Some(permit);
     }
 
-    /// Finishes `trail` when the body is done with.
-    pub(crate) fn finish_with(&mut self, trail: Box<Trail>) {
-        self.trail = Some(trail);
+    /// Finishes `trail` when the body is done with, and carries `stamp` to the head.
+    pub(crate) fn finish_with(&mut self, trail: Trail, stamp: Stamp) {
+        self.ending = Some(Box::new(Ending { trail, stamp: Some(stamp) }));
+    }
+
+    /// The headers to stamp on the head, for a response that is not written by Portico's
+    /// own HTTP/1.1 engine (which writes them from here, see [`HeadLines`]).
+    pub(crate) fn take_stamp(&mut self) -> Option<Stamp> {
+        self.ending.as_mut().and_then(|ending| ending.stamp.take())
+    }
+}
+
+/// What a response carries from the pipeline that made it.
+struct Ending {
+    trail: Trail,
+    stamp: Option<Stamp>,
+}
+
+impl HeadLines for ResponseBody {
+    fn replaces(&self, name: &http::HeaderName) -> bool {
+        self.ending.as_ref().and_then(|e| e.stamp.as_ref()).is_some_and(|stamp| stamp.replaces(name))
+    }
+
+    fn write_lines(&self, out: &mut Vec<u8>) {
+        if let Some(stamp) = self.ending.as_ref().and_then(|e| e.stamp.as_ref()) {
+            stamp.write_lines(out);
+        }
     }
 }
 
@@ -311,7 +336,7 @@ impl Drop for ResponseBody {
                 // What the request holds (its place in flight on the target, its bulkhead
                 // place, its trail) is held by the tunnel until it closes.
                 let held = (in_flight.take(), self.permit.take());
-                let mut trail = self.trail.take();
+                let mut trail = self.ending.take().map(|ending| ending.trail);
                 // A handshake has no body, so nothing counts the client's bytes yet.
                 let from_client =
                     trail.as_mut().map(|t| t.bytes_in.get_or_insert_with(|| Arc::new(Progress::new(None))).clone());
@@ -325,11 +350,11 @@ impl Drop for ResponseBody {
                 return;
             }
         }
-        if let Some(trail) = self.trail.take() {
+        if let Some(ending) = self.ending.take() {
             // The body goes first: a body made as it goes may still have to leave what
             // it learned in the trail (an AI stream's usage).
             self.kind = Kind::Full(None);
-            trail.finish(self.sent);
+            ending.trail.finish(self.sent);
         }
     }
 }

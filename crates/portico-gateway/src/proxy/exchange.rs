@@ -22,7 +22,9 @@ use crate::upstream::{
 use http::uri::PathAndQuery;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use portico_model::HostHeader;
-use std::time::Duration;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{ready, Poll};
 use tokio::time::Instant;
 
 /// At most this many tries: the first and up to ten retries.
@@ -204,6 +206,10 @@ pub(super) async fn send_upstream(
 }
 
 /// One try on one target, with the per-try (read) and total timeouts.
+///
+/// The sending future is pinned here and polled beside one timer, rather than wrapped in a
+/// timeout future per kind of deadline: each wrapper would hold its own copy of that large
+/// future, and so would every future that awaits this one, on every request.
 async fn try_once(
     request: Request<RequestBody>,
     set: &SetHeaders<'_>,
@@ -214,16 +220,35 @@ async fn try_once(
     deadline: Option<Instant>,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let pool = pools.pool(upstream);
-    let sending = pool.send(&upstream.scheme, &target.authority, request, set);
-    let result = match progress {
-        None => {
-            let read = earliest(Instant::now() + upstream.read_timeout, deadline);
-            tokio::time::timeout_at(read, sending).await.map_err(|_| ProxyError::UpstreamTimeout)?
-        }
-        Some(progress) => {
-            with_progress_deadline(sending, progress, upstream.write_timeout, upstream.read_timeout, deadline).await?
-        }
+    let mut sending = pin!(pool.send(&upstream.scheme, &target.authority, request, set));
+    // While the body streams, the upstream is late if no body chunk moves for the write
+    // timeout, or if no response comes a read timeout after the body ended; without a body
+    // to watch, if no response comes a read timeout from now. Always by the total deadline.
+    let read_by = Instant::now() + upstream.read_timeout;
+    let due = || match progress {
+        Some(progress) => earliest(progress.deadline(upstream.write_timeout, upstream.read_timeout), deadline),
+        None => earliest(read_by, deadline),
     };
+    let mut at = due();
+    let mut timer = pin!(tokio::time::sleep_until(at));
+    let result = std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = sending.as_mut().poll(cx) {
+            return Poll::Ready(Ok(result));
+        }
+        loop {
+            ready!(timer.as_mut().poll(cx));
+            // The body moved on since the timer was set: wait again from the new deadline.
+            let later = due();
+            if later > at {
+                at = later;
+                timer.as_mut().reset(at);
+                continue;
+            }
+            let client_late = progress.is_some_and(|p| deadline.is_none_or(|d| at < d) && p.waiting_on_client());
+            return Poll::Ready(Err(if client_late { ProxyError::ClientTimeout } else { ProxyError::UpstreamTimeout }));
+        }
+    })
+    .await?;
     result.map_err(|failure| Failed {
         error: classify(&failure.error, progress),
         connecting: matches!(failure.error, SendError::Connect(_)),
@@ -264,34 +289,6 @@ fn balance_key<'r>(on: &HashKey, parts: &'r http::request::Parts, client: &'r Cl
         HashKey::Cookie(name) => headers::cookie(&parts.headers, name),
         HashKey::ClientIp => Some(client.address.as_bytes()),
         HashKey::Path => Some(parts.uri.path().as_bytes()),
-    }
-}
-
-/// Waits for the upstream's response while the request body streams: the upstream is late
-/// if no body chunk moves for `write`, or if no response comes `read` after the body ended,
-/// or when the total `deadline` passes.
-async fn with_progress_deadline<F, T>(
-    sending: F,
-    progress: &Progress,
-    write: Duration,
-    read: Duration,
-    deadline: Option<Instant>,
-) -> Result<T, ProxyError>
-where
-    F: std::future::Future<Output = T>,
-{
-    let mut sending = std::pin::pin!(sending);
-    loop {
-        let next = earliest(progress.deadline(write, read), deadline);
-        match tokio::time::timeout_at(next, &mut sending).await {
-            Ok(result) => return Ok(result),
-            // The body moved on since the deadline was set: wait again from the new one.
-            Err(_) if earliest(progress.deadline(write, read), deadline) > next => continue,
-            Err(_) if deadline.is_none_or(|d| next < d) && progress.waiting_on_client() => {
-                return Err(ProxyError::ClientTimeout)
-            }
-            Err(_) => return Err(ProxyError::UpstreamTimeout),
-        }
     }
 }
 

@@ -14,15 +14,16 @@
 //!    goes to the mirror, if any (`traffic`). An AI service answers here instead
 //!    (`crate::ai`): provider models in place of targets, keys in place of retries.
 //! 6. **response**: strip hop-by-hop headers, stream the body back with a read timeout.
-//! 7. **log**: the request id and `Server-Timing` go back to the client; when the body is
-//!    done, the request's [`Trail`] updates the metrics and queues the access log event
-//!    (`crate::observe`).
+//! 7. **log**: the request id, `Server-Timing` and the rate-limit state go back to the
+//!    client (`stamp`); when the body is done, the request's [`Trail`] updates the metrics
+//!    and queues the access log event (`crate::observe`).
 
 mod body;
 mod error;
 mod exchange;
 mod headers;
 mod rewrite;
+mod stamp;
 mod traffic;
 mod tunnel;
 
@@ -32,7 +33,7 @@ pub(crate) use headers::{client_address, new_request_id, X_REQUEST_ID};
 pub(crate) use traffic::{Condition, Fault, Mirror, Share};
 
 use crate::access;
-use crate::observe::{Telemetry, Trail, SERVER_TIMING};
+use crate::observe::{Telemetry, Trail};
 use crate::server::ClientBody;
 use crate::snapshot::{Action, CompiledRoute, MockResponse, Snapshot};
 use crate::upstream::{Admission, Fallback, Pools, Upstream};
@@ -111,12 +112,13 @@ pub(crate) async fn handle(
         event.consumer = extras.consumer.map(|c| c.name.clone());
         event.team = extras.consumer.and_then(|c| c.team.clone());
     }
+    let stamp = stamp::Stamp {
+        server_timing: trail.head_ready(response.status().as_u16(), serving.telemetry.settings.server_timing),
+        limit: extras.limit.take(),
+        request_id,
+    };
     extras.write(response.headers_mut());
-    if let Some(timing) = trail.head_ready(response.status().as_u16(), serving.telemetry.settings.server_timing) {
-        response.headers_mut().insert(SERVER_TIMING.clone(), timing);
-    }
-    response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-    response.body_mut().finish_with(Box::new(trail));
+    response.body_mut().finish_with(trail, stamp);
     response
 }
 
@@ -188,10 +190,11 @@ async fn forward<'s>(
     }
     let upstream = match &route.action {
         Action::Mock(mock) => return Ok(mock_response(mock)),
-        // An AI service takes the place of the upstream phase.
+        // An AI service takes the place of the upstream phase. Its future is boxed: inline,
+        // its size would be added to every request's future, which is moved on every call.
         Action::Ai(ai) => {
             let caller = crate::ai::Caller { consumer: extras.consumer, credential: extras.credential };
-            return Ok(crate::ai::handle(request, ai, route.max_body_bytes, caller, cx, trail).await);
+            return Ok(Box::pin(crate::ai::handle(request, ai, route.max_body_bytes, caller, cx, trail)).await);
         }
         Action::Forward(upstream) => traffic::choose(&route.shares, upstream, request.headers()),
     };

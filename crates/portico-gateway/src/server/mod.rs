@@ -10,6 +10,7 @@ mod tls;
 
 pub use http1::ClientBody;
 pub(crate) use http1::ClientUpgrade;
+pub(crate) use http1::HeadLines;
 pub use tls::ClientCert;
 pub(crate) use tls::TlsCertificates;
 
@@ -312,7 +313,14 @@ async fn serve_http2(io: Box<dyn http1::Io>, handler: Handler, mut shutdown: wat
     let handler = Arc::new(handler);
     let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
         let handler = handler.clone();
-        async move { Ok::<_, Infallible>(handler.answer(request.map(ClientBody::http2)).await) }
+        async move {
+            let mut response = handler.answer(request.map(ClientBody::http2)).await;
+            // hyper writes the head from the map alone.
+            if let Some(stamp) = response.body_mut().take_stamp() {
+                stamp.insert_into(response.headers_mut());
+            }
+            Ok::<_, Infallible>(response)
+        }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));

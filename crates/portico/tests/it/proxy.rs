@@ -196,3 +196,30 @@ async fn gigabyte_bodies_stream_both_ways_in_bounded_memory() {
     assert!(growth < 128 << 20, "memory grew by {} MiB", growth >> 20);
     portico.stop().await;
 }
+
+#[tokio::test]
+async fn portico_s_own_response_headers_replace_those_of_the_same_names() {
+    let portico = Portico::start().await;
+    // The mock stands in for an upstream that sets the headers Portico sets itself.
+    let own =
+        json!({"x-request-id": "from-upstream", "server-timing": "app;dur=1", "ratelimit-limit": "7", "x-kept": "yes"});
+    let limit = json!({"by": "route", "limits": [{"requests": 100, "per": "minute"}]});
+    let route = json!({"name": "own", "paths": ["/own"], "mock": {"body": "x", "headers": own}, "policies": {"rate_limit": limit}});
+    portico.create("routes", route).await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().expect("client");
+    for (client, version) in [(reqwest::Client::new(), reqwest::Version::HTTP_11), (h2, reqwest::Version::HTTP_2)] {
+        let response =
+            client.get(format!("{}/own", portico.proxy)).header("x-request-id", "req-7").send().await.expect("request");
+        assert_eq!((response.status().as_u16(), response.version()), (200, version));
+        let all = |name: &str| -> Vec<String> {
+            response.headers().get_all(name).iter().map(|v| v.to_str().unwrap_or("").to_owned()).collect()
+        };
+        assert_eq!(all("x-request-id"), ["req-7"], "{version:?}");
+        assert_eq!(all("ratelimit-limit"), ["100"], "{version:?}");
+        let timing = all("server-timing");
+        assert!(timing.len() == 1 && timing[0].starts_with("gateway;dur="), "{version:?}: {timing:?}");
+        assert_eq!(all("ratelimit-remaining").len(), 1, "{version:?}");
+        assert_eq!(all("x-kept"), ["yes"], "{version:?}");
+    }
+    portico.stop().await;
+}

@@ -161,7 +161,25 @@ pub(crate) struct LimitHeaders {
 }
 
 impl LimitHeaders {
-    pub fn write(self, headers: &mut HeaderMap) {
+    /// Whether `name` is one of these headers.
+    pub fn names(name: &HeaderName) -> bool {
+        *name == RATELIMIT_LIMIT || *name == RATELIMIT_REMAINING || *name == RATELIMIT_RESET
+    }
+
+    /// Writes the headers as lines of an HTTP/1.1 head.
+    pub fn write_lines(&self, out: &mut Vec<u8>) {
+        let mut number = itoa::Buffer::new();
+        out.extend_from_slice(b"ratelimit-limit: ");
+        out.extend_from_slice(self.limit.as_bytes());
+        out.extend_from_slice(b"\r\nratelimit-remaining: ");
+        out.extend_from_slice(number.format(self.remaining).as_bytes());
+        out.extend_from_slice(b"\r\nratelimit-reset: ");
+        out.extend_from_slice(number.format(self.reset_secs).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Sets the headers in `headers`, in place of any of the same names.
+    pub fn insert_into(self, headers: &mut HeaderMap) {
         headers.insert(RATELIMIT_LIMIT.clone(), self.limit);
         headers.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(self.remaining));
         headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(self.reset_secs));

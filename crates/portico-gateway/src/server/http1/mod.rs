@@ -22,6 +22,7 @@ mod request;
 mod response;
 
 pub use body::ClientBody;
+pub use response::HeadLines;
 
 use crate::proxy::BodyError;
 use crate::upstream::{chunked, Upgraded};
@@ -30,7 +31,7 @@ use http::header::CONNECTION;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 use request::{Framing as RequestFraming, Refusal, RequestHead};
-use response::{Framing, Persistence};
+use response::{Framing, NoLines, Persistence};
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -65,7 +66,7 @@ fn lock(wire: &SharedWire) -> MutexGuard<'_, Wire> {
 
 /// What answers the requests of a connection.
 pub trait Handler {
-    type Body: Body<Data = Bytes, Error = BodyError> + Unpin;
+    type Body: Body<Data = Bytes, Error = BodyError> + HeadLines + Unpin;
     fn handle(&self, request: Request<ClientBody>) -> impl Future<Output = Response<Self::Body>> + Send;
 }
 
@@ -326,7 +327,7 @@ pub async fn serve<H: Handler>(
             (false, Version::HTTP_11) => Persistence::KeepAlive,
             (false, _) => Persistence::KeepAlive10,
         };
-        response::write_head(&mut lock(&wire).write, &parts, &method, framing, length, persistence);
+        response::write_head(&mut lock(&wire).write, &parts, &body, &method, framing, length, persistence);
         drop(parts);
         let sent = send_body(&wire, &mut body, framing).await;
         // The body is dropped once it is all written: that ends the request's access log
@@ -558,6 +559,7 @@ async fn refuse(wire: &SharedWire, refusal: Refusal) {
         response::write_head(
             &mut wire.write,
             &parts,
+            &NoLines,
             &Method::GET,
             Framing::Length(body.len() as u64),
             length,

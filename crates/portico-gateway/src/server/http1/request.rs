@@ -10,6 +10,8 @@ use std::mem::MaybeUninit;
 
 /// At most this many header lines; more get 431, like a head that is too large.
 const MAX_HEADERS: usize = 100;
+/// Headers the proxy may add to a request on its way upstream.
+const ROOM_TO_ADD: usize = 4;
 
 /// How the request body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +116,9 @@ pub(super) fn read_request_head(buf: &mut BytesMut, max_bytes: usize) -> Result<
     let uri = Uri::from_maybe_shared(head.slice_ref(target.as_bytes())).map_err(|_| Refusal::Uri)?;
     let version = if parsed.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
 
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    // Room for the headers the proxy adds (`X-Forwarded-For`, `X-Consumer`, ...) without
+    // growing the map, which would rehash it.
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + ROOM_TO_ADD);
     let (mut hosts, mut close, mut keep_alive, mut upgrade, mut expect_continue) = (0, false, false, false, false);
     let (mut content_length, mut coded, mut chunked) = (None::<u64>, false, false);
     for header in parsed.headers.iter() {

@@ -6,7 +6,7 @@
 //! goes is chunked for HTTP/1.1 clients and ends with the connection for HTTP/1.0 ones.
 
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{response, Method, StatusCode, Version};
+use http::{response, HeaderName, Method, StatusCode, Version};
 use std::cell::RefCell;
 use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -49,11 +49,32 @@ pub(super) enum Persistence {
     Close,
 }
 
-/// Writes the head of `response` for a request with `method`. `length` is the body's
-/// length when known: the answer to a HEAD announces it, unless the response already says.
+/// Header lines a response carries outside its header map, written into its head after the
+/// map's headers (see `proxy::stamp` for why).
+pub trait HeadLines {
+    /// Whether these lines set header `name`: the map's header of that name is left out.
+    fn replaces(&self, name: &HeaderName) -> bool;
+    fn write_lines(&self, out: &mut Vec<u8>);
+}
+
+/// A response without lines of its own.
+pub(crate) struct NoLines;
+
+impl HeadLines for NoLines {
+    fn replaces(&self, _: &HeaderName) -> bool {
+        false
+    }
+
+    fn write_lines(&self, _: &mut Vec<u8>) {}
+}
+
+/// Writes the head of `response`, and `lines`, for a request with `method`. `length` is the
+/// body's length when known: the answer to a HEAD announces it, unless the response
+/// already says.
 pub(super) fn write_head(
     out: &mut Vec<u8>,
     response: &response::Parts,
+    lines: &impl HeadLines,
     method: &Method,
     framing: Framing,
     length: Option<u64>,
@@ -69,21 +90,23 @@ pub(super) fn write_head(
     // the length the full answer would have.
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let keeps_length = *method == Method::HEAD || status == StatusCode::NOT_MODIFIED;
-    let mut has_length = false;
+    let (mut has_length, mut has_date) = (false, false);
     for (name, value) in response.headers.iter() {
         if *name == CONTENT_LENGTH {
             if !keeps_length {
                 continue;
             }
             has_length = true;
-        } else if *name == TRANSFER_ENCODING || (*name == CONNECTION && !switching) {
+        } else if *name == TRANSFER_ENCODING || (*name == CONNECTION && !switching) || lines.replaces(name) {
             continue;
         }
+        has_date |= *name == DATE;
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    lines.write_lines(out);
     match framing {
         Framing::Length(length) => write_length(out, length),
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -100,7 +123,7 @@ pub(super) fn write_head(
         Persistence::Close if !switching => out.extend_from_slice(b"connection: close\r\n"),
         Persistence::Close => {}
     }
-    if !response.headers.contains_key(DATE) {
+    if !has_date {
         write_date(out);
     }
     out.extend_from_slice(b"\r\n");
@@ -160,7 +183,7 @@ mod tests {
         response.headers_mut().insert(DATE, HeaderValue::from_static("then"));
         let (parts, ()) = response.into_parts();
         let mut out = Vec::new();
-        write_head(&mut out, &parts, &method, framing, Some(12), persistence);
+        write_head(&mut out, &parts, &NoLines, &method, framing, Some(12), persistence);
         String::from_utf8(out).expect("text")
     }
 
@@ -209,9 +232,38 @@ mod tests {
     fn a_date_is_added_when_the_response_has_none() {
         let mut out = Vec::new();
         let (parts, ()) = Response::new(()).into_parts();
-        write_head(&mut out, &parts, &Method::GET, Framing::Length(0), None, Persistence::KeepAlive);
+        write_head(&mut out, &parts, &NoLines, &Method::GET, Framing::Length(0), None, Persistence::KeepAlive);
         let text = String::from_utf8(out).expect("text");
         let date = text.lines().find_map(|l| l.strip_prefix("date: ")).expect("a date");
         assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+    }
+
+    /// Lines that set `x-request-id`.
+    struct RequestId;
+
+    impl HeadLines for RequestId {
+        fn replaces(&self, name: &HeaderName) -> bool {
+            name == "x-request-id"
+        }
+
+        fn write_lines(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(b"x-request-id: portico\r\n");
+        }
+    }
+
+    #[test]
+    fn lines_beside_the_map_replace_its_headers_of_the_same_names() {
+        let mut response = Response::new(());
+        for (name, value) in [("x-request-id", "upstream"), ("x-a", "1"), ("date", "then")] {
+            response.headers_mut().append(name, HeaderValue::from_static(value));
+        }
+        let (parts, ()) = response.into_parts();
+        let mut out = Vec::new();
+        write_head(&mut out, &parts, &RequestId, &Method::GET, Framing::Length(0), None, Persistence::KeepAlive);
+        let text = String::from_utf8(out).expect("text");
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nx-a: 1\r\ndate: then\r\nx-request-id: portico\r\ncontent-length: 0\r\n\r\n"
+        );
     }
 }
