@@ -30,7 +30,29 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// At most this many idle connections are kept per target and worker.
 const MAX_IDLE_PER_TARGET: usize = 1024;
 
-type Key = (Scheme, Authority);
+/// Where a pooled connection goes. Compared and hashed as written: `Authority`'s own hash
+/// lowercases a byte at a time, and this is looked up twice per request. (Two spellings of
+/// one target get two pools, which is harmless.)
+#[derive(Clone)]
+struct Key {
+    https: bool,
+    authority: Authority,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.https == other.https && self.authority.as_str() == other.authority.as_str()
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.https.hash(state);
+        self.authority.as_str().hash(state);
+    }
+}
 /// Idle connections to one target, with when each became idle; the newest last.
 type Idle = Vec<(Box<Connection>, Instant)>;
 
@@ -89,7 +111,7 @@ impl Pool {
         mut request: Request<RequestBody>,
         set: &SetHeaders<'_>,
     ) -> Result<Response<UpstreamBody>, SendFailure> {
-        let key = (scheme.clone(), authority.clone());
+        let key = Key { https: *scheme == Scheme::HTTPS, authority: authority.clone() };
         let upgrade = request.headers().contains_key(http::header::UPGRADE);
         loop {
             let pooled = if upgrade { None } else { self.take(&key) };

@@ -146,10 +146,19 @@ pub(super) fn read_request_head(buf: &mut BytesMut, max_bytes: usize) -> Result<
                 }
             }
         } else if name == CONNECTION {
+            let mut only_persistence = true;
             for token in tokens(value.as_bytes()) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                let (this_close, this_keep_alive) =
+                    (token.eq_ignore_ascii_case(b"close"), token.eq_ignore_ascii_case(b"keep-alive"));
+                close |= this_close;
+                keep_alive |= this_keep_alive;
                 upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+                only_persistence &= this_close || this_keep_alive || token.is_empty();
+            }
+            // Said of this connection alone, and now read: not kept for the hop-by-hop pass
+            // to look up and remove again. One naming other headers or `upgrade` is kept.
+            if only_persistence {
+                continue;
             }
         } else if name == EXPECT {
             expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
@@ -268,6 +277,18 @@ mod tests {
             assert_eq!(framing(&format!("POST / HTTP/1.1\r\nHost: x\r\n{headers}\r\n\r\n")), Err(refusal), "{headers}");
         }
         assert_eq!(framing("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), Err(Refusal::CodingInHttp10));
+    }
+
+    #[test]
+    fn a_connection_header_that_only_says_keep_alive_or_close_is_read_and_dropped() {
+        let connection = |value: &str| {
+            let head = read(&format!("GET / HTTP/1.0\r\nConnection: {value}\r\n\r\n")).expect("valid").expect("whole");
+            (head.request.headers().get("connection").map(|v| v.to_str().unwrap_or("").to_owned()), head.keep_alive)
+        };
+        assert_eq!(connection("Keep-Alive"), (None, true));
+        assert_eq!(connection("close"), (None, false));
+        assert_eq!(connection("keep-alive, x-trace"), (Some("keep-alive, x-trace".into()), true));
+        assert_eq!(connection("Upgrade"), (Some("Upgrade".into()), false));
     }
 
     #[test]

@@ -181,9 +181,18 @@ pub(crate) fn read_response_head(buf: &mut BytesMut, method: &Method) -> Result<
                 chunked = coding.eq_ignore_ascii_case(b"chunked");
             }
         } else if name == http::header::CONNECTION {
+            let mut only_persistence = true;
             for token in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                connection_close |= token.eq_ignore_ascii_case(b"close");
-                connection_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                let (close, keep_alive) =
+                    (token.eq_ignore_ascii_case(b"close"), token.eq_ignore_ascii_case(b"keep-alive"));
+                connection_close |= close;
+                connection_keep_alive |= keep_alive;
+                only_persistence &= close || keep_alive || token.is_empty();
+            }
+            // Said of this connection alone, and now read: not kept for the hop-by-hop pass
+            // to look up and remove again. One naming other headers or `upgrade` is kept.
+            if only_persistence {
+                continue;
             }
         }
         headers.append(name, value);
@@ -310,6 +319,21 @@ mod tests {
         assert_eq!((head.framing, head.keep_alive), (ResponseFraming::Length(5), true));
         assert_eq!(&buf[..], b"hello");
         assert!(read("HTTP/1.1 200 OK\r\nContent-Len", Method::GET).expect("valid").is_none());
+    }
+
+    #[test]
+    fn a_connection_header_that_only_says_keep_alive_or_close_is_read_and_dropped() {
+        let connection = |value: &str| {
+            let mut buf =
+                BytesMut::from(&format!("HTTP/1.1 200 OK\r\nConnection: {value}\r\nContent-Length: 0\r\n\r\n")[..]);
+            let head = read_response_head(&mut buf, &Method::GET).expect("valid").expect("whole");
+            (head.headers.get("connection").map(|v| v.to_str().unwrap_or("").to_owned()), head.keep_alive)
+        };
+        assert_eq!(connection("keep-alive"), (None, true));
+        assert_eq!(connection("Close"), (None, false));
+        // Headers it names are hop-by-hop too, and an upgrade needs it: left for later passes.
+        assert_eq!(connection("keep-alive, x-trace"), (Some("keep-alive, x-trace".into()), true));
+        assert_eq!(connection("upgrade"), (Some("upgrade".into()), true));
     }
 
     #[test]
