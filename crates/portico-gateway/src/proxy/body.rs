@@ -309,6 +309,10 @@ impl ResponseBody {
     pub(crate) fn take_stamp(&mut self) -> Option<Stamp> {
         self.ending.as_mut().and_then(|ending| ending.stamp.take())
     }
+
+    fn stamp(&self) -> Option<&Stamp> {
+        self.ending.as_ref().and_then(|ending| ending.stamp.as_ref())
+    }
 }
 
 /// What a response carries from the pipeline that made it.
@@ -319,11 +323,11 @@ struct Ending {
 
 impl HeadLines for ResponseBody {
     fn replaces(&self, name: &http::HeaderName) -> bool {
-        self.ending.as_ref().and_then(|e| e.stamp.as_ref()).is_some_and(|stamp| stamp.replaces(name))
+        self.stamp().is_some_and(|stamp| stamp.replaces(name))
     }
 
     fn write_lines(&self, out: &mut Vec<u8>) {
-        if let Some(stamp) = self.ending.as_ref().and_then(|e| e.stamp.as_ref()) {
+        if let Some(stamp) = self.stamp() {
             stamp.write_lines(out);
         }
     }

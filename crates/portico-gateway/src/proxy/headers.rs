@@ -37,7 +37,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     }
     let mut protocol = None;
     // Most messages say only `Connection: keep-alive` (or `close`), which names no header.
-    let names_nothing = |v: &HeaderValue| v == "keep-alive" || v == "close" || v == "Keep-Alive" || v == "Close";
+    // (Portico's own head parsers drop such a header; this is for messages made otherwise.)
+    let names_nothing = |v: &HeaderValue| ConnectionTokens::read(v.as_bytes()).only_persistence;
     if connection && headers.get_all(header::CONNECTION).iter().all(names_nothing) {
         headers.remove(header::CONNECTION);
     } else if connection {
@@ -68,6 +69,32 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
         headers.remove(header::TE);
     }
     protocol
+}
+
+/// What a `Connection` header value says (RFC 9112 §9.3, §9.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionTokens {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
+    /// It says nothing but `close` or `keep-alive`: it names no other header and asks for no
+    /// switch, so once read it can be dropped.
+    pub only_persistence: bool,
+}
+
+impl ConnectionTokens {
+    /// Reads the comma-separated tokens of `value`, in any case.
+    pub fn read(value: &[u8]) -> ConnectionTokens {
+        let mut says = ConnectionTokens { close: false, keep_alive: false, upgrade: false, only_persistence: true };
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            let (close, keep_alive) = (token.eq_ignore_ascii_case(b"close"), token.eq_ignore_ascii_case(b"keep-alive"));
+            says.close |= close;
+            says.keep_alive |= keep_alive;
+            says.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+            says.only_persistence &= close || keep_alive || token.is_empty();
+        }
+        says
+    }
 }
 
 /// Puts back the two headers a switch of protocols needs on the next hop, after the

@@ -29,7 +29,7 @@ mod tunnel;
 
 pub(crate) use body::{BodyError, Progress, RequestBody, ResponseBody};
 pub(crate) use error::ProxyError;
-pub(crate) use headers::{client_address, new_request_id, X_REQUEST_ID};
+pub(crate) use headers::{client_address, new_request_id, ConnectionTokens, X_REQUEST_ID};
 pub(crate) use traffic::{Condition, Fault, Mirror, Share};
 
 use crate::access;

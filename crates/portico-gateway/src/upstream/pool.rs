@@ -53,6 +53,7 @@ impl std::hash::Hash for Key {
         self.authority.as_str().hash(state);
     }
 }
+
 /// Idle connections to one target, with when each became idle; the newest last.
 type Idle = Vec<(Box<Connection>, Instant)>;
 

@@ -3,6 +3,7 @@
 //! it reads it another lets a request be smuggled inside another; so whatever could be read
 //! two ways is refused, and Portico writes its own framing upstream.
 
+use crate::proxy::ConnectionTokens;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
@@ -146,18 +147,11 @@ pub(super) fn read_request_head(buf: &mut BytesMut, max_bytes: usize) -> Result<
                 }
             }
         } else if name == CONNECTION {
-            let mut only_persistence = true;
-            for token in tokens(value.as_bytes()) {
-                let (this_close, this_keep_alive) =
-                    (token.eq_ignore_ascii_case(b"close"), token.eq_ignore_ascii_case(b"keep-alive"));
-                close |= this_close;
-                keep_alive |= this_keep_alive;
-                upgrade |= token.eq_ignore_ascii_case(b"upgrade");
-                only_persistence &= this_close || this_keep_alive || token.is_empty();
-            }
+            let says = ConnectionTokens::read(value.as_bytes());
+            (close, keep_alive, upgrade) = (close | says.close, keep_alive | says.keep_alive, upgrade | says.upgrade);
             // Said of this connection alone, and now read: not kept for the hop-by-hop pass
             // to look up and remove again. One naming other headers or `upgrade` is kept.
-            if only_persistence {
+            if says.only_persistence {
                 continue;
             }
         } else if name == EXPECT {

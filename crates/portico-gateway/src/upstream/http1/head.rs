@@ -5,6 +5,7 @@
 //! strictly (RFC 9112 §6.3), since two parties that frame one message differently are
 //! how requests are smuggled.
 
+use crate::proxy::ConnectionTokens;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{request, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
@@ -12,6 +13,9 @@ use std::mem::MaybeUninit;
 
 /// The most headers a response head may have.
 const MAX_HEADERS: usize = 100;
+/// Headers policies may add to a response, room made for them in its map: a map that
+/// grows rehashes.
+const ROOM_TO_ADD: usize = 4;
 
 /// How a request body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,8 +159,7 @@ pub(crate) fn read_response_head(buf: &mut BytesMut, method: &Method) -> Result<
     }
     let status = parsed.code.and_then(|code| StatusCode::from_u16(code).ok()).ok_or(Malformed::Status)?;
     let version = if parsed.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
-    // Room for headers policies add to the response without growing the map.
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 4);
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + ROOM_TO_ADD);
     let mut connection_close = false;
     let mut connection_keep_alive = false;
     let mut chunked = false;
@@ -181,17 +184,12 @@ pub(crate) fn read_response_head(buf: &mut BytesMut, method: &Method) -> Result<
                 chunked = coding.eq_ignore_ascii_case(b"chunked");
             }
         } else if name == http::header::CONNECTION {
-            let mut only_persistence = true;
-            for token in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                let (close, keep_alive) =
-                    (token.eq_ignore_ascii_case(b"close"), token.eq_ignore_ascii_case(b"keep-alive"));
-                connection_close |= close;
-                connection_keep_alive |= keep_alive;
-                only_persistence &= close || keep_alive || token.is_empty();
-            }
+            let says = ConnectionTokens::read(value.as_bytes());
+            connection_close |= says.close;
+            connection_keep_alive |= says.keep_alive;
             // Said of this connection alone, and now read: not kept for the hop-by-hop pass
             // to look up and remove again. One naming other headers or `upgrade` is kept.
-            if only_persistence {
+            if says.only_persistence {
                 continue;
             }
         }
