@@ -5,7 +5,7 @@
 //! (by a SHA-256 of user and password, for the life of the snapshot) and each Argon2 check
 //! runs on a blocking thread, at most [`HASHING_AT_ONCE`] at a time, never on a worker.
 
-use super::rate_limit::{AccessStates, RateLimiter};
+use super::rate_limit::{key_hash, AccessStates, Key, RateLimiter};
 use crate::proxy::ProxyError;
 use crate::server::ClientCert;
 use base64::Engine;
@@ -33,6 +33,8 @@ pub(crate) struct Consumer {
     pub team: Option<Arc<str>>,
     /// A rate limit attached to the consumer, which replaces the route's.
     pub rate_limit: Option<Arc<RateLimiter>>,
+    /// The hash its requests are counted under by limits per consumer, made once.
+    pub limit_key: u64,
 }
 
 enum Password {
@@ -90,6 +92,7 @@ impl Consumers {
                 groups: consumer.groups.iter().map(|g| g.as_str().into()).collect(),
                 groups_header: (!groups.is_empty()).then(|| HeaderValue::from_str(&groups).ok()).flatten(),
                 team: consumer.team.as_deref().map(Arc::from),
+                limit_key: key_hash(&Key::Consumer(&consumer.name)),
                 rate_limit: consumer
                     .policies
                     .rate_limit

@@ -12,6 +12,7 @@ use super::error::ProxyError;
 use super::headers::{self, X_REQUEST_ID};
 use super::traffic::{Copy, MIRROR_BODY_BYTES};
 use super::{Client, RequestContext};
+use crate::access::{IdentityHeaders, UpstreamIdentity};
 use crate::observe::{Trail, TRACEPARENT};
 use crate::server::{ClientBody, ClientUpgrade};
 use crate::snapshot::CompiledRoute;
@@ -20,7 +21,7 @@ use crate::upstream::{
     UpstreamTarget,
 };
 use http::uri::PathAndQuery;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use portico_model::HostHeader;
 use std::future::Future;
 use std::pin::pin;
@@ -54,21 +55,34 @@ impl From<ProxyError> for Failed {
     }
 }
 
+/// How earlier phases changed the request for the upstream.
+pub(super) struct Edits<'s> {
+    /// The path, when the route rewrites it.
+    pub path: Option<String>,
+    /// Who the access phase says the caller is (headers set or cleared with the head).
+    pub identity: UpstreamIdentity<'s>,
+}
+
+/// `Host` as a static, so that the headers set with the head can start from it.
+static HOST: HeaderName = header::HOST;
+
 pub(super) async fn send_upstream(
     request: Request<ClientBody>,
     route: &CompiledRoute,
     upstream: &Upstream,
-    path: Option<String>,
+    edits: Edits<'_>,
     cx: &RequestContext<'_>,
     mirror: bool,
     trail: &mut Trail,
 ) -> Result<Exchanged, ProxyError> {
     let RequestContext { client, pools, request_id } = *cx;
     let (mut parts, body) = request.into_parts();
-    let key = upstream.hash_on().and_then(|on| balance_key(on, &parts, client)).map(hash_key);
+    let mut identity_room = [(&HOST, None); 3];
+    let identity = edits.identity.headers(&mut identity_room);
+    let key = upstream.hash_on().and_then(|on| balance_key(on, &parts, client, identity)).map(hash_key);
 
     let uri = std::mem::take(&mut parts.uri).into_parts();
-    let path_and_query = match path {
+    let path_and_query = match edits.path {
         Some(path) => {
             let joined = match uri.path_and_query.as_ref().and_then(|pq| pq.query()) {
                 Some(query) => format!("{path}?{query}"),
@@ -128,15 +142,18 @@ pub(super) async fn send_upstream(
             (HostHeader::Pass, Some(host)) => host,
             _ => &target.host,
         };
-        let set = [
-            (&header::HOST, host),
-            (&headers::X_FORWARDED_PROTO, proto),
-            (&X_REQUEST_ID, request_id),
-            (&TRACEPARENT, &traceparent),
-            (&headers::X_FORWARDED_HOST, client_host.as_ref().unwrap_or(host)),
-        ];
+        let mut set = [(&HOST, None); 8];
+        set[..5].copy_from_slice(&[
+            (&HOST, Some(host)),
+            (&headers::X_FORWARDED_PROTO, Some(proto)),
+            (&X_REQUEST_ID, Some(request_id)),
+            (&TRACEPARENT, Some(&traceparent)),
+            (&headers::X_FORWARDED_HOST, Some(client_host.as_ref().unwrap_or(host))),
+        ]);
         // Without a host from the client, a client's own `X-Forwarded-Host` is passed on.
-        let set = if client_host.is_some() { &set[..] } else { &set[..4] };
+        let own = if client_host.is_some() { 5 } else { 4 };
+        set[own..own + identity.len()].copy_from_slice(identity);
+        let set = &set[..own + identity.len()];
 
         let in_flight = upstream.counts_requests().then(|| target.state.start_request());
         trail.set_target(&target.authority);
@@ -189,7 +206,10 @@ pub(super) async fn send_upstream(
                 let copy = match mirror {
                     true => copy_of(head.as_ref(), progress.as_deref()).map(|mut copy| {
                         for (name, value) in set.iter().filter(|(name, _)| **name != header::HOST) {
-                            copy.headers.insert(*name, (*value).clone());
+                            match value {
+                                Some(value) => copy.headers.insert(*name, (*value).clone()),
+                                None => copy.headers.remove(*name),
+                            };
                         }
                         copy
                     }),
@@ -282,10 +302,19 @@ fn copy_of(head: Option<&(Method, Uri, HeaderMap)>, progress: Option<&Progress>)
     Some(Copy { method: method.clone(), uri: uri.clone(), headers: headers.clone(), body })
 }
 
-/// The key a hashing balancer uses for this request, if the request has one.
-fn balance_key<'r>(on: &HashKey, parts: &'r http::request::Parts, client: &'r Client) -> Option<&'r [u8]> {
+/// The key a hashing balancer uses for this request, if the request has one. A header the
+/// access phase sets or clears counts as the upstream will get it.
+fn balance_key<'r>(
+    on: &HashKey,
+    parts: &'r http::request::Parts,
+    client: &'r Client,
+    identity: &IdentityHeaders<'r>,
+) -> Option<&'r [u8]> {
     match on {
-        HashKey::Header(name) => parts.headers.get(name).map(HeaderValue::as_bytes),
+        HashKey::Header(name) => match identity.iter().find(|(set, _)| *set == name) {
+            Some((_, value)) => value.map(HeaderValue::as_bytes),
+            None => parts.headers.get(name).map(HeaderValue::as_bytes),
+        },
         HashKey::Cookie(name) => headers::cookie(&parts.headers, name),
         HashKey::ClientIp => Some(client.address.as_bytes()),
         HashKey::Path => Some(parts.uri.path().as_bytes()),

@@ -177,6 +177,11 @@ async fn forward<'s>(
             return Ok(answer);
         }
     }
+    // Who the caller is goes upstream with the head, unless a phase before the upstream
+    // reads headers to decide: then it must see them as the upstream will.
+    if route.fault.is_some() || !route.shares.is_empty() || matches!(route.action, Action::Ai(_)) {
+        extras.identity.apply_to(request.headers_mut());
+    }
 
     // 4. rewrite
     if let Some(limit) = route.max_body_bytes {
@@ -199,6 +204,7 @@ async fn forward<'s>(
         Action::Forward(upstream) => traffic::choose(&route.shares, upstream, request.headers()),
     };
     let path = rewrite::upstream_path(&route.rewrite, &route.patterns[pattern], request.uri().path());
+    let edits = exchange::Edits { path, identity: extras.identity };
 
     // 5. upstream: circuit breaker, bulkhead, then the exchange (balancer, pool, retries).
     // The breaker goes first so that an open circuit answers at once instead of queueing.
@@ -210,7 +216,7 @@ async fn forward<'s>(
             None => None,
         };
         return match other {
-            Some(other) => forward_to(request, route, other, path, cx, None, None, trail).await,
+            Some(other) => forward_to(request, route, other, edits, cx, None, None, trail).await,
             None => Err(ProxyError::CircuitOpen { retry_after_secs: wait_ms.div_ceil(1000) }),
         };
     }
@@ -219,7 +225,7 @@ async fn forward<'s>(
         None => None,
     };
     let mirror = route.mirror.as_ref().filter(|m| m.wanted());
-    let result = forward_to(request, route, upstream, path, cx, permit, mirror, trail).await;
+    let result = forward_to(request, route, upstream, edits, cx, permit, mirror, trail).await;
     if let Some((policy, admission)) = admission {
         let failed = match &result {
             Ok(response) => Some(policy.statuses.contains(response.status().as_u16())),
@@ -237,7 +243,7 @@ async fn forward_to(
     request: Request<ClientBody>,
     route: &CompiledRoute,
     upstream: &Upstream,
-    path: Option<String>,
+    edits: exchange::Edits<'_>,
     cx: &RequestContext<'_>,
     permit: Option<OwnedSemaphorePermit>,
     mirror: Option<&Mirror>,
@@ -246,7 +252,7 @@ async fn forward_to(
     if let Some(event) = trail.event() {
         event.service = Some(upstream.name.clone());
     }
-    let exchanged = exchange::send_upstream(request, route, upstream, path, cx, mirror.is_some(), trail).await?;
+    let exchanged = exchange::send_upstream(request, route, upstream, edits, cx, mirror.is_some(), trail).await?;
     if let (Some(mirror), Some(copy)) = (mirror, exchanged.copy) {
         mirror.send(copy, cx.pools);
     }

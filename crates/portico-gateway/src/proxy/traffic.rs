@@ -170,7 +170,7 @@ impl Mirror {
             let target = &members.targets[members.pick(upstream.balancer(), None, &[])];
             let request = copy.into_request();
             let pool = pools.pool(&upstream);
-            let host = [(&header::HOST, &target.host)];
+            let host = [(&header::HOST, Some(&target.host))];
             let sending = pool.send(&upstream.scheme, &target.authority, request, &host);
             match tokio::time::timeout(upstream.read_timeout, sending).await {
                 Ok(Ok(response)) => {

@@ -97,6 +97,61 @@ async fn api_keys_identify_consumers_and_stay_secret() {
     portico.stop().await;
 }
 
+/// What the upstream is told about the caller, and what the phases before it see of that, is
+/// Portico's word: a client's own `X-Consumer` or `X-Consumer-Groups` never passes, a split or
+/// a hashing balancer on `X-Consumer` follows the consumer the key belongs to, and the key
+/// itself stays behind unless the policy keeps it.
+#[tokio::test]
+async fn the_caller_s_identity_cannot_be_forged_on_its_way_upstream() {
+    let (v1, v2) = (MockUpstream::start("v1").await, MockUpstream::start("v2").await);
+    let portico = Portico::start().await;
+    portico.service("v1", &[v1.addr.to_string()]).await;
+    portico.service("v2", &[v2.addr.to_string()]).await;
+    let split = json!([{"service": "v2", "weight": 0, "when": {"header": "x-consumer", "value": "beta"}}]);
+    let route = json!({"name": "split", "paths": ["/split/*"], "service": "v1", "split": split,
+                       "policies": {"key_auth": {}}});
+    portico.create("routes", route).await;
+    let targets = json!([{"address": v1.addr.to_string()}, {"address": v2.addr.to_string()}]);
+    let balance = json!({"algorithm": "hash", "on": "header", "key": "x-consumer"});
+    portico.create("services", json!({"name": "sticky", "targets": targets, "balance": balance})).await;
+    let route = json!({"name": "sticky", "paths": ["/sticky/*"], "service": "sticky",
+                       "policies": {"key_auth": {"keep_credential": true}}});
+    portico.create("routes", route).await;
+    portico.create("consumers", json!({"name": "beta"})).await;
+    portico.create("consumers", json!({"name": "kiosk"})).await;
+    let (beta, _) = issue_key(&portico, "beta").await;
+    let (kiosk, _) = issue_key(&portico, "kiosk").await;
+    let forged = |path: &str, key: &str| {
+        portico.get(path).header("x-api-key", key).header("x-consumer", "beta").header("x-consumer-groups", "admins")
+    };
+
+    // kiosk claims to be beta: the split still sends it where kiosk's requests go.
+    assert_eq!(portico.answered_by(forged("/split/x", &kiosk)).await, (200, "v1".to_owned()));
+    assert_eq!(portico.answered_by(portico.get("/split/x").header("x-api-key", &beta)).await, (200, "v2".to_owned()));
+    let echo: Value = forged("/split/x", &kiosk).send().await.expect("r").json().await.expect("j");
+    assert_eq!(echo["headers"]["x-consumer"], "kiosk", "{echo}");
+    assert!(echo["headers"].get("x-consumer-groups").is_none(), "kiosk is in no group: {echo}");
+    assert!(echo["headers"].get("x-api-key").is_none(), "{echo}");
+
+    // A balancer hashing on X-Consumer keeps each consumer on one target whatever it claims,
+    // and a policy that keeps the credential passes the key on.
+    let mut seen = std::collections::HashMap::new();
+    for (key, who) in [(&kiosk, "kiosk"), (&beta, "beta")] {
+        for claim in ["beta", "kiosk", "someone"] {
+            let request = portico.get("/sticky/x").header("x-api-key", key).header("x-consumer", claim);
+            let response = request.send().await.expect("r");
+            let upstream = response.headers()["x-upstream"].to_str().unwrap_or("").to_owned();
+            let echo: Value = response.json().await.expect("j");
+            assert_eq!(
+                (echo["headers"]["x-consumer"].as_str(), echo["headers"]["x-api-key"].as_str()),
+                (Some(who), Some(key.as_str()))
+            );
+            assert_eq!(seen.entry(who).or_insert_with(|| upstream.clone()), &upstream, "{who} moved targets");
+        }
+    }
+    portico.stop().await;
+}
+
 fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }

@@ -4,6 +4,7 @@ mod redis;
 mod window;
 
 pub use self::redis::{RedisLimits, RedisReport};
+use super::identity::Consumer;
 use crate::proxy::ProxyError;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use portico_model::{LimitBy, RateLimit};
@@ -12,6 +13,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
+pub(crate) use window::key_hash;
 use window::{LimitSpec, LocalCounters};
 
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -65,6 +67,7 @@ impl AccessStates {
             (false, _) => None,
         };
         Arc::new(RateLimiter {
+            all_key: key_hash(&Key::All),
             scope: scope.into(),
             by: policy.by,
             header: policy.header.as_deref().and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
@@ -77,6 +80,8 @@ impl AccessStates {
 
 /// One rate-limit policy, ready for the request path.
 pub(crate) struct RateLimiter {
+    /// The hash of [`Key::All`], made once.
+    all_key: u64,
     scope: Box<str>,
     by: LimitBy,
     header: Option<HeaderName>,
@@ -87,7 +92,7 @@ pub(crate) struct RateLimiter {
 
 /// What a request is counted by.
 #[derive(Hash)]
-enum Key<'a> {
+pub(crate) enum Key<'a> {
     Consumer(&'a str),
     ClientIp(IpAddr),
     Header(&'a [u8]),
@@ -97,7 +102,7 @@ enum Key<'a> {
 
 /// What the limiter needs to know about a request.
 pub(crate) struct Caller<'a> {
-    pub consumer: Option<&'a str>,
+    pub consumer: Option<&'a Consumer>,
     pub client_ip: IpAddr,
     pub headers: &'a HeaderMap,
 }
@@ -107,7 +112,7 @@ impl RateLimiter {
     /// `RateLimit-*` headers will say goes into `headers` either way.
     pub async fn check(&self, caller: &Caller<'_>, headers: &mut Option<LimitHeaders>) -> Result<(), ProxyError> {
         let key = match (self.by, caller.consumer) {
-            (LimitBy::Consumer, Some(name)) => Key::Consumer(name),
+            (LimitBy::Consumer, Some(consumer)) => Key::Consumer(&consumer.name),
             (LimitBy::Route | LimitBy::Service, _) => Key::All,
             (LimitBy::Header, _) => match self.header.as_ref().and_then(|h| caller.headers.get(h)) {
                 Some(value) => Key::Header(value.as_bytes()),
@@ -121,7 +126,14 @@ impl RateLimiter {
         };
         let (admitted, status) = match cluster {
             Some(answer) => answer,
-            None => self.local.check(self.local.hash_key(&key), now_ms()),
+            None => {
+                let hash = match (&key, caller.consumer) {
+                    (Key::Consumer(_), Some(consumer)) => consumer.limit_key,
+                    (Key::All, _) => self.all_key,
+                    _ => key_hash(&key),
+                };
+                self.local.check(hash, now_ms())
+            }
         };
         if self.show_headers {
             let limit = self.local.limit_value(status.limit);

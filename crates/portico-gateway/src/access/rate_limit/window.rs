@@ -8,7 +8,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
 /// One limit: at most `requests` per `window_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -148,14 +148,22 @@ impl Hasher for KeyHasher {
 
 type Shard = HashMap<u64, Box<[WindowState]>, BuildHasherDefault<KeyHasher>>;
 
-/// The counters of one rate-limit policy on this node: keyed by a 64-bit hash of the key
-/// under a per-process random seed (so no key is stored and none can be crafted to collide),
-/// split over shards that each have their own lock.
+/// The seed of [`key_hash`], random per process.
+static SEED: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
+/// The hash a key is counted under: 64 bits of SipHash under a per-process random seed, so
+/// that no key is stored and none can be crafted to collide with another. Keys known in
+/// advance (a consumer, a whole route) are hashed once, when the snapshot is compiled.
+pub(crate) fn key_hash(key: &impl std::hash::Hash) -> u64 {
+    SEED.hash_one(key)
+}
+
+/// The counters of one rate-limit policy on this node, by [`key_hash`], split over shards
+/// that each have their own lock.
 pub(crate) struct LocalCounters {
     specs: Box<[LimitSpec]>,
     /// Each limit's count as a header value, made once.
     limit_values: Box<[(u64, http::HeaderValue)]>,
-    seed: RandomState,
     shards: Box<[Mutex<(Shard, usize)>]>,
 }
 
@@ -163,7 +171,7 @@ impl LocalCounters {
     pub fn new(specs: Box<[LimitSpec]>) -> LocalCounters {
         let shards = (0..SHARDS).map(|_| Mutex::new((Shard::default(), 64))).collect();
         let limit_values = specs.iter().map(|s| (s.requests, http::HeaderValue::from(s.requests))).collect();
-        LocalCounters { specs, limit_values, seed: RandomState::new(), shards }
+        LocalCounters { specs, limit_values, shards }
     }
 
     /// `limit` (one of the limits' counts) as a header value.
@@ -176,11 +184,6 @@ impl LocalCounters {
 
     pub fn specs(&self) -> &[LimitSpec] {
         &self.specs
-    }
-
-    /// The hash a key is counted under.
-    pub fn hash_key(&self, key: &impl std::hash::Hash) -> u64 {
-        self.seed.hash_one(key)
     }
 
     pub fn check(&self, key: u64, now_ms: u64) -> (bool, LimitStatus) {

@@ -43,10 +43,11 @@ impl RequestFraming {
     }
 }
 
-/// Headers Portico sets on a request (`Host`, `X-Request-Id`, ...): written with the head in
-/// place of any of the same name in the request's header map, which saves a hash and an
-/// insert into that map for each.
-pub(crate) type SetHeaders<'a> = [(&'a HeaderName, &'a HeaderValue)];
+/// Headers Portico sets on a request (`Host`, `X-Request-Id`, ...) or takes off it (`None`: a
+/// credential the upstream must not see): written with the head in place of any of the same
+/// name in the request's header map, which saves a hash and an insert or removal in that map
+/// for each.
+pub(crate) type SetHeaders<'a> = [(&'a HeaderName, Option<&'a HeaderValue>)];
 
 /// Writes the request head into `out`: the request line, the headers in `set`, the request's
 /// headers but those `set` replaces and those that frame the body, and the framing header
@@ -58,7 +59,9 @@ pub(crate) fn write_request_head(out: &mut Vec<u8>, head: &request::Parts, frami
     out.extend_from_slice(head.uri.path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in set {
-        write_header(out, name, value);
+        if let Some(value) = value {
+            write_header(out, name, value);
+        }
     }
     for (name, value) in &head.headers {
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || set.iter().any(|(set, _)| *set == name) {
@@ -287,7 +290,7 @@ mod tests {
     }
 
     #[test]
-    fn headers_portico_sets_replace_the_client_s() {
+    fn headers_portico_sets_replace_the_client_s_and_those_it_clears_are_left_out() {
         let mut request = http::Request::get("/").body(()).expect("request");
         request.headers_mut().insert("host", HeaderValue::from_static("client.example"));
         request.headers_mut().insert("x-request-id", HeaderValue::from_static("from-client"));
@@ -296,8 +299,9 @@ mod tests {
         let (host, id) = (HeaderValue::from_static("upstream:80"), HeaderValue::from_static("abc"));
         let request_id = HeaderName::from_static("x-request-id");
         let mut out = Vec::new();
-        write_request_head(&mut out, &parts, RequestFraming::None, &[(&http::header::HOST, &host), (&request_id, &id)]);
-        assert_eq!(out, b"GET / HTTP/1.1\r\nhost: upstream:80\r\nx-request-id: abc\r\naccept: */*\r\n\r\n");
+        let set = [(&http::header::HOST, Some(&host)), (&request_id, Some(&id)), (&http::header::ACCEPT, None)];
+        write_request_head(&mut out, &parts, RequestFraming::None, &set);
+        assert_eq!(out, b"GET / HTTP/1.1\r\nhost: upstream:80\r\nx-request-id: abc\r\n\r\n");
     }
 
     #[test]
