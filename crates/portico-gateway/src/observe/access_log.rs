@@ -379,8 +379,10 @@ impl AccessLog {
             writer: Drainer::default(),
         });
         let (writer, mut clock, mut analytics) = (log.clone(), Clock::default(), analytics);
+        // One batch for the writer's life: its buffers keep their size from drain to drain.
+        let mut batch = Batch::default();
         log.writer.start("portico-access-log", FLUSH_INTERVAL, move |last| {
-            writer.drain(&mut sinks, &mut clock, analytics.as_mut());
+            writer.drain(&mut batch, &mut sinks, &mut clock, analytics.as_mut());
             if let Some(analytics) = &mut analytics {
                 analytics.tick(last);
             }
@@ -422,8 +424,8 @@ impl AccessLog {
 
     /// Writes what is queued to every sink, as one batch of JSON lines (and the events
     /// themselves for sinks that want them).
-    fn drain(&self, sinks: &mut [Sink], clock: &mut Clock, mut analytics: Option<&mut Counter>) {
-        let mut batch = Batch::default();
+    fn drain(&self, batch: &mut Batch, sinks: &mut [Sink], clock: &mut Clock, mut analytics: Option<&mut Counter>) {
+        batch.clear();
         let wants_text = sinks.iter().any(|s| !matches!(s, Sink::Events(_)));
         let wants_events = sinks.iter().any(|s| matches!(s, Sink::Events(_)));
         while let Some(event) = self.queue.pop() {
@@ -445,7 +447,7 @@ impl AccessLog {
             return;
         }
         for (sink, (name, written, failed)) in sinks.iter_mut().zip(self.counts.iter()) {
-            let (ok, lost) = sink.write(&batch);
+            let (ok, lost) = sink.write(batch);
             if lost > 0 {
                 tracing::warn!(sink = %name, lost, "the access log sink failed; events were lost");
             }
@@ -464,6 +466,19 @@ struct Batch {
 }
 
 impl Batch {
+    /// Empties the batch, keeping its buffers unless a burst made them large.
+    fn clear(&mut self) {
+        const KEPT_BYTES: usize = 1 << 20;
+        const KEPT_EVENTS: usize = 4096;
+        if self.text.capacity() > KEPT_BYTES {
+            *self = Batch::default();
+        }
+        self.text.clear();
+        self.ends.clear();
+        self.events.clear();
+        self.events.shrink_to(KEPT_EVENTS);
+    }
+
     fn lines(&self) -> impl Iterator<Item = &[u8]> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
         starts.zip(self.ends.iter().copied()).map(|(start, end)| &self.text[start..end])
@@ -531,6 +546,15 @@ impl FileSink {
 
     fn write(&mut self, batch: &Batch) -> (u64, u64) {
         let (mut written, mut lost) = (0, 0);
+        if self.size + batch.text.len() as u64 <= self.max_bytes {
+            // No rotation within the batch: it goes in one write, past the buffer.
+            let result = self.out.write_all(&batch.text).and_then(|()| self.out.flush());
+            if result.is_err() {
+                return (0, batch.len());
+            }
+            self.size += batch.text.len() as u64;
+            return (batch.len(), 0);
+        }
         for line in batch.lines() {
             match self.write_line(line) {
                 Ok(()) => written += 1,
@@ -641,6 +665,31 @@ mod tests {
         }
         let last = current.lines().last().expect("a line");
         assert!(last.contains("\"/users/11\""), "{last}");
+    }
+
+    #[test]
+    fn batch_after_batch_each_event_is_written_once_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("access.log");
+        let sink = AccessLogSink::File { path: path.clone(), max_bytes: 1 << 20, keep: 1 };
+        let log = AccessLog::start(&AccessLogSettings { sinks: vec![sink], queue: 100 }, None, None).expect("start");
+        for i in 0..3 {
+            log.push(event(&format!("/users/{i}")));
+        }
+        // The writer drains these before the next ones come: two batches.
+        std::thread::sleep(FLUSH_INTERVAL * 5);
+        assert_eq!(log.report().sinks[0].written, 3);
+        for i in 3..5 {
+            log.push(event(&format!("/users/{i}")));
+        }
+        log.stop();
+        let text = std::fs::read_to_string(&path).expect("file");
+        let paths: Vec<String> = text
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("JSON")["path"].to_string())
+            .collect();
+        assert_eq!(paths, (0..5).map(|i| format!("\"/users/{i}\"")).collect::<Vec<_>>());
+        assert_eq!(log.report().sinks[0].written, 5);
     }
 
     #[test]
