@@ -189,33 +189,23 @@ pub(crate) struct UpstreamIdentity<'s> {
     credential: Option<&'s HeaderName>,
 }
 
-/// The headers of an [`UpstreamIdentity`], each set (`Some`) or left out (`None`).
-pub(crate) type IdentityHeaders<'s> = [(&'s HeaderName, Option<&'s HeaderValue>)];
-
 impl<'s> UpstreamIdentity<'s> {
-    /// The headers to set or leave out upstream, in `room`; the slice of it in use.
-    pub fn headers<'r>(&self, room: &'r mut [(&'s HeaderName, Option<&'s HeaderValue>); 3]) -> &'r IdentityHeaders<'s> {
-        if !self.authenticated {
-            return &room[..0];
-        }
-        room[0] = (&X_CONSUMER, self.consumer.map(|c| &c.name_header));
-        room[1] = (&X_CONSUMER_GROUPS, self.consumer.and_then(|c| c.groups_header.as_ref()));
-        match self.credential {
-            Some(header) => {
-                room[2] = (header, None);
-                &room[..]
-            }
-            None => &room[..2],
-        }
+    /// The headers to set (`Some`) or leave out (`None`) upstream: at most three.
+    pub fn headers(&self) -> impl Iterator<Item = (&'s HeaderName, Option<&'s HeaderValue>)> {
+        let who = [
+            (&X_CONSUMER, self.consumer.map(|c| &c.name_header)),
+            (&X_CONSUMER_GROUPS, self.consumer.and_then(|c| c.groups_header.as_ref())),
+        ];
+        let credential = self.credential.map(|header| (header, None));
+        self.authenticated.then_some(who).into_iter().flatten().chain(credential)
     }
 
     /// Writes the identity into `headers` and leaves nothing to set with the head.
     pub fn apply_to(&mut self, headers: &mut HeaderMap) {
-        let mut room = [(&X_CONSUMER, None); 3];
-        for (name, value) in self.headers(&mut room) {
+        for (name, value) in self.headers() {
             match value {
-                Some(value) => headers.insert(*name, (*value).clone()),
-                None => headers.remove(*name),
+                Some(value) => headers.insert(name, value.clone()),
+                None => headers.remove(name),
             };
         }
         *self = UpstreamIdentity::default();
@@ -280,10 +270,8 @@ pub(crate) async fn check<'s, B>(
     let consumer = match authenticates || policy.jwt_auth.is_some() {
         false => None,
         true => {
-            let found = authenticate(policy, &shared.consumers, request, client, &mut extras.credential).await?;
-            extras.identity =
-                UpstreamIdentity { authenticated: true, consumer: found.consumer, credential: found.strip };
-            found.consumer
+            extras.identity = authenticate(policy, &shared.consumers, request, client, &mut extras.credential).await?;
+            extras.identity.consumer
         }
     };
     extras.consumer = consumer;
@@ -309,28 +297,23 @@ pub(crate) async fn check<'s, B>(
     Ok(None)
 }
 
-/// Who authentication found, and the header that carried the credential when the upstream
-/// must not get it.
-struct Found<'s> {
-    consumer: Option<&'s Consumer>,
-    strip: Option<&'s HeaderName>,
-}
-
 /// Finds the consumer behind the request's credentials. A valid token whose subject is no
 /// consumer's authenticates the request without a consumer. A credential in the query is
-/// removed here; one in a header is left out when the head goes upstream (`Found::strip`).
+/// removed here; one in a header is left out when the head goes upstream
+/// (`UpstreamIdentity::credential`).
 async fn authenticate<'s, B>(
     policy: &'s AccessPolicy,
     consumers: &'s Consumers,
     request: &mut Request<B>,
     client: &Client,
     credential: &mut Option<&'s str>,
-) -> Result<Found<'s>, ProxyError> {
+) -> Result<UpstreamIdentity<'s>, ProxyError> {
     let basic = policy.basic_auth.is_some();
+    let found = |consumer, credential| UpstreamIdentity { authenticated: true, consumer, credential };
     let strip = |keep: bool, header: &'s HeaderName| (!keep).then_some(header);
     if let (true, Some(certificate)) = (policy.mtls_auth, &client.certificate) {
         let unknown = ProxyError::Unauthenticated { message: "the client certificate belongs to no consumer", basic };
-        return Ok(Found { consumer: Some(consumers.by_certificate(certificate).ok_or(unknown)?), strip: None });
+        return Ok(found(Some(consumers.by_certificate(certificate).ok_or(unknown)?), None));
     }
     if let (Some(jwt), Some(token)) = (&policy.jwt_auth, bearer_token(request.headers())) {
         let claims = jwt.verify(token).await.map_err(|message| ProxyError::Unauthenticated { message, basic })?;
@@ -345,7 +328,7 @@ async fn authenticate<'s, B>(
                 headers.insert(header.clone(), value);
             }
         }
-        return Ok(Found { consumer, strip: strip(jwt.keep_credential, &AUTHORIZATION) });
+        return Ok(found(consumer, strip(jwt.keep_credential, &AUTHORIZATION)));
     }
     if let Some(lookup) = &policy.key_auth {
         let (header, key) = match request.headers().get(&lookup.header) {
@@ -361,7 +344,7 @@ async fn authenticate<'s, B>(
             };
             let (consumer, id) = consumers.by_key(key).ok_or(unknown_key(basic))?;
             *credential = Some(id);
-            return Ok(Found { consumer: Some(consumer), strip: strip(lookup.keep_credential, header) });
+            return Ok(found(Some(consumer), strip(lookup.keep_credential, header)));
         }
         let in_query = lookup.query.as_deref().and_then(|name| {
             let key = identity::query_param(request.uri().query()?, name)?;
@@ -373,13 +356,13 @@ async fn authenticate<'s, B>(
                 remove_query_param(request, name);
             }
             *credential = Some(id);
-            return Ok(Found { consumer: Some(consumer), strip: None });
+            return Ok(found(Some(consumer), None));
         }
     }
     if let Some(keep) = policy.basic_auth {
         if let Some(encoded) = identity::basic_credentials(request.headers()) {
             let consumer = consumers.by_basic(encoded).await?;
-            return Ok(Found { consumer: Some(consumer), strip: strip(keep, &AUTHORIZATION) });
+            return Ok(found(Some(consumer), strip(keep, &AUTHORIZATION)));
         }
     }
     let ways = [policy.mtls_auth, policy.jwt_auth.is_some(), policy.key_auth.is_some(), basic];

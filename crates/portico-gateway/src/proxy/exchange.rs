@@ -12,7 +12,7 @@ use super::error::ProxyError;
 use super::headers::{self, X_REQUEST_ID};
 use super::traffic::{Copy, MIRROR_BODY_BYTES};
 use super::{Client, RequestContext};
-use crate::access::{IdentityHeaders, UpstreamIdentity};
+use crate::access::UpstreamIdentity;
 use crate::observe::{Trail, TRACEPARENT};
 use crate::server::{ClientBody, ClientUpgrade};
 use crate::snapshot::CompiledRoute;
@@ -77,9 +77,8 @@ pub(super) async fn send_upstream(
 ) -> Result<Exchanged, ProxyError> {
     let RequestContext { client, pools, request_id } = *cx;
     let (mut parts, body) = request.into_parts();
-    let mut identity_room = [(&HOST, None); 3];
-    let identity = edits.identity.headers(&mut identity_room);
-    let key = upstream.hash_on().and_then(|on| balance_key(on, &parts, client, identity)).map(hash_key);
+    let identity = edits.identity;
+    let key = upstream.hash_on().and_then(|on| balance_key(on, &parts, client, &identity)).map(hash_key);
 
     let uri = std::mem::take(&mut parts.uri).into_parts();
     let path_and_query = match edits.path {
@@ -151,9 +150,12 @@ pub(super) async fn send_upstream(
             (&headers::X_FORWARDED_HOST, Some(client_host.as_ref().unwrap_or(host))),
         ]);
         // Without a host from the client, a client's own `X-Forwarded-Host` is passed on.
-        let own = if client_host.is_some() { 5 } else { 4 };
-        set[own..own + identity.len()].copy_from_slice(identity);
-        let set = &set[..own + identity.len()];
+        let mut len = if client_host.is_some() { 5 } else { 4 };
+        for header in identity.headers() {
+            set[len] = header;
+            len += 1;
+        }
+        let set = &set[..len];
 
         let in_flight = upstream.counts_requests().then(|| target.state.start_request());
         trail.set_target(&target.authority);
@@ -308,10 +310,10 @@ fn balance_key<'r>(
     on: &HashKey,
     parts: &'r http::request::Parts,
     client: &'r Client,
-    identity: &IdentityHeaders<'r>,
+    identity: &UpstreamIdentity<'r>,
 ) -> Option<&'r [u8]> {
     match on {
-        HashKey::Header(name) => match identity.iter().find(|(set, _)| *set == name) {
+        HashKey::Header(name) => match identity.headers().find(|(set, _)| *set == name) {
             Some((_, value)) => value.map(HeaderValue::as_bytes),
             None => parts.headers.get(name).map(HeaderValue::as_bytes),
         },
