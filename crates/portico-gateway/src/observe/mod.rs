@@ -209,9 +209,10 @@ pub(crate) struct Trail {
 }
 
 impl Trail {
-    pub fn start(telemetry: &Telemetry, headers: &http::HeaderMap, https: bool) -> Trail {
+    /// Starts the trail of a request that came with `traceparent` (if it did).
+    pub fn start(telemetry: &Telemetry, traceparent: Option<&HeaderValue>, https: bool) -> Trail {
         let started = Instant::now();
-        let trace = TraceContext::from_request(headers, telemetry.settings.trace_sample_ratio);
+        let trace = TraceContext::from_request(traceparent, telemetry.settings.trace_sample_ratio);
         let exporter = if trace.sampled { telemetry.exporter.clone() } else { None };
         let log = telemetry.access_log.clone();
         let event = (log.is_some() || exporter.is_some()).then(|| {

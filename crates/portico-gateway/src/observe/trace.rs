@@ -1,7 +1,7 @@
 //! W3C Trace Context (`traceparent`): taken from the client when it sends a valid one, made
 //! when it does not, and passed upstream with Portico's own span as the parent.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
@@ -21,9 +21,9 @@ pub struct TraceContext {
 impl TraceContext {
     /// The client's trace, continued with a new span; or a new trace, sampled with
     /// probability `ratio`. A malformed `traceparent` is ignored, as the specification says.
-    pub fn from_request(headers: &HeaderMap, ratio: f64) -> TraceContext {
+    pub fn from_request(traceparent: Option<&HeaderValue>, ratio: f64) -> TraceContext {
         let (span_id, upstream_span_id) = (nonzero_u64(), nonzero_u64());
-        match headers.get(&TRACEPARENT).and_then(|v| parse(v.as_bytes())) {
+        match traceparent.and_then(|v| parse(v.as_bytes())) {
             Some((trace_id, parent_id, flags)) => TraceContext {
                 trace_id,
                 parent_id: Some(parent_id),
@@ -62,13 +62,25 @@ fn nonzero_u64() -> u64 {
     fastrand::u64(1..)
 }
 
+/// Writes `bytes` as lower-case hex into `out` (twice as long). Ids are written this way
+/// for every request, so each byte is one lookup of its two digits.
 pub(crate) fn hex(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, byte) in bytes.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(byte >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(byte & 0xf)];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
     }
 }
+
+/// The two lower-case hex digits of every byte.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        pairs[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+        i += 1;
+    }
+    pairs
+};
 
 /// `version-traceid-parentid-flags`, lower-case hex; all-zero ids and version `ff` are
 /// invalid. Later versions may append fields after the flags.
@@ -94,16 +106,14 @@ fn parse(value: &[u8]) -> Option<(u128, u64, u8)> {
 mod tests {
     use super::*;
 
-    fn with(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(&TRACEPARENT, HeaderValue::from_str(value).expect("value"));
-        headers
+    fn with(value: &str) -> Option<HeaderValue> {
+        Some(HeaderValue::from_str(value).expect("value"))
     }
 
     #[test]
     fn a_client_trace_is_continued_with_a_new_span() {
         let sent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let trace = TraceContext::from_request(&with(sent), 0.0);
+        let trace = TraceContext::from_request(with(sent).as_ref(), 0.0);
         assert_eq!(trace.trace_id, 0x0af7651916cd43dd8448eb211c80319c);
         assert_eq!(trace.parent_id, Some(0xb7ad6b7169203331));
         assert!(trace.sampled, "the client's sampling decision is kept");
@@ -123,14 +133,15 @@ mod tests {
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
             "garbage",
         ] {
-            let trace = TraceContext::from_request(&with(bad), 1.0);
+            let trace = TraceContext::from_request(with(bad).as_ref(), 1.0);
             assert_eq!(trace.parent_id, None, "{bad}");
             assert!(trace.sampled, "ratio 1 samples every new trace");
         }
         // A later version may carry more fields.
-        let later = TraceContext::from_request(&with("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-x"), 1.0);
+        let later =
+            TraceContext::from_request(with("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-x").as_ref(), 1.0);
         assert_eq!(later.parent_id, Some(0xb7ad6b7169203331));
         assert!(!later.sampled);
-        assert!(!TraceContext::from_request(&HeaderMap::new(), 0.0).sampled);
+        assert!(!TraceContext::from_request(None, 0.0).sampled);
     }
 }

@@ -75,7 +75,7 @@ pub(super) async fn send_upstream(
     mirror: bool,
     trail: &mut Trail,
 ) -> Result<Exchanged, ProxyError> {
-    let RequestContext { client, pools, request_id } = *cx;
+    let RequestContext { client, pools, request_id, sent } = *cx;
     let (mut parts, body) = request.into_parts();
     let identity = edits.identity;
     let key = upstream.hash_on().and_then(|on| balance_key(on, &parts, client, &identity)).map(hash_key);
@@ -91,22 +91,22 @@ pub(super) async fn send_upstream(
         }
         None => uri.path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")),
     };
-    let client_host = uri
-        .authority
-        .as_ref()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        .or_else(|| parts.headers.get(header::HOST).cloned());
+    let client_host =
+        uri.authority.as_ref().and_then(|a| HeaderValue::from_str(a.as_str()).ok()).or_else(|| sent.host.clone());
     // Origin-form (`/path?query`): the target's address travels in the `Host` header.
     parts.uri = Uri::from(path_and_query);
     // A switch of protocols (HTTP/1.1 only) keeps the headers that ask for it; the client's
     // side of it waits for the upstream's answer.
-    let upgrade = headers::remove_hop_by_hop(&mut parts.headers).filter(|_| parts.version == Version::HTTP_11);
+    let upgrade = match sent.hop_by_hop {
+        true => headers::remove_hop_by_hop(&mut parts.headers).filter(|_| parts.version == Version::HTTP_11),
+        false => None,
+    };
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<ClientUpgrade>());
     if let Some(protocol) = upgrade {
         headers::keep_upgrade(&mut parts.headers, protocol);
     }
     parts.version = Version::HTTP_11;
-    headers::append_forwarded_for(&mut parts.headers, &client.address);
+    headers::append_forwarded_for(&mut parts.headers, &client.address, sent);
     // The other headers Portico sets are written with the head of each try (`set` below).
     let traceparent = trail.trace.header();
     let proto = headers::forwarded_proto(client.tls);

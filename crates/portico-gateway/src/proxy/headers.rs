@@ -17,6 +17,48 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 static FIXED: [&HeaderName; 5] =
     [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TRANSFER_ENCODING, &header::UPGRADE, &header::TRAILER];
 
+/// Which of the request headers the pipeline reads the client sent, found in one pass over
+/// the headers as they arrived. A lookup of a header that is not there still hashes its
+/// name and probes the map, and most requests carry only a few headers, none of them
+/// `X-Request-Id`, `traceparent`, `X-Forwarded-For` or a hop-by-hop one; so the phases look
+/// up only what this says is there. The phases before the upstream add none of these.
+#[derive(Default)]
+pub struct Sent {
+    /// The first `Host` header.
+    pub host: Option<HeaderValue>,
+    pub request_id: bool,
+    pub traceparent: bool,
+    pub forwarded_for: bool,
+    /// `Connection`, `TE` or one of the fixed hop-by-hop headers.
+    pub hop_by_hop: bool,
+}
+
+impl Sent {
+    pub fn scan(headers: &HeaderMap) -> Sent {
+        let mut sent = Sent::default();
+        for name in headers.keys() {
+            if name == header::HOST {
+                sent.host = headers.get(header::HOST).cloned();
+            } else if name == X_REQUEST_ID {
+                sent.request_id = true;
+            } else if name == crate::observe::TRACEPARENT {
+                sent.traceparent = true;
+            } else if name == X_FORWARDED_FOR {
+                sent.forwarded_for = true;
+            } else if is_hop_by_hop(name) {
+                sent.hop_by_hop = true;
+            }
+        }
+        sent
+    }
+}
+
+/// Whether a header of this name is hop-by-hop whatever its value (`Connection` and `TE`
+/// included, which [`remove_hop_by_hop`] reads before removing).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION || name == header::TE || FIXED.contains(&name)
+}
+
 /// Removes the headers that describe one connection rather than the message: the fixed
 /// list and any header the `Connection` header names. Returns the protocol the message
 /// asks to switch to, if any: its `Upgrade` header when `Connection` names `upgrade` (RFC
@@ -111,8 +153,9 @@ pub fn client_address(client: IpAddr) -> HeaderValue {
 
 /// Adds the client to `X-Forwarded-For`. (`X-Forwarded-Proto` and `X-Forwarded-Host`, like
 /// `Host` and `X-Request-Id`, are written with the request head: see `exchange`.)
-pub fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+pub fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue, sent: &Sent) {
+    let previous = sent.forwarded_for.then(|| headers.get(&X_FORWARDED_FOR)).flatten();
+    let forwarded_for = match previous.and_then(|v| v.to_str().ok()) {
         Some(previous) => HeaderValue::from_str(&format!("{previous}, {}", client.to_str().unwrap_or(""))).ok(),
         None => Some(client.clone()),
     };
@@ -131,8 +174,8 @@ pub fn forwarded_proto(tls: bool) -> &'static HeaderValue {
 }
 
 /// The request id: the client's `X-Request-Id` if it is reasonable, otherwise a new one.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    match headers.get(&X_REQUEST_ID) {
+pub fn request_id(headers: &HeaderMap, sent: &Sent) -> HeaderValue {
+    match sent.request_id.then(|| headers.get(&X_REQUEST_ID)).flatten() {
         Some(id) if (1..=128).contains(&id.len()) && id.as_bytes().iter().all(|b| b.is_ascii_graphic()) => id.clone(),
         _ => new_request_id(),
     }
@@ -205,10 +248,12 @@ mod tests {
     fn forwarded_for_is_appended() {
         let mut headers = HeaderMap::new();
         let client = client_address("127.0.0.1".parse().expect("ip"));
-        append_forwarded_for(&mut headers, &client);
+        let sent = Sent::scan(&headers);
+        append_forwarded_for(&mut headers, &client, &sent);
         assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        append_forwarded_for(&mut headers, &client);
+        let sent = Sent::scan(&headers);
+        append_forwarded_for(&mut headers, &client, &sent);
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
     }
 
@@ -225,12 +270,36 @@ mod tests {
     #[test]
     fn request_ids_are_kept_or_made() {
         let mut headers = HeaderMap::new();
-        let made = request_id(&headers);
+        let id = |headers: &HeaderMap| request_id(headers, &Sent::scan(headers));
+        let made = id(&headers);
         assert_eq!(made.len(), 32);
-        assert_ne!(made, request_id(&headers));
+        assert_ne!(made, id(&headers));
         headers.insert("x-request-id", HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&headers), "abc-123");
+        assert_eq!(id(&headers), "abc-123");
         headers.insert("x-request-id", HeaderValue::from_static("has space"));
-        assert_eq!(request_id(&headers).len(), 32);
+        assert_eq!(id(&headers).len(), 32);
+    }
+
+    #[test]
+    fn one_pass_finds_the_headers_the_pipeline_reads() {
+        let mut headers = HeaderMap::new();
+        headers.insert("accept", HeaderValue::from_static("*/*"));
+        let sent = Sent::scan(&headers);
+        assert!(
+            sent.host.is_none() && !sent.request_id && !sent.traceparent && !sent.forwarded_for && !sent.hop_by_hop
+        );
+        headers.append(header::HOST, HeaderValue::from_static("api.test"));
+        headers.append(header::HOST, HeaderValue::from_static("other.test"));
+        headers.insert("X-Request-Id", HeaderValue::from_static("a"));
+        headers.insert("traceparent", HeaderValue::from_static("b"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        let sent = Sent::scan(&headers);
+        assert_eq!(sent.host.as_ref().map(HeaderValue::as_bytes), Some(&b"api.test"[..]), "the first Host");
+        assert!(sent.request_id && sent.traceparent && sent.forwarded_for && !sent.hop_by_hop);
+        for name in ["connection", "te", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "trailer"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+            assert!(Sent::scan(&headers).hop_by_hop, "{name}");
+        }
     }
 }

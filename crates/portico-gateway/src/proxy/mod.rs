@@ -29,7 +29,7 @@ mod tunnel;
 
 pub(crate) use body::{BodyError, Progress, RequestBody, ResponseBody};
 pub(crate) use error::ProxyError;
-pub(crate) use headers::{client_address, new_request_id, ConnectionTokens, X_REQUEST_ID};
+pub(crate) use headers::{client_address, is_hop_by_hop, new_request_id, ConnectionTokens, X_REQUEST_ID};
 pub(crate) use traffic::{Condition, Fault, Mirror, Share};
 
 use crate::access;
@@ -68,6 +68,8 @@ pub(crate) struct RequestContext<'a> {
     pub client: &'a Client,
     pub pools: &'a Pools,
     pub request_id: &'a HeaderValue,
+    /// Which of the headers the pipeline reads the client sent.
+    pub sent: &'a headers::Sent,
 }
 
 /// What a worker serves every request with.
@@ -84,12 +86,14 @@ pub(crate) async fn handle(
     snapshot: &Snapshot,
     serving: &Serving<'_>,
 ) -> Response<ResponseBody> {
-    let request_id = headers::request_id(request.headers());
-    let mut trail = Trail::start(serving.telemetry, request.headers(), serving.client.tls);
+    let sent = headers::Sent::scan(request.headers());
+    let request_id = headers::request_id(request.headers(), &sent);
+    let traceparent = sent.traceparent.then(|| request.headers().get(&crate::observe::TRACEPARENT)).flatten();
+    let mut trail = Trail::start(serving.telemetry, traceparent, serving.client.tls);
     if let Some(event) = trail.event() {
-        describe(event, &request, serving.client, &request_id);
+        describe(event, &request, serving.client, &request_id, &sent);
     }
-    let cx = RequestContext { client: serving.client, pools: serving.pools, request_id: &request_id };
+    let cx = RequestContext { client: serving.client, pools: serving.pools, request_id: &request_id, sent: &sent };
     // What the access phase adds to whatever the response turns out to be (rate-limit
     // state, CORS).
     let mut extras = access::ResponseExtras::default();
@@ -124,14 +128,20 @@ pub(crate) async fn handle(
 
 /// What the access log records of the request itself.
 /// Values from the request head are copied (see `AccessEvent`).
-fn describe(event: &mut crate::observe::AccessEvent, request: &Request<ClientBody>, client: &Client, id: &HeaderValue) {
+fn describe(
+    event: &mut crate::observe::AccessEvent,
+    request: &Request<ClientBody>,
+    client: &Client,
+    id: &HeaderValue,
+    sent: &headers::Sent,
+) {
     let copy = |value: &HeaderValue| HeaderValue::from_bytes(value.as_bytes()).ok();
     event.request_id = copy(id).unwrap_or_else(|| id.clone());
     event.client_ip = client.ip;
     event.method = request.method().clone();
     event.host = match request.uri().authority() {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => request.headers().get(header::HOST).and_then(copy),
+        None => sent.host.as_ref().and_then(copy),
     };
     event.path = request.uri().path().into();
 }
@@ -155,7 +165,7 @@ async fn forward<'s>(
     }
 
     // 2. route
-    let (route, pattern) = find_route(snapshot, &request)?;
+    let (route, pattern) = find_route(snapshot, &request, cx.sent)?;
     trail.route = Some(route.counters.clone());
     if let Some(event) = trail.event() {
         event.route = Some(route.name.clone());
@@ -168,7 +178,7 @@ async fn forward<'s>(
         });
     }
     if route.https_only && !client.tls {
-        return Ok(redirect_to_https(&request, limits.https_port));
+        return Ok(redirect_to_https(&request, cx.sent, limits.https_port));
     }
 
     // 3. access
@@ -260,7 +270,10 @@ async fn forward_to(
     // 6. response
     let (mut parts, body) = exchanged.response.into_parts();
     let switched = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    let protocol = headers::remove_hop_by_hop(&mut parts.headers);
+    let protocol = match body.has_hop_by_hop() {
+        true => headers::remove_hop_by_hop(&mut parts.headers),
+        false => None,
+    };
     let mut body = match (switched, exchanged.client_upgrade, protocol) {
         (false, ..) => ResponseBody::upstream(body, upstream.read_timeout, exchanged.in_flight),
         (true, Some(client), Some(protocol)) => {
@@ -281,8 +294,9 @@ async fn forward_to(
 fn find_route<'s>(
     snapshot: &'s Snapshot,
     request: &Request<ClientBody>,
+    sent: &headers::Sent,
 ) -> Result<(&'s CompiledRoute, usize), ProxyError> {
-    let host = request_host(request);
+    let host = request_host(request, sent);
     let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
@@ -302,10 +316,10 @@ fn find_route<'s>(
 
 /// The host the client asked for, without port: from the URI (HTTP/2 and absolute-form
 /// requests) or the `Host` header.
-fn request_host(request: &Request<ClientBody>) -> &str {
+fn request_host<'r>(request: &'r Request<ClientBody>, sent: &'r headers::Sent) -> &'r str {
     let raw = match request.uri().authority() {
         Some(authority) => authority.as_str(),
-        None => request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""),
+        None => sent.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(""),
     };
     strip_port(raw)
 }
@@ -333,17 +347,23 @@ fn has_dot_segments(path: &str) -> bool {
     })
 }
 
+/// The host of `[userinfo@]host[:port]`. Byte loops rather than `str` patterns: hosts are
+/// a few bytes long, and this runs for every request.
 fn strip_port(authority: &str) -> &str {
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    if authority.starts_with('[') {
-        return authority.find(']').map_or(authority, |end| &authority[..=end]);
-    }
-    authority.split_once(':').map_or(authority, |(host, _)| host)
+    let bytes = authority.as_bytes();
+    let start = bytes.iter().rposition(|&b| b == b'@').map_or(0, |at| at + 1);
+    let host = &bytes[start..];
+    let end = match host.first() {
+        Some(b'[') => host.iter().position(|&b| b == b']').map_or(host.len(), |close| close + 1),
+        _ => host.iter().position(|&b| b == b':').unwrap_or(host.len()),
+    };
+    // Both ends are at ASCII bytes, so on character boundaries.
+    &authority[start..start + end]
 }
 
 /// A permanent redirect to the same URL over HTTPS (308 keeps the method and body).
-fn redirect_to_https(request: &Request<ClientBody>, port: Option<u16>) -> Response<ResponseBody> {
-    let host = request_host(request);
+fn redirect_to_https(request: &Request<ClientBody>, sent: &headers::Sent, port: Option<u16>) -> Response<ResponseBody> {
+    let host = request_host(request, sent);
     let port = port.filter(|p| *p != 443).map(|p| format!(":{p}")).unwrap_or_default();
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let mut response = Response::new(ResponseBody::full(bytes::Bytes::new()));
@@ -381,5 +401,9 @@ mod tests {
         assert_eq!(strip_port("api.test"), "api.test");
         assert_eq!(strip_port("[::1]:8080"), "[::1]");
         assert_eq!(strip_port("user@api.test:1"), "api.test");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port("[::1"), "[::1");
+        assert_eq!(strip_port("ünï.test:80"), "ünï.test");
+        assert_eq!(strip_port(""), "");
     }
 }

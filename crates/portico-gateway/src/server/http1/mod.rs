@@ -34,7 +34,7 @@ use request::{Framing as RequestFraming, Refusal, RequestHead};
 use response::{Framing, NoLines, Persistence};
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -255,9 +255,14 @@ pub async fn serve<H: Handler>(
     // One timer for the connection's life, moved only when it would fire too late: firing
     // early costs a wake-up, which is cheaper than moving it for every request.
     let mut timer = Box::pin(tokio::time::sleep(limits.header_timeout));
+    // One wait for shutdown for the connection's life: a wait registers with the signal
+    // when first polled and unregisters when dropped, which per request would be two
+    // locked list operations.
+    let mut signal = shutdown.clone();
+    let mut closing = Closing { closed: shutdown.has_changed().unwrap_or(true), signal: pin!(signal.changed()) };
     let mut first = true;
     loop {
-        let head = match next_head(&wire, &limits, &mut timer, shutdown, first).await {
+        let head = match next_head(&wire, &limits, &mut timer, &mut closing, first).await {
             Waited::Head(head) => head,
             Waited::Refused(refusal) => {
                 refuse(&wire, refusal).await;
@@ -359,7 +364,7 @@ async fn next_head(
     wire: &SharedWire,
     limits: &Limits,
     timer: &mut Pin<Box<Sleep>>,
-    shutdown: &mut watch::Receiver<bool>,
+    closing: &mut Closing<'_, impl Future>,
     first: bool,
 ) -> Waited {
     let mut deadline = None;
@@ -367,10 +372,6 @@ async fn next_head(
     if first {
         deadline = Some(Instant::now() + limits.header_timeout);
     }
-    // The signal turns true once, so any change means shutdown.
-    let mut closing_done = shutdown.has_changed().unwrap_or(true);
-    let closing = shutdown.changed();
-    tokio::pin!(closing);
     poll_fn(|cx| {
         let mut wire = lock(wire);
         loop {
@@ -398,13 +399,8 @@ async fn next_head(
         }
         // Nothing more to read for now. A connection with no request begun closes on
         // shutdown, or quietly once idle too long; a slow head gets a 408.
-        if deadline.is_none() {
-            if !closing_done && closing.as_mut().poll(cx).is_ready() {
-                closing_done = true;
-            }
-            if closing_done {
-                return Poll::Ready(Waited::Closed);
-            }
+        if deadline.is_none() && closing.poll(cx) {
+            return Poll::Ready(Waited::Closed);
         }
         let until = deadline.unwrap_or(idle_deadline);
         if timer.deadline() > until {
@@ -424,6 +420,23 @@ async fn next_head(
         }
     })
     .await
+}
+
+/// Whether the server is shutting down, as a connection waits for it.
+struct Closing<'a, F> {
+    signal: Pin<&'a mut F>,
+    closed: bool,
+}
+
+impl<F: Future> Closing<'_, F> {
+    /// Whether shutdown began; if not, `cx` is woken when it does. The signal turns true
+    /// once, so any change means shutdown.
+    fn poll(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.closed && self.signal.as_mut().poll(cx).is_ready() {
+            self.closed = true;
+        }
+        self.closed
+    }
 }
 
 /// Writes the response body with the head already in the write buffer. Fails when the

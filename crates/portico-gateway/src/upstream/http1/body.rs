@@ -16,6 +16,8 @@ pub(crate) struct UpstreamBody {
     connection: Option<(Box<Connection>, Lease)>,
     state: State,
     keep_alive: bool,
+    /// The response head had a hop-by-hop header.
+    hop_by_hop: bool,
 }
 
 enum State {
@@ -36,6 +38,7 @@ impl UpstreamBody {
         switched: bool,
         framing: ResponseFraming,
         keep_alive: bool,
+        hop_by_hop: bool,
     ) -> UpstreamBody {
         let state = match framing {
             _ if switched => State::Switched,
@@ -43,9 +46,14 @@ impl UpstreamBody {
             ResponseFraming::Chunked => State::Chunked(chunked::Decoder::new()),
             ResponseFraming::UntilClose => State::UntilClose,
         };
-        let mut body = UpstreamBody { connection: Some((connection, lease)), state, keep_alive };
+        let mut body = UpstreamBody { connection: Some((connection, lease)), state, keep_alive, hop_by_hop };
         body.release_if_done();
         body
+    }
+
+    /// Whether the response head had a hop-by-hop header, which the proxy must remove.
+    pub fn has_hop_by_hop(&self) -> bool {
+        self.hop_by_hop
     }
 
     /// The connection, with the bytes already read from it, after a `101 Switching

@@ -107,6 +107,8 @@ pub(crate) struct ResponseHead {
     pub framing: ResponseFraming,
     /// The connection can carry another request after this response.
     pub keep_alive: bool,
+    /// A hop-by-hop header is among `headers`, for the proxy to remove.
+    pub hop_by_hop: bool,
 }
 
 /// Why a response head was refused.
@@ -168,6 +170,7 @@ pub(crate) fn read_response_head(buf: &mut BytesMut, method: &Method) -> Result<
     let mut chunked = false;
     let mut coded = false;
     let mut content_length: Option<u64> = None;
+    let mut hop_by_hop = false;
     for header in parsed.headers.iter() {
         let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| Malformed::HeaderName)?;
         let value = HeaderValue::from_maybe_shared(head.slice_ref(header.value)).map_err(|_| Malformed::HeaderValue)?;
@@ -196,6 +199,7 @@ pub(crate) fn read_response_head(buf: &mut BytesMut, method: &Method) -> Result<
                 continue;
             }
         }
+        hop_by_hop = hop_by_hop || name == TRANSFER_ENCODING || crate::proxy::is_hop_by_hop(&name);
         headers.append(name, value);
     }
     let mut keep_alive = match version {
@@ -226,7 +230,7 @@ pub(crate) fn read_response_head(buf: &mut BytesMut, method: &Method) -> Result<
         keep_alive = false;
         ResponseFraming::UntilClose
     };
-    Ok(Some(ResponseHead { status, version, headers, framing, keep_alive }))
+    Ok(Some(ResponseHead { status, version, headers, framing, keep_alive, hop_by_hop }))
 }
 
 /// Whether `buf` starts with a whole informational head (`100 Continue`, `103 Early Hints`;
@@ -336,6 +340,21 @@ mod tests {
         // Headers it names are hop-by-hop too, and an upgrade needs it: left for later passes.
         assert_eq!(connection("keep-alive, x-trace"), (Some("keep-alive, x-trace".into()), true));
         assert_eq!(connection("upgrade"), (Some("upgrade".into()), true));
+    }
+
+    #[test]
+    fn the_head_says_whether_it_has_headers_the_proxy_must_remove() {
+        let hop_by_hop = |headers: &str| {
+            let mut buf = BytesMut::from(&format!("HTTP/1.1 200 OK\r\n{headers}Content-Length: 0\r\n\r\n")[..]);
+            read_response_head(&mut buf, &Method::GET).expect("valid").expect("whole").hop_by_hop
+        };
+        assert!(!hop_by_hop(""));
+        assert!(!hop_by_hop("Connection: keep-alive\r\nServer: x\r\n"), "read and dropped already");
+        for header in ["Connection: x-trace", "Keep-Alive: timeout=5", "Upgrade: h2c", "Trailer: x", "TE: gzip"] {
+            assert!(hop_by_hop(&format!("{header}\r\n")), "{header}");
+        }
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(read_response_head(&mut buf, &Method::GET).expect("valid").expect("whole").hop_by_hop);
     }
 
     #[test]

@@ -299,9 +299,10 @@ pub(crate) async fn send(
     let (parts, mut body) = request.into_parts();
     match connection.exchange(&parts, &mut body, set).await {
         Ok(head) => {
-            let ResponseHead { status, version, headers, framing, keep_alive } = head;
+            let ResponseHead { status, version, headers, framing, keep_alive, hop_by_hop } = head;
             let switched = status == StatusCode::SWITCHING_PROTOCOLS;
-            let mut response = Response::new(UpstreamBody::new(connection, lease, switched, framing, keep_alive));
+            let body = UpstreamBody::new(connection, lease, switched, framing, keep_alive, hop_by_hop);
+            let mut response = Response::new(body);
             *response.status_mut() = status;
             *response.version_mut() = version;
             *response.headers_mut() = headers;
