@@ -358,15 +358,25 @@ impl Text {
 
     /// Appends a duration in milliseconds with three decimals (`12.034`).
     pub fn millis(&mut self, duration: Duration) {
-        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
-        self.number(micros / 1000);
-        let fraction = micros % 1000;
-        self.push(&[
-            b'.',
-            b'0' + (fraction / 100) as u8,
-            b'0' + (fraction / 10 % 10) as u8,
-            b'0' + (fraction % 10) as u8,
-        ]);
+        let mut micros =
+            duration.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(duration.subsec_micros()));
+        // Right to left, into one buffer appended at once: three decimals, the point, then
+        // the whole milliseconds (at least one digit). This runs several times per request.
+        let mut digits = [0u8; 24];
+        let mut at = digits.len();
+        for place in 0.. {
+            at -= 1;
+            if place == 3 {
+                digits[at] = b'.';
+                continue;
+            }
+            digits[at] = b'0' + (micros % 10) as u8;
+            micros /= 10;
+            if place > 3 && micros == 0 {
+                break;
+            }
+        }
+        self.push(&digits[at..]);
     }
 
     /// Appends a whole number.
@@ -385,10 +395,15 @@ mod tests {
 
     #[test]
     fn durations_are_written_as_milliseconds() {
-        for (micros, text) in [(0, "0.000"), (7, "0.007"), (1_234, "1.234"), (12_345_678, "12345.678")] {
+        for (micros, text) in
+            [(0, "0.000"), (7, "0.007"), (1_234, "1.234"), (12_345_678, "12345.678"), (1_000, "1.000")]
+        {
             let mut out = Text::default();
             out.millis(Duration::from_micros(micros));
             assert_eq!(out.as_bytes(), text.as_bytes());
         }
+        let mut out = Text::default();
+        out.millis(Duration::MAX);
+        assert_eq!(out.as_bytes(), b"18446744073709551.615", "saturated, not wrapped");
     }
 }
