@@ -17,36 +17,40 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 static FIXED: [&HeaderName; 5] =
     [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TRANSFER_ENCODING, &header::UPGRADE, &header::TRAILER];
 
-/// Which of the request headers the pipeline reads the client sent, found in one pass over
-/// the headers as they arrived. A lookup of a header that is not there still hashes its
-/// name and probes the map, and most requests carry only a few headers, none of them
-/// `X-Request-Id`, `traceparent`, `X-Forwarded-For` or a hop-by-hop one; so the phases look
-/// up only what this says is there. The phases before the upstream add none of these.
+/// The request headers the pipeline reads, as the client sent them (the first value of
+/// each), found in one pass over the headers as they arrived. A lookup of a header that is
+/// not there still hashes its name and probes the map, and most requests carry only a few
+/// headers, none of them `X-Request-Id`, `traceparent`, `X-Forwarded-For` or a hop-by-hop
+/// one; so the phases read these here instead. The phases before the upstream add none.
 #[derive(Default)]
 pub struct Sent {
-    /// The first `Host` header.
     pub host: Option<HeaderValue>,
-    pub request_id: bool,
-    pub traceparent: bool,
-    pub forwarded_for: bool,
-    /// `Connection`, `TE` or one of the fixed hop-by-hop headers.
+    pub request_id: Option<HeaderValue>,
+    pub traceparent: Option<HeaderValue>,
+    pub forwarded_for: Option<HeaderValue>,
+    /// `Connection`, `TE` or one of the fixed hop-by-hop headers is there.
     pub hop_by_hop: bool,
 }
 
 impl Sent {
     pub fn scan(headers: &HeaderMap) -> Sent {
         let mut sent = Sent::default();
-        for name in headers.keys() {
-            if name == header::HOST {
-                sent.host = headers.get(header::HOST).cloned();
+        for (name, value) in headers {
+            let kept = if name == header::HOST {
+                &mut sent.host
             } else if name == X_REQUEST_ID {
-                sent.request_id = true;
+                &mut sent.request_id
             } else if name == crate::observe::TRACEPARENT {
-                sent.traceparent = true;
+                &mut sent.traceparent
             } else if name == X_FORWARDED_FOR {
-                sent.forwarded_for = true;
-            } else if is_hop_by_hop(name) {
-                sent.hop_by_hop = true;
+                &mut sent.forwarded_for
+            } else {
+                sent.hop_by_hop |= is_hop_by_hop(name);
+                continue;
+            };
+            // A name's values come in order: the first is the one kept.
+            if kept.is_none() {
+                *kept = Some(value.clone());
             }
         }
         sent
@@ -154,8 +158,7 @@ pub fn client_address(client: IpAddr) -> HeaderValue {
 /// Adds the client to `X-Forwarded-For`. (`X-Forwarded-Proto` and `X-Forwarded-Host`, like
 /// `Host` and `X-Request-Id`, are written with the request head: see `exchange`.)
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue, sent: &Sent) {
-    let previous = sent.forwarded_for.then(|| headers.get(&X_FORWARDED_FOR)).flatten();
-    let forwarded_for = match previous.and_then(|v| v.to_str().ok()) {
+    let forwarded_for = match sent.forwarded_for.as_ref().and_then(|v| v.to_str().ok()) {
         Some(previous) => HeaderValue::from_str(&format!("{previous}, {}", client.to_str().unwrap_or(""))).ok(),
         None => Some(client.clone()),
     };
@@ -174,8 +177,8 @@ pub fn forwarded_proto(tls: bool) -> &'static HeaderValue {
 }
 
 /// The request id: the client's `X-Request-Id` if it is reasonable, otherwise a new one.
-pub fn request_id(headers: &HeaderMap, sent: &Sent) -> HeaderValue {
-    match sent.request_id.then(|| headers.get(&X_REQUEST_ID)).flatten() {
+pub fn request_id(sent: &Sent) -> HeaderValue {
+    match &sent.request_id {
         Some(id) if (1..=128).contains(&id.len()) && id.as_bytes().iter().all(|b| b.is_ascii_graphic()) => id.clone(),
         _ => new_request_id(),
     }
@@ -270,7 +273,7 @@ mod tests {
     #[test]
     fn request_ids_are_kept_or_made() {
         let mut headers = HeaderMap::new();
-        let id = |headers: &HeaderMap| request_id(headers, &Sent::scan(headers));
+        let id = |headers: &HeaderMap| request_id(&Sent::scan(headers));
         let made = id(&headers);
         assert_eq!(made.len(), 32);
         assert_ne!(made, id(&headers));
@@ -285,9 +288,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("accept", HeaderValue::from_static("*/*"));
         let sent = Sent::scan(&headers);
-        assert!(
-            sent.host.is_none() && !sent.request_id && !sent.traceparent && !sent.forwarded_for && !sent.hop_by_hop
-        );
+        let found = |sent: &Sent| {
+            [sent.request_id.is_some(), sent.traceparent.is_some(), sent.forwarded_for.is_some(), sent.hop_by_hop]
+        };
+        assert!(sent.host.is_none() && found(&sent) == [false; 4]);
         headers.append(header::HOST, HeaderValue::from_static("api.test"));
         headers.append(header::HOST, HeaderValue::from_static("other.test"));
         headers.insert("X-Request-Id", HeaderValue::from_static("a"));
@@ -295,7 +299,7 @@ mod tests {
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         let sent = Sent::scan(&headers);
         assert_eq!(sent.host.as_ref().map(HeaderValue::as_bytes), Some(&b"api.test"[..]), "the first Host");
-        assert!(sent.request_id && sent.traceparent && sent.forwarded_for && !sent.hop_by_hop);
+        assert_eq!(found(&sent), [true, true, true, false]);
         for name in ["connection", "te", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "trailer"] {
             let mut headers = HeaderMap::new();
             headers.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));

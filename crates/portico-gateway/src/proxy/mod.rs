@@ -68,7 +68,7 @@ pub(crate) struct RequestContext<'a> {
     pub client: &'a Client,
     pub pools: &'a Pools,
     pub request_id: &'a HeaderValue,
-    /// Which of the headers the pipeline reads the client sent.
+    /// The headers the pipeline reads, as the client sent them.
     pub sent: &'a headers::Sent,
 }
 
@@ -87,9 +87,8 @@ pub(crate) async fn handle(
     serving: &Serving<'_>,
 ) -> Response<ResponseBody> {
     let sent = headers::Sent::scan(request.headers());
-    let request_id = headers::request_id(request.headers(), &sent);
-    let traceparent = sent.traceparent.then(|| request.headers().get(&crate::observe::TRACEPARENT)).flatten();
-    let mut trail = Trail::start(serving.telemetry, traceparent, serving.client.tls);
+    let request_id = headers::request_id(&sent);
+    let mut trail = Trail::start(serving.telemetry, sent.traceparent.as_ref(), serving.client.tls);
     if let Some(event) = trail.event() {
         describe(event, &request, serving.client, &request_id, &sent);
     }

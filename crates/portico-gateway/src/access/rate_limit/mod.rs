@@ -111,14 +111,15 @@ impl RateLimiter {
     /// Counts the request; refuses it with 429 when a limit is reached. What the
     /// `RateLimit-*` headers will say goes into `headers` either way.
     pub async fn check(&self, caller: &Caller<'_>, headers: &mut Option<LimitHeaders>) -> Result<(), ProxyError> {
-        let key = match (self.by, caller.consumer) {
-            (LimitBy::Consumer, Some(consumer)) => Key::Consumer(&consumer.name),
-            (LimitBy::Route | LimitBy::Service, _) => Key::All,
+        // Keys known in advance come with their hash, made once (`None`: hash it here).
+        let (key, hashed) = match (self.by, caller.consumer) {
+            (LimitBy::Consumer, Some(consumer)) => (Key::Consumer(&consumer.name), Some(consumer.limit_key)),
+            (LimitBy::Route | LimitBy::Service, _) => (Key::All, Some(self.all_key)),
             (LimitBy::Header, _) => match self.header.as_ref().and_then(|h| caller.headers.get(h)) {
-                Some(value) => Key::Header(value.as_bytes()),
-                None => Key::ClientIp(caller.client_ip),
+                Some(value) => (Key::Header(value.as_bytes()), None),
+                None => (Key::ClientIp(caller.client_ip), None),
             },
-            (LimitBy::Consumer | LimitBy::ClientIp, _) => Key::ClientIp(caller.client_ip),
+            (LimitBy::Consumer | LimitBy::ClientIp, _) => (Key::ClientIp(caller.client_ip), None),
         };
         let cluster = match &self.cluster {
             Some(redis) => Box::pin(redis.check(&self.redis_key(&key), self.local.specs())).await,
@@ -126,14 +127,7 @@ impl RateLimiter {
         };
         let (admitted, status) = match cluster {
             Some(answer) => answer,
-            None => {
-                let hash = match (&key, caller.consumer) {
-                    (Key::Consumer(_), Some(consumer)) => consumer.limit_key,
-                    (Key::All, _) => self.all_key,
-                    _ => key_hash(&key),
-                };
-                self.local.check(hash, now_ms())
-            }
+            None => self.local.check(hashed.unwrap_or_else(|| key_hash(&key)), now_ms()),
         };
         if self.show_headers {
             let limit = self.local.limit_value(status.limit);

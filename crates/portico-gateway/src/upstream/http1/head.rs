@@ -199,7 +199,7 @@ pub(crate) fn read_response_head(buf: &mut BytesMut, method: &Method) -> Result<
                 continue;
             }
         }
-        hop_by_hop = hop_by_hop || name == TRANSFER_ENCODING || crate::proxy::is_hop_by_hop(&name);
+        hop_by_hop = hop_by_hop || crate::proxy::is_hop_by_hop(&name);
         headers.append(name, value);
     }
     let mut keep_alive = match version {
