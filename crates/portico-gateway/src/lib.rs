@@ -27,7 +27,7 @@ pub use access::{AccessStates, RedisLimits, RedisReport};
 pub use ai::{AiUsage, BudgetReport, KeyReport};
 pub use observe::{
     AccessEvent, AccessLogReport, AccessLogSettings, AccessLogSink, AnalyticsReport, AnalyticsSettings, EventSink,
-    ExporterReport, RollupSink, StoreSinks, Telemetry, TelemetrySettings, DEFAULT_QUEUE,
+    ExporterReport, HeadText, RollupSink, StoreSinks, Telemetry, TelemetrySettings, DEFAULT_QUEUE,
 };
 pub use server::{bind_listeners, Gateway, GatewayHandle, ProxySettings};
 pub use snapshot::{compile, ServiceReport, Snapshot, SnapshotCell};

@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 use tokio::task::JoinHandle;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
@@ -121,7 +121,13 @@ impl MockProvider {
 
     /// A mock provider on `addr` (port 0: a free one).
     pub async fn start_on(name: &str, addr: SocketAddr) -> MockProvider {
-        let listener = TcpListener::bind(addr).await.expect("bind");
+        // A provider's servers take a burst of connections; std's backlog of 128 would make
+        // a thousand streams opened at once wait a second for SYN-ACK retransmits.
+        let socket = if addr.is_ipv6() { TcpSocket::new_v6() } else { TcpSocket::new_v4() };
+        let socket = socket.expect("socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.bind(addr).expect("bind");
+        let listener = socket.listen(4096).expect("listen");
         let addr = listener.local_addr().expect("local address");
         let script = Arc::new(Mutex::new(Script { pace: Duration::from_millis(2), pieces: 3, ..Script::default() }));
         let (shared, label) = (script.clone(), name.to_owned());

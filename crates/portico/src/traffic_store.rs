@@ -21,8 +21,8 @@ impl StoreSink {
 }
 
 impl EventSink for StoreSink {
-    fn write(&mut self, events: &[AccessEvent]) -> io::Result<()> {
-        let records: Vec<AccessRecord> = events.iter().map(record).collect();
+    fn write(&mut self, events: &[Box<AccessEvent>]) -> io::Result<()> {
+        let records: Vec<AccessRecord> = events.iter().map(|event| record(event)).collect();
         self.runtime.block_on(self.store.insert_access_records(&records)).map_err(io::Error::other)
     }
 }
@@ -84,12 +84,12 @@ fn record(event: &AccessEvent) -> AccessRecord {
     let at = event.time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     AccessRecord {
         at: i64::try_from(at).unwrap_or(i64::MAX),
-        request_id: text(event.request_id.as_bytes()),
+        request_id: text(event.head.request_id()),
         trace_id: format!("{:032x}", event.trace_id),
         client_ip: event.client_ip.to_string(),
         method: event.method.to_string(),
-        host: event.host.as_ref().map(|h| text(h.as_bytes())),
-        path: event.path.to_string(),
+        host: event.head.host().map(text),
+        path: text(event.head.path()),
         path_template: event.path_template.as_deref().map(str::to_owned),
         route: event.route.as_deref().map(str::to_owned),
         service: event.service.as_deref().map(str::to_owned),

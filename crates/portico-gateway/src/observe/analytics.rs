@@ -80,7 +80,7 @@ impl AnalyticsCounts {
 }
 
 /// What sets a request apart for analytics: the minute it ended in, and its keys.
-#[derive(PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 struct Combination {
     minute: i64,
     route: Option<Arc<str>>,
@@ -92,6 +92,36 @@ struct Combination {
     /// The AI provider and its model that answered.
     provider: Option<Arc<str>>,
     model: Option<Arc<str>>,
+}
+
+impl Combination {
+    fn of(event: &AccessEvent, minute: i64) -> Combination {
+        Combination {
+            minute,
+            route: event.route.clone(),
+            service: event.service.clone(),
+            consumer: event.consumer.clone(),
+            team: event.team.clone(),
+            status: event.status,
+            error: event.error,
+            provider: event.ai.as_ref().map(|ai| ai.provider.clone()),
+            model: event.ai.as_ref().map(|ai| ai.model.clone()),
+        }
+    }
+
+    /// Whether `event`, ended in `minute`, is of this combination: `Arc<str>`s compare their
+    /// pointers first, so this is a few comparisons, with no hashing or cloning.
+    fn holds(&self, event: &AccessEvent, minute: i64) -> bool {
+        self.minute == minute
+            && self.status == event.status
+            && self.route == event.route
+            && self.service == event.service
+            && self.consumer == event.consumer
+            && self.team == event.team
+            && self.error == event.error
+            && self.provider.as_ref() == event.ai.as_ref().map(|ai| &ai.provider)
+            && self.model.as_ref() == event.ai.as_ref().map(|ai| &ai.model)
+    }
 }
 
 /// A bucket's identity: interval, start, dimension, key.
@@ -110,8 +140,12 @@ pub(crate) struct Counter {
     sink: Box<dyn RollupSink>,
     flush_interval: Duration,
     last_flush: Instant,
-    /// Counted since the last flush, by minute and combination of keys.
-    fresh: FxHashMap<Combination, Tally>,
+    /// Counted since the last flush, by minute and combination of keys; `index` finds a
+    /// combination's place, and `last` is where the last event went, which is where the next
+    /// one goes too, more often than not.
+    fresh: Vec<(Combination, Tally)>,
+    index: FxHashMap<Combination, usize>,
+    last: Option<usize>,
     open: BTreeMap<BucketKey, Open>,
     /// `now - GRACE` at the last flush: the buckets that had ended by then are closed (see
     /// `closed`).
@@ -161,7 +195,9 @@ impl Counter {
             sink,
             flush_interval: settings.flush_interval,
             last_flush: Instant::now(),
-            fresh: FxHashMap::default(),
+            fresh: Vec::new(),
+            index: FxHashMap::default(),
+            last: None,
             open: BTreeMap::new(),
             closed_at: None,
             all: Arc::from(""),
@@ -173,20 +209,24 @@ impl Counter {
 
     /// Counts one finished request.
     pub fn count(&mut self, event: &AccessEvent) {
-        let ended = unix_seconds(event.time + event.duration);
-        let combination = Combination {
-            minute: Interval::Minute.floor(ended),
-            route: event.route.clone(),
-            service: event.service.clone(),
-            consumer: event.consumer.clone(),
-            team: event.team.clone(),
-            status: event.status,
-            error: event.error,
-            provider: event.ai.as_ref().map(|ai| ai.provider.clone()),
-            model: event.ai.as_ref().map(|ai| ai.model.clone()),
+        let minute = Interval::Minute.floor(unix_seconds(event.time + event.duration));
+        let at = match self.last {
+            Some(at) if self.fresh[at].0.holds(event, minute) => at,
+            _ => {
+                let combination = Combination::of(event, minute);
+                match self.index.get(&combination) {
+                    Some(&at) => at,
+                    None => {
+                        self.index.insert(combination.clone(), self.fresh.len());
+                        self.fresh.push((combination, Tally::default()));
+                        self.fresh.len() - 1
+                    }
+                }
+            }
         };
+        self.last = Some(at);
         let millis = event.duration.as_secs_f64() * 1_000.0;
-        let tally = self.fresh.entry(combination).or_default();
+        let tally = &mut self.fresh[at].1;
         tally.record(event.status, event.bytes_in, event.bytes_out, millis);
         if let Some(ai) = &event.ai {
             tally.ai.merge(&ai_tally(ai));
@@ -228,6 +268,8 @@ impl Counter {
     /// those that ended before `now` (seconds since the epoch).
     pub fn flush(&mut self, now: i64) {
         let fresh = std::mem::take(&mut self.fresh);
+        self.index.clear();
+        self.last = None;
         for (combination, tally) in &fresh {
             for (dimension, key) in self.keys(combination) {
                 for interval in Interval::EVERY {
@@ -321,12 +363,10 @@ mod tests {
         AccessEvent {
             time: SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(ended).expect("after 1970"))
                 - Duration::from_millis(250),
-            request_id: http::HeaderValue::from_static("r"),
             trace_id: 1,
             client_ip: [127, 0, 0, 1].into(),
             method: http::Method::GET,
-            host: None,
-            path: "/x".into(),
+            head: super::super::access_log::HeadText::new(b"r", None, "/x"),
             path_template: None,
             route: Some(route.into()),
             service: Some("shop".into()),
@@ -367,6 +407,28 @@ mod tests {
         let rows = table.0.lock().expect("lock");
         let latency = &rows[&(Interval::Hour, HOUR, Dimension::All, String::new())].latency;
         assert!((245.0..=255.0).contains(&latency.quantile(0.5).expect("values")), "durations are kept in ms");
+    }
+
+    #[test]
+    fn events_in_any_order_are_counted_in_their_own_combination() {
+        let table = Table::default();
+        let mut counter = counter(&table);
+        for (ended, route, status) in [
+            (10, "a", 200),
+            (11, "b", 200),
+            (12, "a", 200),
+            (13, "a", 200),
+            (14, "a", 500),
+            (70, "a", 200),
+            (15, "b", 200),
+        ] {
+            counter.count(&event(HOUR + ended, route, status, None));
+        }
+        counter.flush(HOUR + 80);
+        let requests = |start, dimension, key| table.requests(Interval::Minute, HOUR + start, dimension, key);
+        assert_eq!((requests(0, Dimension::Route, "a"), requests(0, Dimension::Route, "b")), (4, 2));
+        assert_eq!((requests(0, Dimension::Status, "200"), requests(0, Dimension::Status, "500")), (5, 1));
+        assert_eq!((requests(60, Dimension::Route, "a"), requests(60, Dimension::All, "")), (1, 1), "the next minute");
     }
 
     #[test]

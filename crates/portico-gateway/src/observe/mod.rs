@@ -17,7 +17,7 @@ mod otlp;
 pub(crate) mod trace;
 
 pub use access_log::{
-    AccessEvent, AccessLog, AccessLogReport, AccessLogSettings, AccessLogSink, EventSink, DEFAULT_QUEUE,
+    AccessEvent, AccessLog, AccessLogReport, AccessLogSettings, AccessLogSink, EventSink, HeadText, DEFAULT_QUEUE,
 };
 pub use analytics::{AnalyticsReport, AnalyticsSettings, RollupSink};
 pub(crate) use exposition::render;
@@ -215,33 +215,11 @@ impl Trail {
         let trace = TraceContext::from_request(traceparent, telemetry.settings.trace_sample_ratio);
         let exporter = if trace.sampled { telemetry.exporter.clone() } else { None };
         let log = telemetry.access_log.clone();
-        let event = (log.is_some() || exporter.is_some()).then(|| {
-            let event = AccessEvent {
-                time: SystemTime::now(),
-                request_id: HeaderValue::from_static(""),
-                trace_id: trace.trace_id,
-                client_ip: std::net::IpAddr::from([0, 0, 0, 0]),
-                method: http::Method::GET,
-                host: None,
-                path: Box::default(),
-                path_template: None,
-                route: None,
-                service: None,
-                target: None,
-                consumer: None,
-                team: None,
-                status: 0,
-                bytes_in: 0,
-                bytes_out: 0,
-                duration: Duration::ZERO,
-                upstream: None,
-                gateway: Duration::ZERO,
-                retries: 0,
-                error: None,
-                ai: None,
-            };
-            Box::new(event)
-        });
+        let event = match (&log, &exporter) {
+            (Some(log), _) => Some(log.event(SystemTime::now(), trace.trace_id)),
+            (None, Some(_)) => Some(Box::new(AccessEvent::new(SystemTime::now(), trace.trace_id))),
+            (None, None) => None,
+        };
         Trail {
             started,
             trace,

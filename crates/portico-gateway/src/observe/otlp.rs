@@ -142,10 +142,10 @@ fn spans_of(finished: &Finished) -> Vec<Span> {
         Some(template) => format!("{} {template}", event.method),
         None => event.method.to_string(),
     };
-    let host = event.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+    let host = event.head.host().and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
     let mut attributes = vec![
         text("http.request.method", event.method.as_str()),
-        text("url.path", &event.path),
+        text("url.path", &String::from_utf8_lossy(event.head.path())),
         text("url.scheme", finished.scheme),
         text("server.address", host.rsplit_once(':').map_or(host, |(h, _)| h)),
         text("client.address", &event.client_ip.to_string()),

@@ -134,15 +134,13 @@ fn describe(
     id: &HeaderValue,
     sent: &headers::Sent,
 ) {
-    let copy = |value: &HeaderValue| HeaderValue::from_bytes(value.as_bytes()).ok();
-    event.request_id = copy(id).unwrap_or_else(|| id.clone());
     event.client_ip = client.ip;
     event.method = request.method().clone();
-    event.host = match request.uri().authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => sent.host.as_ref().and_then(copy),
+    let host = match request.uri().authority() {
+        Some(authority) => Some(authority.as_str().as_bytes()),
+        None => sent.host.as_ref().map(HeaderValue::as_bytes),
     };
-    event.path = request.uri().path().into();
+    event.head.set(id.as_bytes(), host, request.uri().path());
 }
 
 async fn forward<'s>(
