@@ -16,7 +16,6 @@
 use super::analytics::Counter;
 use super::drainer::Drainer;
 use super::http_out::Poster;
-use super::Text;
 use crate::ai::AiUsage;
 use crossbeam_queue::ArrayQueue;
 use http::uri::Authority;
@@ -228,16 +227,7 @@ impl AccessEvent {
         out.extend_from_slice(&hex);
         out.extend_from_slice(b"\",\"client_ip\":\"");
         match self.client_ip {
-            IpAddr::V4(ip) => {
-                let mut text = Text::default();
-                for (i, octet) in ip.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        text.push(b".");
-                    }
-                    text.number(u64::from(octet));
-                }
-                out.extend_from_slice(text.as_bytes());
-            }
+            IpAddr::V4(ip) => ipv4(out, ip.octets()),
             IpAddr::V6(ip) => {
                 let _ = write!(out, "{ip}");
             }
@@ -249,34 +239,68 @@ impl AccessEvent {
         out.extend_from_slice(b",\"path\":");
         string(out, self.head.path());
         memo.names.write(self, out);
-        let mut numbers = Text::default();
-        numbers.push(b",\"status\":");
-        numbers.number(u64::from(self.status));
-        numbers.push(b",\"bytes_in\":");
-        numbers.number(self.bytes_in);
-        numbers.push(b",\"bytes_out\":");
-        numbers.number(self.bytes_out);
-        numbers.push(b",\"duration_ms\":");
-        numbers.millis(self.duration);
-        out.extend_from_slice(numbers.as_bytes());
-        let mut numbers = Text::default();
-        numbers.push(b",\"upstream_ms\":");
+        // Each piece goes straight into `out`: a fixed-size piece is copied inline, where a
+        // piece of a small text built first would cost a call to `memcpy`.
+        out.extend_from_slice(b",\"status\":");
+        status(out, self.status);
+        out.extend_from_slice(b",\"bytes_in\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.bytes_in).as_bytes());
+        out.extend_from_slice(b",\"bytes_out\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.bytes_out).as_bytes());
+        out.extend_from_slice(b",\"duration_ms\":");
+        out.extend_from_slice(super::millis(self.duration, &mut [0; 24]));
+        out.extend_from_slice(b",\"upstream_ms\":");
         match self.upstream {
-            Some(upstream) => numbers.millis(upstream),
-            None => numbers.push(b"null"),
+            Some(upstream) => out.extend_from_slice(super::millis(upstream, &mut [0; 24])),
+            None => out.extend_from_slice(b"null"),
         }
-        numbers.push(b",\"gateway_ms\":");
-        numbers.millis(self.gateway);
-        numbers.push(b",\"retries\":");
-        numbers.number(u64::from(self.retries));
-        numbers.push(b",\"error\":");
-        out.extend_from_slice(numbers.as_bytes());
+        out.extend_from_slice(b",\"gateway_ms\":");
+        out.extend_from_slice(super::millis(self.gateway, &mut [0; 24]));
+        out.extend_from_slice(b",\"retries\":");
+        match self.retries {
+            retries @ 0..=9 => out.push(b'0' + retries as u8),
+            retries => out.extend_from_slice(itoa::Buffer::new().format(retries).as_bytes()),
+        }
+        out.extend_from_slice(b",\"error\":");
         optional(out, self.error.map(str::as_bytes));
         if let Some(ai) = &self.ai {
             write_ai(out, ai);
         }
         out.extend_from_slice(b"}\n");
     }
+}
+
+/// An HTTP status: three digits, written as such.
+fn status(out: &mut Vec<u8>, status: u16) {
+    if (100..1000).contains(&status) {
+        let digit = |n: u16| b'0' + (n % 10) as u8;
+        out.extend_from_slice(&[digit(status / 100), digit(status / 10), digit(status)]);
+    } else {
+        out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    }
+}
+
+/// An IPv4 address in dotted decimal, built in place and appended at once.
+fn ipv4(out: &mut Vec<u8>, octets: [u8; 4]) {
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in octets.into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    out.extend_from_slice(&text[..len]);
 }
 
 /// An AI call's usage: `input_tokens` counts every input token, those read from and
@@ -844,6 +868,12 @@ mod tests {
         assert_eq!(first["time"], "2025-11-24T16:00:00.123Z");
         assert_eq!(first["trace_id"], "0af7651916cd43dd8448eb211c80319c");
         assert_eq!((first["duration_ms"].as_f64(), first["upstream_ms"].as_f64()), (Some(1.5), Some(1.0)));
+        assert_eq!((first["gateway_ms"].as_f64(), first["retries"].as_u64()), (Some(0.25), Some(0)));
+        assert_eq!((first["client_ip"].as_str(), first["method"].as_str()), (Some("127.0.0.1"), Some("GET")));
+        assert_eq!(
+            (first["status"].as_u64(), first["bytes_in"].as_u64(), first["bytes_out"].as_u64()),
+            (Some(200), Some(0), Some(12))
+        );
         assert_eq!(
             (first["consumer"].clone(), first["error"].clone()),
             (serde_json::Value::Null, serde_json::Value::Null)
@@ -924,6 +954,22 @@ mod tests {
         assert!(reused.head.bytes.capacity() > 0, "the first event's buffer is kept");
         assert_eq!(format!("{reused:?}"), format!("{:?}", AccessEvent::new(at, 7)), "nothing of the last request");
         assert_eq!(log.event(at, 8).head.bytes.capacity(), 0, "a buffer grown by a long path is not kept");
+    }
+
+    #[test]
+    fn addresses_and_statuses_are_written_in_full() {
+        for (octets, text) in
+            [([0, 0, 0, 0], "0.0.0.0"), ([255, 255, 255, 255], "255.255.255.255"), ([10, 0, 100, 9], "10.0.100.9")]
+        {
+            let mut out = b"x".to_vec();
+            ipv4(&mut out, octets);
+            assert_eq!(out, [b"x", text.as_bytes()].concat());
+        }
+        for (code, text) in [(200, "200"), (101, "101"), (999, "999"), (0, "0"), (42, "42"), (1000, "1000")] {
+            let mut out = Vec::new();
+            status(&mut out, code);
+            assert_eq!(out, text.as_bytes());
+        }
     }
 
     #[test]

@@ -314,6 +314,27 @@ impl Trail {
     }
 }
 
+/// A duration in milliseconds with three decimals (`12.034`), written into the end of
+/// `digits`: right to left, three decimals, the point, then the whole milliseconds (at least
+/// one digit). This runs several times per request.
+pub(crate) fn millis(duration: Duration, digits: &mut [u8; 24]) -> &[u8] {
+    let mut micros = duration.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(duration.subsec_micros()));
+    let mut at = digits.len();
+    for place in 0.. {
+        at -= 1;
+        if place == 3 {
+            digits[at] = b'.';
+            continue;
+        }
+        digits[at] = b'0' + (micros % 10) as u8;
+        micros /= 10;
+        if place > 3 && micros == 0 {
+            break;
+        }
+    }
+    &digits[at..]
+}
+
 /// A short text built without allocating.
 pub(crate) struct Text {
     bytes: [u8; 64],
@@ -336,30 +357,7 @@ impl Text {
 
     /// Appends a duration in milliseconds with three decimals (`12.034`).
     pub fn millis(&mut self, duration: Duration) {
-        let mut micros =
-            duration.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(duration.subsec_micros()));
-        // Right to left, into one buffer appended at once: three decimals, the point, then
-        // the whole milliseconds (at least one digit). This runs several times per request.
-        let mut digits = [0u8; 24];
-        let mut at = digits.len();
-        for place in 0.. {
-            at -= 1;
-            if place == 3 {
-                digits[at] = b'.';
-                continue;
-            }
-            digits[at] = b'0' + (micros % 10) as u8;
-            micros /= 10;
-            if place > 3 && micros == 0 {
-                break;
-            }
-        }
-        self.push(&digits[at..]);
-    }
-
-    /// Appends a whole number.
-    pub fn number(&mut self, n: u64) {
-        self.push(itoa::Buffer::new().format(n).as_bytes());
+        self.push(millis(duration, &mut [0; 24]));
     }
 
     pub fn as_bytes(&self) -> &[u8] {
