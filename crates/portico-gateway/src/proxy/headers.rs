@@ -17,6 +17,29 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 static FIXED: [&HeaderName; 5] =
     [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TRANSFER_ENCODING, &header::UPGRADE, &header::TRAILER];
 
+/// A header name read off the wire. The names most peers send, in the case they send them,
+/// are matched byte for byte first: `HeaderName::from_bytes` lowercases and classifies every
+/// name (about 120 instructions), and a request and its response carry half a dozen.
+pub fn name_from_wire(raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    use http::header::*;
+    let known = match raw {
+        b"Host" | b"host" => HOST,
+        b"Content-Type" | b"content-type" => CONTENT_TYPE,
+        b"Content-Length" | b"content-length" => CONTENT_LENGTH,
+        b"Date" | b"date" => DATE,
+        b"Server" | b"server" => SERVER,
+        b"Connection" | b"connection" => CONNECTION,
+        b"Accept" | b"accept" => ACCEPT,
+        b"Accept-Encoding" | b"accept-encoding" => ACCEPT_ENCODING,
+        b"User-Agent" | b"user-agent" => USER_AGENT,
+        b"Authorization" | b"authorization" => AUTHORIZATION,
+        b"Cache-Control" | b"cache-control" => CACHE_CONTROL,
+        b"Transfer-Encoding" | b"transfer-encoding" => TRANSFER_ENCODING,
+        _ => return HeaderName::from_bytes(raw),
+    };
+    Ok(known)
+}
+
 /// The request headers the pipeline reads, as the client sent them (the first value of
 /// each), found in one pass over the headers as they arrived. A lookup of a header that is
 /// not there still hashes its name and probes the map, and most requests carry only a few
@@ -281,6 +304,36 @@ mod tests {
         assert_eq!(id(&headers), "abc-123");
         headers.insert("x-request-id", HeaderValue::from_static("has space"));
         assert_eq!(id(&headers).len(), 32);
+    }
+
+    #[test]
+    fn names_off_the_wire_are_the_same_whichever_way_they_are_read() {
+        let names = [
+            "Host",
+            "Content-Type",
+            "Content-Length",
+            "Date",
+            "Server",
+            "Connection",
+            "Accept",
+            "Accept-Encoding",
+            "User-Agent",
+            "Authorization",
+            "Cache-Control",
+            "Transfer-Encoding",
+            "X-Request-Id",
+            "ETag",
+        ];
+        for name in names {
+            for raw in [name.to_owned(), name.to_ascii_lowercase(), name.to_ascii_uppercase()] {
+                let read = name_from_wire(raw.as_bytes()).expect("a valid name");
+                assert_eq!(read, HeaderName::from_bytes(raw.as_bytes()).expect("a valid name"), "{raw}");
+                assert_eq!(read.as_str(), name.to_ascii_lowercase());
+            }
+        }
+        for bad in [&b"Content Type"[..], b"", b"Host:", b"\xffHost"] {
+            assert!(name_from_wire(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

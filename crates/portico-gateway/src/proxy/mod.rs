@@ -29,7 +29,9 @@ mod tunnel;
 
 pub(crate) use body::{BodyError, Progress, RequestBody, ResponseBody};
 pub(crate) use error::ProxyError;
-pub(crate) use headers::{client_address, is_hop_by_hop, new_request_id, ConnectionTokens, X_REQUEST_ID};
+pub(crate) use headers::{
+    client_address, is_hop_by_hop, name_from_wire, new_request_id, ConnectionTokens, X_REQUEST_ID,
+};
 pub(crate) use traffic::{Condition, Fault, Mirror, Share};
 
 use crate::access;

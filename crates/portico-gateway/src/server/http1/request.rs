@@ -6,7 +6,7 @@
 use crate::proxy::ConnectionTokens;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use std::mem::MaybeUninit;
 
 /// At most this many header lines; more get 431, like a head that is too large.
@@ -123,7 +123,7 @@ pub(super) fn read_request_head(buf: &mut BytesMut, max_bytes: usize) -> Result<
     let (mut hosts, mut close, mut keep_alive, mut upgrade, mut expect_continue) = (0, false, false, false, false);
     let (mut content_length, mut coded, mut chunked) = (None::<u64>, false, false);
     for header in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| Refusal::Syntax)?;
+        let name = crate::proxy::name_from_wire(header.name.as_bytes()).map_err(|_| Refusal::Syntax)?;
         let value = HeaderValue::from_maybe_shared(head.slice_ref(header.value)).map_err(|_| Refusal::Syntax)?;
         if name == HOST {
             hosts += 1;

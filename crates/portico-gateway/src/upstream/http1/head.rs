@@ -172,7 +172,7 @@ pub(crate) fn read_response_head(buf: &mut BytesMut, method: &Method) -> Result<
     let mut content_length: Option<u64> = None;
     let mut hop_by_hop = false;
     for header in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| Malformed::HeaderName)?;
+        let name = crate::proxy::name_from_wire(header.name.as_bytes()).map_err(|_| Malformed::HeaderName)?;
         let value = HeaderValue::from_maybe_shared(head.slice_ref(header.value)).map_err(|_| Malformed::HeaderValue)?;
         if name == CONTENT_LENGTH {
             let this = parse_content_length(value.as_bytes())?;
