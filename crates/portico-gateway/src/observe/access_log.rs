@@ -202,6 +202,18 @@ impl AccessEvent {
         }
     }
 
+    /// The names the event shares with other requests, in the order of [`NAME_KEYS`].
+    fn names(&self) -> [Option<&str>; 6] {
+        [
+            self.path_template.as_deref(),
+            self.route.as_deref(),
+            self.service.as_deref(),
+            self.target.as_ref().map(Authority::as_str),
+            self.consumer.as_deref(),
+            self.team.as_deref(),
+        ]
+    }
+
     /// Blanks a written event for reuse, keeping its text buffer; false when that buffer is
     /// too large to keep.
     fn blank(&mut self) -> bool {
@@ -398,76 +410,47 @@ struct Memo {
     names: Names,
 }
 
-/// The names an event shares with the requests before it (route, service, target, consumer,
-/// team), as the JSON text of the last event that had them. Consecutive events mostly
-/// share all of them, and telling so takes a few pointer comparisons; the names are held,
-/// so a pointer seen again cannot be a new name at a reused address.
+/// The JSON keys of the names an event shares with other requests, in the order of
+/// [`AccessEvent::names`].
+const NAME_KEYS: [&[u8]; 6] =
+    [b",\"path_template\":", b",\"route\":", b",\"service\":", b",\"target\":", b",\"consumer\":", b",\"team\":"];
+
+/// The names an event shares with the requests before it, as the JSON text of the last event
+/// that had them. Consecutive events mostly share all of them, and telling so takes a few
+/// pointer comparisons.
 #[derive(Default)]
 struct Names {
-    of: Option<NamesOf>,
+    /// An event with clones of the names `text` was written from: held, so that an address
+    /// seen again cannot be a new name at a reused address.
+    of: Option<AccessEvent>,
     text: Vec<u8>,
-}
-
-struct NamesOf {
-    path_template: Option<Arc<str>>,
-    route: Option<Arc<str>>,
-    service: Option<Arc<str>>,
-    target: Option<Authority>,
-    consumer: Option<Arc<str>>,
-    team: Option<Arc<str>>,
-}
-
-impl NamesOf {
-    fn of(event: &AccessEvent) -> NamesOf {
-        NamesOf {
-            path_template: event.path_template.clone(),
-            route: event.route.clone(),
-            service: event.service.clone(),
-            target: event.target.clone(),
-            consumer: event.consumer.clone(),
-            team: event.team.clone(),
-        }
-    }
-
-    fn are_those_of(&self, event: &AccessEvent) -> bool {
-        fn same(a: &Option<Arc<str>>, b: &Option<Arc<str>>) -> bool {
-            match (a, b) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (a, b) => a.is_none() && b.is_none(),
-            }
-        }
-        let same_target = match (&self.target, &event.target) {
-            (Some(a), Some(b)) => std::ptr::eq(a.as_str(), b.as_str()),
-            (a, b) => a.is_none() && b.is_none(),
-        };
-        same_target
-            && same(&self.path_template, &event.path_template)
-            && same(&self.route, &event.route)
-            && same(&self.service, &event.service)
-            && same(&self.consumer, &event.consumer)
-            && same(&self.team, &event.team)
-    }
 }
 
 impl Names {
     /// Appends `"path_template":...` to `"team":...` of `event`, each preceded by a comma.
     fn write(&mut self, event: &AccessEvent, out: &mut Vec<u8>) {
-        if !self.of.as_ref().is_some_and(|of| of.are_those_of(event)) {
-            let text = &mut self.text;
-            text.clear();
-            text.extend_from_slice(b",\"path_template\":");
-            optional(text, event.path_template.as_deref().map(str::as_bytes));
-            text.extend_from_slice(b",\"route\":");
-            optional(text, event.route.as_deref().map(str::as_bytes));
-            text.extend_from_slice(b",\"service\":");
-            optional(text, event.service.as_deref().map(str::as_bytes));
-            text.extend_from_slice(b",\"target\":");
-            optional(text, event.target.as_ref().map(|t| t.as_str().as_bytes()));
-            text.extend_from_slice(b",\"consumer\":");
-            optional(text, event.consumer.as_deref().map(str::as_bytes));
-            text.extend_from_slice(b",\"team\":");
-            optional(text, event.team.as_deref().map(str::as_bytes));
-            self.of = Some(NamesOf::of(event));
+        let names = event.names();
+        let same = |held: &AccessEvent| {
+            held.names().iter().zip(&names).all(|pair| match pair {
+                (Some(held), Some(name)) => std::ptr::eq(*held, *name),
+                (held, name) => held.is_none() && name.is_none(),
+            })
+        };
+        if !self.of.as_ref().is_some_and(same) {
+            self.text.clear();
+            for (key, name) in NAME_KEYS.iter().zip(names) {
+                self.text.extend_from_slice(key);
+                optional(&mut self.text, name.map(str::as_bytes));
+            }
+            self.of = Some(AccessEvent {
+                path_template: event.path_template.clone(),
+                route: event.route.clone(),
+                service: event.service.clone(),
+                target: event.target.clone(),
+                consumer: event.consumer.clone(),
+                team: event.team.clone(),
+                ..AccessEvent::new(SystemTime::UNIX_EPOCH, 0)
+            });
         }
         out.extend_from_slice(&self.text);
     }
