@@ -35,6 +35,7 @@ use portico_model::{Acl, Config, KeyAuth, MasterKey, Policies, Route};
 pub(crate) use rate_limit::LimitHeaders;
 use rate_limit::{Caller, RateLimiter};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 static X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
 static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
@@ -237,13 +238,15 @@ impl ResponseExtras<'_> {
     }
 }
 
-/// Runs the access phase. `Ok(Some(response))` answers the request here (a CORS preflight);
+/// Runs the access phase for a request that arrived at `arrived` (wall-clock time, which
+/// rate limits count by). `Ok(Some(response))` answers the request here (a CORS preflight);
 /// what the eventual response must carry goes into `extras`.
 pub(crate) async fn check<'s, B>(
     policy: &'s AccessPolicy,
     shared: &'s AccessShared,
     request: &mut Request<B>,
     client: &Client,
+    arrived: SystemTime,
     extras: &mut ResponseExtras<'s>,
 ) -> Result<Option<Response<ResponseBody>>, ProxyError> {
     // 1. client IP
@@ -291,7 +294,7 @@ pub(crate) async fn check<'s, B>(
 
     // 5. rate limits
     if let Some(limiter) = consumer.and_then(|c| c.rate_limit.as_ref()).or(policy.rate_limit.as_ref()) {
-        let caller = Caller { consumer, client_ip, headers: request.headers() };
+        let caller = Caller { consumer, client_ip, headers: request.headers(), arrived };
         limiter.check(&caller, &mut extras.limit).await?;
     }
     Ok(None)

@@ -370,8 +370,11 @@ impl<'a> Call<'a> {
         key_state.used();
         trail.set_target(&provider.authority);
         let started = Instant::now();
-        let sent =
-            tokio::time::timeout(target.timeout, pool.send(&provider.scheme, &provider.authority, request, &[])).await;
+        let sent = tokio::time::timeout(
+            target.timeout,
+            pool.send(&provider.scheme, &provider.authority, request, &[], started.into()),
+        )
+        .await;
         trail.record_try(started, started.elapsed());
         let response = match sent {
             Err(_) => {

@@ -208,6 +208,30 @@ pub(crate) struct Trail {
     exporter: Option<Arc<Exporter>>,
 }
 
+/// How often a thread reads the wall clock again for [`wall_clock`], so that it follows
+/// changes made to the system time.
+const WALL_CLOCK_READ_EVERY: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// A reading of both clocks at once, for [`wall_clock`].
+    static WALL_ANCHOR: std::cell::Cell<Option<(Instant, SystemTime)>> = const { std::cell::Cell::new(None) };
+}
+
+/// The wall-clock time at `now`, derived from the thread's last reading of both clocks while
+/// that is under a second old. A logged request needs its wall-clock time as well as the
+/// monotonic start it is timed from, and each clock read costs about 25 ns here.
+fn wall_clock(now: Instant) -> SystemTime {
+    if let Some((instant, system)) = WALL_ANCHOR.get() {
+        let since = now.saturating_duration_since(instant);
+        if since < WALL_CLOCK_READ_EVERY {
+            return system + since;
+        }
+    }
+    let system = SystemTime::now();
+    WALL_ANCHOR.set(Some((now, system)));
+    system
+}
+
 impl Trail {
     /// Starts the trail of a request that came with `traceparent` (if it did).
     pub fn start(telemetry: &Telemetry, traceparent: Option<&HeaderValue>, https: bool) -> Trail {
@@ -216,8 +240,8 @@ impl Trail {
         let exporter = if trace.sampled { telemetry.exporter.clone() } else { None };
         let log = telemetry.access_log.clone();
         let event = match (&log, &exporter) {
-            (Some(log), _) => Some(log.event(SystemTime::now(), trace.trace_id)),
-            (None, Some(_)) => Some(Box::new(AccessEvent::new(SystemTime::now(), trace.trace_id))),
+            (Some(log), _) => Some(log.event(wall_clock(started), trace.trace_id)),
+            (None, Some(_)) => Some(Box::new(AccessEvent::new(wall_clock(started), trace.trace_id))),
             (None, None) => None,
         };
         Trail {
@@ -235,6 +259,11 @@ impl Trail {
             log,
             exporter,
         }
+    }
+
+    /// The wall-clock time the request arrived at.
+    pub fn arrived(&self) -> SystemTime {
+        wall_clock(self.started)
     }
 
     /// The request's record being filled in, when the access log or the trace wants it.
@@ -368,6 +397,22 @@ impl Text {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wall_clock_is_derived_from_the_last_reading_of_both_clocks() {
+        let close = |a: SystemTime, b: SystemTime| {
+            let gap = a.duration_since(b).or_else(|_| b.duration_since(a)).unwrap_or_default();
+            assert!(gap < Duration::from_millis(50), "{gap:?}");
+        };
+        let first = Instant::now();
+        close(wall_clock(first), SystemTime::now());
+        // Within the second, the time moves on with the monotonic clock from that reading.
+        let later = first + Duration::from_millis(300);
+        assert_eq!(wall_clock(later), wall_clock(first) + Duration::from_millis(300));
+        // After it, the wall clock is read again.
+        let much_later = first + Duration::from_secs(5);
+        close(wall_clock(much_later), SystemTime::now());
+    }
 
     #[test]
     fn durations_are_written_as_milliseconds() {

@@ -162,7 +162,7 @@ pub(super) async fn send_upstream(
         let started = Instant::now();
         // Only the first try streams the client's body and watches its progress.
         let progress_now = if tries == 1 { progress.as_deref() } else { None };
-        let mut outcome = try_once(request, set, upstream, target, pools, progress_now, deadline).await;
+        let mut outcome = try_once(request, set, upstream, target, pools, progress_now, deadline, started).await;
         let took = started.elapsed();
         trail.record_try(started.into_std(), took);
         upstream.state.counters.duration.observe(took);
@@ -227,11 +227,13 @@ pub(super) async fn send_upstream(
     }
 }
 
-/// One try on one target, with the per-try (read) and total timeouts.
+/// One try on one target, with the per-try (read) and total timeouts; `started` is when it
+/// began.
 ///
 /// The sending future is pinned here and polled beside one timer, rather than wrapped in a
 /// timeout future per kind of deadline: each wrapper would hold its own copy of that large
 /// future, and so would every future that awaits this one, on every request.
+#[allow(clippy::too_many_arguments)]
 async fn try_once(
     request: Request<RequestBody>,
     set: &SetHeaders<'_>,
@@ -240,13 +242,14 @@ async fn try_once(
     pools: &Pools,
     progress: Option<&Progress>,
     deadline: Option<Instant>,
+    started: Instant,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let pool = pools.pool(upstream);
-    let mut sending = pin!(pool.send(&upstream.scheme, &target.authority, request, set));
+    let mut sending = pin!(pool.send(&upstream.scheme, &target.authority, request, set, started));
     // While the body streams, the upstream is late if no body chunk moves for the write
     // timeout, or if no response comes a read timeout after the body ended; without a body
     // to watch, if no response comes a read timeout from now. Always by the total deadline.
-    let read_by = Instant::now() + upstream.read_timeout;
+    let read_by = started + upstream.read_timeout;
     let due = || match progress {
         Some(progress) => earliest(progress.deadline(upstream.write_timeout, upstream.read_timeout), deadline),
         None => earliest(read_by, deadline),

@@ -2,6 +2,7 @@
 //! `X-Forwarded-*` family, and request ids.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -17,12 +18,65 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 static FIXED: [&HeaderName; 5] =
     [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TRANSFER_ENCODING, &header::UPGRADE, &header::TRAILER];
 
+/// Header maps a thread keeps for its next heads. Every proxied request reads two heads into
+/// maps (the client's request and the upstream's response), and a new map costs two
+/// allocations and their frees; a map is handed back ([`recycle_map`]) once its head is
+/// written, emptied and with its room kept. Each worker is one thread, so no lock is needed.
+const SPARE_MAPS: usize = 64;
+/// A map that grew past this many headers is let go: an odd large head should not keep
+/// its room.
+const KEPT_MAP_CAPACITY: usize = 48;
+
+thread_local! {
+    static SPARE: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty header map with room for `capacity` headers, reused when the thread has one.
+pub fn empty_map(capacity: usize) -> HeaderMap {
+    match SPARE.with_borrow_mut(Vec::pop) {
+        Some(mut map) => {
+            map.reserve(capacity);
+            map
+        }
+        None => HeaderMap::with_capacity(capacity),
+    }
+}
+
+/// Empties `map` and keeps it for [`empty_map`].
+pub fn recycle_map(mut map: HeaderMap) {
+    if map.capacity() == 0 || map.capacity() > KEPT_MAP_CAPACITY {
+        return;
+    }
+    map.clear();
+    SPARE.with_borrow_mut(|spare| {
+        if spare.len() < SPARE_MAPS {
+            spare.push(map);
+        }
+    });
+}
+
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+
 /// A header name read off the wire. The names most peers send, in the case they send them,
 /// are matched byte for byte first: `HeaderName::from_bytes` lowercases and classifies every
-/// name (about 120 instructions), and a request and its response carry half a dozen.
+/// name (about 120 instructions), and a request and its response carry half a dozen. A name
+/// outside the standard ones is also copied to the heap by it; the common ones of those
+/// (API keys, trace context, the Anthropic SDK's version) are statics here.
 pub fn name_from_wire(raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
     use http::header::*;
     let known = match raw {
+        b"X-Api-Key" | b"x-api-key" | b"X-API-Key" => X_API_KEY.clone(),
+        b"X-Request-Id" | b"x-request-id" | b"X-Request-ID" => X_REQUEST_ID.clone(),
+        b"X-Forwarded-For" | b"x-forwarded-for" => X_FORWARDED_FOR.clone(),
+        b"traceparent" | b"Traceparent" => crate::observe::TRACEPARENT.clone(),
+        b"anthropic-version" | b"Anthropic-Version" => ANTHROPIC_VERSION.clone(),
+        b"Origin" | b"origin" => ORIGIN,
+        b"Cookie" | b"cookie" => COOKIE,
+        b"Vary" | b"vary" => VARY,
+        b"ETag" | b"etag" => ETAG,
+        b"Last-Modified" | b"last-modified" => LAST_MODIFIED,
+        b"Content-Encoding" | b"content-encoding" => CONTENT_ENCODING,
         b"Host" | b"host" => HOST,
         b"Content-Type" | b"content-type" => CONTENT_TYPE,
         b"Content-Length" | b"content-length" => CONTENT_LENGTH,
@@ -307,6 +361,27 @@ mod tests {
     }
 
     #[test]
+    fn a_recycled_map_comes_back_empty_and_a_grown_one_is_let_go() {
+        let mut used = empty_map(8);
+        used.insert(header::HOST, HeaderValue::from_static("a"));
+        used.append("x-a", HeaderValue::from_static("1"));
+        used.append("x-a", HeaderValue::from_static("2"));
+        let room = used.capacity();
+        recycle_map(used);
+        let reused = empty_map(4);
+        assert!(reused.is_empty() && reused.get("x-a").is_none());
+        assert_eq!(reused.capacity(), room, "the room is kept");
+        // Asking for more room than a spare map has still gets it.
+        recycle_map(reused);
+        assert!(empty_map(40).capacity() >= 40);
+
+        let mut large = HeaderMap::with_capacity(KEPT_MAP_CAPACITY + 1);
+        large.insert(header::HOST, HeaderValue::from_static("a"));
+        recycle_map(large);
+        assert!(empty_map(1).capacity() <= KEPT_MAP_CAPACITY);
+    }
+
+    #[test]
     fn names_off_the_wire_are_the_same_whichever_way_they_are_read() {
         let names = [
             "Host",
@@ -323,6 +398,17 @@ mod tests {
             "Transfer-Encoding",
             "X-Request-Id",
             "ETag",
+            "X-Api-Key",
+            "X-API-Key",
+            "X-Forwarded-For",
+            "traceparent",
+            "Anthropic-Version",
+            "Origin",
+            "Cookie",
+            "Vary",
+            "Last-Modified",
+            "Content-Encoding",
+            "X-Unknown-To-Portico",
         ];
         for name in names {
             for raw in [name.to_owned(), name.to_ascii_lowercase(), name.to_ascii_uppercase()] {

@@ -30,7 +30,8 @@ mod tunnel;
 pub(crate) use body::{BodyError, Progress, RequestBody, ResponseBody};
 pub(crate) use error::ProxyError;
 pub(crate) use headers::{
-    client_address, is_hop_by_hop, name_from_wire, new_request_id, ConnectionTokens, X_REQUEST_ID,
+    client_address, empty_map, is_hop_by_hop, name_from_wire, new_request_id, recycle_map, ConnectionTokens,
+    X_REQUEST_ID,
 };
 pub(crate) use traffic::{Condition, Fault, Mirror, Share};
 
@@ -182,7 +183,9 @@ async fn forward<'s>(
 
     // 3. access
     if let Some(policy) = &route.access {
-        if let Some(answer) = access::check(policy, &snapshot.access, &mut request, client, extras).await? {
+        if let Some(answer) =
+            access::check(policy, &snapshot.access, &mut request, client, trail.arrived(), extras).await?
+        {
             return Ok(answer);
         }
     }

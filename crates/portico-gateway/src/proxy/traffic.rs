@@ -171,7 +171,7 @@ impl Mirror {
             let request = copy.into_request();
             let pool = pools.pool(&upstream);
             let host = [(&header::HOST, Some(&target.host))];
-            let sending = pool.send(&upstream.scheme, &target.authority, request, &host);
+            let sending = pool.send(&upstream.scheme, &target.authority, request, &host, tokio::time::Instant::now());
             match tokio::time::timeout(upstream.read_timeout, sending).await {
                 Ok(Ok(response)) => {
                     let body = ResponseBody::upstream(response.into_body(), upstream.read_timeout, None);

@@ -104,18 +104,20 @@ impl Pool {
     }
 
     /// Sends `request` (whose URI is origin-form) to `scheme://authority`, with the headers
-    /// in `set` in place of its own of those names.
+    /// in `set` in place of its own of those names. `now` is the clock read that started
+    /// the try; idle connections are judged by it rather than by another read.
     pub async fn send(
         self: &Arc<Self>,
         scheme: &Scheme,
         authority: &Authority,
         mut request: Request<RequestBody>,
         set: &SetHeaders<'_>,
+        now: Instant,
     ) -> Result<Response<UpstreamBody>, SendFailure> {
         let key = Key { https: *scheme == Scheme::HTTPS, authority: authority.clone() };
         let upgrade = request.headers().contains_key(http::header::UPGRADE);
         loop {
-            let pooled = if upgrade { None } else { self.take(&key) };
+            let pooled = if upgrade { None } else { self.take(&key, now) };
             let reused = pooled.is_some();
             let connection = match pooled {
                 Some(connection) => connection,
@@ -137,11 +139,11 @@ impl Pool {
         }
     }
 
-    fn take(&self, key: &Key) -> Option<Box<Connection>> {
+    fn take(&self, key: &Key, now: Instant) -> Option<Box<Connection>> {
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let connections = idle.get_mut(key)?;
         while let Some((mut connection, since)) = connections.pop() {
-            if since.elapsed() < IDLE_TIMEOUT && connection.is_usable() {
+            if now.saturating_duration_since(since) < IDLE_TIMEOUT && connection.is_usable() {
                 return Some(connection);
             }
         }

@@ -105,6 +105,8 @@ pub(crate) struct Caller<'a> {
     pub consumer: Option<&'a Consumer>,
     pub client_ip: IpAddr,
     pub headers: &'a HeaderMap,
+    /// When the request arrived.
+    pub arrived: SystemTime,
 }
 
 impl RateLimiter {
@@ -127,7 +129,7 @@ impl RateLimiter {
         };
         let (admitted, status) = match cluster {
             Some(answer) => answer,
-            None => self.local.check(hashed.unwrap_or_else(|| key_hash(&key)), now_ms()),
+            None => self.local.check(hashed.unwrap_or_else(|| key_hash(&key)), millis_since_epoch(caller.arrived)),
         };
         if self.show_headers {
             let limit = self.local.limit_value(status.limit);
@@ -192,6 +194,6 @@ impl LimitHeaders {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+fn millis_since_epoch(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

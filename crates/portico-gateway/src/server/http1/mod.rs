@@ -333,7 +333,7 @@ pub async fn serve<H: Handler>(
             (false, _) => Persistence::KeepAlive10,
         };
         response::write_head(&mut lock(&wire).write, &parts, &body, &method, framing, length, persistence);
-        drop(parts);
+        crate::proxy::recycle_map(parts.headers);
         let sent = send_body(&wire, &mut body, framing).await;
         // The body is dropped once it is all written: that ends the request's access log
         // line, and for a switch of protocols starts the tunnel.

@@ -6,7 +6,7 @@
 use crate::proxy::ConnectionTokens;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, StatusCode, Uri, Version};
 use std::mem::MaybeUninit;
 
 /// At most this many header lines; more get 431, like a head that is too large.
@@ -119,7 +119,7 @@ pub(super) fn read_request_head(buf: &mut BytesMut, max_bytes: usize) -> Result<
 
     // Room for the headers the proxy adds (`X-Forwarded-For`, `X-Consumer`, ...) without
     // growing the map, which would rehash it.
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + ROOM_TO_ADD);
+    let mut headers = crate::proxy::empty_map(parsed.headers.len() + ROOM_TO_ADD);
     let (mut hosts, mut close, mut keep_alive, mut upgrade, mut expect_continue) = (0, false, false, false, false);
     let (mut content_length, mut coded, mut chunked) = (None::<u64>, false, false);
     for header in parsed.headers.iter() {

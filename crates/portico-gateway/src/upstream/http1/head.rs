@@ -164,7 +164,7 @@ pub(crate) fn read_response_head(buf: &mut BytesMut, method: &Method) -> Result<
     }
     let status = parsed.code.and_then(|code| StatusCode::from_u16(code).ok()).ok_or(Malformed::Status)?;
     let version = if parsed.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + ROOM_TO_ADD);
+    let mut headers = crate::proxy::empty_map(parsed.headers.len() + ROOM_TO_ADD);
     let mut connection_close = false;
     let mut connection_keep_alive = false;
     let mut chunked = false;

@@ -312,6 +312,8 @@ pub(crate) async fn send(
     let (parts, mut body) = request.into_parts();
     match connection.exchange(&parts, &mut body, set).await {
         Ok(head) => {
+            // The request's head is written: its map can serve the next head read.
+            crate::proxy::recycle_map(parts.headers);
             let ResponseHead { status, version, headers, framing, keep_alive, hop_by_hop } = head;
             let switched = status == StatusCode::SWITCHING_PROTOCOLS;
             let body = UpstreamBody::new(connection, lease, switched, framing, keep_alive, hop_by_hop);
