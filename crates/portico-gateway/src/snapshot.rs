@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use portico_model::{Config, MasterKey, PathPattern, Problems, Route};
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// Everything the request path needs, compiled from one revision of the configuration.
 pub struct Snapshot {
@@ -74,26 +75,42 @@ pub(crate) struct MockResponse {
     pub body: Bytes,
 }
 
-/// The current snapshot, swapped atomically when the configuration changes.
+/// The current snapshot, swapped atomically when the configuration changes; and the signal
+/// that wakes the tasks that follow it (health checks, DNS discovery, the registry).
 #[derive(Clone)]
-pub struct SnapshotCell(Arc<ArcSwap<Snapshot>>);
+pub struct SnapshotCell {
+    current: Arc<ArcSwap<Snapshot>>,
+    changes: Arc<watch::Sender<()>>,
+}
 
 impl SnapshotCell {
     pub fn new(snapshot: Snapshot) -> SnapshotCell {
-        SnapshotCell(Arc::new(ArcSwap::from_pointee(snapshot)))
+        SnapshotCell { current: Arc::new(ArcSwap::from_pointee(snapshot)), changes: Arc::new(watch::Sender::new(())) }
     }
 
     /// The current snapshot; a request keeps it until it ends.
     pub fn load(&self) -> Arc<Snapshot> {
-        self.0.load_full()
+        self.current.load_full()
     }
 
     pub fn store(&self, snapshot: Snapshot) {
-        self.0.store(Arc::new(snapshot));
+        self.current.store(Arc::new(snapshot));
+        self.wake_followers();
     }
 
     pub fn revision(&self) -> i64 {
-        self.0.load().revision
+        self.current.load().revision
+    }
+
+    /// Tells the followers to look again: the snapshot or its discovered targets changed.
+    pub fn wake_followers(&self) {
+        self.changes.send_replace(());
+    }
+
+    /// A receiver that sees every [`SnapshotCell::wake_followers`] after it was made or last
+    /// looked at.
+    pub fn follow(&self) -> watch::Receiver<()> {
+        self.changes.subscribe()
     }
 }
 

@@ -21,14 +21,21 @@ pub async fn follow_registry(
 ) {
     let mut poll = tokio::time::interval(REGISTRY_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = snapshots.follow();
     let mut failing = false;
     loop {
+        changes.borrow_and_update();
+        if snapshots.load().registry_names().is_empty() {
+            // No service discovers from the registry: nothing to poll until the
+            // configuration changes.
+            tokio::select! {
+                Ok(()) = changes.changed() => continue,
+                _ = shutdown.changed() => return,
+            }
+        }
         tokio::select! {
             _ = poll.tick() => {}
             _ = shutdown.changed() => return,
-        }
-        if snapshots.load().registry_names().is_empty() {
-            continue;
         }
         match store.live_instances(None).await {
             Ok(instances) => {

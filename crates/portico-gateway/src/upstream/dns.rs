@@ -27,7 +27,9 @@ pub async fn run_dns_discovery(
 ) {
     let mut loops = KeyedTasks::new();
     let mut revision = None;
+    let mut changes = snapshots.follow();
     while !*shutdown.borrow() {
+        changes.borrow_and_update();
         let snapshot = snapshots.load();
         if revision != Some(snapshot.revision) {
             revision = Some(snapshot.revision);
@@ -40,7 +42,7 @@ pub async fn run_dns_discovery(
                 resolve_loop(service.clone(), dns.clone(), discovered.clone(), snapshots.clone(), states.clone())
             });
         }
-        tasks::pause(&mut shutdown).await;
+        tasks::pause(&mut changes, &mut shutdown).await;
     }
     loops.shutdown().await;
 }

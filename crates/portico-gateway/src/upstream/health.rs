@@ -40,7 +40,9 @@ pub async fn run_health_checks(snapshots: SnapshotCell, discovered: Discovered, 
     // What the running probes were set up for: a snapshot and a generation of discovered
     // targets.
     let mut seen = None;
+    let mut changes = snapshots.follow();
     while !*shutdown.borrow() {
+        changes.borrow_and_update();
         let snapshot = snapshots.load();
         if seen != Some((snapshot.revision, discovered.generation())) {
             seen = Some((snapshot.revision, discovered.generation()));
@@ -65,7 +67,7 @@ pub async fn run_health_checks(snapshots: SnapshotCell, discovered: Discovered, 
                 probe_loop(client, key.url.clone(), key.check.clone(), state)
             });
         }
-        tasks::pause(&mut shutdown).await;
+        tasks::pause(&mut changes, &mut shutdown).await;
     }
     probes.shutdown().await;
 }

@@ -156,6 +156,7 @@ impl Discovered {
         for upstream in snapshots.load().upstreams.iter().filter(|u| u.discovery_source.as_deref() == Some(source)) {
             upstream.set_targets(&targets, states);
         }
+        snapshots.wake_followers();
     }
 
     /// Takes the registry's live instances (name → targets) and updates every registry source

@@ -5,17 +5,15 @@
 use std::collections::hash_map::{Entry, HashMap};
 use std::future::Future;
 use std::hash::Hash;
-use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
-/// How often followers look for a new snapshot.
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
-
-/// Waits until a follower's next look at the snapshot is due, or shutdown is asked for.
-pub(crate) async fn pause(shutdown: &mut watch::Receiver<bool>) {
+/// Waits until the snapshot or its discovered targets change (`changes`, from
+/// `SnapshotCell::follow`), or shutdown is asked for. A follower marks `changes` seen before
+/// it loads the snapshot, so that a change made while it works wakes it again at once.
+pub(crate) async fn pause(changes: &mut watch::Receiver<()>, shutdown: &mut watch::Receiver<bool>) {
     tokio::select! {
-        _ = tokio::time::sleep(FOLLOW_INTERVAL) => {}
+        Ok(()) = changes.changed() => {}
         _ = shutdown.changed() => {}
     }
 }
@@ -55,5 +53,38 @@ impl<K: Eq + Hash> KeyedTasks<K> {
     /// Stops every task and waits for them to end.
     pub async fn shutdown(mut self) {
         self.tasks.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{Snapshot, SnapshotCell};
+    use std::time::Duration;
+    use tokio::time::timeout;
+
+    #[tokio::test]
+    async fn followers_wake_when_the_snapshot_changes_and_not_before() {
+        let cell = SnapshotCell::new(Snapshot::empty());
+        let (stop, mut shutdown) = watch::channel(false);
+        let mut changes = cell.follow();
+        changes.borrow_and_update();
+        // Longer than any polling interval a follower might use instead.
+        let short = Duration::from_millis(300);
+        let long = Duration::from_secs(5);
+        assert!(timeout(short, pause(&mut changes, &mut shutdown)).await.is_err(), "nothing changed");
+
+        // A change made before the follower waits again is not missed.
+        cell.store(Snapshot::empty());
+        assert!(timeout(long, pause(&mut changes, &mut shutdown)).await.is_ok());
+        changes.borrow_and_update();
+        assert!(timeout(short, pause(&mut changes, &mut shutdown)).await.is_err(), "seen already");
+
+        cell.wake_followers();
+        assert!(timeout(long, pause(&mut changes, &mut shutdown)).await.is_ok());
+        changes.borrow_and_update();
+
+        let _ = stop.send(true);
+        assert!(timeout(long, pause(&mut changes, &mut shutdown)).await.is_ok(), "shutdown wakes it");
     }
 }
