@@ -26,7 +26,15 @@ pub struct Store {
     committed: watch::Sender<i64>,
     /// Who the changes made through this handle are recorded as, in the audit log.
     actor: Option<std::sync::Arc<crate::Actor>>,
+    /// The SQLite database file.
+    file: Option<std::sync::Arc<std::path::PathBuf>>,
 }
+
+/// What the files of an SQLite store looked like at one moment: each file's size and
+/// modification time, the database's and its write-ahead log's. A commit by any process
+/// writes to one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp([Option<(std::time::SystemTime, u64)>; 2]);
 
 impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://...`), creating an SQLite file and its
@@ -47,9 +55,12 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
-        let url = match backend {
-            Backend::Sqlite => prepare_sqlite_url(url)?,
-            Backend::Postgres => url.to_owned(),
+        let (url, file) = match backend {
+            Backend::Sqlite => {
+                let (url, path) = prepare_sqlite_url(url)?;
+                (url, Some(std::sync::Arc::new(path)))
+            }
+            Backend::Postgres => (url.to_owned(), None),
         };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
@@ -76,7 +87,22 @@ impl Store {
             .connect_with(options)
             .await?;
         let (committed, _) = watch::channel(0);
-        Ok(Store { pool, backend, committed, actor: None })
+        Ok(Store { pool, backend, committed, actor: None, file })
+    }
+
+    /// For SQLite, a stamp of the database's files that changes when any process commits
+    /// (see [`FileStamp`]); reading it takes two `stat` calls, where asking the database
+    /// for its revision takes a round trip through a connection's thread. `None` for
+    /// PostgreSQL, which has to be asked.
+    pub fn file_stamp(&self) -> Option<FileStamp> {
+        let path = self.file.as_deref()?;
+        let look = |path: &std::path::Path| {
+            let meta = std::fs::metadata(path).ok()?;
+            Some((meta.modified().ok()?, meta.len()))
+        };
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        Some(FileStamp([look(path), look(std::path::Path::new(&wal))]))
     }
 
     /// This store, recording the changes made through it as `actor`'s.
@@ -196,7 +222,8 @@ pub(crate) async fn load_config(conn: &mut sqlx::AnyConnection) -> Result<Config
 }
 
 /// Makes sure an SQLite file can be created: its folder exists and `mode=rwc` is set.
-fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
+/// The URL to connect with, and the database file's path.
+fn prepare_sqlite_url(url: &str) -> Result<(String, std::path::PathBuf), StoreError> {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     if path.is_empty() || path == ":memory:" {
@@ -215,7 +242,7 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
     } else {
         format!("{query}&mode=rwc")
     };
-    Ok(format!("sqlite://{path}?{query}"))
+    Ok((format!("sqlite://{path}?{query}"), std::path::PathBuf::from(path)))
 }
 
 /// Seconds since the Unix epoch.

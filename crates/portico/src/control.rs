@@ -17,9 +17,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{watch, Notify};
 
-/// How often the store's revision is checked for changes made by other processes. It is well
-/// under the 100 ms a committed change may take to reach the gateway.
+/// How often the store is checked for changes made by other processes. It is well under the
+/// 100 ms a committed change may take to reach the gateway. An SQLite store is asked for its
+/// revision only when its files changed (`Store::file_stamp`), and at least every
+/// [`STORE_ASK_EVERY`].
 const STORE_POLL: Duration = Duration::from_millis(50);
+/// How often an SQLite store whose files look unchanged is asked anyway: a file's
+/// modification time moves in clock ticks of a few milliseconds, so two commits in one tick
+/// that leave the write-ahead log as long as it was look like none.
+const STORE_ASK_EVERY: Duration = Duration::from_secs(2);
 /// How often the configuration file's modification time is checked.
 const FILE_POLL: Duration = Duration::from_millis(250);
 
@@ -88,12 +94,22 @@ impl Control {
         let mut loaded = self.snapshots.revision();
         let mut poll = tokio::time::interval(STORE_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stamp = store.file_stamp();
+        let mut asked = Instant::now();
         loop {
             tokio::select! {
                 _ = committed.changed() => {}
-                _ = poll.tick() => {}
+                _ = poll.tick() => {
+                    // Read before asking: a commit after this read changes the next one.
+                    let now = store.file_stamp();
+                    if now.is_some() && now == stamp && asked.elapsed() < STORE_ASK_EVERY {
+                        continue;
+                    }
+                    stamp = now;
+                }
                 _ = shutdown.changed() => return,
             }
+            asked = Instant::now();
             match store.revision().await {
                 Ok(revision) if revision == loaded => continue,
                 Ok(_) => {}

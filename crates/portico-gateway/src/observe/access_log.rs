@@ -556,10 +556,11 @@ impl AccessLog {
         // One batch for the writer's life: its buffers keep their size from drain to drain.
         let mut batch = Batch::default();
         log.writer.start("portico-access-log", FLUSH_INTERVAL, move |last| {
-            writer.drain(&mut batch, &mut sinks, &mut memo, analytics.as_mut());
+            let found = writer.drain(&mut batch, &mut sinks, &mut memo, analytics.as_mut());
             if let Some(analytics) = &mut analytics {
                 analytics.tick(last);
             }
+            found
         })?;
         Ok(log)
     }
@@ -588,6 +589,7 @@ impl AccessLog {
         if self.queue.push(event).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        self.writer.wake_if_idle();
     }
 
     pub fn report(&self) -> AccessLogReport {
@@ -616,12 +618,20 @@ impl AccessLog {
     }
 
     /// Writes what is queued to every sink, as one batch of JSON lines (and the events
-    /// themselves for sinks that want them).
-    fn drain(&self, batch: &mut Batch, sinks: &mut [Sink], memo: &mut Memo, mut analytics: Option<&mut Counter>) {
+    /// themselves for sinks that want them). Returns whether anything was queued.
+    fn drain(
+        &self,
+        batch: &mut Batch,
+        sinks: &mut [Sink],
+        memo: &mut Memo,
+        mut analytics: Option<&mut Counter>,
+    ) -> bool {
+        let mut found = false;
         batch.clear();
         let wants_text = sinks.iter().any(|s| !matches!(s, Sink::Events(_)));
         let wants_events = sinks.iter().any(|s| matches!(s, Sink::Events(_)));
         while let Some(event) = self.queue.pop() {
+            found = true;
             if let Some(analytics) = analytics.as_deref_mut() {
                 analytics.count(&event);
             }
@@ -640,7 +650,7 @@ impl AccessLog {
             }
         }
         if batch.ends.is_empty() {
-            return;
+            return found;
         }
         for (sink, (name, written, failed)) in sinks.iter_mut().zip(self.counts.iter()) {
             let (ok, lost) = sink.write(batch);
@@ -653,6 +663,7 @@ impl AccessLog {
         for event in batch.events.drain(..) {
             self.recycle(event);
         }
+        true
     }
 }
 

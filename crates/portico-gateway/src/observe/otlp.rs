@@ -65,7 +65,13 @@ impl Exporter {
             thread: Drainer::default(),
         });
         let worker = exporter.clone();
-        exporter.thread.start("portico-traces", EXPORT_INTERVAL, move |_| while worker.send(&poster) {})?;
+        exporter.thread.start("portico-traces", EXPORT_INTERVAL, move |_| {
+            let mut found = false;
+            while worker.send(&poster) {
+                found = true;
+            }
+            found
+        })?;
         Ok(exporter)
     }
 
@@ -74,6 +80,7 @@ impl Exporter {
         if self.queue.push(finished).is_err() {
             self.dropped.fetch_add(spans, Ordering::Relaxed);
         }
+        self.thread.wake_if_idle();
     }
 
     pub fn report(&self) -> ExporterReport {
