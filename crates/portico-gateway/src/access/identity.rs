@@ -1,10 +1,11 @@
 //! Who is calling: the consumers of a snapshot, indexed by their credentials.
 //!
-//! An API key is looked up by its SHA-256 in one step; a worker remembers the keys it has
-//! found, so that a client's key is hashed once per worker and snapshot, not per request. A Basic password is checked against
-//! its Argon2id hash, which takes tens of milliseconds by design; so a verdict is remembered
-//! (by a SHA-256 of user and password, for the life of the snapshot) and each Argon2 check
-//! runs on a blocking thread, at most [`HASHING_AT_ONCE`] at a time, never on a worker.
+//! An API key is looked up by its SHA-256 in one step; a worker remembers the digests of the
+//! keys it has found, so that a client's key is hashed once per worker, not per request. A
+//! Basic password is checked against its Argon2id hash, which takes tens of milliseconds by
+//! design; so a verdict is remembered (by a SHA-256 of user and password, for the life of
+//! the snapshot) and each Argon2 check runs on a blocking thread, at most
+//! [`HASHING_AT_ONCE`] at a time, never on a worker.
 
 use super::rate_limit::{key_hash, AccessStates, Key, RateLimiter};
 use crate::proxy::ProxyError;

@@ -845,12 +845,18 @@ mod tests {
         })
     }
 
-    #[test]
-    fn events_are_written_as_json_lines_and_files_rotate() {
+    /// An access log writing to `access.log` in a new folder, rotated past `max_bytes`.
+    fn file_log(max_bytes: u64, keep: u32) -> (tempfile::TempDir, PathBuf, Arc<AccessLog>) {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("access.log");
-        let sink = AccessLogSink::File { path: path.clone(), max_bytes: 1_000, keep: 2 };
+        let sink = AccessLogSink::File { path: path.clone(), max_bytes, keep };
         let log = AccessLog::start(&AccessLogSettings { sinks: vec![sink], queue: 100 }, None, None).expect("start");
+        (dir, path, log)
+    }
+
+    #[test]
+    fn events_are_written_as_json_lines_and_files_rotate() {
+        let (dir, path, log) = file_log(1_000, 2);
         for i in 0..12 {
             log.push(event(&format!("/users/{i}")));
         }
@@ -885,10 +891,7 @@ mod tests {
 
     #[test]
     fn batch_after_batch_each_event_is_written_once_in_order() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("access.log");
-        let sink = AccessLogSink::File { path: path.clone(), max_bytes: 1 << 20, keep: 1 };
-        let log = AccessLog::start(&AccessLogSettings { sinks: vec![sink], queue: 100 }, None, None).expect("start");
+        let (_dir, path, log) = file_log(1 << 20, 1);
         for i in 0..3 {
             log.push(event(&format!("/users/{i}")));
         }
@@ -910,10 +913,7 @@ mod tests {
 
     #[test]
     fn each_line_has_its_own_events_names() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("access.log");
-        let sink = AccessLogSink::File { path: path.clone(), max_bytes: 1 << 20, keep: 1 };
-        let log = AccessLog::start(&AccessLogSettings { sinks: vec![sink], queue: 100 }, None, None).expect("start");
+        let (_dir, path, log) = file_log(1 << 20, 1);
         let (acme, orders): (Arc<str>, Arc<str>) = ("acme".into(), "orders".into());
         let named = |consumer: Option<&Arc<str>>, route: Option<&Arc<str>>| {
             let mut event = event("/x");

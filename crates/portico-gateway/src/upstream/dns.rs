@@ -29,7 +29,6 @@ pub async fn run_dns_discovery(
     let mut revision = None;
     let mut changes = snapshots.follow();
     while !*shutdown.borrow() {
-        changes.borrow_and_update();
         let snapshot = snapshots.load();
         if revision != Some(snapshot.revision) {
             revision = Some(snapshot.revision);

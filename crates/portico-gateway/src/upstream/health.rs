@@ -42,7 +42,6 @@ pub async fn run_health_checks(snapshots: SnapshotCell, discovered: Discovered, 
     let mut seen = None;
     let mut changes = snapshots.follow();
     while !*shutdown.borrow() {
-        changes.borrow_and_update();
         let snapshot = snapshots.load();
         if seen != Some((snapshot.revision, discovered.generation())) {
             seen = Some((snapshot.revision, discovered.generation()));

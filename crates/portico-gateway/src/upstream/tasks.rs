@@ -9,8 +9,9 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
 /// Waits until the snapshot or its discovered targets change (`changes`, from
-/// `SnapshotCell::follow`), or shutdown is asked for. A follower marks `changes` seen before
-/// it loads the snapshot, so that a change made while it works wakes it again at once.
+/// `SnapshotCell::follow`), or shutdown is asked for. A change is marked seen as this
+/// returns, before the follower loads the snapshot, so one made while it works wakes it
+/// again at once.
 pub(crate) async fn pause(changes: &mut watch::Receiver<()>, shutdown: &mut watch::Receiver<bool>) {
     tokio::select! {
         Ok(()) = changes.changed() => {}
