@@ -8,8 +8,11 @@ The directory holds:
   cpu.tsv    target, conns, rep, server CPU ticks, backend CPU ticks per run
   meta.txt   key=value lines (mode, clk_tck, versions, idle RSS, ...)
 
-Prints a markdown table (medians over repetitions), idle memory, and as the
-very last line: "portico/nginx requests/s ratio: X.XX (cN)" or ": n/a".
+Prints a markdown table (medians over repetitions), idle memory, the ratios of
+medians with, in brackets, the ratios within each repetition (the two runs of one
+repetition are close in time, so on a noisy machine their median is the steadier
+figure), and as the very last line: "portico/nginx requests/s ratio: X.XX (cN)"
+or ": n/a".
 Standard library only.
 """
 
@@ -198,9 +201,21 @@ def main(argv):
     # Ratio lines: other levels first, the headline level (c64, else the first
     # level) last, because the LAST line is what callers read.
     headline = 64 if 64 in conns_levels else conns_levels[0]
-    def ratio(c, peer="nginx", subject="portico"):
+    def ratio(c, peer="nginx", subject="portico", pairs=True):
         p, n = medians.get((subject, c)), medians.get((peer, c))
-        return f"{p / n:.2f}" if p and n else None
+        if not (p and n):
+            return None
+        return f"{p / n:.2f}" + (paired(c, peer, subject) if pairs else "")
+
+    def paired(c, peer, subject):
+        """The ratio within each repetition, where both runs met the same load on the machine:
+        on a noisy machine its median is steadier than the ratio of the two medians."""
+        by_rep = {r: p["rps"] for r, p, _ in runs.get((peer, c), [])}
+        ratios = [p["rps"] / by_rep[r] for r, p, _ in runs.get((subject, c), []) if by_rep.get(r)]
+        if len(ratios) < 2:
+            return ""
+        return (f" [within a repetition: median {statistics.median(ratios):.2f}, "
+                f"{min(ratios):.2f}–{max(ratios):.2f} over {len(ratios)}]")
     for c in conns_levels:
         if ratio(c, "nginx-2", "portico-2"):
             print(f"portico-2/nginx-2 requests/s ratio at c{c}: {ratio(c, 'nginx-2', 'portico-2')}"
@@ -221,10 +236,10 @@ def main(argv):
             print(f"portico/nginx-fwd requests/s ratio at c{c}: {ratio(c, 'nginx-fwd')}"
                   " (nginx also setting X-Forwarded-* and X-Request-Id)")
     for c in conns_levels:
-        if c != headline and ratio(c):
+        if ratio(c):
             print(f"portico/nginx requests/s ratio at c{c}: {ratio(c)}")
     print("portico/nginx requests/s ratio: "
-          + (f"{ratio(headline)} (c{headline})" if ratio(headline) else "n/a"))
+          + (f"{ratio(headline, pairs=False)} (c{headline})" if ratio(headline) else "n/a"))
     return 0
 
 
