@@ -29,5 +29,5 @@ pub use budgets::BudgetSpend;
 pub use entities::{Entity, Kind, Precondition, Stored, GLOBAL};
 pub use error::StoreError;
 pub use registry::{now_ms, Instance};
-pub use store::{Backend, FileStamp, Store};
+pub use store::{Backend, FileStamp, Heard, Store};
 pub use tokens::{AdminToken, NewToken, Role};

@@ -28,6 +28,22 @@ pub struct Store {
     actor: Option<std::sync::Arc<crate::Actor>>,
     /// The SQLite database file.
     file: Option<std::sync::Arc<std::path::PathBuf>>,
+    /// The PostgreSQL server's URL, for the connection that listens for commits.
+    url: Option<std::sync::Arc<str>>,
+}
+
+/// The channel on which a PostgreSQL store announces each committed revision (`NOTIFY`).
+const COMMITS_CHANNEL: &str = "portico_revision";
+
+/// What a process hears of the revisions committed to a PostgreSQL store, by itself or by
+/// any other (see [`Store::hear_commits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heard {
+    /// The newest revision announced so far (0 before any).
+    pub revision: i64,
+    /// Whether the listening connection is up. While it is not, announcements are missed
+    /// and the store has to be asked.
+    pub listening: bool,
 }
 
 /// What the files of an SQLite store looked like at one moment: each file's size and
@@ -55,12 +71,12 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
-        let (url, file) = match backend {
+        let (url, file, server) = match backend {
             Backend::Sqlite => {
                 let (url, path) = prepare_sqlite_url(url)?;
-                (url, Some(std::sync::Arc::new(path)))
+                (url, Some(std::sync::Arc::new(path)), None)
             }
-            Backend::Postgres => (url.to_owned(), None),
+            Backend::Postgres => (url.to_owned(), None, Some(std::sync::Arc::from(url))),
         };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
@@ -87,7 +103,7 @@ impl Store {
             .connect_with(options)
             .await?;
         let (committed, _) = watch::channel(0);
-        Ok(Store { pool, backend, committed, actor: None, file })
+        Ok(Store { pool, backend, committed, actor: None, file, url: server })
     }
 
     /// For SQLite, a stamp of the database's files that changes when any process commits
@@ -103,6 +119,18 @@ impl Store {
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         Some(FileStamp([look(path), look(std::path::Path::new(&wal))]))
+    }
+
+    /// For PostgreSQL, starts listening for the revision every commit announces, whichever
+    /// process made it: the receiver sees each one as it is committed, and whether the
+    /// listening connection is up (a lost one is opened again, after 0.1 s and then up to
+    /// every 5 s). Listening stops when the receiver is dropped. `None` for SQLite, whose
+    /// files tell instead ([`Store::file_stamp`]).
+    pub fn hear_commits(&self) -> Option<watch::Receiver<Heard>> {
+        let url = self.url.clone()?;
+        let (heard, receiver) = watch::channel(Heard { revision: 0, listening: false });
+        tokio::spawn(listen_for_commits(url, heard));
+        Some(receiver)
     }
 
     /// This store, recording the changes made through it as `actor`'s.
@@ -177,8 +205,14 @@ impl Store {
         Ok((tx, row.try_get(0)?))
     }
 
-    /// Commits a write transaction and tells in-process listeners.
-    pub(crate) async fn commit(&self, tx: Transaction<'static, Any>, revision: i64) -> Result<(), StoreError> {
+    /// Commits a write transaction and tells in-process listeners; on PostgreSQL, every
+    /// process listening hears of it too ([`Store::hear_commits`]).
+    pub(crate) async fn commit(&self, mut tx: Transaction<'static, Any>, revision: i64) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            // Delivered when the transaction commits, and never if it does not. NOTIFY takes no
+            // bound parameters; the payload is a number.
+            sqlx::query(&format!("NOTIFY {COMMITS_CHANNEL}, '{revision}'")).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         self.committed.send_if_modified(|current| {
             let newer = revision > *current;
@@ -193,6 +227,55 @@ impl Store {
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Listens on [`COMMITS_CHANNEL`] until `heard` has no receiver left, opening the connection
+/// again whenever it is lost.
+async fn listen_for_commits(url: std::sync::Arc<str>, heard: watch::Sender<Heard>) {
+    const FIRST_RETRY: Duration = Duration::from_millis(100);
+    const LAST_RETRY: Duration = Duration::from_secs(5);
+    let mut retry = FIRST_RETRY;
+    loop {
+        let listener = async {
+            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+            listener.listen(COMMITS_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = tokio::select! {
+            _ = heard.closed() => return,
+            listener = listener => match listener {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::debug!(%error, "cannot listen for the store's commits; asking it instead");
+                    tokio::select! {
+                        _ = heard.closed() => return,
+                        _ = tokio::time::sleep(retry) => {}
+                    }
+                    retry = (retry * 2).min(LAST_RETRY);
+                    continue;
+                }
+            },
+        };
+        retry = FIRST_RETRY;
+        // Announcements made while no connection listened are lost: whoever follows this
+        // asks the store once now.
+        heard.send_modify(|heard| heard.listening = true);
+        loop {
+            let notification = tokio::select! {
+                _ = heard.closed() => return,
+                notification = listener.try_recv() => notification,
+            };
+            match notification {
+                Ok(Some(notification)) => {
+                    let revision = notification.payload().parse().unwrap_or(0);
+                    heard.send_modify(|heard| heard.revision = heard.revision.max(revision));
+                }
+                // The connection was lost.
+                Ok(None) | Err(_) => break,
+            }
+        }
+        heard.send_modify(|heard| heard.listening = false);
     }
 }
 

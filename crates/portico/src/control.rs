@@ -2,7 +2,8 @@
 //! swaps the new snapshot in.
 //!
 //! In store mode it follows the store's revision: at once for changes made through this
-//! process, and by polling for changes made elsewhere (another node, `portico apply`). In
+//! process or, on PostgreSQL, announced by another (another node, `portico apply`); by
+//! polling for changes otherwise made elsewhere. In
 //! file mode it follows the file's modification time and SIGHUP. Either way a configuration
 //! that cannot be loaded or compiled leaves the last good snapshot serving, and the reason is
 //! reported in the admin status.
@@ -19,12 +20,14 @@ use tokio::sync::{watch, Notify};
 
 /// How often the store is checked for changes made by other processes. It is well under the
 /// 100 ms a committed change may take to reach the gateway. An SQLite store is asked for its
-/// revision only when its files changed (`Store::file_stamp`), and at least every
-/// [`STORE_ASK_EVERY`].
+/// revision only when its files changed (`Store::file_stamp`), a PostgreSQL store only while
+/// the connection that hears its commits is down (`Store::hear_commits`); either at least
+/// every [`STORE_ASK_EVERY`].
 const STORE_POLL: Duration = Duration::from_millis(50);
-/// How often an SQLite store whose files look unchanged is asked anyway: a file's
-/// modification time moves in clock ticks of a few milliseconds, so two commits in one tick
-/// that leave the write-ahead log as long as it was look like none.
+/// How often a store that gave no sign of a change is asked anyway: a file's modification
+/// time moves in clock ticks of a few milliseconds, so two commits in one tick that leave
+/// SQLite's write-ahead log as long as it was look like none; and a PostgreSQL announcement
+/// can be lost with its connection before the listener knows it is gone.
 const STORE_ASK_EVERY: Duration = Duration::from_secs(2);
 /// How often the configuration file's modification time is checked.
 const FILE_POLL: Duration = Duration::from_millis(250);
@@ -42,6 +45,19 @@ pub struct Control {
     pub status: Arc<RuntimeStatus>,
     /// Route metrics (kept across compiles) and reload timings.
     pub telemetry: Arc<Telemetry>,
+}
+
+/// Waits for the next change of what is heard of the store's commits; never, for a store that
+/// announces none (or whose listener stopped: the store is then polled).
+async fn announced(heard: &mut Option<watch::Receiver<portico_store::Heard>>) {
+    match heard {
+        Some(receiver) => {
+            if receiver.changed().await.is_err() {
+                *heard = None;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 impl Control {
@@ -91,6 +107,7 @@ impl Control {
     /// Follows the store until `shutdown` turns true.
     pub async fn follow_store(self, store: Store, mut shutdown: watch::Receiver<bool>) {
         let mut committed = store.subscribe();
+        let mut heard = store.hear_commits();
         let mut loaded = self.snapshots.revision();
         let mut poll = tokio::time::interval(STORE_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -99,10 +116,14 @@ impl Control {
         loop {
             tokio::select! {
                 _ = committed.changed() => {}
+                // A commit announced, or the listening connection lost or back.
+                _ = announced(&mut heard) => {}
                 _ = poll.tick() => {
                     // Read before asking: a commit after this read changes the next one.
                     let now = store.file_stamp();
-                    if now.is_some() && now == stamp && asked.elapsed() < STORE_ASK_EVERY {
+                    let listening = heard.as_ref().is_some_and(|heard| heard.borrow().listening);
+                    let quiet = listening || (now.is_some() && now == stamp);
+                    if quiet && asked.elapsed() < STORE_ASK_EVERY {
                         continue;
                     }
                     stamp = now;

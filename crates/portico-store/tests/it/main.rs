@@ -283,3 +283,57 @@ async fn budget_spending_only_grows_and_old_periods_go() {
         assert_eq!(store.budget_spends(0).await.expect("read"), [spend(200, 9, 70)], "{backend}");
     }
 }
+
+#[tokio::test]
+async fn postgres_announces_each_commit_to_every_listening_process() {
+    use sqlx::Row;
+    let Some(url) = portico_testkit::fresh_postgres().await else { return };
+    let listening = Store::open(&url).await.expect("open");
+    // Another process's handle on the same database.
+    let writer = Store::connect(&url).await.expect("second handle");
+    let mut heard = listening.hear_commits().expect("PostgreSQL announces its commits");
+    heard_until(&mut heard, |h| h.listening).await;
+
+    writer.put(service("users"), Precondition::Absent).await.expect("put");
+    let revision = writer.revision().await.expect("revision");
+    heard_until(&mut heard, |h| h.revision == revision).await;
+
+    // A refused write commits nothing and announces nothing.
+    assert!(writer.put(service("users"), Precondition::Absent).await.is_err());
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), heard.changed()).await;
+    assert!(quiet.is_err(), "a refused write was announced: {:?}", *heard.borrow());
+
+    // The listening connection is ended: a new one takes its place, and hears what follows.
+    let listener_pid = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'";
+    let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
+    let first: i32 = sqlx::query(listener_pid).fetch_one(&pool).await.expect("the listener").get(0);
+    sqlx::query("SELECT pg_terminate_backend($1)").bind(first).execute(&pool).await.expect("terminate");
+    let mut replaced = false;
+    for _ in 0..100 {
+        let now: Vec<i32> =
+            sqlx::query(listener_pid).fetch_all(&pool).await.expect("listeners").iter().map(|r| r.get(0)).collect();
+        if now.iter().any(|pid| *pid != first) {
+            replaced = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(replaced, "no new listening connection within 5 s");
+    heard_until(&mut heard, |h| h.listening).await;
+    writer.put(service("orders"), Precondition::Absent).await.expect("put");
+    heard_until(&mut heard, |h| h.revision == revision + 1).await;
+}
+
+/// Waits, up to 5 s, until what is heard of the store's commits satisfies `wanted`.
+async fn heard_until(
+    heard: &mut tokio::sync::watch::Receiver<portico_store::Heard>,
+    wanted: impl Fn(&portico_store::Heard) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !wanted(&heard.borrow_and_update()) {
+        match tokio::time::timeout_at(deadline, heard.changed()).await {
+            Ok(changed) => changed.expect("the listener stopped"),
+            Err(_) => panic!("not heard within 5 s; last heard {:?}", *heard.borrow()),
+        }
+    }
+}

@@ -104,6 +104,25 @@ async fn changes_committed_by_another_process_are_picked_up() {
 }
 
 #[tokio::test]
+async fn changes_committed_by_another_node_on_postgres_are_picked_up_at_once() {
+    let Some(url) = fresh_postgres().await else { return };
+    let portico = Portico::start_with(|s| s.store = url.clone()).await;
+    let other = portico_store::Store::open(&url).await.expect("second handle");
+    // The store is asked only every 2 s while the gateway listens for its commits: each
+    // change arrives well before that because its commit was announced.
+    for round in 0..5 {
+        let body = format!("arrived {round}");
+        let yaml = format!("routes:\n  - name: late\n    paths: [/late]\n    mock: {{body: {body}}}\n");
+        other.replace_all(&portico_model::parse_yaml(&yaml).expect("yaml")).await.expect("apply");
+        let committed = std::time::Instant::now();
+        assert_eq!(portico.body_becomes("/late", &body).await, body);
+        let took = committed.elapsed();
+        assert!(took < std::time::Duration::from_millis(700), "round {round}: {took:?}");
+    }
+    portico.stop().await;
+}
+
+#[tokio::test]
 async fn an_unreachable_store_leaves_the_last_good_configuration_serving() {
     use sqlx::Connection;
     let Some(url) = fresh_postgres().await else { return };
