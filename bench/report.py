@@ -222,13 +222,13 @@ def main(argv):
                   f"; portico-2/portico: {ratio(c, 'portico', 'portico-2') or 'n/a'}"
                   " (two targets, health checks, circuit breaker)")
     for c in conns_levels:
-        if ratio(c, "nginx", "portico-auth"):
-            print(f"portico-auth/nginx requests/s ratio at c{c}: {ratio(c, 'nginx', 'portico-auth')}"
+        if ratio(c, "nginx", "portico-auth") or ratio(c, "portico", "portico-auth"):
+            print(f"portico-auth/nginx requests/s ratio at c{c}: {ratio(c, 'nginx', 'portico-auth') or 'n/a'}"
                   f"; portico-auth/portico: {ratio(c, 'portico', 'portico-auth') or 'n/a'}"
                   " (API key + local rate limit on the route)")
     for c in conns_levels:
-        if ratio(c, "nginx", "portico-observe"):
-            print(f"portico-observe/nginx requests/s ratio at c{c}: {ratio(c, 'nginx', 'portico-observe')}"
+        if ratio(c, "nginx", "portico-observe") or ratio(c, "portico", "portico-observe"):
+            print(f"portico-observe/nginx requests/s ratio at c{c}: {ratio(c, 'nginx', 'portico-observe') or 'n/a'}"
                   f"; portico-observe/portico: {ratio(c, 'portico', 'portico-observe') or 'n/a'}"
                   " (access log to a file)")
     for c in conns_levels:
