@@ -21,15 +21,20 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
-    backend: Backend,
+    place: Place,
     /// The newest revision this process committed or observed, for in-process listeners.
     committed: watch::Sender<i64>,
     /// Who the changes made through this handle are recorded as, in the audit log.
     actor: Option<std::sync::Arc<crate::Actor>>,
+}
+
+/// Where a store's data lives.
+#[derive(Clone)]
+enum Place {
     /// The SQLite database file.
-    file: Option<std::sync::Arc<std::path::PathBuf>>,
+    Sqlite(std::sync::Arc<std::path::PathBuf>),
     /// The PostgreSQL server's URL, for the connection that listens for commits.
-    url: Option<std::sync::Arc<str>>,
+    Postgres(std::sync::Arc<str>),
 }
 
 /// The channel on which a PostgreSQL store announces each committed revision (`NOTIFY`).
@@ -71,12 +76,12 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
-        let (url, file, server) = match backend {
+        let (url, place) = match backend {
             Backend::Sqlite => {
                 let (url, path) = prepare_sqlite_url(url)?;
-                (url, Some(std::sync::Arc::new(path)), None)
+                (url, Place::Sqlite(std::sync::Arc::new(path)))
             }
-            Backend::Postgres => (url.to_owned(), None, Some(std::sync::Arc::from(url))),
+            Backend::Postgres => (url.to_owned(), Place::Postgres(std::sync::Arc::from(url))),
         };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
@@ -103,7 +108,7 @@ impl Store {
             .connect_with(options)
             .await?;
         let (committed, _) = watch::channel(0);
-        Ok(Store { pool, backend, committed, actor: None, file, url: server })
+        Ok(Store { pool, place, committed, actor: None })
     }
 
     /// For SQLite, a stamp of the database's files that changes when any process commits
@@ -111,7 +116,7 @@ impl Store {
     /// for its revision takes a round trip through a connection's thread. `None` for
     /// PostgreSQL, which has to be asked.
     pub fn file_stamp(&self) -> Option<FileStamp> {
-        let path = self.file.as_deref()?;
+        let Place::Sqlite(path) = &self.place else { return None };
         let look = |path: &std::path::Path| {
             let meta = std::fs::metadata(path).ok()?;
             Some((meta.modified().ok()?, meta.len()))
@@ -127,9 +132,9 @@ impl Store {
     /// every 5 s). Listening stops when the receiver is dropped. `None` for SQLite, whose
     /// files tell instead ([`Store::file_stamp`]).
     pub fn hear_commits(&self) -> Option<watch::Receiver<Heard>> {
-        let url = self.url.clone()?;
+        let Place::Postgres(url) = &self.place else { return None };
         let (heard, receiver) = watch::channel(Heard { revision: 0, listening: false });
-        tokio::spawn(listen_for_commits(url, heard));
+        tokio::spawn(listen_for_commits(url.clone(), heard));
         Some(receiver)
     }
 
@@ -143,7 +148,10 @@ impl Store {
     }
 
     pub fn backend(&self) -> Backend {
-        self.backend
+        match self.place {
+            Place::Sqlite(_) => Backend::Sqlite,
+            Place::Postgres(_) => Backend::Postgres,
+        }
     }
 
     /// Applies pending schema migrations.
@@ -188,7 +196,7 @@ impl Store {
     /// parameters, so a statement's binding grows with the square of its size: there, a few
     /// hundred values per statement is the sweet spot. PostgreSQL takes up to 65,535.
     pub(crate) fn rows_per_insert(&self, columns: usize) -> usize {
-        let values = match self.backend {
+        let values = match self.backend() {
             Backend::Sqlite => 240,
             Backend::Postgres => 8_000,
         };
@@ -208,7 +216,7 @@ impl Store {
     /// Commits a write transaction and tells in-process listeners; on PostgreSQL, every
     /// process listening hears of it too ([`Store::hear_commits`]).
     pub(crate) async fn commit(&self, mut tx: Transaction<'static, Any>, revision: i64) -> Result<(), StoreError> {
-        if self.backend == Backend::Postgres {
+        if self.backend() == Backend::Postgres {
             // Delivered when the transaction commits, and never if it does not. NOTIFY takes no
             // bound parameters; the payload is a number.
             sqlx::query(&format!("NOTIFY {COMMITS_CHANNEL}, '{revision}'")).execute(&mut *tx).await?;
