@@ -198,8 +198,8 @@ def main(argv):
     if total_errors:
         print(f"WARNING: {total_errors} errors (non-2xx/3xx or socket) in total; see the table")
 
-    # Ratio lines: other levels first, the headline level (c64, else the first
-    # level) last, because the LAST line is what callers read.
+    # Ratio lines at every level; then the headline ratio (c64, else the first
+    # level) once more, bare, as the LAST line, which is what callers read.
     headline = 64 if 64 in conns_levels else conns_levels[0]
     def ratio(c, peer="nginx", subject="portico", pairs=True):
         p, n = medians.get((subject, c)), medians.get((peer, c))
