@@ -5,33 +5,59 @@
 //! byte for byte what the provider gets.
 
 use crate::error::AiError;
+use bytes::Bytes;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::fmt;
+use std::ops::Range;
 
-/// The top-level fields of a JSON object, in order, each with its JSON text.
-pub struct Fields<'a>(Vec<(String, &'a RawValue)>);
+/// A JSON object's body with its top-level fields, in order: each field's key and where its
+/// JSON text lies in the body. Read once, it serves every provider a call tries.
+pub struct Fields {
+    body: Bytes,
+    fields: Vec<(String, Range<usize>)>,
+}
 
-impl<'a> Fields<'a> {
+impl Fields {
     /// Reads `body`, which must be a JSON object.
-    pub fn parse(body: &'a [u8]) -> Result<Fields<'a>, AiError> {
-        serde_json::from_slice(body).map_err(|e| {
+    pub fn parse(body: Bytes) -> Result<Fields, AiError> {
+        let Object(borrowed) = serde_json::from_slice(&body).map_err(|e| {
             if e.is_data() {
                 AiError::invalid("", "the body must be a JSON object")
             } else {
                 AiError::invalid("", format!("the body is not valid JSON: {e}"))
             }
-        })
+        })?;
+        // A borrowed value's text lies inside the body it was read from.
+        let start = body.as_ptr() as usize;
+        let fields = borrowed
+            .into_iter()
+            .map(|(key, raw)| {
+                let offset = raw.get().as_ptr() as usize - start;
+                (key, offset..offset + raw.get().len())
+            })
+            .collect();
+        Ok(Fields { body, fields })
+    }
+
+    /// The body as sent.
+    pub fn body(&self) -> &Bytes {
+        &self.body
     }
 
     /// The JSON text of the field `key` (the last one, if it appears twice).
-    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields.iter().rev().find(|(k, _)| k == key).map(|(_, range)| self.text(range))
+    }
+
+    fn text(&self, range: &Range<usize>) -> &str {
+        // The range is that of a `RawValue`'s text, which serde_json checked is UTF-8.
+        std::str::from_utf8(&self.body[range.clone()]).unwrap_or_default()
     }
 
     /// The field `key` as a string; absent when missing or `null`.
     pub fn string(&self, key: &str) -> Result<Option<String>, AiError> {
-        match self.get(key).map(RawValue::get) {
+        match self.get(key) {
             None | Some("null") => Ok(None),
             Some(text) => serde_json::from_str(text).map(Some).map_err(|_| AiError::invalid(key, "expected a string")),
         }
@@ -39,7 +65,7 @@ impl<'a> Fields<'a> {
 
     /// The field `key` as true or false; absent when missing or `null`.
     pub fn boolean(&self, key: &str) -> Result<Option<bool>, AiError> {
-        match self.get(key).map(RawValue::get) {
+        match self.get(key) {
             None | Some("null") => Ok(None),
             Some("true") => Ok(Some(true)),
             Some("false") => Ok(Some(false)),
@@ -50,33 +76,33 @@ impl<'a> Fields<'a> {
     /// The object again, with `changes` made: `(key, Some(json))` sets a field (in its place,
     /// or at the end), `(key, None)` removes it. Everything else is copied as it was.
     pub fn rewrite(&self, changes: &[(&str, Option<&str>)]) -> Vec<u8> {
-        let size: usize = self.0.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+        let size: usize = self.fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
         let mut out = Vec::with_capacity(size + 64);
         out.push(b'{');
-        let write = |key: &str, value: &str, out: &mut Vec<u8>| {
+        let write = |key: &str, value: &[u8], out: &mut Vec<u8>| {
             if out.len() > 1 {
                 out.push(b',');
             }
-            // Keys are re-escaped; serialising a string cannot fail.
-            out.extend_from_slice(serde_json::to_string(key).unwrap_or_default().as_bytes());
+            // Keys are re-escaped; writing a string to a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, key);
             out.push(b':');
-            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(value);
         };
         let mut done = vec![false; changes.len()];
-        for (key, value) in &self.0 {
+        for (key, range) in &self.fields {
             match changes.iter().position(|(k, _)| k == key) {
                 Some(i) => {
                     if let (Some(value), false) = (changes[i].1, done[i]) {
-                        write(key, value, &mut out);
+                        write(key, value.as_bytes(), &mut out);
                     }
                     done[i] = true;
                 }
-                None => write(key, value.get(), &mut out),
+                None => write(key, &self.body[range.clone()], &mut out),
             }
         }
         for ((key, value), done) in changes.iter().zip(done) {
             if let (Some(value), false) = (value, done) {
-                write(key, value, &mut out);
+                write(key, value.as_bytes(), &mut out);
             }
         }
         out.push(b'}');
@@ -84,23 +110,26 @@ impl<'a> Fields<'a> {
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Fields<'a>, D::Error> {
-        struct Object<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for Object<'a> {
-            type Value = Fields<'a>;
+/// The top-level fields of a JSON object, each with its text borrowed from the input.
+struct Object<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Object<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Object<'a>, D::Error> {
+        struct Entries<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Entries<'a> {
+            type Value = Object<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Fields<'a>, M::Error> {
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Object<'a>, M::Error> {
                 let mut fields = Vec::new();
                 while let Some(field) = map.next_entry::<String, &'de RawValue>()? {
                     fields.push(field);
                 }
-                Ok(Fields(fields))
+                Ok(Object(fields))
             }
         }
-        deserializer.deserialize_map(Object(std::marker::PhantomData))
+        deserializer.deserialize_map(Entries(std::marker::PhantomData))
     }
 }
 
@@ -112,7 +141,7 @@ mod tests {
     fn fields_are_read_shallowly_and_rewritten_byte_for_byte() {
         let body =
             br#"{"model":"alias","messages":[{"role":"user","content":"caf\u00e9 1.0e2"}],"stream":true,"seed":null}"#;
-        let fields = Fields::parse(body).expect("an object");
+        let fields = Fields::parse(Bytes::from_static(body)).expect("an object");
         assert_eq!(fields.string("model").expect("string").as_deref(), Some("alias"));
         assert_eq!(fields.boolean("stream").expect("bool"), Some(true));
         assert_eq!(fields.string("seed").expect("null"), None);
@@ -124,7 +153,8 @@ mod tests {
             r#"{"model":"gpt-4o","messages":[{"role":"user","content":"caf\u00e9 1.0e2"}],"stream":true,"extra":1}"#,
             "what was not changed is copied as sent, escapes and number spellings included"
         );
-        assert!(Fields::parse(b"[1]").is_err_and(|e| e.message.contains("object")));
-        assert!(Fields::parse(b"{oops").is_err_and(|e| e.message.contains("not valid JSON")));
+        assert_eq!(fields.body(), &body[..], "the body is kept as sent");
+        assert!(Fields::parse(Bytes::from_static(b"[1]")).is_err_and(|e| e.message.contains("object")));
+        assert!(Fields::parse(Bytes::from_static(b"{oops")).is_err_and(|e| e.message.contains("not valid JSON")));
     }
 }

@@ -102,7 +102,7 @@ pub(crate) async fn handle(
     let cached = route.cache.as_ref().filter(|_| !call.stream);
     let cache_key = cached.and_then(|cache| {
         let api = format!("{} {:?}", operation.noun(), call.client);
-        Some((cache, cache.key(&api, consumer, &call.body)?))
+        Some((cache, cache.key(&api, consumer, call.fields.body())?))
     });
     if let Some(hit) = cache_key.as_ref().and_then(|(cache, key)| cache.get(key)) {
         return cached_answer(hit);
@@ -135,7 +135,7 @@ async fn govern(
     }
     let subject =
         Subject { consumer: caller.consumer.map(|c| &*c.name), client_ip: cx.client.ip, model: &call.model.name };
-    let estimate = call.body.len().div_ceil(4) as u64 + call.max_output;
+    let estimate = call.fields.body().len().div_ceil(4) as u64 + call.max_output;
     let reserved = match endpoint.limits.reserve(&subject, estimate).await {
         Ok(reserved) => reserved,
         Err(exceeded) => {
@@ -152,6 +152,9 @@ async fn govern(
 
 /// Says whether an answer came from the route's cache.
 static X_PORTICO_CACHE: http::HeaderName = http::HeaderName::from_static("x-portico-cache");
+/// Which provider, and which of its models, answered.
+static X_PORTICO_PROVIDER: http::HeaderName = http::HeaderName::from_static("x-portico-provider");
+static X_PORTICO_MODEL: http::HeaderName = http::HeaderName::from_static("x-portico-model");
 /// The headers a kept answer is given again with.
 const KEPT_HEADERS: [&str; 3] = ["content-type", "x-portico-provider", "x-portico-model"];
 
@@ -211,8 +214,8 @@ fn find_api(method: &Method, path: &str) -> Result<Api, (Option<StatusCode>, AiE
 struct Call<'a> {
     client: Format,
     model: &'a Model,
-    /// The client's body as sent.
-    body: Bytes,
+    /// The client's body as sent, read at its top level.
+    fields: Fields,
     headers: &'a HeaderMap,
     operation: Operation,
     stream: bool,
@@ -246,8 +249,8 @@ impl<'a> Call<'a> {
         headers: &'a HeaderMap,
         operation: Operation,
     ) -> Result<Call<'a>, AiError> {
-        // Only the top level is read here: a body passed through is never parsed whole.
-        let fields = Fields::parse(&body)?;
+        // Only the top level is read: a body passed through is never parsed whole.
+        let fields = Fields::parse(body)?;
         let name = fields.string("model")?.ok_or_else(|| AiError::invalid("model", "is required"))?;
         let model = endpoint.models.get(name.as_str()).ok_or_else(|| {
             AiError::new(ErrorKind::NotFound, format!("The model `{name}` does not exist or is not served here"))
@@ -256,13 +259,12 @@ impl<'a> Call<'a> {
         let base64 = if operation == Operation::Embeddings { embeddings::prepare(&fields)? } else { false };
         let stream = fields.boolean("stream")?.unwrap_or(false);
         let include_usage = stream_options(&fields).get("include_usage") == Some(&Value::Bool(true));
-        let number = |key: &str| fields.get(key).and_then(|raw| raw.get().parse::<u64>().ok());
+        let number = |key: &str| fields.get(key).and_then(|text| text.parse::<u64>().ok());
         let max_output = number("max_completion_tokens").or_else(|| number("max_tokens")).unwrap_or(0);
-        drop(fields);
         Ok(Call {
             client,
             model,
-            body,
+            fields,
             headers,
             operation,
             stream,
@@ -285,18 +287,19 @@ impl<'a> Call<'a> {
         cx: &RequestContext<'_>,
         trail: &mut Trail,
     ) -> Result<Response<ResponseBody>, (Option<StatusCode>, AiError)> {
-        let mut last = AiError::new(ErrorKind::Unreachable, format!("no provider could answer `{}`", self.model.name));
+        // Why the last try failed; written only when one does.
+        let mut last = None;
         for index in self.model.order() {
             let target = &self.model.targets[index];
             if !target.provider.can(self.operation) {
                 let (provider, what) = (&target.provider.name, self.operation.noun());
-                last = AiError::invalid("model", format!("provider `{provider}` does not serve {what}"));
+                last = Some(AiError::invalid("model", format!("provider `{provider}` does not serve {what}")));
                 continue;
             }
             let body = match self.provider_body(target) {
                 Ok(body) => Bytes::from(body),
                 Err(error) => {
-                    last = error;
+                    last = Some(error);
                     continue;
                 }
             };
@@ -305,22 +308,26 @@ impl<'a> Call<'a> {
                 tried.push(key);
                 match self.attempt(target, key, body.clone(), cx, trail).await {
                     Ok(response) => return Ok(response),
-                    Err(Miss::NextKey(error)) => last = error,
+                    Err(Miss::NextKey(error)) => last = Some(error),
                     Err(Miss::NextTarget(error)) => {
-                        last = error;
+                        last = Some(error);
                         break;
                     }
                     Err(Miss::Final(status, error)) => return Err((status, error)),
                 }
             }
             if tried.is_empty() {
-                last = AiError::new(
+                last = Some(AiError::new(
                     ErrorKind::RateLimited,
                     format!("every key of provider `{}` is resting or disabled", target.provider.name),
-                );
+                ));
             }
         }
-        Err((None, last))
+        let name = &self.model.name;
+        Err((
+            None,
+            last.unwrap_or_else(|| AiError::new(ErrorKind::Unreachable, format!("no provider could answer `{name}`"))),
+        ))
     }
 
     /// The body `target`'s provider gets: the client's own with the model replaced when the
@@ -328,19 +335,19 @@ impl<'a> Call<'a> {
     fn provider_body(&mut self, target: &Target) -> Result<Vec<u8>, AiError> {
         let model = serde_json::to_string(&*target.model).unwrap_or_default();
         if self.operation == Operation::Embeddings {
-            return Ok(embeddings::request_body(&Fields::parse(&self.body)?, &model));
+            return Ok(embeddings::request_body(&self.fields, &model));
         }
         if target.provider.dialect.passes_through(self.client) {
-            let fields = Fields::parse(&self.body)?;
+            let fields = &self.fields;
             if self.asks_for_usage(target) {
-                let mut options = stream_options(&fields);
+                let mut options = stream_options(fields);
                 options.insert("include_usage".into(), Value::Bool(true));
                 let options = Value::Object(options).to_string();
                 return Ok(fields.rewrite(&[("model", Some(&model)), ("stream_options", Some(&options))]));
             }
             return Ok(fields.rewrite(&[("model", Some(&model))]));
         }
-        let (client, body) = (self.client, &self.body);
+        let (client, body) = (self.client, self.fields.body());
         let neutral = self.neutral.get_or_insert_with(|| client.parse_request(&portico_ai::parse_body(body)?));
         let neutral = neutral.as_ref().map_err(Clone::clone)?;
         target.provider.dialect.write_request(neutral, &target.model)
@@ -427,7 +434,7 @@ impl<'a> Call<'a> {
             let metered = self.meter.clone().map(|meter| StreamUsage {
                 meter,
                 billing: target.billing.clone(),
-                request_bytes: self.body.len(),
+                request_bytes: self.fields.body().len(),
             });
             let stream = AiStream::new(body, dialect, self.client, mode, metered);
             let mut response = Response::new(ResponseBody::boxed(stream));
@@ -440,17 +447,17 @@ impl<'a> Call<'a> {
             let text = read(body, MAX_ANSWER_BYTES).await.map_err(Miss::NextTarget)?;
             // Waited for, so that the caller's next call sees it on every node.
             futures_util::future::join_all(self.meter_answer(target, &text)).await;
-            let text = self.translate_answer(dialect, &text).map_err(|error| Miss::Final(None, error))?;
+            let text = self.translate_answer(dialect, text).map_err(|error| Miss::Final(None, error))?;
             let mut response = Response::new(ResponseBody::full(text));
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         };
         let headers = answer.headers_mut();
-        if let Ok(name) = HeaderValue::from_str(&provider.name) {
-            headers.insert("x-portico-provider", name);
+        if let Some(name) = &provider.name_header {
+            headers.insert(&X_PORTICO_PROVIDER, name.clone());
         }
-        if let Ok(model) = HeaderValue::from_str(&target.model) {
-            headers.insert("x-portico-model", model);
+        if let Some(model) = &target.model_header {
+            headers.insert(&X_PORTICO_MODEL, model.clone());
         }
         Ok(answer)
     }
@@ -465,20 +472,20 @@ impl<'a> Call<'a> {
                 Operation::Chat => dialect.parse_response(text).map_or(0, |answer| answer.written_bytes()),
                 Operation::Embeddings | Operation::CountTokens => 0,
             };
-            Usage::estimate(self.body.len(), written)
+            Usage::estimate(self.fields.body().len(), written)
         });
         meter.record(record)
     }
 
     /// A whole answer in the client's format.
-    fn translate_answer(&self, dialect: Dialect, text: &[u8]) -> Result<Bytes, AiError> {
+    fn translate_answer(&self, dialect: Dialect, text: Bytes) -> Result<Bytes, AiError> {
         if self.operation == Operation::Embeddings {
-            return embeddings::answer(text, self.base64).map(Bytes::from);
+            return embeddings::answer(&text, self.base64).map(Bytes::from);
         }
         if dialect.passes_through(self.client) {
-            return Ok(Bytes::copy_from_slice(text));
+            return Ok(text);
         }
-        let mut answer = dialect.parse_response(text)?;
+        let mut answer = dialect.parse_response(&text)?;
         if let Some(Ok(neutral)) = &self.neutral {
             if neutral.wants_json() {
                 answer.unwrap_json_tool();
@@ -489,8 +496,8 @@ impl<'a> Call<'a> {
 }
 
 /// The client's `stream_options` object (empty when it sent none).
-fn stream_options(fields: &Fields<'_>) -> serde_json::Map<String, Value> {
-    let options = fields.get("stream_options").and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
+fn stream_options(fields: &Fields) -> serde_json::Map<String, Value> {
+    let options = fields.get("stream_options").and_then(|text| serde_json::from_str::<Value>(text).ok());
     match options {
         Some(Value::Object(options)) => options,
         _ => serde_json::Map::new(),

@@ -75,6 +75,8 @@ pub(crate) struct Model {
 pub(crate) struct Target {
     pub provider: Arc<Provider>,
     pub model: Arc<str>,
+    /// The model as the `x-portico-model` header of its answers.
+    pub model_header: Option<http::HeaderValue>,
     pub weight: u32,
     pub timeout: Duration,
     pub billing: Billing,
@@ -142,7 +144,8 @@ pub(crate) fn compile(
                 let model: Arc<str> = t.model.as_str().into();
                 let price = config.ai_providers.iter().find(|p| p.name == t.provider).and_then(|p| p.price(&t.model));
                 let billing = Billing { provider: provider.name.clone(), model: model.clone(), price };
-                Some(Target { provider, model, weight: t.weight, timeout, billing })
+                let model_header = http::HeaderValue::from_str(&model).ok();
+                Some(Target { provider, model, model_header, weight: t.weight, timeout, billing })
             })
             .collect();
         let compiled =

@@ -44,6 +44,8 @@ pub(crate) struct Ask<'a> {
 
 pub(crate) struct Provider {
     pub name: Arc<str>,
+    /// The name as the `x-portico-provider` header of its answers.
+    pub name_header: Option<HeaderValue>,
     pub kind: ProviderKind,
     pub dialect: Dialect,
     pub scheme: Scheme,
@@ -90,6 +92,7 @@ impl Provider {
         }
         Ok(Provider {
             name: provider.name.as_str().into(),
+            name_header: HeaderValue::from_str(&provider.name).ok(),
             kind: provider.kind,
             dialect: dialect(provider.kind),
             scheme,
