@@ -8,12 +8,12 @@
 # opens concurrent streams. By default the load generator runs on CPU 0 and the gateway and
 # the mocks on CPU 1, as in the reference measurements.
 #
-# Usage (as root on Debian; installs nginx, wrk, Node.js and the pinned peers if missing):
+# Usage (as root on Debian; installs nginx, HAProxy, wrk, Node.js and the pinned peers if missing):
 #   bash bench/ai.sh
 #   DURATION=5 REPS=1 TARGETS="direct portico" STREAMS="1 1000" bash bench/ai.sh
 #
 # Settings (environment variables): DURATION (s per wrk run, 10), REPS (2), CONCS ("1 10 64"),
-# TARGETS ("direct portico litellm portkey"), STREAMS (concurrent streams, "1 100 1000"),
+# TARGETS ("direct nginx-proxy haproxy portico litellm portkey"), STREAMS (concurrent streams, "1 100 1000"),
 # PEER_STREAMS (largest stream count tried on LiteLLM and Portkey, 100), PACE_MS (20),
 # PIECES (50), LITELLM_WORKERS (2), RESULTS_DIR (bench/results/ai-<UTC time>).
 #
@@ -24,10 +24,11 @@ set -euo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$BENCH_DIR/.." && pwd)
-TARGETS=${TARGETS:-direct portico litellm portkey}
+TARGETS=${TARGETS:-direct nginx-proxy haproxy portico litellm portkey}
 
 need=()
 for tool in nginx wrk python3 taskset; do command -v "$tool" >/dev/null || need+=("$tool"); done
+[[ $TARGETS == *haproxy* ]] && ! command -v haproxy >/dev/null && need+=(haproxy)
 [[ $TARGETS == *portkey* ]] && ! command -v npm >/dev/null && need+=(nodejs npm)
 if ((${#need[@]})); then
   apt-get update -qq

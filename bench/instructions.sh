@@ -13,13 +13,16 @@
 # Prints instructions/request for Portico (plain; with two targets, health checks and a
 # circuit breaker: portico-2; with an API key and a local rate limit on the route:
 # portico-auth; writing an access log file, counting analytics and exporting 1% of traces
-# over OTLP: portico-observe; the first three with analytics off) and for nginx as a
-# reverse proxy.
+# over OTLP: portico-observe; an AI route posting an OpenAI chat completion to an
+# OpenAI-compatible provider: portico-ai; all but portico-observe with analytics off) and for
+# nginx as a reverse proxy.
 set -euo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PORTICO=${1:-$REPO_ROOT/target/release/portico}
 BODY='{"status":"ok","service":"peerbench-backend","payload":"0123456789abcdefghijklmnopqrstuvwxyzABCDEF"}'
+# What the AI route's provider answers: a fixed OpenAI chat completion, as in bench/ai.sh.
+COMPLETION='{"id":"chatcmpl-mock123","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}'
 
 need=()
 for tool in valgrind nginx wrk curl; do command -v "$tool" >/dev/null || need+=("$tool"); done
@@ -40,7 +43,9 @@ events { worker_connections 4096; }
 http {
   access_log off; keepalive_timeout 300s; keepalive_requests 10000000;
   client_body_temp_path $SCRATCH; proxy_temp_path $SCRATCH; fastcgi_temp_path $SCRATCH; uwsgi_temp_path $SCRATCH; scgi_temp_path $SCRATCH;
-  server { listen 127.0.0.1:19001; listen 127.0.0.1:19002; location / { default_type application/json; return 200 '$BODY'; } }
+  server { listen 127.0.0.1:19001; listen 127.0.0.1:19002; default_type application/json;
+    location / { return 200 '$BODY'; }
+    location = /v1/chat/completions { client_body_buffer_size 64k; return 200 '$COMPLETION'; } }
 }
 NGINX
 cat > "$SCRATCH/proxy.conf" <<NGINX
@@ -91,22 +96,39 @@ consumers:
     credentials: [{type: key_auth, key: "$API_KEY"}]
 YAML
 
+# An AI service: the chat model served by an OpenAI-compatible provider (the backend).
+cat > "$SCRATCH/portico-ai.yaml" <<YAML
+ai_providers:
+  - {name: mock, kind: openai_compatible, base_url: "http://127.0.0.1:19001/v1", keys: [{name: k, key: dummy}]}
+ai_models:
+  - {name: gpt-4o-mini, targets: [{provider: mock, model: gpt-4o-mini}]}
+services: [{name: llm, ai: {}}]
+routes: [{name: llm, paths: ["/v1/*"], service: llm}]
+YAML
+cat > "$SCRATCH/chat.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+
 nginx -c "$SCRATCH/backend.conf" -g 'daemon off; worker_processes 1;' & PIDS+=($!)
 
 # Runs "$@" under callgrind, serving on $port; prints instructions per request. Requests
-# carry the API key (only portico-auth looks at it).
+# carry the API key (only portico-auth looks at it); with URL_PATH and WRK_SCRIPT set, wrk
+# sends what the script says to that path.
 measure() {
   local name=$1 port=$2; shift 2
   [[ -z ${ONLY:-} || " $ONLY " == *" $name "* ]] || return 0
-  local key="x-api-key: $API_KEY"
+  local key="x-api-key: $API_KEY" url="http://127.0.0.1:$port${URL_PATH:-/}"
+  local script=(${WRK_SCRIPT:+-s "$WRK_SCRIPT"})
   local out="$SCRATCH/callgrind.$name"
   valgrind --tool=callgrind --callgrind-out-file="$out" "$@" 2>"$SCRATCH/$name.log" & local pid=$!
   PIDS+=($pid)
   for _ in $(seq 1 200); do curl -s -H "$key" -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.3; done
-  wrk -t1 -c16 -d3s -H "$key" "http://127.0.0.1:$port/" >/dev/null          # warm up: pools, caches
+  wrk -t1 -c16 -d3s -H "$key" "${script[@]}" "$url" >/dev/null          # warm up: pools, caches
   callgrind_control -z "$pid" >/dev/null 2>&1
   local requests
-  requests=$(wrk -t1 -c16 -d5s -H "$key" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
+  requests=$(wrk -t1 -c16 -d5s -H "$key" "${script[@]}" "$url" | awk '/requests in/ {print $1}')
   callgrind_control -d "$pid" >/dev/null 2>&1
   sleep 1
   local dump instructions
@@ -127,4 +149,7 @@ measure portico-observe 18088 "$PORTICO" --data-dir "$SCRATCH/data-observe" --li
   --admin-listen 127.0.0.1:19088 --workers 1 --access-log "$SCRATCH/access.log" \
   --otlp-endpoint http://127.0.0.1:19001 serve \
   --config "$SCRATCH/portico.yaml"
+URL_PATH=/v1/chat/completions WRK_SCRIPT=$SCRATCH/chat.lua measure portico-ai 18089 "$PORTICO" \
+  --data-dir "$SCRATCH/data-ai" --listen 127.0.0.1:18089 --admin-listen 127.0.0.1:19089 --workers 1 \
+  --analytics false serve --config "$SCRATCH/portico-ai.yaml"
 measure nginx 18081 nginx -c "$SCRATCH/proxy.conf" -g 'daemon off; master_process off; worker_processes 1;'

@@ -3,9 +3,13 @@
 For each repetition, concurrency and target, in that order so that drift hits every target
 alike: wrk posts a chat request for DURATION seconds while the other gateways are paused
 (SIGSTOP); the gateway's CPU time (its whole process tree, from /proc) and peak RSS are
-recorded. Then sse_load opens concurrent
+recorded, and for the direct runs the mock's, as a yardstick of what serving a request costs on
+the machine. So is the share of CPU 1's time the hypervisor took (steal, from /proc/stat): on a
+virtual machine, time stolen while a process runs may be charged to it. Then sse_load opens concurrent
 streams. Added latency is the gateway's percentile minus the direct percentile of the same
-repetition. Prints markdown tables; raw outputs go to RESULTS_DIR.
+repetition. nginx and HAProxy, proxying to the same mock with kept-alive connections, are
+yardsticks: what a plain proxy adds on the machine, the floor for any gateway's figures.
+Prints markdown tables; raw outputs go to RESULTS_DIR.
 """
 
 import json
@@ -28,7 +32,8 @@ ENV = os.environ.get
 DURATION = int(ENV("DURATION", "10"))
 REPS = int(ENV("REPS", "2"))
 CONCS = [int(c) for c in ENV("CONCS", "1 10 64").split()]
-TARGETS = ENV("TARGETS", "direct portico litellm portkey").split()
+TARGETS = ENV("TARGETS", "direct nginx-proxy haproxy portico litellm portkey").split()
+YARDSTICKS = ("nginx-proxy", "haproxy")
 STREAMS = [int(n) for n in ENV("STREAMS", "1 100 1000").split()]
 PEER_STREAMS = int(ENV("PEER_STREAMS", "100"))
 PACE_MS = int(ENV("PACE_MS", "20"))
@@ -37,7 +42,7 @@ LITELLM_WORKERS = ENV("LITELLM_WORKERS", "2")
 RESULTS = ENV("RESULTS_DIR") or os.path.join(BENCH, "results", time.strftime("ai-%Y%m%dT%H%M%SZ", time.gmtime()))
 RELEASE = os.path.join(REPO, "target", "release")
 
-MOCK, STREAM_MOCK, PORTICO, LITELLM, PORTKEY = 19100, 19101, 19110, 19120, 19130
+MOCK, STREAM_MOCK, PORTICO, LITELLM, PORTKEY, NGINX_PROXY, HAPROXY = 19100, 19101, 19110, 19120, 19130, 19140, 19150
 COMPLETION = ('{"id":"chatcmpl-mock123","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini",'
               '"choices":[{"index":0,"message":{"role":"assistant","content":"Hello there."},"logprobs":null,'
               '"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}')
@@ -48,6 +53,8 @@ URLS = {
     "portico": f"http://127.0.0.1:{PORTICO}/v1/chat/completions",
     "litellm": f"http://127.0.0.1:{LITELLM}/v1/chat/completions",
     "portkey": f"http://127.0.0.1:{PORTKEY}/v1/chat/completions",
+    "nginx-proxy": f"http://127.0.0.1:{NGINX_PROXY}/v1/chat/completions",
+    "haproxy": f"http://127.0.0.1:{HAPROXY}/v1/chat/completions",
 }
 STREAM_URLS = dict(URLS, direct=f"http://127.0.0.1:{STREAM_MOCK}/v1/chat/completions")
 STREAM_HEADERS = {"portkey": {"x-portkey-provider": "openai", "x-portkey-custom-host": f"http://127.0.0.1:{STREAM_MOCK}/v1",
@@ -104,6 +111,13 @@ def cpu_seconds(pid):
     return total / ticks
 
 
+def cpu1_ticks():
+    """(steal, all) ticks of CPU 1, where the gateways and the mocks run."""
+    with open("/proc/stat") as f:
+        fields = next(line for line in f if line.startswith("cpu1 ")).split()[1:]
+    return int(fields[7]), sum(int(v) for v in fields[:8])
+
+
 def rss_mib(pid):
     total = 0
     for p in tree(pid):
@@ -127,6 +141,36 @@ http {{ access_log off; client_body_temp_path {scratch}; keepalive_timeout 65; k
 """)
     subprocess.run(["taskset", "-c", "1", "nginx", "-c", f"{scratch}/nginx.conf", "-p", scratch], check=True)
     processes["stream-mock"] = pinned(1, [f"{RELEASE}/examples/ai_mock", f"127.0.0.1:{STREAM_MOCK}", str(PACE_MS), str(PIECES)])
+    if "nginx-proxy" in TARGETS:
+        with open(os.path.join(scratch, "proxy.conf"), "w") as f:
+            f.write(f"""worker_processes 1; pid {scratch}/proxy.pid; error_log {scratch}/proxy.err warn;
+events {{ worker_connections 4096; }}
+http {{ access_log off; client_body_temp_path {scratch}; proxy_temp_path {scratch}; keepalive_timeout 65;
+  keepalive_requests 1000000; upstream mock {{ server 127.0.0.1:{MOCK}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{NGINX_PROXY} reuseport backlog=4096;
+    location / {{ proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""")
+        processes["nginx-proxy"] = pinned(1, ["nginx", "-c", f"{scratch}/proxy.conf", "-p", scratch, "-g", "daemon off;"])
+        wait_for(URLS["nginx-proxy"], data=BODY.encode())
+    if "haproxy" in TARGETS:
+        with open(os.path.join(scratch, "haproxy.cfg"), "w") as f:
+            f.write(f"""global
+  maxconn 4096
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend gateway
+  bind 127.0.0.1:{HAPROXY}
+  default_backend mock
+backend mock
+  server mock 127.0.0.1:{MOCK}
+""")
+        processes["haproxy"] = pinned(1, ["haproxy", "-f", f"{scratch}/haproxy.cfg"])
+        wait_for(URLS["haproxy"], data=BODY.encode())
     if "portico" in TARGETS:
         with open(os.path.join(scratch, "portico.yaml"), "w") as f:
             f.write(f"""ai_providers:
@@ -222,8 +266,13 @@ def wrk(target, conns, seconds):
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
+def mock_pid():
+    with open(os.path.join(scratch, "nginx.pid")) as f:
+        return int(f.read())
+
+
 def measure(target, conns, rep):
-    pid = processes[target].pid if target in processes else None
+    pid = processes[target].pid if target in processes else mock_pid()
     peak = [0.0]
     done = threading.Event()
 
@@ -232,24 +281,24 @@ def measure(target, conns, rep):
             peak[0] = max(peak[0], rss_mib(pid))
 
     sampler = threading.Thread(target=sample)
-    if pid:
-        sampler.start()
-    before = cpu_seconds(pid) if pid else 0
+    sampler.start()
+    before, steal_before = cpu_seconds(pid), cpu1_ticks()
     with Alone(target):
         out = wrk(target, conns, DURATION)
-    cpu = cpu_seconds(pid) - before if pid else 0
+    cpu, steal_after = cpu_seconds(pid) - before, cpu1_ticks()
     done.set()
-    if pid:
-        sampler.join()
+    sampler.join()
     with open(os.path.join(RESULTS, f"wrk_{target}_c{conns}_r{rep}.txt"), "w") as f:
         f.write(out)
     result = parse_wrk(out)
     # A process that ends during the run (a worker a gateway replaces) takes its CPU time with
     # it, and the tree's total can even drop: such a run has no CPU figure.
-    cpu_us = cpu / max(result["requests"], 1) * 1e6 if pid and cpu >= 0 else None
-    result.update(cpu_us=cpu_us, rss_mib=peak[0] if pid else None)
+    cpu_us = cpu / max(result["requests"], 1) * 1e6 if cpu >= 0 else None
+    steal = 100 * (steal_after[0] - steal_before[0]) / max(steal_after[1] - steal_before[1], 1)
+    result.update(cpu_us=cpu_us, rss_mib=peak[0], steal_pct=steal)
     print(f"  {target:8} c={conns:<3} {result['rps']:>10.1f} req/s  p50 {result['p50_ms']:.3f} ms  "
-          f"p99 {result['p99_ms']:.3f} ms  errors {result['socket'] + result['non2xx']}", flush=True)
+          f"p99 {result['p99_ms']:.3f} ms  CPU {fmt(cpu_us, 1)} µs/req  steal {steal:.1f} %  "
+          f"errors {result['socket'] + result['non2xx']}", flush=True)
     return result
 
 
@@ -296,15 +345,16 @@ def main():
         stream_runs = {}
         for target in TARGETS:
             for count in STREAMS:
-                if target in ("litellm", "portkey") and count > PEER_STREAMS:
+                if target in YARDSTICKS or (target in ("litellm", "portkey") and count > PEER_STREAMS):
                     continue
                 stream_runs[(target, count)] = streams(target, count)
     finally:
         stop_all()
 
-    print(f"\n## Whole answers (median of {REPS} × {DURATION} s; added = target − direct of the same repetition)\n")
-    print("| target | conc | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | CPU µs/req | peak RSS MiB | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"\n## Whole answers (median of {REPS} × {DURATION} s; added = target − direct of the same repetition; "
+          "CPU and RSS of direct are the mock's; steal = share of CPU 1 taken by the hypervisor)\n")
+    print("| target | conc | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | CPU µs/req | peak RSS MiB | steal % | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for conns in CONCS:
         direct = runs.get(("direct", conns), [])
         for target in TARGETS:
@@ -314,7 +364,8 @@ def main():
             print(f"| {target} | {conns} | {fmt(median([r['rps'] for r in results]), 0)} | "
                   f"{fmt(median([r['p50_ms'] for r in results]), 3)} | {fmt(median([r['p99_ms'] for r in results]), 3)} | "
                   f"{fmt(added('p50_ms'), 3)} | {fmt(added('p99_ms'), 3)} | "
-                  f"{fmt(median([r['cpu_us'] for r in results]), 1)} | {fmt(median([r['rss_mib'] for r in results]), 1)} | {errors} |")
+                  f"{fmt(median([r['cpu_us'] for r in results]), 1)} | {fmt(median([r['rss_mib'] for r in results]), 1)} | "
+                  f"{fmt(median([r['steal_pct'] for r in results]), 1)} | {errors} |")
     print(f"\n## Streams ({PIECES} pieces {PACE_MS} ms apart; stalled = a gap over {5 * PACE_MS} ms)\n")
     print("| target | streams | completed | stalled | first byte p50 ms | first byte p99 ms | gap p50 ms | gap p99 ms | gap max ms | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -326,6 +377,10 @@ def main():
     for peer in ("litellm", "portkey"):
         if c64.get("portico") and c64.get(peer):
             print(f"\nportico/{peer} requests/s at c64: {c64['portico'] / c64[peer]:.1f}×")
+    for conns in CONCS:
+        cpu = {t: median([r["cpu_us"] for r in runs.get((t, conns), [])]) for t in ("portico", "nginx-proxy")}
+        if cpu["portico"] and cpu["nginx-proxy"]:
+            print(f"\nportico/nginx-proxy CPU per request at c{conns}: {cpu['portico'] / cpu['nginx-proxy']:.2f}×")
     print(f"\nraw results: {RESULTS}")
 
 
