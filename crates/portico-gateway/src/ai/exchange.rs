@@ -333,9 +333,9 @@ impl<'a> Call<'a> {
     /// The body `target`'s provider gets: the client's own with the model replaced when the
     /// formats agree, a translation when they do not.
     fn provider_body(&mut self, target: &Target) -> Result<Vec<u8>, AiError> {
-        let model = serde_json::to_string(&*target.model).unwrap_or_default();
+        let model = &*target.model_json;
         if self.operation == Operation::Embeddings {
-            return Ok(embeddings::request_body(&self.fields, &model));
+            return Ok(embeddings::request_body(&self.fields, model));
         }
         if target.provider.dialect.passes_through(self.client) {
             let fields = &self.fields;
@@ -343,9 +343,9 @@ impl<'a> Call<'a> {
                 let mut options = stream_options(fields);
                 options.insert("include_usage".into(), Value::Bool(true));
                 let options = Value::Object(options).to_string();
-                return Ok(fields.rewrite(&[("model", Some(&model)), ("stream_options", Some(&options))]));
+                return Ok(fields.rewrite(&[("model", Some(model)), ("stream_options", Some(&options))]));
             }
-            return Ok(fields.rewrite(&[("model", Some(&model))]));
+            return Ok(fields.rewrite(&[("model", Some(model))]));
         }
         let (client, body) = (self.client, self.fields.body());
         let neutral = self.neutral.get_or_insert_with(|| client.parse_request(&portico_ai::parse_body(body)?));

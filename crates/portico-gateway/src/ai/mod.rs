@@ -77,6 +77,8 @@ pub(crate) struct Target {
     pub model: Arc<str>,
     /// The model as the `x-portico-model` header of its answers.
     pub model_header: Option<http::HeaderValue>,
+    /// The model as a JSON string, for the provider's request body.
+    pub model_json: Box<str>,
     pub weight: u32,
     pub timeout: Duration,
     pub billing: Billing,
@@ -145,7 +147,8 @@ pub(crate) fn compile(
                 let price = config.ai_providers.iter().find(|p| p.name == t.provider).and_then(|p| p.price(&t.model));
                 let billing = Billing { provider: provider.name.clone(), model: model.clone(), price };
                 let model_header = http::HeaderValue::from_str(&model).ok();
-                Some(Target { provider, model, model_header, weight: t.weight, timeout, billing })
+                let model_json = serde_json::to_string(&*model).unwrap_or_default().into();
+                Some(Target { provider, model, model_header, model_json, weight: t.weight, timeout, billing })
             })
             .collect();
         let compiled =

@@ -54,6 +54,8 @@ pub(crate) struct Provider {
     /// The base URL's path, without a trailing `/`.
     base_path: Box<str>,
     api_version: Box<str>,
+    /// The path of each operation (by `Operation as usize`) whose path names no model.
+    fixed_paths: [Option<PathAndQuery>; 3],
     pub keys: KeyPool,
     pub connect_timeout: Duration,
     pub timeout: Duration,
@@ -90,7 +92,7 @@ impl Provider {
             let id = key_id(&provider.name, "", &[]);
             keys.push(PoolKey { name: "none".into(), state: states.key(&id), id: id.into(), auth: None, weight: 1 });
         }
-        Ok(Provider {
+        let mut compiled = Provider {
             name: provider.name.as_str().into(),
             name_header: HeaderValue::from_str(&provider.name).ok(),
             kind: provider.kind,
@@ -100,10 +102,19 @@ impl Provider {
             host,
             base_path: base.path().trim_end_matches('/').into(),
             api_version: provider.api_version.as_deref().unwrap_or(DEFAULT_AZURE_API_VERSION).into(),
+            fixed_paths: Default::default(),
             keys: KeyPool { keys: keys.into() },
             connect_timeout: Duration::from_millis(provider.connect_timeout_ms),
             timeout: Duration::from_millis(provider.timeout_ms),
-        })
+        };
+        let names_model = matches!(provider.kind, ProviderKind::Gemini | ProviderKind::Azure);
+        for operation in [Operation::Chat, Operation::Embeddings, Operation::CountTokens] {
+            if !names_model || operation == Operation::CountTokens {
+                let path = compiled.path(operation, "", false);
+                compiled.fixed_paths[operation as usize] = PathAndQuery::from_maybe_shared(path).ok();
+            }
+        }
+        Ok(compiled)
     }
 
     /// Whether the provider can answer `operation`.
@@ -126,24 +137,11 @@ impl Provider {
         request_id: &HeaderValue,
     ) -> Result<Request<Bytes>, String> {
         let Ask { operation, model, stream } = ask;
-        let base = &self.base_path;
-        let path = match (self.kind, operation) {
-            (_, Operation::CountTokens) => format!("{base}/messages/count_tokens"),
-            (ProviderKind::Anthropic, _) => format!("{base}/messages"),
-            (ProviderKind::Gemini, _) if stream => {
-                format!("{base}/models/{}:streamGenerateContent?alt=sse", encode(model))
-            }
-            (ProviderKind::Gemini, _) => format!("{base}/models/{}:generateContent", encode(model)),
-            (ProviderKind::Azure, Operation::Chat) => {
-                format!("{base}/deployments/{}/chat/completions?api-version={}", encode(model), self.api_version)
-            }
-            (ProviderKind::Azure, Operation::Embeddings) => {
-                format!("{base}/deployments/{}/embeddings?api-version={}", encode(model), self.api_version)
-            }
-            (_, Operation::Chat) => format!("{base}/chat/completions"),
-            (_, Operation::Embeddings) => format!("{base}/embeddings"),
+        let path = match &self.fixed_paths[operation as usize] {
+            Some(path) => path.clone(),
+            None => PathAndQuery::from_maybe_shared(self.path(operation, model, stream))
+                .map_err(|e| format!("bad provider path: {e}"))?,
         };
-        let path = PathAndQuery::from_maybe_shared(path).map_err(|e| format!("bad provider path: {e}"))?;
         let mut request = Request::new(body);
         *request.method_mut() = Method::POST;
         *request.uri_mut() = Uri::from(path);
@@ -162,6 +160,27 @@ impl Provider {
             }
         }
         Ok(request)
+    }
+
+    /// Where `operation` is sent: Gemini's and Azure's paths name the model.
+    fn path(&self, operation: Operation, model: &str, stream: bool) -> String {
+        let base = &self.base_path;
+        match (self.kind, operation) {
+            (_, Operation::CountTokens) => format!("{base}/messages/count_tokens"),
+            (ProviderKind::Anthropic, _) => format!("{base}/messages"),
+            (ProviderKind::Gemini, _) if stream => {
+                format!("{base}/models/{}:streamGenerateContent?alt=sse", encode(model))
+            }
+            (ProviderKind::Gemini, _) => format!("{base}/models/{}:generateContent", encode(model)),
+            (ProviderKind::Azure, Operation::Chat) => {
+                format!("{base}/deployments/{}/chat/completions?api-version={}", encode(model), self.api_version)
+            }
+            (ProviderKind::Azure, Operation::Embeddings) => {
+                format!("{base}/deployments/{}/embeddings?api-version={}", encode(model), self.api_version)
+            }
+            (_, Operation::Chat) => format!("{base}/chat/completions"),
+            (_, Operation::Embeddings) => format!("{base}/embeddings"),
+        }
     }
 }
 
