@@ -4,7 +4,7 @@
 //! is not charged. Each node keeps its own, bounded in bytes; the oldest answers go first.
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use portico_model::AiCache;
 use rustc_hash::FxHashMap;
 use serde_json::Value;
@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 #[derive(Clone)]
 pub(crate) struct Cached {
     pub body: Bytes,
-    pub headers: Vec<(&'static str, HeaderValue)>,
+    pub headers: Vec<(&'static HeaderName, HeaderValue)>,
     stored: Instant,
 }
 
 impl Cached {
-    pub fn new(body: Bytes, headers: Vec<(&'static str, HeaderValue)>) -> Cached {
+    pub fn new(body: Bytes, headers: Vec<(&'static HeaderName, HeaderValue)>) -> Cached {
         Cached { body, headers, stored: Instant::now() }
     }
 

@@ -156,7 +156,7 @@ static X_PORTICO_CACHE: http::HeaderName = http::HeaderName::from_static("x-port
 static X_PORTICO_PROVIDER: http::HeaderName = http::HeaderName::from_static("x-portico-provider");
 static X_PORTICO_MODEL: http::HeaderName = http::HeaderName::from_static("x-portico-model");
 /// The headers a kept answer is given again with.
-const KEPT_HEADERS: [&str; 3] = ["content-type", "x-portico-provider", "x-portico-model"];
+static KEPT_HEADERS: [&http::HeaderName; 3] = [&header::CONTENT_TYPE, &X_PORTICO_PROVIDER, &X_PORTICO_MODEL];
 
 fn cached_answer(hit: Cached) -> Response<ResponseBody> {
     let age = hit.age();
@@ -174,7 +174,7 @@ fn cached_answer(hit: Cached) -> Response<ResponseBody> {
 fn keep_answer(cache: &AnswerCache, key: [u8; 32], response: &mut Response<ResponseBody>) {
     let body = response.body().full_bytes().filter(|_| response.status() == StatusCode::OK).cloned();
     if let Some(body) = body {
-        let headers = KEPT_HEADERS.iter().filter_map(|name| Some((*name, response.headers().get(*name)?.clone())));
+        let headers = KEPT_HEADERS.iter().filter_map(|&name| Some((name, response.headers().get(name)?.clone())));
         cache.put(key, Cached::new(body, headers.collect()));
     }
     response.headers_mut().insert(X_PORTICO_CACHE.clone(), HeaderValue::from_static("miss"));

@@ -107,12 +107,9 @@ impl Provider {
             connect_timeout: Duration::from_millis(provider.connect_timeout_ms),
             timeout: Duration::from_millis(provider.timeout_ms),
         };
-        let names_model = matches!(provider.kind, ProviderKind::Gemini | ProviderKind::Azure);
         for operation in [Operation::Chat, Operation::Embeddings, Operation::CountTokens] {
-            if !names_model || operation == Operation::CountTokens {
-                let path = compiled.path(operation, "", false);
-                compiled.fixed_paths[operation as usize] = PathAndQuery::from_maybe_shared(path).ok();
-            }
+            let path = compiled.path(operation, None, false);
+            compiled.fixed_paths[operation as usize] = path.and_then(|path| PathAndQuery::from_maybe_shared(path).ok());
         }
         Ok(compiled)
     }
@@ -139,7 +136,7 @@ impl Provider {
         let Ask { operation, model, stream } = ask;
         let path = match &self.fixed_paths[operation as usize] {
             Some(path) => path.clone(),
-            None => PathAndQuery::from_maybe_shared(self.path(operation, model, stream))
+            None => PathAndQuery::from_maybe_shared(self.path(operation, Some(model), stream).unwrap_or_default())
                 .map_err(|e| format!("bad provider path: {e}"))?,
         };
         let mut request = Request::new(body);
@@ -162,25 +159,26 @@ impl Provider {
         Ok(request)
     }
 
-    /// Where `operation` is sent: Gemini's and Azure's paths name the model.
-    fn path(&self, operation: Operation, model: &str, stream: bool) -> String {
+    /// Where `operation` is sent. Gemini's and Azure's paths name the model: without one,
+    /// they are none.
+    fn path(&self, operation: Operation, model: Option<&str>, stream: bool) -> Option<String> {
         let base = &self.base_path;
-        match (self.kind, operation) {
+        Some(match (self.kind, operation) {
             (_, Operation::CountTokens) => format!("{base}/messages/count_tokens"),
             (ProviderKind::Anthropic, _) => format!("{base}/messages"),
             (ProviderKind::Gemini, _) if stream => {
-                format!("{base}/models/{}:streamGenerateContent?alt=sse", encode(model))
+                format!("{base}/models/{}:streamGenerateContent?alt=sse", encode(model?))
             }
-            (ProviderKind::Gemini, _) => format!("{base}/models/{}:generateContent", encode(model)),
+            (ProviderKind::Gemini, _) => format!("{base}/models/{}:generateContent", encode(model?)),
             (ProviderKind::Azure, Operation::Chat) => {
-                format!("{base}/deployments/{}/chat/completions?api-version={}", encode(model), self.api_version)
+                format!("{base}/deployments/{}/chat/completions?api-version={}", encode(model?), self.api_version)
             }
             (ProviderKind::Azure, Operation::Embeddings) => {
-                format!("{base}/deployments/{}/embeddings?api-version={}", encode(model), self.api_version)
+                format!("{base}/deployments/{}/embeddings?api-version={}", encode(model?), self.api_version)
             }
             (_, Operation::Chat) => format!("{base}/chat/completions"),
             (_, Operation::Embeddings) => format!("{base}/embeddings"),
-        }
+        })
     }
 }
 
