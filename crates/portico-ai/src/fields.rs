@@ -15,7 +15,13 @@ use std::ops::Range;
 /// JSON text lies in the body. Read once, it serves every provider a call tries.
 pub struct Fields {
     body: Bytes,
-    fields: Vec<(String, Range<usize>)>,
+    fields: Vec<(Key, Range<usize>)>,
+}
+
+/// A field's key: where it lies in the body, or, when written with escapes, the key itself.
+enum Key {
+    InBody(Range<usize>),
+    Unescaped(Box<str>),
 }
 
 impl Fields {
@@ -30,11 +36,18 @@ impl Fields {
         })?;
         // A borrowed value's text lies inside the body it was read from.
         let start = body.as_ptr() as usize;
+        let range = |text: &str| {
+            let offset = text.as_ptr() as usize - start;
+            offset..offset + text.len()
+        };
         let fields = borrowed
             .into_iter()
             .map(|(key, raw)| {
-                let offset = raw.get().as_ptr() as usize - start;
-                (key, offset..offset + raw.get().len())
+                let key = match key {
+                    KeyText::Borrowed(text) => Key::InBody(range(text)),
+                    KeyText::Owned(text) => Key::Unescaped(text.into()),
+                };
+                (key, range(raw.get()))
             })
             .collect();
         Ok(Fields { body, fields })
@@ -47,11 +60,18 @@ impl Fields {
 
     /// The JSON text of the field `key` (the last one, if it appears twice).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields.iter().rev().find(|(k, _)| k == key).map(|(_, range)| self.text(range))
+        self.fields.iter().rev().find(|(k, _)| self.key(k) == key).map(|(_, range)| self.text(range))
+    }
+
+    fn key<'a>(&'a self, key: &'a Key) -> &'a str {
+        match key {
+            Key::InBody(range) => self.text(range),
+            Key::Unescaped(key) => key,
+        }
     }
 
     fn text(&self, range: &Range<usize>) -> &str {
-        // The range is that of a `RawValue`'s text, which serde_json checked is UTF-8.
+        // The range is that of a text serde_json read from the body and checked is UTF-8.
         std::str::from_utf8(&self.body[range.clone()]).unwrap_or_default()
     }
 
@@ -76,7 +96,7 @@ impl Fields {
     /// The object again, with `changes` made: `(key, Some(json))` sets a field (in its place,
     /// or at the end), `(key, None)` removes it. Everything else is copied as it was.
     pub fn rewrite(&self, changes: &[(&str, Option<&str>)]) -> Vec<u8> {
-        let size: usize = self.fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+        let size: usize = self.fields.iter().map(|(k, v)| self.key(k).len() + v.len() + 4).sum();
         let mut out = Vec::with_capacity(size + 64);
         out.push(b'{');
         let write = |key: &str, value: &[u8], out: &mut Vec<u8>| {
@@ -90,7 +110,8 @@ impl Fields {
         };
         let mut done = vec![false; changes.len()];
         for (key, range) in &self.fields {
-            match changes.iter().position(|(k, _)| k == key) {
+            let key = self.key(key);
+            match changes.iter().position(|(k, _)| *k == key) {
                 Some(i) => {
                     if let (Some(value), false) = (changes[i].1, done[i]) {
                         write(key, value.as_bytes(), &mut out);
@@ -111,7 +132,32 @@ impl Fields {
 }
 
 /// The top-level fields of a JSON object, each with its text borrowed from the input.
-struct Object<'a>(Vec<(String, &'a RawValue)>);
+struct Object<'a>(Vec<(KeyText<'a>, &'a RawValue)>);
+
+/// A key as read: borrowed from the input, unless it had escapes to undo.
+enum KeyText<'a> {
+    Borrowed(&'a str),
+    Owned(String),
+}
+
+impl<'de> Deserialize<'de> for KeyText<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<KeyText<'de>, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = KeyText<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<KeyText<'de>, E> {
+                Ok(KeyText::Borrowed(text))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<KeyText<'de>, E> {
+                Ok(KeyText::Owned(text.to_owned()))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
 
 impl<'de: 'a, 'a> Deserialize<'de> for Object<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Object<'a>, D::Error> {
@@ -123,7 +169,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Object<'a> {
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Object<'a>, M::Error> {
                 let mut fields = Vec::new();
-                while let Some(field) = map.next_entry::<String, &'de RawValue>()? {
+                while let Some(field) = map.next_entry::<KeyText<'de>, &'de RawValue>()? {
                     fields.push(field);
                 }
                 Ok(Object(fields))
@@ -154,6 +200,10 @@ mod tests {
             "what was not changed is copied as sent, escapes and number spellings included"
         );
         assert_eq!(fields.body(), &body[..], "the body is kept as sent");
+        // A key written with escapes is the key it spells.
+        let escaped = Fields::parse(Bytes::from_static(br#"{"mod\u0065l":"alias","n":1}"#)).expect("an object");
+        assert_eq!(escaped.string("model").expect("string").as_deref(), Some("alias"));
+        assert_eq!(escaped.rewrite(&[("n", Some("2"))]), br#"{"model":"alias","n":2}"#);
         assert!(Fields::parse(Bytes::from_static(b"[1]")).is_err_and(|e| e.message.contains("object")));
         assert!(Fields::parse(Bytes::from_static(b"{oops")).is_err_and(|e| e.message.contains("not valid JSON")));
     }

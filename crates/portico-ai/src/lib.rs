@@ -20,6 +20,7 @@ mod fields;
 mod gemini;
 mod json;
 mod openai;
+mod scan;
 mod sse;
 #[cfg(test)]
 mod tests;
@@ -137,17 +138,8 @@ impl Dialect {
     /// The usage a whole answer (chat or embeddings) reports, read from its top level
     /// only; `None` when it reports none.
     pub fn read_usage(self, body: &[u8]) -> Option<Usage> {
-        /// The answer's usage object; every other field is skipped without being kept.
-        #[derive(serde::Deserialize)]
-        struct Answer<'a> {
-            #[serde(borrow, default)]
-            usage: Option<&'a serde_json::value::RawValue>,
-            #[serde(borrow, default, rename = "usageMetadata")]
-            usage_metadata: Option<&'a serde_json::value::RawValue>,
-        }
-        let answer: Answer<'_> = serde_json::from_slice(body).ok()?;
-        let raw = if self == Dialect::Gemini { answer.usage_metadata } else { answer.usage };
-        let usage: serde_json::Value = serde_json::from_str(raw?.get()).ok()?;
+        let key = if self == Dialect::Gemini { "usageMetadata" } else { "usage" };
+        let usage: serde_json::Value = serde_json::from_slice(scan::field(body, key)?).ok()?;
         let usage = match self {
             Dialect::OpenAi | Dialect::Mistral | Dialect::OpenAiCompatible => openai::read_usage(&usage),
             Dialect::Anthropic => anthropic::read_usage(&usage, Usage::default()),

@@ -45,8 +45,23 @@ pub(crate) async fn handle(
     cx: &RequestContext<'_>,
     trail: &mut Trail,
 ) -> Response<ResponseBody> {
-    let (endpoint, prompt) = (&*route.endpoint, route.prompt.as_deref());
     let (parts, body) = request.into_parts();
+    let response = answer(&parts, body, route, body_limit, caller, cx, trail).await;
+    // The client's head is read; its map can serve the next head read.
+    crate::proxy::recycle_map(parts.headers);
+    response
+}
+
+async fn answer(
+    parts: &http::request::Parts,
+    body: crate::server::ClientBody,
+    route: &AiRoute,
+    body_limit: Option<u64>,
+    caller: Caller<'_>,
+    cx: &RequestContext<'_>,
+    trail: &mut Trail,
+) -> Response<ResponseBody> {
+    let (endpoint, prompt) = (&*route.endpoint, route.prompt.as_deref());
     let api = match prompt {
         Some(_) if parts.method != Method::POST => {
             let error = AiError::new(ErrorKind::InvalidRequest, "a prompt API takes POST with its variables");
@@ -155,6 +170,8 @@ static X_PORTICO_CACHE: http::HeaderName = http::HeaderName::from_static("x-port
 /// Which provider, and which of its models, answered.
 static X_PORTICO_PROVIDER: http::HeaderName = http::HeaderName::from_static("x-portico-provider");
 static X_PORTICO_MODEL: http::HeaderName = http::HeaderName::from_static("x-portico-model");
+/// Tells a buffering proxy in front (nginx's name for it) to pass a stream on at once.
+static X_ACCEL_BUFFERING: http::HeaderName = http::HeaderName::from_static("x-accel-buffering");
 /// The headers a kept answer is given again with.
 static KEPT_HEADERS: [&http::HeaderName; 3] = [&header::CONTENT_TYPE, &X_PORTICO_PROVIDER, &X_PORTICO_MODEL];
 
@@ -422,6 +439,9 @@ impl<'a> Call<'a> {
         }
         let streamed =
             parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        // The provider's headers are not passed on; their map, emptied, holds the answer's.
+        let mut headers = parts.headers;
+        headers.clear();
         let mut answer = if self.stream && streamed {
             let mode = match (dialect.passes_through(self.client), &self.neutral) {
                 (true, _) if self.asks_for_usage(target) => Mode::PassWithoutUsage,
@@ -437,19 +457,20 @@ impl<'a> Call<'a> {
                 request_bytes: self.fields.body().len(),
             });
             let stream = AiStream::new(body, dialect, self.client, mode, metered);
-            let mut response = Response::new(ResponseBody::boxed(stream));
-            let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            headers.insert(&X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+            let mut response = Response::new(ResponseBody::boxed(stream));
+            *response.headers_mut() = headers;
             response
         } else {
             let text = read(body, MAX_ANSWER_BYTES).await.map_err(Miss::NextTarget)?;
             // Waited for, so that the caller's next call sees it on every node.
             futures_util::future::join_all(self.meter_answer(target, &text)).await;
             let text = self.translate_answer(dialect, text).map_err(|error| Miss::Final(None, error))?;
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             let mut response = Response::new(ResponseBody::full(text));
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            *response.headers_mut() = headers;
             response
         };
         let headers = answer.headers_mut();

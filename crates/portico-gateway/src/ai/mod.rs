@@ -86,25 +86,29 @@ pub(crate) struct Target {
 
 impl Model {
     /// The order to try the targets in: as listed, or with one chosen by weight first.
-    pub fn order(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.targets.len()).collect();
-        if self.weighted {
-            let total: u64 = self.targets.iter().map(|t| u64::from(t.weight)).sum();
-            if total > 0 {
-                let mut point = fastrand::u64(..total);
-                let first = self.targets.iter().position(|t| {
-                    let weight = u64::from(t.weight);
-                    let hit = point < weight;
-                    point = point.saturating_sub(weight);
-                    hit
-                });
-                if let Some(first) = first {
-                    order.remove(first);
-                    order.insert(0, first);
-                }
-            }
+    pub fn order(&self) -> impl Iterator<Item = usize> {
+        let count = self.targets.len();
+        let first = if self.weighted { self.chosen_by_weight() } else { 0 };
+        (count > 0).then_some(first).into_iter().chain((0..count).filter(move |&i| i != first))
+    }
+
+    /// A target picked with a chance in proportion to its weight (the first when all
+    /// weigh nothing).
+    fn chosen_by_weight(&self) -> usize {
+        let total: u64 = self.targets.iter().map(|t| u64::from(t.weight)).sum();
+        if total == 0 {
+            return 0;
         }
-        order
+        let mut point = fastrand::u64(..total);
+        self.targets
+            .iter()
+            .position(|t| {
+                let weight = u64::from(t.weight);
+                let hit = point < weight;
+                point = point.saturating_sub(weight);
+                hit
+            })
+            .unwrap_or(0)
     }
 }
 
@@ -199,4 +203,34 @@ pub(crate) fn compile(
     }
     states.retain_ai_rates(|scope| live_rates.contains(scope));
     Ok(AiCompiled { endpoints, providers, budgets })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(yaml: &str) -> Arc<Model> {
+        let config: Config = yaml_serde::from_str(yaml).expect("yaml");
+        let compiled = compile(&config, &UpstreamStates::default(), None, None).expect("compiles");
+        compiled.endpoints["llm"].models["m"].clone()
+    }
+
+    const PROVIDERS: &str = "ai_providers: [{name: a, kind: ollama}, {name: b, kind: ollama}, {name: c, kind: ollama}]
+services: [{name: llm, ai: {}}]
+";
+
+    #[test]
+    fn targets_are_tried_in_order_or_with_the_weighted_choice_first() {
+        let listed = model(&format!(
+            "{PROVIDERS}ai_models: [{{name: m, targets: [{{provider: a, model: x}}, {{provider: b, model: y}}, {{provider: c, model: z}}]}}]"
+        ));
+        assert_eq!(listed.order().collect::<Vec<_>>(), [0, 1, 2]);
+        // Only the third weighs anything: it is chosen first, the others follow as listed.
+        let weighted = model(&format!(
+            "{PROVIDERS}ai_models: [{{name: m, routing: weighted, targets: [{{provider: a, model: x, weight: 0}}, {{provider: b, model: y, weight: 0}}, {{provider: c, model: z, weight: 3}}]}}]"
+        ));
+        for _ in 0..20 {
+            assert_eq!(weighted.order().collect::<Vec<_>>(), [2, 0, 1]);
+        }
+    }
 }

@@ -142,6 +142,8 @@ impl Provider {
         let mut request = Request::new(body);
         *request.method_mut() = Method::POST;
         *request.uri_mut() = Uri::from(path);
+        // Room for what is set below; the map is handed back once the head is written.
+        *request.headers_mut() = crate::proxy::empty_map(6);
         let headers = request.headers_mut();
         headers.insert(header::HOST, self.host.clone());
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
