@@ -60,7 +60,11 @@ impl Fields {
 
     /// The JSON text of the field `key` (the last one, if it appears twice).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields.iter().rev().find(|(k, _)| self.key(k) == key).map(|(_, range)| self.text(range))
+        let named = |k: &Key| match k {
+            Key::InBody(range) => &self.body[range.clone()] == key.as_bytes(),
+            Key::Unescaped(k) => &**k == key,
+        };
+        self.fields.iter().rev().find(|(k, _)| named(k)).map(|(_, range)| self.text(range))
     }
 
     fn key<'a>(&'a self, key: &'a Key) -> &'a str {

@@ -114,3 +114,9 @@ pub(crate) fn put<T: Into<Value>>(map: &mut Map<String, Value>, key: &str, value
         map.insert(key.to_owned(), value.into());
     }
 }
+
+/// A usage object in its provider's typed form (see each provider's `WireUsage`). One that
+/// does not fit that form reads as empty, and the gateway then estimates the usage.
+pub(crate) fn usage<'v, T: serde::Deserialize<'v> + Default>(value: &'v Value) -> T {
+    T::deserialize(value).unwrap_or_default()
+}

@@ -139,11 +139,13 @@ impl Dialect {
     /// only; `None` when it reports none.
     pub fn read_usage(self, body: &[u8]) -> Option<Usage> {
         let key = if self == Dialect::Gemini { "usageMetadata" } else { "usage" };
-        let usage: serde_json::Value = serde_json::from_slice(scan::field(body, key)?).ok()?;
+        let text = scan::field(body, key)?;
         let usage = match self {
-            Dialect::OpenAi | Dialect::Mistral | Dialect::OpenAiCompatible => openai::read_usage(&usage),
-            Dialect::Anthropic => anthropic::read_usage(&usage, Usage::default()),
-            Dialect::Gemini => gemini::read_usage(&usage),
+            Dialect::OpenAi | Dialect::Mistral | Dialect::OpenAiCompatible => {
+                openai::read_usage(&serde_json::from_slice(text).ok()?)
+            }
+            Dialect::Anthropic => anthropic::read_usage(&serde_json::from_slice(text).ok()?, Usage::default()),
+            Dialect::Gemini => gemini::read_usage(&serde_json::from_slice(text).ok()?),
         };
         (!usage.is_empty()).then_some(usage)
     }

@@ -352,6 +352,19 @@ fn usage_is_read_to_one_meaning_from_every_provider_and_shape() {
     let gemini = json!({"usageMetadata": {"promptTokenCount": 100, "cachedContentTokenCount": 60,
         "candidatesTokenCount": 12, "thoughtsTokenCount": 8}});
     assert_eq!(whole(Dialect::Gemini, gemini), Some(expected));
+    // As a server may print it: indented, with the usage after the choices.
+    let pretty = json!({"choices": [{"message": {"content": "the \"usage\": {}"}}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20,
+        "prompt_tokens_details": {"cached_tokens": 60}, "completion_tokens_details": {"reasoning_tokens": 8}}});
+    let pretty = serde_json::to_vec_pretty(&pretty).expect("json");
+    assert_eq!(Dialect::OpenAi.read_usage(&pretty), Some(expected));
+    // Counts may be null; a usage object off the provider's documented shape is not read
+    // (the gateway then estimates, and says so).
+    let nulls = json!({"usage": {"prompt_tokens": 9, "completion_tokens": 3, "prompt_tokens_details": null,
+        "completion_tokens_details": {"reasoning_tokens": null}}});
+    assert_eq!(whole(Dialect::OpenAi, nulls).map(|u| (u.prompt_tokens, u.completion_tokens)), Some((9, 3)));
+    let odd = json!({"usage": {"prompt_tokens": 9, "completion_tokens": "3"}});
+    assert_eq!(whole(Dialect::OpenAi, odd), None);
     assert_eq!(whole(Dialect::OpenAi, json!({"choices": []})), None, "no usage is none, not zero");
     assert_eq!(whole(Dialect::OpenAi, json!({"usage": null})), None);
 

@@ -2,6 +2,8 @@
 
 use crate::chat::{ChatResponse, FinishReason, Part, Usage};
 use crate::error::{AiError, ErrorKind};
+use crate::json;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 pub(crate) fn parse_response(body: &[u8]) -> Result<ChatResponse, AiError> {
@@ -34,7 +36,7 @@ pub(crate) fn parse_response(body: &[u8]) -> Result<ChatResponse, AiError> {
         parts,
         finish: value.get("stop_reason").and_then(Value::as_str).map_or(FinishReason::Stop, read_stop_reason),
         stop_sequence: value.get("stop_sequence").and_then(Value::as_str).map(str::to_owned),
-        usage: value.get("usage").map(|u| read_usage(u, Usage::default())).unwrap_or_default(),
+        usage: value.get("usage").map(|u| read_usage(&json::usage(u), Usage::default())).unwrap_or_default(),
     })
 }
 
@@ -100,20 +102,30 @@ pub(crate) fn write_stop_reason(reason: &FinishReason) -> &str {
     }
 }
 
+/// Anthropic's usage object.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct WireUsage {
+    input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
 /// Reads Anthropic's usage over `known`: fields present replace the known ones (stream
 /// events carry cumulative counts, and not every event carries every field).
-pub(crate) fn read_usage(usage: &Value, known: Usage) -> Usage {
-    let count = |key: &str| usage.get(key).and_then(Value::as_u64);
+pub(crate) fn read_usage(usage: &WireUsage, known: Usage) -> Usage {
     // Anthropic's `input_tokens` leaves out the cached tokens; OpenAI's meaning counts them.
-    let uncached = count("input_tokens")
+    let uncached = usage
+        .input_tokens
         .unwrap_or(known.prompt_tokens.saturating_sub(known.cached_tokens + known.cache_write_tokens));
-    let cached = count("cache_read_input_tokens").unwrap_or(known.cached_tokens);
-    let written = count("cache_creation_input_tokens").unwrap_or(known.cache_write_tokens);
+    let cached = usage.cache_read_input_tokens.unwrap_or(known.cached_tokens);
+    let written = usage.cache_creation_input_tokens.unwrap_or(known.cache_write_tokens);
     Usage {
         prompt_tokens: uncached + cached + written,
         cached_tokens: cached,
         cache_write_tokens: written,
-        completion_tokens: count("output_tokens").unwrap_or(known.completion_tokens),
+        completion_tokens: usage.output_tokens.unwrap_or(known.completion_tokens),
         reasoning_tokens: known.reasoning_tokens,
     }
 }

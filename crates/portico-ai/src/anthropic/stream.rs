@@ -35,7 +35,7 @@ impl StreamReader {
                 let message = data.get("message").unwrap_or(&Value::Null);
                 out.push(StreamEvent::Start { id: text(message, "id"), model: text(message, "model") });
                 if let Some(usage) = message.get("usage") {
-                    self.usage = read_usage(usage, self.usage);
+                    self.usage = read_usage(&crate::json::usage(usage), self.usage);
                     out.push(StreamEvent::Usage(self.usage));
                 }
             }
@@ -99,7 +99,7 @@ impl StreamReader {
                     out.push(StreamEvent::Finish { reason: read_stop_reason(reason), stop_sequence });
                 }
                 if let Some(usage) = data.get("usage") {
-                    self.usage = read_usage(usage, self.usage);
+                    self.usage = read_usage(&crate::json::usage(usage), self.usage);
                     out.push(StreamEvent::Usage(self.usage));
                 }
             }

@@ -4,6 +4,7 @@ use super::signature;
 use crate::chat::{fresh_id, ChatResponse, FinishReason, Part, Usage};
 use crate::error::{AiError, ErrorKind};
 use crate::json;
+use serde::Deserialize;
 use serde_json::Value;
 
 pub(crate) fn parse_response(body: &[u8]) -> Result<ChatResponse, AiError> {
@@ -32,7 +33,7 @@ pub(crate) fn parse_response(body: &[u8]) -> Result<ChatResponse, AiError> {
         parts,
         finish,
         stop_sequence: None,
-        usage: value.get("usageMetadata").map(read_usage).unwrap_or_default(),
+        usage: value.get("usageMetadata").map(|usage| read_usage(&json::usage(usage))).unwrap_or_default(),
     })
 }
 
@@ -73,16 +74,24 @@ pub(crate) fn read_finish(reason: &str) -> FinishReason {
     }
 }
 
-/// Gemini's usage: `promptTokenCount` includes cached tokens; `candidatesTokenCount` leaves
-/// out the thoughts, which OpenAI's `completion_tokens` counts.
-pub(crate) fn read_usage(usage: &Value) -> Usage {
-    let count = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
-    let thoughts = count("thoughtsTokenCount");
+/// Gemini's usage metadata: `promptTokenCount` includes cached tokens; `candidatesTokenCount`
+/// leaves out the thoughts, which OpenAI's `completion_tokens` counts.
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct WireUsage {
+    prompt_token_count: Option<u64>,
+    cached_content_token_count: Option<u64>,
+    candidates_token_count: Option<u64>,
+    thoughts_token_count: Option<u64>,
+}
+
+pub(crate) fn read_usage(usage: &WireUsage) -> Usage {
+    let thoughts = usage.thoughts_token_count.unwrap_or(0);
     Usage {
-        prompt_tokens: count("promptTokenCount"),
-        cached_tokens: count("cachedContentTokenCount"),
+        prompt_tokens: usage.prompt_token_count.unwrap_or(0),
+        cached_tokens: usage.cached_content_token_count.unwrap_or(0),
         cache_write_tokens: 0,
-        completion_tokens: count("candidatesTokenCount") + thoughts,
+        completion_tokens: usage.candidates_token_count.unwrap_or(0) + thoughts,
         reasoning_tokens: thoughts,
     }
 }

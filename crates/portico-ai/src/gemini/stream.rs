@@ -53,7 +53,7 @@ impl StreamReader {
             out.push(StreamEvent::Finish { reason, stop_sequence: None });
         }
         if let Some(usage) = chunk.get("usageMetadata") {
-            out.push(StreamEvent::Usage(read_usage(usage)));
+            out.push(StreamEvent::Usage(read_usage(&json::usage(usage))));
         }
     }
 

@@ -3,6 +3,7 @@
 use crate::chat::{ChatResponse, FinishReason, Part, Usage};
 use crate::error::AiError;
 use crate::json;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 pub(crate) fn parse_response(body: &[u8]) -> Result<ChatResponse, AiError> {
@@ -34,7 +35,7 @@ pub(crate) fn parse_response(body: &[u8]) -> Result<ChatResponse, AiError> {
         parts,
         finish: choice.get("finish_reason").and_then(Value::as_str).map_or(FinishReason::Stop, read_finish),
         stop_sequence: None,
-        usage: value.get("usage").map(read_usage).unwrap_or_default(),
+        usage: value.get("usage").map(|usage| read_usage(&json::usage(usage))).unwrap_or_default(),
     })
 }
 
@@ -107,20 +108,39 @@ pub(crate) fn write_finish(reason: &FinishReason) -> &str {
     }
 }
 
-/// Reads OpenAI's usage object, and the words some compatible servers use in it (DeepSeek's
-/// `prompt_cache_hit_tokens`).
-pub(crate) fn read_usage(usage: &Value) -> Usage {
-    let count = |value: &Value| value.as_u64().unwrap_or(0);
-    let prompt_details = &usage["prompt_tokens_details"];
+/// OpenAI's usage object, with the words some compatible servers use in it.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct WireUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    prompt_tokens_details: Option<PromptDetails>,
+    completion_tokens_details: Option<CompletionDetails>,
+    /// DeepSeek's name for the cached tokens.
+    prompt_cache_hit_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PromptDetails {
+    cached_tokens: Option<u64>,
+    cache_write_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CompletionDetails {
+    reasoning_tokens: Option<u64>,
+}
+
+pub(crate) fn read_usage(usage: &WireUsage) -> Usage {
+    let prompt = usage.prompt_tokens_details.as_ref();
     Usage {
-        prompt_tokens: count(&usage["prompt_tokens"]),
-        cached_tokens: prompt_details["cached_tokens"]
-            .as_u64()
-            .or_else(|| usage["prompt_cache_hit_tokens"].as_u64())
-            .unwrap_or(0),
-        cache_write_tokens: count(&prompt_details["cache_write_tokens"]),
-        completion_tokens: count(&usage["completion_tokens"]),
-        reasoning_tokens: count(&usage["completion_tokens_details"]["reasoning_tokens"]),
+        prompt_tokens: usage.prompt_tokens.unwrap_or(0),
+        cached_tokens: prompt.and_then(|p| p.cached_tokens).or(usage.prompt_cache_hit_tokens).unwrap_or(0),
+        cache_write_tokens: prompt.and_then(|p| p.cache_write_tokens).unwrap_or(0),
+        completion_tokens: usage.completion_tokens.unwrap_or(0),
+        reasoning_tokens: usage.completion_tokens_details.as_ref().and_then(|c| c.reasoning_tokens).unwrap_or(0),
     }
 }
 

@@ -43,7 +43,7 @@ impl StreamReader {
         // it in `x_groq`.
         let usage = chunk.get("usage").filter(|u| u.is_object()).or_else(|| json::present(&chunk["x_groq"]["usage"]));
         if let Some(usage) = usage.filter(|u| u.is_object()) {
-            out.push(StreamEvent::Usage(read_usage(usage)));
+            out.push(StreamEvent::Usage(read_usage(&json::usage(usage))));
         }
     }
 

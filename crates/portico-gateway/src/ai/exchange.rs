@@ -45,23 +45,8 @@ pub(crate) async fn handle(
     cx: &RequestContext<'_>,
     trail: &mut Trail,
 ) -> Response<ResponseBody> {
-    let (parts, body) = request.into_parts();
-    let response = answer(&parts, body, route, body_limit, caller, cx, trail).await;
-    // The client's head is read; its map can serve the next head read.
-    crate::proxy::recycle_map(parts.headers);
-    response
-}
-
-async fn answer(
-    parts: &http::request::Parts,
-    body: crate::server::ClientBody,
-    route: &AiRoute,
-    body_limit: Option<u64>,
-    caller: Caller<'_>,
-    cx: &RequestContext<'_>,
-    trail: &mut Trail,
-) -> Response<ResponseBody> {
     let (endpoint, prompt) = (&*route.endpoint, route.prompt.as_deref());
+    let (parts, body) = request.into_parts();
     let api = match prompt {
         Some(_) if parts.method != Method::POST => {
             let error = AiError::new(ErrorKind::InvalidRequest, "a prompt API takes POST with its variables");
@@ -125,7 +110,7 @@ async fn answer(
     if let Err(refusal) = govern(&mut call, endpoint, caller, cx, trail).await {
         return refusal;
     }
-    match call.run(cx, trail).await {
+    let response = match call.run(cx, trail).await {
         Ok(mut response) => {
             if let Some((cache, key)) = cache_key {
                 keep_answer(cache, key, &mut response);
@@ -133,7 +118,10 @@ async fn answer(
             response
         }
         Err((status, error)) => error_response(format, status, &error),
-    }
+    };
+    // The client's head is read; its map can serve the next head read.
+    crate::proxy::recycle_map(parts.headers);
+    response
 }
 
 /// The caller's budgets and the service's rates: a refusal, or the call metered.
