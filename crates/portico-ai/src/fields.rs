@@ -60,17 +60,13 @@ impl Fields {
 
     /// The JSON text of the field `key` (the last one, if it appears twice).
     pub fn get(&self, key: &str) -> Option<&str> {
-        let named = |k: &Key| match k {
-            Key::InBody(range) => &self.body[range.clone()] == key.as_bytes(),
-            Key::Unescaped(k) => &**k == key,
-        };
-        self.fields.iter().rev().find(|(k, _)| named(k)).map(|(_, range)| self.text(range))
+        self.fields.iter().rev().find(|(k, _)| self.key(k) == key.as_bytes()).map(|(_, range)| self.text(range))
     }
 
-    fn key<'a>(&'a self, key: &'a Key) -> &'a str {
+    fn key<'a>(&'a self, key: &'a Key) -> &'a [u8] {
         match key {
-            Key::InBody(range) => self.text(range),
-            Key::Unescaped(key) => key,
+            Key::InBody(range) => &self.body[range.clone()],
+            Key::Unescaped(key) => key.as_bytes(),
         }
     }
 
@@ -114,7 +110,8 @@ impl Fields {
         };
         let mut done = vec![false; changes.len()];
         for (key, range) in &self.fields {
-            let key = self.key(key);
+            // A key serde_json read: UTF-8.
+            let key = std::str::from_utf8(self.key(key)).unwrap_or_default();
             match changes.iter().position(|(k, _)| *k == key) {
                 Some(i) => {
                     if let (Some(value), false) = (changes[i].1, done[i]) {

@@ -430,7 +430,7 @@ impl<'a> Call<'a> {
         // The provider's headers are not passed on; their map, emptied, holds the answer's.
         let mut headers = parts.headers;
         headers.clear();
-        let mut answer = if self.stream && streamed {
+        let answer = if self.stream && streamed {
             let mode = match (dialect.passes_through(self.client), &self.neutral) {
                 (true, _) if self.asks_for_usage(target) => Mode::PassWithoutUsage,
                 (true, _) => Mode::Pass,
@@ -444,30 +444,26 @@ impl<'a> Call<'a> {
                 billing: target.billing.clone(),
                 request_bytes: self.fields.body().len(),
             });
-            let stream = AiStream::new(body, dialect, self.client, mode, metered);
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             headers.insert(&X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
-            let mut response = Response::new(ResponseBody::boxed(stream));
-            *response.headers_mut() = headers;
-            response
+            ResponseBody::boxed(AiStream::new(body, dialect, self.client, mode, metered))
         } else {
             let text = read(body, MAX_ANSWER_BYTES).await.map_err(Miss::NextTarget)?;
             // Waited for, so that the caller's next call sees it on every node.
             futures_util::future::join_all(self.meter_answer(target, &text)).await;
             let text = self.translate_answer(dialect, text).map_err(|error| Miss::Final(None, error))?;
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            let mut response = Response::new(ResponseBody::full(text));
-            *response.headers_mut() = headers;
-            response
+            ResponseBody::full(text)
         };
-        let headers = answer.headers_mut();
         if let Some(name) = &provider.name_header {
             headers.insert(&X_PORTICO_PROVIDER, name.clone());
         }
         if let Some(model) = &target.model_header {
             headers.insert(&X_PORTICO_MODEL, model.clone());
         }
+        let mut answer = Response::new(answer);
+        *answer.headers_mut() = headers;
         Ok(answer)
     }
 
